@@ -1,0 +1,115 @@
+"""The interface every backbone adapter implements.
+
+An adapter is a thin wrapper around a library model object (timm, open_clip, transformers): it
+calls that object's own modules and owns no weights of its own. It exposes one or more *towers*
+(a ViT has one, CLIP has ``vision`` and ``text``, T5 and BERT have ``encoder``); each tower is a
+:class:`TokenTower` with the four steps of the token-sequence hook::
+
+    seq = tower.embed(inputs)
+    for i in range(tower.num_layers):
+        seq = prompts.before_layer(tower.name, i, seq, ctx)
+        seq = tower.layer(i, seq)
+    feat = tower.pool(seq)
+
+With no prompts the result equals the library's own forward (each adapter has a test for it).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from ..tokens import TokenSeq
+
+
+class TokenTower(nn.Module):
+    """One token-sequence stack of a backbone (a ViT, CLIP's text tower, an encoder)."""
+
+    name: str = "encoder"
+    #: whether :meth:`embed` returns raw token embeddings that still need positional/type
+    #: embeddings added at layer 0 (text towers), so prompts inserted before layer 0 are placed
+    #: like words and get positions as words do
+    deferred_position: bool = False
+
+    @property
+    def width(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        raise NotImplementedError
+
+    def embed(self, inputs) -> TokenSeq:
+        raise NotImplementedError
+
+    def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        raise NotImplementedError
+
+    def pool(self, seq: TokenSeq) -> torch.Tensor:
+        raise NotImplementedError
+
+    def input_embeddings(self) -> Optional[nn.Embedding]:
+        """The vocabulary embedding of a text tower (used to initialise prompts from words)."""
+        return None
+
+    def tokenize(self, texts):
+        """Token ids (and mask) for raw strings; text towers only."""
+        raise NotImplementedError(f"the {self.name} tower does not take text")
+
+    def run(self, inputs, prompts=None, ctx=None) -> torch.Tensor:
+        """The whole hook: embed, prompts before every layer, layers, pool."""
+        seq = self.embed(inputs)
+        return self.pool(self.run_layers(seq, prompts, ctx))
+
+    def run_layers(self, seq: TokenSeq, prompts=None, ctx=None, upto: Optional[int] = None) -> TokenSeq:
+        for i in range(self.num_layers if upto is None else upto):
+            if prompts is not None:
+                seq = prompts.before_layer(self.name, i, seq, ctx)
+            seq = self.layer(i, seq)
+        return seq
+
+
+class TokenBackbone(nn.Module):
+    """A library model wrapped as named :class:`TokenTower` s; frozen by default.
+
+    Subclasses set ``self.model`` (the library object) and ``self.towers`` (a ModuleDict of
+    towers that refer to ``self.model``'s modules).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = False
+        self.dropout_off = False
+
+    @property
+    def tower_names(self):
+        return list(self.towers.keys())
+
+    def tower(self, name: str) -> TokenTower:
+        if name not in self.towers:
+            from ..errors import ConfigError
+            raise ConfigError(f"{type(self).__name__} has no '{name}' tower (it has {self.tower_names})")
+        return self.towers[name]
+
+    def freeze(self, dropout_off: bool = False) -> "TokenBackbone":
+        """Freeze every backbone weight. ``dropout_off`` keeps the frozen model's dropout off
+        while prompts train (SuperPos-Prompt shows this helps every method)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.frozen = True
+        self.dropout_off = dropout_off
+        return self.train(self.training)
+
+    def train(self, mode: bool = True):
+        # The frozen backbones here (ViT, CLIP, T5, BERT) have no batch statistics, so their
+        # train mode only switches dropout; ``dropout_off`` keeps it off while prompts train.
+        super().train(mode)
+        if self.frozen and self.dropout_off:
+            for m in self.modules():
+                if isinstance(m, nn.Dropout) or type(m).__name__.endswith("Dropout"):
+                    m.train(False)
+        return self
+
+    def info(self) -> Dict[str, object]:
+        return {name: {"width": t.width, "layers": t.num_layers} for name, t in self.towers.items()}

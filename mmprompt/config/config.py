@@ -1,0 +1,171 @@
+"""Loading and merging configs.
+
+* ``_BASE_: relative/path.yaml`` (or a list of them) at the top of a yaml inherits that file;
+  chains are followed, cycles are refused.
+* Keys must exist in :mod:`mmprompt.config.defaults`; an unknown key names the closest valid
+  ones, a value of the wrong type names the key and the type expected.
+* Command-line overrides are ``KEY VALUE`` pairs, values parsed as Python literals when they can be.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import os
+from typing import Iterable, List, Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as _YacsNode
+
+from ..errors import ConfigError
+
+BASE_KEY = "_BASE_"
+
+
+class CfgNode(_YacsNode):
+    """yacs CfgNode whose merges give actionable errors."""
+
+    def merge_from_file(self, path: str) -> "CfgNode":
+        merge_from_file(self, path)
+        return self
+
+    def merge_from_list(self, opts: Sequence[str]) -> "CfgNode":
+        merge_from_list(self, opts)
+        return self
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults."""
+    from .defaults import _C
+    return _C.clone()
+
+
+def load_cfg(config_file: Optional[str] = None, dataset_config_file: Optional[str] = None,
+             opts: Sequence[str] = ()) -> CfgNode:
+    """defaults -> dataset config -> method config -> KEY VALUE overrides (Dassl's order)."""
+    cfg = get_cfg()
+    if dataset_config_file:
+        merge_from_file(cfg, dataset_config_file)
+    if config_file:
+        merge_from_file(cfg, config_file)
+    merge_from_list(cfg, opts)
+    return cfg
+
+
+def _read_yaml_chain(path: str, stack: List[str]) -> dict:
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path}")
+    if path in stack:
+        chain = " -> ".join(os.path.relpath(p) for p in stack + [path])
+        raise ConfigError(f"_BASE_ cycle in configs: {chain}. Remove one of these _BASE_ links.")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else list(bases):
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        _deep_update(merged, _read_yaml_chain(base_path, stack + [path]))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+
+
+def merge_from_file(cfg: CfgNode, path: str) -> None:
+    _merge_dict(cfg, _read_yaml_chain(path, []), source=os.path.relpath(path))
+
+
+def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(f"Overrides come in KEY VALUE pairs; got an odd number: {opts}")
+    for key, raw in zip(opts[0::2], opts[1::2]):
+        node = {}
+        cur = node
+        parts = key.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = _parse_literal(raw)
+        _merge_dict(cfg, node, source="command line")
+
+
+def _parse_literal(raw):
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def all_keys(cfg: _YacsNode, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, _YacsNode):
+            keys.extend(all_keys(v, full + "."))
+    return keys
+
+
+def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=None) -> None:
+    root = cfg if root is None else root
+    root_keys: Optional[Iterable[str]] = None
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if k not in cfg:
+            if cfg.is_new_allowed():
+                cfg[k] = _to_node(v)
+                continue
+            root_keys = root_keys or all_keys(root)
+            close = difflib.get_close_matches(full, root_keys, n=3, cutoff=0.6)
+            if not close:  # a typo'd last part still matches keys of the same node
+                close = [f"{prefix}{c}" for c in difflib.get_close_matches(k, list(cfg.keys()), n=3, cutoff=0.5)]
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"Unknown config key {full} (from {source}).{hint}")
+        old = cfg[k]
+        if isinstance(old, _YacsNode):
+            if not isinstance(v, dict):
+                raise ConfigError(f"Config key {full} (from {source}) is a group of keys "
+                                  f"({', '.join(list(old.keys())[:6])}...), not a value; got {v!r}")
+            _merge_dict(old, v, source, full + ".", root)
+            continue
+        cfg[k] = _coerce(full, old, v, source)
+
+
+def _to_node(v):
+    return CfgNode(v, new_allowed=True) if isinstance(v, dict) else v
+
+
+def _coerce(key: str, old, new, source: str):
+    if isinstance(new, str) and not isinstance(old, str):
+        new = _parse_literal(new)
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    elif isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return type(old)(new)
+    elif isinstance(old, (list, tuple)) and isinstance(new, (str, int, float)):
+        return type(old)([new])
+    elif isinstance(new, type(old)):
+        return new
+    raise ConfigError(f"Config key {key} (from {source}) expects {type(old).__name__} "
+                      f"(default {old!r}), got {type(new).__name__} {new!r}")

@@ -1,0 +1,38 @@
+"""Every config key, with its default and what it means.
+
+Sections owned by one part of the toolkit live beside this file (``prompt_defaults.py``,
+``data_defaults.py``, ``engine_defaults.py``) and are added here, so the whole tree is still
+built in one place.
+"""
+from .config import CfgNode as CN
+from .data_defaults import add_data_config
+from .engine_defaults import add_engine_config
+from .prompt_defaults import add_prompt_config
+
+_C = CN()
+
+_C.OUTPUT_DIR = "output"  # where checkpoints, metrics.json, logs and the merged config go
+_C.SEED = 1  # random seed for weights of prompts, data sampling and shuffling; < 0 means random
+_C.USE_CUDA = True  # use a GPU when one is available
+
+_C.MODEL = CN()
+_C.MODEL.NAME = "image_classifier"  # task model in the MODELS registry (image_classifier, clip_prompt_classifier, text_classifier, t5_verbalizer)
+_C.MODEL.INIT_WEIGHTS = ""  # checkpoint of trainable weights to load before training or evaluation
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "timm_vit"  # adapter in the BACKBONES registry (timm_vit, open_clip, t5, hf_encoder)
+_C.MODEL.BACKBONE.ARCH = "vit_base_patch16_224_in21k"  # architecture: timm model name, open_clip model name or config JSON path, HF config name or folder
+_C.MODEL.BACKBONE.PRETRAINED = ""  # "" = random init; a library tag (open_clip 'openai', timm 'True'), a hub id, or a local file/folder
+_C.MODEL.BACKBONE.KWARGS = CN(new_allowed=True)  # extra architecture arguments passed to the library (e.g. embed_dim, depth, img_size for tiny test models)
+_C.MODEL.BACKBONE.FREEZE = True  # freeze every backbone weight (prompt learning); False fine-tunes it
+_C.MODEL.BACKBONE.DROPOUT_OFF = False  # keep the frozen backbone's dropout off while training (SuperPos-Prompt finding)
+_C.MODEL.BACKBONE.CACHE_DIR = ""  # where library downloads go; "" = the library's default cache
+
+_C.MODEL.HEAD = CN()
+_C.MODEL.HEAD.NUM_CLASSES = 0  # classes of a linear head; 0 = take it from the dataset
+_C.MODEL.HEAD.POOL = "default"  # feature the head reads: default (the backbone's own: CLS/EOT/mean), cls, mean
+_C.MODEL.HEAD.DROPOUT = 0.0  # dropout on the pooled feature before the head
+
+add_prompt_config(_C)
+add_data_config(_C)
+add_engine_config(_C)

@@ -1,0 +1,116 @@
+"""What every prompt method is built from.
+
+A prompt method is a :class:`PromptModule`: it sees the tower name, the layer index and the
+:class:`~mmprompt.tokens.TokenSeq`, and returns the edited sequence. It never asks which backbone
+it runs on. Three separable pieces make the methods composable:
+
+* a :class:`TokenSource` says *what* the prompt tokens are (a plain parameter, a SuperPos
+  superposition, a Residual MLP, a MaPLe coupling, a prompt pool ...);
+* a :class:`Placement` says *where* they enter the sequence (prefix, suffix, a learned split
+  position ...) and how a deep method replaces them at the next layer;
+* offsets (DePT/ADePT) edit tokens already in the sequence.
+
+:class:`PromptStack` runs the configured modules in order at every layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from ..tokens import TokenSeq
+
+
+@dataclass
+class PromptContext:
+    """State of one forward pass shared by the prompt modules.
+
+    ``features[tower]`` is the instance feature instance-level methods condition on: by default
+    the masked mean of the tower's embedded input tokens, computed once before layer 0.
+    ``cache`` lets modules share work within the pass (MaPLe's coupled prompts, a pool's
+    mixing weights); ``records`` collects what a run should save (chosen positions/lengths).
+    """
+
+    step: int = 0
+    features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    cache: Dict[str, object] = field(default_factory=dict)
+    records: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
+
+    def record(self, key: str, value: torch.Tensor):
+        self.records.setdefault(key, []).append(value.detach())
+
+
+class PromptModule(nn.Module):
+    """Base of every prompt method; override :meth:`before_layer` (and :meth:`setup`)."""
+
+    #: tower names this method can act on; None means any tower
+    requires_towers: Optional[Iterable[str]] = None
+
+    def setup(self, backbone) -> None:
+        """Called once with the backbone before training, to size parameters from its towers
+        (widths, depth, vocabulary embeddings). Raise ConfigError for impossible combinations."""
+
+    def before_layer(self, tower: str, i: int, seq: TokenSeq, ctx: PromptContext) -> TokenSeq:
+        return seq
+
+    def no_weight_decay(self) -> List[str]:
+        """Names (relative to this module) of parameters that must not get weight decay."""
+        return []
+
+    def param_groups(self) -> Dict[str, List[str]]:
+        """Optional named groups of parameter names (relative to this module), e.g. DePT's
+        ``{"offsets": [...]}``, so the optimizer can give them their own learning rate."""
+        return {}
+
+
+class TokenSource(nn.Module):
+    """Produces prompt tokens: ``forward(ctx, tower) -> (1 or B, length, width)``."""
+
+    length: int
+    width: int
+
+    def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> List[str]:
+        return []
+
+
+class Placement(nn.Module):
+    """Puts a source's tokens into the sequence, and replaces them at deeper layers."""
+
+    def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
+        raise NotImplementedError
+
+
+class PromptStack(nn.Module):
+    """The configured prompt modules, applied in order before every layer of every tower."""
+
+    def __init__(self, modules: Iterable[PromptModule] = ()):
+        super().__init__()
+        self.methods = nn.ModuleList(modules)
+
+    def setup(self, backbone) -> "PromptStack":
+        for m in self.methods:
+            m.setup(backbone)
+        return self
+
+    def before_layer(self, tower: str, i: int, seq: TokenSeq, ctx: Optional[PromptContext]) -> TokenSeq:
+        if ctx is None:
+            ctx = PromptContext()
+        if i == 0 and tower not in ctx.features:
+            ctx.features[tower] = masked_mean(seq.x, seq.mask)
+        for m in self.methods:
+            seq = m.before_layer(tower, i, seq, ctx)
+        return seq
+
+    def __len__(self):
+        return len(self.methods)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens a mask allows: (B, N, D), (B, N) -> (B, D)."""
+    w = mask.to(x.dtype)[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
