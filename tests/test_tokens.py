@@ -75,3 +75,22 @@ def test_shape_mismatch_is_explained():
     seq = make_seq()
     with pytest.raises(ValueError, match="do not fit"):
         seq.insert(torch.zeros(2, 4), 1, new_owner_id())
+
+
+def test_static_placements_insert_then_replace():
+    from mmprompt.prompts.base import PromptContext
+    from mmprompt.prompts.placement import build_placement
+
+    seq = make_seq(N=6, lengths=[4, 6])
+    ctx = PromptContext()
+    for name, first in (("prefix", [1, 1]), ("suffix", [3, 5])):
+        oid = new_owner_id()
+        place = build_placement(name, None, length=2, width=3)
+        out = place.place(seq, torch.ones(1, 2, 3), oid, ctx)
+        assert out.positions_of(oid)[:, 0].tolist() == first
+        again = place.place(out, torch.full((1, 2, 3), 5.0), oid, ctx)
+        assert again.length == out.length  # deep prompts replace, not accumulate
+        assert bool((again.x[again.owner == oid] == 5.0).all())
+    oid = new_owner_id()
+    mid = build_placement("middle", None, length=4, width=3).place(seq, torch.ones(1, 4, 3), oid, ctx)
+    assert mid.positions_of(oid).tolist() == [[1, 2, 6, 7], [1, 2, 8, 9]]
