@@ -93,4 +93,4 @@ def test_static_placements_insert_then_replace():
         assert bool((again.x[again.owner == oid] == 5.0).all())
     oid = new_owner_id()
     mid = build_placement("middle", None, length=4, width=3).place(seq, torch.ones(1, 4, 3), oid, ctx)
-    assert mid.positions_of(oid).tolist() == [[1, 2, 6, 7], [1, 2, 8, 9]]
+    assert mid.positions_of(oid).tolist() == [[1, 2, 5, 6], [1, 2, 7, 8]]
