@@ -33,6 +33,10 @@ _C.MODEL.HEAD.NUM_CLASSES = 0  # classes of a linear head; 0 = take it from the 
 _C.MODEL.HEAD.POOL = "default"  # feature the head reads: default (the backbone's own: CLS/EOT/mean), cls, mean
 _C.MODEL.HEAD.DROPOUT = 0.0  # dropout on the pooled feature before the head
 
+_C.MODEL.TEXT = CN()
+_C.MODEL.TEXT.MAX_LENGTH = 128  # longest tokenized text (longer ones are truncated); prompt tokens come on top of it
+_C.MODEL.TEXT.TOKENIZER = ""  # text models' tokenizer: "" = the backbone's own (beside its weights or config), 'byt5' = byte tokenizer needing no files, or a folder / hub id
+
 add_prompt_config(_C)
 add_data_config(_C)
 add_engine_config(_C)
