@@ -1,4 +1,7 @@
-"""Config keys of datasets, transforms and loaders (``DATASET.*``, ``INPUT.*``, ``DATALOADER.*``)."""
+"""Config keys of datasets, transforms and loaders (``DATASET.*``, ``INPUT.*``, ``DATALOADER.*``).
+
+Names follow CoOp/Dassl so their yaml files read with few changes.
+"""
 from .config import CfgNode as CN
 
 
@@ -6,3 +9,25 @@ def add_data_config(_C):
     _C.DATASET = CN()
     _C.DATASET.ROOT = ""  # root folder holding every dataset (CoOp's $DATA)
     _C.DATASET.NAME = ""  # dataset in the DATASETS registry
+    _C.DATASET.NUM_SHOTS = -1  # training items per class (val gets min(K, 4)); -1 or 0 = all items
+    _C.DATASET.FEWSHOT_SEED = -1  # seed of few-shot sampling; < 0 = use SEED (CoOp's behaviour)
+    _C.DATASET.SUBSAMPLE_CLASSES = "all"  # base-to-novel: all, base (first ceil(n/2) sorted labels) or new (the rest), relabelled from 0
+    _C.DATASET.CACHE_FEWSHOT = True  # keep few-shot splits in <dataset>/split_fewshot/shot_K-seed_S.pkl
+    _C.DATASET.TEST_DATASETS = []  # cross-dataset / domain-generalisation targets evaluated after training, read in full with all their classes
+
+    _C.INPUT = CN()
+    _C.INPUT.SIZE = (224, 224)  # (height, width) images are cropped to
+    _C.INPUT.INTERPOLATION = "bicubic"  # resize interpolation: bilinear, bicubic, nearest
+    _C.INPUT.PIXEL_MEAN = []  # per-channel mean; empty = auto (CLIP's for open_clip, the timm model's own for timm)
+    _C.INPUT.PIXEL_STD = []  # per-channel std; empty = auto, as PIXEL_MEAN
+    _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]  # train augmentation (CoOp's default); test is always resize + center crop + normalize
+    _C.INPUT.RRCROP_SCALE = (0.08, 1.0)  # area range of random_resized_crop
+    _C.INPUT.TEST_RESIZE_RATIO = 1.0  # test images are resized to SIZE * ratio before the center crop (CoOp: 1.0; timm ViTs often 1/0.875)
+
+    _C.DATALOADER = CN()
+    _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes; 0 = load in the main process
+    _C.DATALOADER.PIN_MEMORY = True  # pin batches in page-locked memory when a GPU is used
+    _C.DATALOADER.TRAIN_X = CN()
+    _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # training batch size
+    _C.DATALOADER.TEST = CN()
+    _C.DATALOADER.TEST.BATCH_SIZE = 100  # evaluation batch size

@@ -1,0 +1,1 @@
+"""Scripts that turn the official dataset downloads into the layouts mmprompt reads."""

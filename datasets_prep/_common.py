@@ -1,0 +1,217 @@
+"""Shared pieces of the prep scripts: safe extraction, verification, downloads, summaries.
+
+Extraction is all-or-nothing: every member of an archive is checked before anything is written
+(no absolute paths, no ``..`` that leaves the target, no links pointing outside it, no device
+files), the archive is extracted into a temporary folder beside the target and its top-level
+entries are renamed into place only once extraction finished. A truncated archive or a refused
+member leaves the target as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from mmprompt.errors import MMPromptError
+
+
+class PrepError(MMPromptError):
+    """Input to a prep script that cannot be used (bad archive, missing files, failed download)."""
+
+
+# ------------------------------------------------------------------ archives
+
+def _inside(root: str, path: str) -> bool:
+    root = os.path.realpath(root)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def _check_member(archive: str, name: str, target: str) -> None:
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise PrepError(f"{archive}: refusing member with an absolute path: {name!r}. "
+                        f"The archive is not safe to extract; get it again from the official source.")
+    if not _inside(target, os.path.join(target, name)):
+        raise PrepError(f"{archive}: refusing member {name!r}, whose path escapes the target "
+                        f"folder. The archive is not safe to extract; get it again from the official source.")
+
+
+def _tar_members(archive: str, tar: tarfile.TarFile, target: str) -> List[tarfile.TarInfo]:
+    members = tar.getmembers()
+    for m in members:
+        _check_member(archive, m.name, target)
+        if m.issym() or m.islnk():
+            link_base = os.path.dirname(os.path.join(target, m.name)) if m.issym() else target
+            if os.path.isabs(m.linkname) or not _inside(target, os.path.join(link_base, m.linkname)):
+                raise PrepError(f"{archive}: refusing link {m.name!r} -> {m.linkname!r}, which points "
+                                f"outside the target folder.")
+        elif not (m.isfile() or m.isdir()):
+            raise PrepError(f"{archive}: refusing special file {m.name!r} (device or fifo).")
+    return members
+
+
+def top_level_names(archive: str) -> List[str]:
+    """Names of the archive's top-level entries (without extracting)."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+    else:
+        with tarfile.open(archive) as t:
+            names = t.getnames()
+    return sorted({n.replace("\\", "/").lstrip("./").split("/")[0] for n in names if n.strip("./")})
+
+
+def safe_extract(archive: str, dest: str) -> List[str]:
+    """Extract ``archive`` into folder ``dest``; returns the top-level names it created.
+
+    Refuses (and writes nothing) when a member would escape ``dest`` or when a top-level entry
+    already exists in ``dest`` (remove it, or let the script use the extracted folder).
+    """
+    os.makedirs(dest, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=dest, prefix=".extracting-")
+    try:
+        try:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as z:
+                    for name in z.namelist():
+                        _check_member(archive, name, staging)
+                    z.extractall(staging)
+            else:
+                with tarfile.open(archive) as t:
+                    members = _tar_members(archive, t, staging)
+                    t.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+            raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt ({type(e).__name__}: {e}). "
+                            f"Download it again; nothing was extracted.") from None
+        created = sorted(os.listdir(staging))
+        clashes = [n for n in created if os.path.lexists(os.path.join(dest, n))]
+        if clashes:
+            raise PrepError(f"Extracting {archive} would overwrite {', '.join(clashes)} in {dest}. "
+                            f"Remove the existing folder (it may be half-extracted) and run again.")
+        for name in created:
+            os.rename(os.path.join(staging, name), os.path.join(dest, name))
+        return created
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def find_first(folder: str, candidates: Sequence[str]) -> Optional[str]:
+    """The first of ``candidates`` (relative names) that exists in ``folder``."""
+    for c in candidates:
+        p = os.path.join(folder, c)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def ensure_extracted(dataset_dir: str, wanted: str, archives: Sequence[str], search_dirs: Sequence[str] = ()) -> str:
+    """Make ``dataset_dir/wanted`` exist: keep it when already extracted, otherwise extract the
+    first archive found (in ``dataset_dir`` or ``search_dirs``). Returns the path of ``wanted``.
+    """
+    target = os.path.join(dataset_dir, wanted)
+    if os.path.exists(target):
+        return target
+    for folder in (dataset_dir, *search_dirs):
+        archive = find_first(folder, archives)
+        if archive and os.path.isfile(archive):
+            safe_extract(archive, dataset_dir)
+            if os.path.exists(target):
+                return target
+            raise PrepError(f"Extracted {archive} into {dataset_dir} but it did not contain {wanted!r}; "
+                            f"is it the right archive?")
+    raise PrepError(f"Neither {target} nor any of the archives {', '.join(archives)} were found in "
+                    f"{', '.join([dataset_dir, *search_dirs])}.")
+
+
+# ------------------------------------------------------------------ verification
+
+def require(dataset: str, folder: str, relpaths: Iterable[str], hint: str) -> None:
+    """Raise one message listing every required path missing from ``folder``."""
+    missing = [p for p in relpaths if not os.path.exists(os.path.join(folder, p))]
+    if missing:
+        raise PrepError(f"{dataset}: {folder} is missing {', '.join(missing)}. {hint}")
+
+
+def require_listed_files(dataset: str, base: str, relpaths: Sequence[str], source: str) -> None:
+    """Every file an annotation list names must exist (catches half-extracted image folders)."""
+    missing = [p for p in relpaths if not os.path.isfile(os.path.join(base, p))]
+    if missing:
+        raise PrepError(f"{dataset}: {len(missing)} of the {len(relpaths)} images listed in {source} are "
+                        f"missing under {base} (first: {', '.join(missing[:3])}). The image archive "
+                        f"looks half-extracted: delete {base} and run the script again.")
+
+
+# ------------------------------------------------------------------ downloads
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: str, sha256: Optional[str] = None, timeout: float = 60.0) -> str:
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an interrupted run (HTTP
+    Range), showing a progress bar, and checking ``sha256`` when given. Returns ``dest``."""
+    import requests
+    from tqdm import tqdm
+
+    if os.path.isfile(dest) and (sha256 is None or sha256_of(dest) == sha256):
+        return dest
+    part = dest + ".part"
+    have = os.path.getsize(part) if os.path.isfile(part) else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with requests.get(url, stream=True, headers=headers, timeout=timeout) as r:
+            if r.status_code == 416:  # the part file is already complete
+                pass
+            else:
+                r.raise_for_status()
+                if have and r.status_code != 206:  # server ignored Range: start over
+                    have = 0
+                total = int(r.headers.get("Content-Length", 0)) + have
+                with open(part, "ab" if have else "wb") as f, tqdm(
+                        total=total or None, initial=have, unit="B", unit_scale=True,
+                        desc=os.path.basename(dest)) as bar:
+                    for block in r.iter_content(1 << 20):
+                        f.write(block)
+                        bar.update(len(block))
+    except requests.RequestException as e:
+        raise PrepError(f"Downloading {url} failed ({e}). Run again to resume, or download it "
+                        f"yourself to {dest}.") from None
+    if sha256 is not None:
+        got = sha256_of(part)
+        if got != sha256:
+            os.remove(part)
+            raise PrepError(f"{url}: checksum mismatch (sha256 {got}, expected {sha256}); the partial "
+                            f"file was removed, run again to download it afresh.")
+    os.replace(part, dest)
+    return dest
+
+
+# ------------------------------------------------------------------ images and summaries
+
+def is_decodable(path: str) -> bool:
+    """Cheap check that PIL recognises the file as an image (header and structure)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # PIL raises many types for bad files; any of them means "skip"
+        return False
+
+
+def print_summary(name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int,
+                  skipped: Sequence[str] = (), out=sys.stdout) -> None:
+    parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{name}: {num_classes} classes, {parts}  [{dataset_dir}]", file=out)
+    if skipped:
+        print(f"  skipped {len(skipped)} undecodable image(s): {', '.join(skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}", file=out)
+
