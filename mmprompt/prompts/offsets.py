@@ -1,0 +1,153 @@
+"""Token offsets: DePT (Shi & Lipani 2024) and ADePT (Tang et al. 2025).
+
+Both are a short prompt (prompt tuning's machinery: ``SOURCE``/``POSITION``) plus offsets added
+to tokens already in the sequence:
+
+* DePT, position-based: ``x_j += (A B)_j`` for the j-th offset token, ``A`` (MAX_LEN x r),
+  ``B`` (r x d), ``B`` zero-initialised so training starts from the frozen model;
+* ADePT, token-shared: ``x += ReLU(x W_down + b1) W_up + b2``, ``W_up`` zero-initialised.
+
+Offsets apply before each layer in ``LAYERS`` (each layer its own parameters), so they reach
+deep layers too, e.g. ADePT offsets on a ViT's patch tokens before layers 0-3. ``TOKENS`` says
+which tokens move: ``content`` (the backbone's own tokens between the ``start`` and ``end``
+anchors: words or patches, not CLS/SOT/EOT, prompts or padding), ``backbone`` (every backbone
+token but padding) or ``all`` (prompts too). The offset parameters form the ``offsets`` group of
+:meth:`param_groups`, so ``OPTIM.GROUP_LR.offsets`` gives them their own learning rate.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, MMPromptError
+from ..registry import PROMPTS
+from ..tokens import TokenSeq
+from .base import PromptModule
+from .layer_prompts import LayerPrompts, method_tower
+
+TOKEN_SETS = ("content", "backbone", "all")
+
+
+def offset_token_mask(seq: TokenSeq, tokens: str) -> torch.Tensor:
+    """(B, N) bool: the tokens an offset moves."""
+    sel = seq.mask.clone()
+    if tokens in ("content", "backbone"):
+        sel &= seq.owner == 0
+    if tokens == "content":
+        pos = torch.arange(seq.length, device=seq.x.device)[None]
+        sel &= (pos >= seq.anchors["start"][:, None]) & (pos < seq.anchors["end"][:, None])
+    return sel
+
+
+class PositionOffsets(nn.Module):
+    """DePT's ``A B`` for one layer; the j-th selected token of a sample gets row j."""
+
+    def __init__(self, max_len: int, rank: int, width: int):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(max_len, rank))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # LoRA-style A; B = 0 keeps A B = 0 at start
+        self.B = nn.Parameter(torch.zeros(rank, width))
+
+    def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        index = sel.long().cumsum(1) - 1
+        count = int(sel.sum(1).max()) if sel.numel() else 0
+        if count > self.A.shape[0]:
+            raise MMPromptError(f"DePT offsets cover {self.A.shape[0]} tokens (PROMPT.DEPT.MAX_LEN) but a sample "
+                                f"has {count} tokens to offset; raise PROMPT.DEPT.MAX_LEN or truncate inputs "
+                                f"(e.g. MODEL.TEXT max length).")
+        offsets = (self.A @ self.B)[index.clamp_min(0)]
+        return x + offsets * sel[..., None].to(x.dtype)
+
+
+class TokenSharedOffsets(nn.Module):
+    """ADePT's ``ReLU(x W_down + b1) W_up + b2`` for one layer."""
+
+    def __init__(self, width: int, bottleneck: int):
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        return x + self.up(torch.relu(self.down(x))) * sel[..., None].to(x.dtype)
+
+
+class OffsetPrompt(PromptModule):
+    """A short prompt plus per-layer token offsets in one tower."""
+
+    def __init__(self, cfg, method: str, node):
+        super().__init__()
+        if node.TOKENS not in TOKEN_SETS:
+            raise ConfigError(f"PROMPT.{method.upper()}.TOKENS '{node.TOKENS}' is not one of {', '.join(TOKEN_SETS)}.")
+        if not node.LAYERS:
+            raise ConfigError(f"PROMPT.{method.upper()}.LAYERS is empty; list the layers to offset, e.g. [0].")
+        self.cfg = cfg
+        self.method = method
+        self.tower_name = node.TOWER
+        self.tokens = node.TOKENS
+        self.layers = sorted(set(int(i) for i in node.LAYERS))
+        self.prompt = None
+        if node.NUM_TOKENS > 0:
+            self.prompt = LayerPrompts(cfg, method=method, tower=node.TOWER, length=node.NUM_TOKENS, depth=1,
+                                       source=node.SOURCE, position=node.POSITION, init=node.INIT,
+                                       init_text=node.INIT_TEXT)
+        self.offsets = nn.ModuleDict()
+
+    def setup(self, backbone):
+        tower = method_tower(backbone, self.tower_name, self.method)
+        bad = [i for i in self.layers if not 0 <= i < tower.num_layers]
+        if bad:
+            raise ConfigError(f"PROMPT.{self.method.upper()}.LAYERS has {bad}, outside the {tower.name} "
+                              f"tower's layers 0..{tower.num_layers - 1}.")
+        if self.prompt is not None:
+            self.prompt.setup(backbone)
+        self.offsets = nn.ModuleDict({str(i): self.build_offsets(tower.width) for i in self.layers})
+
+    def build_offsets(self, width: int) -> nn.Module:
+        raise NotImplementedError
+
+    def before_layer(self, tower, i, seq, ctx):
+        if tower != self.tower_name:
+            return seq
+        if str(i) in self.offsets:
+            seq = seq.with_x(self.offsets[str(i)](seq.x, offset_token_mask(seq, self.tokens)))
+        if self.prompt is not None:
+            seq = self.prompt.before_layer(tower, i, seq, ctx)
+        return seq
+
+    def param_groups(self) -> Dict[str, List[str]]:
+        return {"offsets": [f"offsets.{n}" for n, _ in self.offsets.named_parameters()]}
+
+    def no_weight_decay(self) -> List[str]:
+        return [f"prompt.{n}" for n in self.prompt.no_weight_decay()] if self.prompt is not None else []
+
+
+class DePT(OffsetPrompt):
+    def __init__(self, cfg):
+        super().__init__(cfg, "dept", cfg.PROMPT.DEPT)
+
+    def build_offsets(self, width):
+        c = self.cfg.PROMPT.DEPT
+        return PositionOffsets(c.MAX_LEN, c.RANK, width)
+
+
+class ADePT(OffsetPrompt):
+    def __init__(self, cfg):
+        super().__init__(cfg, "adept", cfg.PROMPT.ADEPT)
+
+    def build_offsets(self, width):
+        return TokenSharedOffsets(width, self.cfg.PROMPT.ADEPT.BOTTLENECK)
+
+
+@PROMPTS.register("dept")
+def build_dept(cfg) -> DePT:
+    return DePT(cfg)
+
+
+@PROMPTS.register("adept")
+def build_adept(cfg) -> ADePT:
+    return ADePT(cfg)
