@@ -1,0 +1,166 @@
+"""torch.distributed through torchrun: process-group set-up, the launcher, data splitting and
+gathering evaluation outputs across ranks.
+
+Processes are started by ``torch.distributed.run`` (torchrun), never by a home-made spawner:
+``--num-gpus N`` on one node re-runs the same command under torchrun with N processes; for
+several nodes users call torchrun themselves and the trainer reads its environment.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from typing import Iterator, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def is_torchrun_worker() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_distributed(backend: str, use_cuda: bool) -> torch.device:
+    """Join the process group torchrun describes (no-op for a single process); the device."""
+    cuda = use_cuda and torch.cuda.is_available()
+    if not is_torchrun_worker() or int(os.environ["WORLD_SIZE"]) == 1:
+        return torch.device("cuda" if cuda else "cpu")
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def relaunch_with_torchrun(nproc: int, argv: Optional[List[str]] = None) -> int:
+    """Re-run this script under torchrun with ``nproc`` processes on this node."""
+    from torch.distributed import run as torchrun
+
+    argv = list(sys.argv if argv is None else argv)
+    args = torchrun.get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", argv[0], *argv[1:]])
+    try:
+        torchrun.run(args)
+    except Exception as e:  # ChildFailedError: the workers already printed their own errors
+        print(f"error: a distributed worker failed: {type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class EpochBatchSampler(Sampler[List[int]]):
+    """Global batches from a permutation derived from (seed, epoch), this rank's slice of each.
+
+    The order of an epoch depends only on (seed, epoch), so a resumed run sees the same data as an
+    uninterrupted one, and ``skip`` drops the batches already trained on before a mid-epoch
+    checkpoint. Each global batch of ``batch_size`` is cut into ``world`` equal slices, so the
+    averaged DDP gradient equals the single-process gradient of the same global batch; a last
+    global batch that would not split evenly is dropped (Dassl drops the last train batch too).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int,
+                 world: int = 1, rank: int = 0, drop_last: bool = True):
+        if batch_size % world:
+            from ..errors import ConfigError
+            raise ConfigError(f"The train batch size {batch_size} (the global batch) must be divisible "
+                              f"by the number of processes {world}.")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.seed, self.world, self.rank = shuffle, seed, world, rank
+        # Dassl keeps a short last batch when the data is smaller than one batch
+        self.drop_last = drop_last and num_samples >= batch_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _global_batches(self) -> List[List[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        batches = [order[i:i + self.batch_size] for i in range(0, self.num_samples, self.batch_size)]
+        if batches and len(batches[-1]) < self.batch_size and (self.drop_last or len(batches[-1]) % self.world):
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        per_rank = None
+        for batch in self._global_batches()[self.skip:]:
+            per_rank = len(batch) // self.world
+            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        return len(self._global_batches()) - self.skip
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation split across ranks without padding (rank r takes r, r+world, ...), so gathered
+    outputs hold each sample exactly once."""
+
+    def __init__(self, num_samples: int, world: int = 1, rank: int = 0):
+        self.indices = list(range(rank, num_samples, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def gather_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate a (n_r, ...) tensor from every rank on every rank (n_r may differ)."""
+    if world_size() == 1:
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s.item()) for s in sizes]
+    padded = torch.zeros((max(sizes),) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[:t.shape[0]] = t
+    out = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+
+
+def gather_objects(obj) -> list:
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_flag(value: bool) -> bool:
+    """Rank 0's decision (e.g. early stop) on every rank."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([int(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return bool(t.item())

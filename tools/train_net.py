@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Train a prompt method on a frozen backbone, or evaluate saved weights.
+
+    python tools/train_net.py --config-file configs/maple_adap_pos.yaml \\
+        --dataset-config-file configs/datasets/oxford_pets.yaml --root $DATA --seed 1 \\
+        --output-dir output/maple_adap_pos/pets/seed1 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+
+    # continue a killed run / evaluate a finished one
+    python tools/train_net.py ... --resume
+    python tools/train_net.py ... --eval-only --model-dir output/maple_adap_pos/pets/seed1 [--load-epoch 5]
+
+    # N processes on this node through torchrun; several nodes: call torchrun yourself
+    python tools/train_net.py ... --num-gpus 4
+
+Config merge order: defaults -> --dataset-config-file -> --config-file -> --root/--seed/
+--output-dir -> KEY VALUE overrides. The merged config is written to OUTPUT_DIR/config.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmprompt.errors import ConfigError  # noqa: E402
+from mmprompt.utils.cli import run_cli  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", default="", help="method config (yaml)")
+    p.add_argument("--dataset-config-file", default="", help="dataset config (yaml), merged before the method config")
+    p.add_argument("--root", default="", help="DATASET.ROOT: the folder holding the datasets")
+    p.add_argument("--seed", type=int, default=None, help="SEED")
+    p.add_argument("--output-dir", default="", help="OUTPUT_DIR")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    p.add_argument("--eval-only", action="store_true", help="evaluate weights instead of training")
+    p.add_argument("--model-dir", default="", help="weights for --eval-only: a run's output dir or a .safetensors file")
+    p.add_argument("--load-epoch", type=int, default=None, help="with --model-dir: the weights after this epoch (default: the final ones)")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes on this node (relaunched through torchrun)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def setup_cfg(args):
+    from mmprompt.config import get_cfg, merge_from_file, merge_from_list
+
+    if not args.config_file:
+        raise ConfigError("--config-file is required: the method's yaml, e.g. "
+                          "--config-file configs/maple_adap_pos.yaml (see configs/).")
+    cfg = get_cfg()
+    if args.dataset_config_file:
+        merge_from_file(cfg, args.dataset_config_file)
+    merge_from_file(cfg, args.config_file)
+    flags = []
+    if args.root:
+        flags += ["DATASET.ROOT", args.root]
+    if args.seed is not None:
+        flags += ["SEED", str(args.seed)]
+    if args.output_dir:
+        flags += ["OUTPUT_DIR", args.output_dir]
+    merge_from_list(cfg, flags)
+    merge_from_list(cfg, args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def check_args(args, cfg) -> None:
+    if args.load_epoch is not None and not args.model_dir:
+        raise ConfigError("--load-epoch needs --model-dir (the run whose epoch to load).")
+    if args.eval_only and not (args.model_dir or cfg.MODEL.INIT_WEIGHTS):
+        raise ConfigError("--eval-only needs weights to evaluate: --model-dir OUTPUT_DIR_OF_A_RUN "
+                          "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS.")
+    if args.num_gpus < 1:
+        raise ConfigError(f"--num-gpus must be >= 1, got {args.num_gpus}.")
+
+
+def summary(results) -> str:
+    main = results.get("main_metric", "accuracy")
+    split = results.get("split", "test")
+    if "hm" in results:
+        line = (f"base {results['base'][main]:.2f}  new {results['new'][main]:.2f}  "
+                f"HM {results['hm']:.2f}  ({main})")
+    else:
+        line = f"{split} {main} {results[split][main]:.2f}" if split in results else "no test run"
+    for name, m in results.get("cross", {}).items():
+        line += f"\n{name}: {main} {m.get(main, float('nan')):.2f}"
+    return line
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    check_args(args, cfg)
+
+    from mmprompt.engine import distributed as du
+    if args.num_gpus > 1 and not du.is_torchrun_worker():
+        return du.relaunch_with_torchrun(args.num_gpus)
+
+    from mmprompt.engine.trainer import Trainer
+    trainer = Trainer(cfg)
+    try:
+        if trainer.is_main:
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+        if cfg.MODEL.INIT_WEIGHTS:
+            trainer.load_weights(cfg.MODEL.INIT_WEIGHTS)
+        if args.eval_only:
+            weights = trainer.load_weights(args.model_dir, args.load_epoch) if args.model_dir else cfg.MODEL.INIT_WEIGHTS
+            results = trainer.test({"eval_only": True, "weights": os.path.abspath(weights)})
+        else:
+            results = trainer.train(resume=args.resume)
+        if trainer.is_main:
+            print(summary(results), flush=True)
+            print(f"results in {os.path.join(cfg.OUTPUT_DIR, 'metrics.json')}", flush=True)
+    finally:
+        trainer.close()
+        du.cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
