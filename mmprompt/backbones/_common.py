@@ -1,0 +1,59 @@
+"""Small pieces the vision/CLIP adapters share."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, List
+
+import torch
+
+from ..errors import MMPromptError
+from ..tokens import TokenSeq
+
+
+def backbone_tokens(seq: TokenSeq) -> torch.Tensor:
+    """(B, N0, D) hidden states of the backbone's own tokens (owner 0), in their order.
+
+    Pooling reads these, so a library's own pooling (CLS, mean over patches, attention pool)
+    sees exactly the layout it was written for, whatever prompts were inserted.
+    """
+    own = seq.owner == 0
+    if bool(own.all()):
+        return seq.x
+    counts = own.sum(1)
+    if not bool((counts == counts[0]).all()):
+        raise MMPromptError(f"the {seq.tower} sequence has a different number of backbone tokens per "
+                            f"sample ({counts.tolist()}); a prompt method removed backbone tokens unevenly")
+    order = torch.sort((~own).to(torch.uint8), dim=1, stable=True).indices[:, : int(counts[0])]
+    return seq.x.gather(1, order[..., None].expand(-1, -1, seq.width))
+
+
+def additive_key_mask(mask: torch.Tensor, num_heads: int, dtype: torch.dtype,
+                      base: torch.Tensor = None) -> torch.Tensor:
+    """(B * heads, N, N) additive mask (0 / -inf) that hides keys where ``mask`` is False.
+
+    This is the 3-D form ``nn.MultiheadAttention`` and open_clip's own attention both accept
+    (a boolean mask would be cast to 0/1 by open_clip's block, not treated as a mask).
+    ``base`` (N, N), e.g. a causal mask, is added to every sample's mask.
+    """
+    B, N = mask.shape
+    key = torch.zeros(B, 1, N, dtype=dtype, device=mask.device).masked_fill(~mask[:, None, :], float("-inf"))
+    full = key.expand(B, N, N) if base is None else key + base.to(dtype)[None]
+    return full.repeat_interleave(num_heads, dim=0)
+
+
+def close_names(name: str, names: Iterable[str], n: int = 5) -> List[str]:
+    names = list(names)
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    if not close:
+        lowered = name.lower()
+        close = [c for c in names if lowered in c.lower()][:n]
+    return close
+
+
+def plain(node):
+    """A yacs node as plain dicts/lists, as library constructors expect."""
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(plain(v) for v in node)
+    return node

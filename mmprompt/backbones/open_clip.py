@@ -1,0 +1,308 @@
+"""open_clip CLIP models (ViT image tower + transformer text tower) as two token-sequence towers.
+
+``vision`` calls the image tower's own ``_embeds`` (conv1 patches, class embedding, position
+embedding, patch dropout, ln_pre), ``transformer.resblocks[i]`` per layer and ``_pool`` (ln_post
+and the model's pooling) + ``proj`` -- what ``model.encode_image`` does.
+
+``text`` embeds words with ``token_embedding`` and defers the position embedding to the start of
+layer 0, so prompts inserted before layer 0 sit in word-embedding space and get positions like
+words (CoOp). Each layer gets a causal mask built for the current length (plus key padding when a
+token before EOT is switched off); pooling takes ``ln_final`` at the EOT token -- found from the
+token ids the way open_clip does (argmax, or the EOS id) and tracked as the ``pool`` anchor while
+tokens are inserted -- then ``text_projection``: what ``model.encode_text`` does (unnormalised).
+
+``MODEL.BACKBONE.ARCH``: an open_clip model name (``open_clip.list_models()``) or a path to an
+open_clip model-config JSON. ``MODEL.BACKBONE.PRETRAINED``: ``""`` random, an open_clip tag
+(``openai``, ``laion2b_s34b_b88k`` ...), or a local checkpoint file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace as dc_replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import BACKBONES
+from ..tokens import TokenSeq
+from ._common import additive_key_mask, backbone_tokens, close_names, plain
+from ._hub import check_download_possible, hf_endpoint, offline_error
+from .base import TokenBackbone, TokenTower
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], batch_first: bool):
+    if batch_first:
+        return block(x, attn_mask=attn_mask)
+    return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+
+
+def _num_heads(block: nn.Module) -> int:
+    return block.attn.num_heads
+
+
+class OpenCLIPVisionTower(TokenTower):
+    name = "vision"
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_visual", visual)  # weights are registered once, on the backbone
+
+    @property
+    def width(self) -> int:
+        return self._visual.transformer.width
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._visual.transformer.resblocks)
+
+    def embed(self, images: torch.Tensor) -> TokenSeq:
+        x = self._visual._embeds(images)
+        return TokenSeq.from_embeddings(x, tower=self.name, anchors={"start": 1, "end": x.shape[1], "pool": 0})
+
+    def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        transformer = self._visual.transformer
+        block = transformer.resblocks[i]
+        attn_mask = None
+        if not bool(seq.mask.all()):
+            attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype)
+        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first))
+
+    def pool(self, seq: TokenSeq) -> torch.Tensor:
+        # The model's own pooling on its own tokens: CLS stays the pooled token, 'avg' never
+        # averages prompts.
+        pooled, _ = self._visual._pool(backbone_tokens(seq))
+        if self._visual.proj is not None:
+            pooled = pooled @ self._visual.proj
+        return pooled
+
+
+class OpenCLIPTextTower(TokenTower):
+    name = "text"
+    deferred_position = True
+
+    def __init__(self, model: nn.Module, tokenizer):
+        super().__init__()
+        # CLIP keeps the text modules on the model itself; CustomTextCLIP has them in model.text.
+        object.__setattr__(self, "_root", model.text if hasattr(model, "text") else model)
+        object.__setattr__(self, "_tokenizer", tokenizer)
+        root = self._root
+        if getattr(root, "cls_emb", None) is not None:
+            raise ConfigError("open_clip text towers with an appended class token (CoCa) are not "
+                              "supported by the open_clip backbone")
+        self.pool_type = getattr(model, "text_pool_type", None) or getattr(root, "pool_type", "argmax")
+        if self.pool_type not in ("argmax", "eos"):
+            raise ConfigError(f"open_clip text pooling '{self.pool_type}' is not supported: the text "
+                              f"tower pools at the EOT token (pool_type 'argmax' or 'eos')")
+        self.eos_id = getattr(model, "text_eos_id", getattr(root, "eos_id", None))
+        self.pad_id = getattr(root, "pad_id", 0)
+        self.use_pad_mask = bool(getattr(root, "use_pad_mask", False))
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def width(self) -> int:
+        return self._root.transformer.width
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._root.transformer.resblocks)
+
+    @property
+    def context_length(self) -> int:
+        return self._root.positional_embedding.shape[0]
+
+    @property
+    def causal(self) -> bool:
+        return self._root.attn_mask is not None
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self._root.token_embedding
+
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        """(B, context_length) token ids, SOT ... EOT then padding, from open_clip's tokenizer."""
+        return self._tokenizer([texts] if isinstance(texts, str) else list(texts))
+
+    # ------------------------------------------------------------------ steps
+    def eot_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "argmax":  # the EOT id is the largest in CLIP's vocabulary
+            return ids.argmax(dim=-1)
+        return (ids == self.eos_id).int().argmax(dim=-1)
+
+    def embed(self, inputs) -> TokenSeq:
+        ids = inputs if isinstance(inputs, torch.Tensor) else self.tokenize(inputs)
+        root = self._root
+        ids = ids.to(root.token_embedding.weight.device)
+        x = root.token_embedding(ids).to(root.transformer.get_cast_dtype())
+        eot = self.eot_positions(ids)
+        positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        if self.causal:
+            mask = positions <= eot[:, None]  # what follows EOT is padding the causal mask hides
+        elif self.use_pad_mask:
+            mask = ids != self.pad_id
+        else:
+            mask = torch.ones_like(ids, dtype=torch.bool)  # the library attends to padding too
+        return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": 1, "end": eot, "pool": eot},
+                                        meta={"token_ids": ids})
+
+    def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        if i == 0:
+            seq = self._add_positions(seq)
+        transformer = self._root.transformer
+        block = transformer.resblocks[i]
+        N = seq.length
+        causal = None
+        if self.causal:
+            causal = torch.full((N, N), float("-inf"), device=seq.x.device, dtype=seq.x.dtype).triu_(1)
+            # Switched-off tokens after EOT are hidden by causality already; only those the
+            # pooled token could see need a per-sample mask.
+            visible = torch.arange(N, device=seq.x.device)[None] <= seq.anchors["pool"][:, None]
+            needs_key_mask = bool((~seq.mask & visible).any())
+        else:
+            needs_key_mask = not bool(seq.mask.all())
+        attn_mask = causal
+        if needs_key_mask:
+            attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype, base=causal)
+        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first))
+
+    def _add_positions(self, seq: TokenSeq) -> TokenSeq:
+        limit = self.context_length
+        if seq.length > limit:
+            seq = self._trim(seq, limit)
+        pos = self._root.positional_embedding[: seq.length].to(seq.x.dtype)
+        return seq.with_x(seq.x + pos)
+
+    def _trim(self, seq: TokenSeq, limit: int) -> TokenSeq:
+        """Drop trailing padding that insertions pushed beyond the position embedding."""
+        eot = seq.anchors["pool"]
+        if bool((eot >= limit).any()):
+            raise ConfigError(
+                f"A text with its prompt tokens is {int(eot.max()) + 1} tokens up to EOT, more than the "
+                f"text tower's context length {limit}: use fewer prompt tokens or shorter class names/texts.")
+        if bool((seq.owner[:, limit:] != 0).any()):
+            raise ConfigError(
+                f"Prompt tokens were placed after EOT beyond the context length {limit}; place text "
+                f"prompts before the 'end' anchor or use fewer of them.")
+        return dc_replace(seq, x=seq.x[:, :limit], mask=seq.mask[:, :limit], owner=seq.owner[:, :limit])
+
+    def pool(self, seq: TokenSeq) -> torch.Tensor:
+        root = self._root
+        pooled = root.ln_final(seq.gather_anchor("pool"))
+        projection = root.text_projection
+        if projection is None:
+            return pooled
+        if isinstance(projection, nn.Linear):
+            return projection(pooled)
+        return pooled @ projection
+
+
+class OpenCLIP(TokenBackbone):
+    """An open_clip CLIP model with towers ``vision`` and ``text``."""
+
+    def __init__(self, model: nn.Module, arch: str, tokenizer):
+        super().__init__()
+        self.model = model
+        self.arch = arch
+        self.towers = nn.ModuleDict({"vision": OpenCLIPVisionTower(model.visual),
+                                     "text": OpenCLIPTextTower(model, tokenizer)})
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    @property
+    def logit_bias(self) -> Optional[nn.Parameter]:
+        return getattr(self.model, "logit_bias", None)
+
+    def tokenize(self, texts) -> torch.Tensor:
+        return self.towers["text"].tokenize(texts)
+
+
+# ---------------------------------------------------------------------- building
+def resolve_open_clip_arch(arch: str) -> str:
+    """The open_clip model name for ``arch``: a built-in name, or a model-config JSON path
+    (registered with ``open_clip.add_model_config`` under the file's stem)."""
+    import open_clip
+
+    if arch.lower().endswith(".json") or os.path.isfile(arch):
+        path = Path(arch)
+        if not path.is_file():
+            raise ConfigError(f"open_clip model config not found: {arch}")
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{arch} is not a readable JSON model config: {e}") from None
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in cfg]
+        if missing:
+            raise ConfigError(f"{arch} lacks the open_clip model-config keys {missing} "
+                              f"(see open_clip/model_configs/ViT-B-16.json for the format)")
+        open_clip.add_model_config(path)
+        return path.stem
+    if arch not in open_clip.list_models():
+        close = close_names(arch, open_clip.list_models())
+        hint = f" Close open_clip names: {', '.join(close)}." if close else ""
+        raise ConfigError(f"Unknown open_clip architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
+                          f"open_clip.list_models() lists them; a path to a model-config JSON works too.")
+    return arch
+
+
+def _check_vit_based(name: str, model_cfg: dict) -> None:
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
+        raise ConfigError(f"open_clip '{name}' has a ResNet/timm image tower; the open_clip backbone "
+                          f"wraps ViT image towers (e.g. ViT-B-16). For timm image models use timm_vit.")
+    if "hf_model_name" in text:
+        raise ConfigError(f"open_clip '{name}' has a Hugging Face text tower, which the open_clip "
+                          f"backbone does not wrap; pick a CLIP with its own text transformer.")
+
+
+def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
+                     cache_dir: str = "") -> OpenCLIP:
+    import open_clip
+
+    name = resolve_open_clip_arch(arch)
+    _check_vit_based(name, open_clip.get_model_config(name))
+    kwargs = dict(kwargs or {})
+    weights = str(pretrained or "").strip()
+    checkpoint = None
+    if weights:
+        if os.path.isfile(weights):
+            checkpoint = weights
+        else:
+            pcfg = open_clip.get_pretrained_cfg(name, weights)
+            if not pcfg:
+                if os.path.sep in weights or weights.startswith("."):
+                    raise ConfigError(f"MODEL.BACKBONE.PRETRAINED file not found: {weights}")
+                tags = open_clip.list_pretrained_tags_by_model(name)
+                raise ConfigError(f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor an open_clip "
+                                  f"tag of {name} (tags: {', '.join(tags) or 'none'}). Use \"\" for random weights.")
+            # OpenAI's CLIPs were trained with QuickGELU: build the activation the weights expect.
+            kwargs.setdefault("force_quick_gelu", bool(pcfg.get("quick_gelu", False)))
+            source = f"{hf_endpoint()}/{pcfg['hf_hub'].rstrip('/')}" if pcfg.get("hf_hub") else pcfg.get("url", "")
+            what = f"open_clip '{name}' tag '{weights}'"
+            hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}-{weights}.bin (open_clip checkpoint file)"
+            check_download_possible(what, source, hint)
+            try:
+                checkpoint = open_clip.download_pretrained(pcfg, cache_dir=cache_dir or None)
+            except OSError as e:
+                raise offline_error(what, source, hint, cause=type(e).__name__) from None
+    try:
+        model = open_clip.create_model(name, pretrained=checkpoint, cache_dir=cache_dir or None, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"open_clip '{name}' does not accept MODEL.BACKBONE.KWARGS {kwargs}: {e}") from None
+    except RuntimeError as e:
+        if checkpoint:
+            raise ConfigError(f"The weights in {checkpoint} do not fit open_clip '{name}': {str(e)[:500]}") from None
+        raise
+    return OpenCLIP(model, name, open_clip.get_tokenizer(name))
+
+
+@BACKBONES.register("open_clip")
+def build_open_clip(cfg) -> OpenCLIP:
+    b = cfg.MODEL.BACKBONE
+    return create_open_clip(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR)
+
+
+__all__ = ["OpenCLIP", "OpenCLIPVisionTower", "OpenCLIPTextTower", "create_open_clip", "resolve_open_clip_arch"]

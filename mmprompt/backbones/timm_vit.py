@@ -1,0 +1,186 @@
+"""timm Vision Transformers (any ``timm`` ViT with a class token) as a token-sequence tower.
+
+The tower calls the timm model's own modules: ``patch_embed`` + ``_pos_embed`` (class/register
+tokens and position embedding) + ``patch_drop`` + ``norm_pre`` to embed, ``blocks[i]`` per layer,
+and ``norm`` + ``forward_head(pre_logits=True)`` (pooling as the model is configured: class
+token, mean, attention pool; then ``fc_norm``, ``head_drop``) to pool. Prompts are inserted after
+the position embedding, as in VPT. Pooling reads only the backbone's own tokens, so the pooled
+token stays the class token and a mean never averages prompt tokens.
+
+``MODEL.BACKBONE.PRETRAINED``: ``""`` random weights; ``"timm"`` / ``"True"`` timm's default
+weights for the architecture (downloaded from the hub); a timm pretrained tag such as
+``"augreg_in21k"``; or a local checkpoint file (``.safetensors``, ``.pth``, ``.bin``, ``.npz``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import BACKBONES
+from ..tokens import TokenSeq
+from ._common import backbone_tokens, close_names, plain
+from ._hub import check_download_possible, hf_endpoint, offline_error
+from .base import TokenBackbone, TokenTower
+
+_DEFAULT_WEIGHTS = {"true", "timm", "1", "yes", "default"}
+_CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
+# timm pool names for MODEL.HEAD.POOL values
+POOL_TYPES = {"cls": "token", "token": "token", "mean": "avg", "avg": "avg"}
+
+
+class TimmViTTower(TokenTower):
+    name = "vision"
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        # A plain reference: the weights are registered once, on the backbone.
+        object.__setattr__(self, "_vit", vit)
+
+    @property
+    def width(self) -> int:
+        return self._vit.embed_dim
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._vit.blocks)
+
+    def embed(self, images: torch.Tensor) -> TokenSeq:
+        vit = self._vit
+        x = vit.patch_embed(images)
+        x = vit._pos_embed(x)
+        x = vit.patch_drop(x)
+        x = vit.norm_pre(x)
+        return TokenSeq.from_embeddings(
+            x, tower=self.name,
+            anchors={"start": vit.num_prefix_tokens, "end": x.shape[1], "pool": 0})
+
+    def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        # timm's attention takes a boolean mask broadcast over heads and queries (True = attend).
+        attn_mask = None if bool(seq.mask.all()) else seq.mask[:, None, None, :]
+        return seq.with_x(self._vit.blocks[i](seq.x, attn_mask=attn_mask))
+
+    def pool(self, seq: TokenSeq, pool_type: Optional[str] = None) -> torch.Tensor:
+        """Features before the classifier; ``pool_type`` ('token' or 'avg') overrides the model's."""
+        vit = self._vit
+        x = vit.norm(backbone_tokens(seq))
+        if pool_type is None:
+            return vit.forward_head(x, pre_logits=True)
+        if pool_type not in ("token", "avg"):
+            raise ConfigError(f"timm ViT pooling '{pool_type}' is not one of 'token', 'avg'")
+        return vit.head_drop(vit.fc_norm(vit.pool(x, pool_type=pool_type)))
+
+
+class TimmViT(TokenBackbone):
+    """A timm VisionTransformer with one tower, ``vision``."""
+
+    def __init__(self, vit: nn.Module, arch: str):
+        super().__init__()
+        self.model = vit
+        self.arch = arch
+        self.towers = nn.ModuleDict({"vision": TimmViTTower(vit)})
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The timm model's own classifier head (Identity when built with ``num_classes=0``)."""
+        return self.model.head(features)
+
+    @property
+    def data_config(self) -> dict:
+        """Input size and normalisation the weights expect (timm's pretrained config)."""
+        cfg = self.model.pretrained_cfg
+        return {"input_size": tuple(cfg.get("input_size", (3, 224, 224))),
+                "mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5))),
+                "interpolation": cfg.get("interpolation", "bicubic")}
+
+
+def resolve_timm_name(arch: str) -> str:
+    """A current timm model name ('arch' or 'arch.tag') for ``arch``; old names are mapped
+    through timm's own deprecation table (e.g. ``vit_base_patch16_224_in21k`` ->
+    ``vit_base_patch16_224.augreg_in21k``)."""
+    import timm
+    from timm.models import get_deprecated_models
+
+    deprecated = get_deprecated_models()
+    if arch in deprecated:
+        if deprecated[arch] is None:
+            raise ConfigError(f"timm removed the architecture '{arch}' without a replacement; "
+                              f"pick another MODEL.BACKBONE.ARCH (see timm.list_models('vit_*')).")
+        arch = deprecated[arch]
+    base = arch.split(".", 1)[0]
+    if not timm.is_model(base):
+        close = close_names(base, timm.list_models("*vit*") + list(deprecated))
+        hint = f" Close timm names: {', '.join(close)}." if close else ""
+        raise ConfigError(f"Unknown timm architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
+                          f"timm.list_models('vit_*') lists the Vision Transformers.")
+    return arch
+
+
+def _is_path(value: str) -> bool:
+    return os.path.sep in value or value.startswith(".") or value.lower().endswith(_CHECKPOINT_EXTENSIONS)
+
+
+def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
+                    cache_dir: str = "") -> TimmViT:
+    import timm
+    from timm.models import get_pretrained_cfg
+    from timm.models.vision_transformer import VisionTransformer
+
+    name = resolve_timm_name(arch)
+    kwargs = dict(kwargs or {})
+    # The task model has its own head; a 21k-class timm head would be 16M unused parameters.
+    kwargs.setdefault("num_classes", 0)
+    if cache_dir:
+        kwargs["cache_dir"] = cache_dir
+    weights = str(pretrained or "").strip()
+    download = False
+    if weights:
+        if os.path.exists(weights) or _is_path(weights):
+            if not os.path.isfile(weights):
+                raise ConfigError(f"MODEL.BACKBONE.PRETRAINED file not found: {weights}")
+            kwargs["pretrained_cfg_overlay"] = dict(file=os.path.abspath(weights))
+        elif weights.lower() not in _DEFAULT_WEIGHTS:
+            tagged = f"{name.split('.', 1)[0]}.{weights}"
+            if not timm.list_pretrained(tagged):
+                tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name.split(".", 1)[0] + ".*")]
+                raise ConfigError(f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor a timm "
+                                  f"pretrained tag of {name}. Use \"\" (random), \"timm\" (default "
+                                  f"weights), a tag ({', '.join(tags) or 'none known'}) or a local file.")
+            name = tagged
+            download = True
+        else:
+            download = True
+        if download:
+            pcfg = get_pretrained_cfg(name)
+            source = f"{hf_endpoint()}/{pcfg.hf_hub_id}" if pcfg and pcfg.hf_hub_id else (pcfg.url if pcfg else "")
+            hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}.safetensors (or the .pth/.npz you downloaded)"
+            if source:
+                check_download_possible(f"timm '{name}'", source, hint)
+    try:
+        model = timm.create_model(name, pretrained=bool(weights), **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"timm '{name}' does not accept MODEL.BACKBONE.KWARGS "
+                          f"{ {k: v for k, v in kwargs.items() if k != 'cache_dir'} }: {e}") from None
+    except OSError as e:
+        if download:
+            raise offline_error(f"timm '{name}'", "the Hugging Face hub", hint, cause=type(e).__name__) from None
+        raise ConfigError(f"Could not read MODEL.BACKBONE.PRETRAINED {weights}: {e}") from None
+    except RuntimeError as e:
+        if weights and not download:
+            raise ConfigError(f"The weights in {weights} do not fit timm '{name}' with "
+                              f"KWARGS {dict(kwargs)}: {str(e)[:500]}") from None
+        raise
+    if not isinstance(model, VisionTransformer) or getattr(model, "cls_token", None) is None:
+        raise ConfigError(f"timm '{name}' is a {type(model).__name__} without a class token; the "
+                          f"timm_vit backbone wraps timm VisionTransformers with a class token "
+                          f"(e.g. vit_base_patch16_224).")
+    return TimmViT(model, name)
+
+
+@BACKBONES.register("timm_vit")
+def build_timm_vit(cfg) -> TimmViT:
+    b = cfg.MODEL.BACKBONE
+    return create_timm_vit(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR)
+
