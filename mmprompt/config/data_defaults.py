@@ -15,6 +15,20 @@ def add_data_config(_C):
     _C.DATASET.CACHE_FEWSHOT = True  # keep few-shot splits in <dataset>/split_fewshot/shot_K-seed_S.pkl
     _C.DATASET.TEST_DATASETS = []  # cross-dataset / domain-generalisation targets evaluated after training, read in full with all their classes
 
+    # Text tasks (bbc_news, glue_*, superglue_*; see mmprompt/data/text.py)
+    _C.DATASET.TEXT = CN()
+    _C.DATASET.TEXT.FORMAT = "auto"  # text_to_text (T5: one templated input, label words as classnames), pair (text/text_b + label ids), auto = text_to_text for t5 models
+    _C.DATASET.TEXT.DATA_DIR = ""  # GLUE/SuperGLUE: a save_to_disk DatasetDict folder; bbc_news: a folder of class sub-folders; "" = default location
+    _C.DATASET.TEXT.DATA_FILES = CN()
+    _C.DATASET.TEXT.DATA_FILES.TRAIN = ""  # official GLUE .tsv / SuperGLUE .jsonl training file (offline, without the prep script)
+    _C.DATASET.TEXT.DATA_FILES.VALIDATION = ""  # official validation file (dev.tsv, dev_matched.tsv or val.jsonl)
+    _C.DATASET.TEXT.HUB_PATH = ""  # hub dataset id used when online; "" = nyu-mll/glue or aps/super_glue
+    _C.DATASET.TEXT.TEMPLATE = ""  # str.format template of the (first) input over the task's fields, e.g. "{premise} question: {hypothesis}"; "" = the task's own
+    _C.DATASET.TEXT.TEMPLATE_B = ""  # pair format: template of text_b; "" = the task's own
+    _C.DATASET.TEXT.LABEL_WORDS = []  # classnames / T5 label words in label-id order; empty = the task's own
+    _C.DATASET.TEXT.SPLIT_SEED = 0  # seed of the fixed train/val/test split (not of few-shot sampling)
+    _C.DATASET.TEXT.NUM_VAL_FROM_TRAIN = 1000  # large GLUE/SuperGLUE tasks: training rows moved to the val split (ATTEMPT/DePT rule)
+
     _C.INPUT = CN()
     _C.INPUT.SIZE = (224, 224)  # (height, width) images are cropped to
     _C.INPUT.INTERPOLATION = "bicubic"  # resize interpolation: bilinear, bicubic, nearest
