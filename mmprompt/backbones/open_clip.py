@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ from ..tokens import TokenSeq
 from ._common import additive_key_mask, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_endpoint, offline_error
 from .base import TokenBackbone, TokenTower
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], batch_first: bool):
@@ -59,6 +61,11 @@ class OpenCLIPVisionTower(TokenTower):
     def num_layers(self) -> int:
         return len(self._visual.transformer.resblocks)
 
+    @property
+    def feature_dim(self) -> int:
+        """Size of what :meth:`pool` returns (the joint embedding after ``proj``)."""
+        return self._visual.proj.shape[1] if self._visual.proj is not None else self.width
+
     def embed(self, images: torch.Tensor) -> TokenSeq:
         x = self._visual._embeds(images)
         return TokenSeq.from_embeddings(x, tower=self.name, anchors={"start": 1, "end": x.shape[1], "pool": 0})
@@ -71,9 +78,12 @@ class OpenCLIPVisionTower(TokenTower):
             attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype)
         return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first))
 
-    def pool(self, seq: TokenSeq) -> torch.Tensor:
+    def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
         # The model's own pooling on its own tokens: CLS stays the pooled token, 'avg' never
         # averages prompts.
+        if mode not in (None, "default"):
+            raise ConfigError(f"The open_clip image tower pools as the model does (pool_type "
+                              f"'{self._visual.pool_type}'); MODEL.HEAD.POOL '{mode}' is not available, use default.")
         pooled, _ = self._visual._pool(backbone_tokens(seq))
         if self._visual.proj is not None:
             pooled = pooled @ self._visual.proj
@@ -111,6 +121,13 @@ class OpenCLIPTextTower(TokenTower):
         return len(self._root.transformer.resblocks)
 
     @property
+    def feature_dim(self) -> int:
+        projection = self._root.text_projection
+        if projection is None:
+            return self.width
+        return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
+
+    @property
     def context_length(self) -> int:
         return self._root.positional_embedding.shape[0]
 
@@ -121,9 +138,18 @@ class OpenCLIPTextTower(TokenTower):
     def input_embeddings(self) -> nn.Embedding:
         return self._root.token_embedding
 
-    def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
-        """(B, context_length) token ids, SOT ... EOT then padding, from open_clip's tokenizer."""
-        return self._tokenizer([texts] if isinstance(texts, str) else list(texts))
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, mask)``: (B, context_length) token ids from open_clip's tokenizer (SOT ... EOT,
+        then padding) and a bool mask that is True up to and including EOT."""
+        ids = self._tokenizer([texts] if isinstance(texts, str) else list(texts))
+        ids = ids.to(self._root.token_embedding.weight.device)
+        eot = self.eot_positions(ids)
+        return ids, torch.arange(ids.shape[1], device=ids.device)[None] <= eot[:, None]
+
+    def special_token_ids(self) -> Set[int]:
+        """SOT, EOT and padding: the ids that are not words."""
+        specials = set(getattr(self._tokenizer, "all_special_ids", []) or [])
+        return specials | {self.pad_id}
 
     # ------------------------------------------------------------------ steps
     def eot_positions(self, ids: torch.Tensor) -> torch.Tensor:
@@ -132,7 +158,11 @@ class OpenCLIPTextTower(TokenTower):
         return (ids == self.eos_id).int().argmax(dim=-1)
 
     def embed(self, inputs) -> TokenSeq:
-        ids = inputs if isinstance(inputs, torch.Tensor) else self.tokenize(inputs)
+        """From token ids (B, L), an ``(ids, mask)`` pair from :meth:`tokenize`, or raw strings.
+        The mask is rebuilt from the ids, as the library finds EOT from them too."""
+        if isinstance(inputs, (str, list)):
+            inputs = self.tokenize(inputs)
+        ids = inputs[0] if isinstance(inputs, tuple) else inputs
         root = self._root
         ids = ids.to(root.token_embedding.weight.device)
         x = root.token_embedding(ids).to(root.transformer.get_cast_dtype())
@@ -187,7 +217,9 @@ class OpenCLIPTextTower(TokenTower):
                 f"prompts before the 'end' anchor or use fewer of them.")
         return dc_replace(seq, x=seq.x[:, :limit], mask=seq.mask[:, :limit], owner=seq.owner[:, :limit])
 
-    def pool(self, seq: TokenSeq) -> torch.Tensor:
+    def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
+        if mode not in (None, "default", "eot"):
+            raise ConfigError(f"The CLIP text tower pools at EOT; pool mode '{mode}' is not available.")
         root = self._root
         pooled = root.ln_final(seq.gather_anchor("pool"))
         projection = root.text_projection
@@ -216,7 +248,7 @@ class OpenCLIP(TokenBackbone):
     def logit_bias(self) -> Optional[nn.Parameter]:
         return getattr(self.model, "logit_bias", None)
 
-    def tokenize(self, texts) -> torch.Tensor:
+    def tokenize(self, texts) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.towers["text"].tokenize(texts)
 
 
@@ -228,6 +260,8 @@ def resolve_open_clip_arch(arch: str) -> str:
 
     if arch.lower().endswith(".json") or os.path.isfile(arch):
         path = Path(arch)
+        if not path.is_file() and not path.is_absolute() and (_REPO_ROOT / path).is_file():
+            path = _REPO_ROOT / path  # configs name the toolkit's own JSONs relative to the repository
         if not path.is_file():
             raise ConfigError(f"open_clip model config not found: {arch}")
         try:

@@ -28,8 +28,8 @@ from .base import TokenBackbone, TokenTower
 
 _DEFAULT_WEIGHTS = {"true", "timm", "1", "yes", "default"}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
-# timm pool names for MODEL.HEAD.POOL values
-POOL_TYPES = {"cls": "token", "token": "token", "mean": "avg", "avg": "avg"}
+# timm's pool names for the MODEL.HEAD.POOL values that override the model's own pooling
+POOL_MODES = {"cls": "token", "mean": "avg"}
 
 
 class TimmViTTower(TokenTower):
@@ -48,6 +48,11 @@ class TimmViTTower(TokenTower):
     def num_layers(self) -> int:
         return len(self._vit.blocks)
 
+    @property
+    def feature_dim(self) -> int:
+        """Size of what :meth:`pool` returns (the classifier's input)."""
+        return getattr(self._vit, "head_hidden_size", self._vit.num_features)
+
     def embed(self, images: torch.Tensor) -> TokenSeq:
         vit = self._vit
         x = vit.patch_embed(images)
@@ -63,15 +68,17 @@ class TimmViTTower(TokenTower):
         attn_mask = None if bool(seq.mask.all()) else seq.mask[:, None, None, :]
         return seq.with_x(self._vit.blocks[i](seq.x, attn_mask=attn_mask))
 
-    def pool(self, seq: TokenSeq, pool_type: Optional[str] = None) -> torch.Tensor:
-        """Features before the classifier; ``pool_type`` ('token' or 'avg') overrides the model's."""
+    def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
+        """Features before the classifier. ``mode`` (``MODEL.HEAD.POOL``): None/'default' pools as
+        the model is configured; 'cls' / 'mean' override it with timm's 'token' / 'avg'."""
         vit = self._vit
         x = vit.norm(backbone_tokens(seq))
-        if pool_type is None:
+        if mode in (None, "default"):
             return vit.forward_head(x, pre_logits=True)
-        if pool_type not in ("token", "avg"):
-            raise ConfigError(f"timm ViT pooling '{pool_type}' is not one of 'token', 'avg'")
-        return vit.head_drop(vit.fc_norm(vit.pool(x, pool_type=pool_type)))
+        if mode not in POOL_MODES:
+            raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not one of default, {', '.join(POOL_MODES)} "
+                              f"for a timm ViT")
+        return vit.head_drop(vit.fc_norm(vit.pool(x, pool_type=POOL_MODES[mode])))
 
 
 class TimmViT(TokenBackbone):

@@ -37,6 +37,10 @@ _C.MODEL.TEXT = CN()
 _C.MODEL.TEXT.MAX_LENGTH = 128  # longest tokenized text (longer ones are truncated); prompt tokens come on top of it
 _C.MODEL.TEXT.TOKENIZER = ""  # text models' tokenizer: "" = the backbone's own (beside its weights or config), 'byt5' = byte tokenizer needing no files, or a folder / hub id
 
+_C.MODEL.CLIP = CN()
+_C.MODEL.CLIP.TEMPLATE = "a photo of a {}."  # class prompt when no prompt method edits the text tower (zero-shot CLIP); {} = class name
+_C.MODEL.CLIP.PROMPT_TEMPLATE = "{}."  # class prompt when a prompt method edits the text tower (CoOp: learned context + "name.")
+
 add_prompt_config(_C)
 add_data_config(_C)
 add_engine_config(_C)
