@@ -109,17 +109,54 @@ class FakeBackbone(TokenBackbone):
 
 
 def fake_clip(width_text=12, width_vision=16, depth=3):
-    return FakeBackbone([FakeTextTower(width_text, depth), FakeVisionTower(width_vision, depth)]).freeze()
+    return FakeBackbone([FakeTextTower(width_text, depth), FakeVisionTower(width_vision, depth)]).freeze().eval()
 
 
 def fake_vit(width=16, depth=3):
-    return FakeBackbone([FakeVisionTower(width, depth)]).freeze()
+    return FakeBackbone([FakeVisionTower(width, depth)]).freeze().eval()
 
 
 def fake_encoder(width=12, depth=3):
     """A text encoder named like T5's/BERT's tower."""
-    return FakeBackbone([FakeTextTower(width, depth, name="encoder")]).freeze()
+    return FakeBackbone([FakeTextTower(width, depth, name="encoder")]).freeze().eval()
 
 
 def images(batch=2, size=8):
     return torch.randn(batch, 3, size, size)
+
+
+def check_training_step(backbone, stack, loss_fn, head=None):
+    """One SGD step on ``loss_fn()``: backbone weights get no gradient and stay bit-identical,
+    every trainable prompt (and head) parameter gets a gradient. Returns the prompt grads."""
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    trainable = [p for p in stack.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    assert trainable, "the prompt stack has no trainable parameters"
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    loss = loss_fn()
+    loss.backward()
+    assert all(p.grad is None for p in backbone.parameters()), "a backbone weight received a gradient"
+    missing = [n for n, p in stack.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"prompt parameters without gradient: {missing}"
+    grads = {n: p.grad.clone() for n, p in stack.named_parameters() if p.requires_grad}
+    assert any(bool(g.abs().sum() > 0) for g in grads.values()), "every prompt gradient is zero"
+    optimizer.step()
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "backbone weights changed"
+    return grads
+
+
+def prompt_ids(seq, owner_id):
+    """(B, k) positions of one owner's tokens in a recorded sequence."""
+    return seq.positions_of(owner_id)
+
+
+def tokens_at(seq, owner_id):
+    """(B, k, D) the tokens one owner put in a recorded sequence."""
+    pos = seq.positions_of(owner_id)
+    return seq.x.gather(1, pos[..., None].expand(-1, -1, seq.width))
+
+
+def scalar_loss(features):
+    """A loss whose gradient is not zero: a plain sum of LayerNorm outputs is constant."""
+    weights = torch.linspace(-1, 1, features.shape[-1])
+    return (features * weights).sum() + features.pow(2).mean()
