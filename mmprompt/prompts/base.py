@@ -34,6 +34,7 @@ class PromptContext:
     """
 
     step: int = 0
+    layer: int = 0  # index of the layer about to run (set by PromptStack before each layer)
     features: Dict[str, torch.Tensor] = field(default_factory=dict)
     cache: Dict[str, object] = field(default_factory=dict)
     records: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
@@ -100,6 +101,7 @@ class PromptStack(nn.Module):
     def before_layer(self, tower: str, i: int, seq: TokenSeq, ctx: Optional[PromptContext]) -> TokenSeq:
         if ctx is None:
             ctx = PromptContext()
+        ctx.layer = i
         if i == 0 and tower not in ctx.features:
             ctx.features[tower] = masked_mean(seq.x, seq.mask)
         for m in self.methods:

@@ -1,0 +1,402 @@
+"""Dynamic prompting (Yang et al., "Position Really Matters"): learned position, length, pool.
+
+Pieces, each plugging into the seams every prompt method already uses:
+
+* placements (a method's ``POSITION``):
+  ``adap_pos`` / ``adap_ins_pos`` split the prompt at a learned ``dpos`` in ``[0, l]`` into
+  ``[P_before; X; P_after]`` (task level: l+1 logits; instance level: Linear d -> l+1 + ReLU on
+  the instance feature); ``adap_len`` / ``adap_ins_len`` keep a learned length ``l*`` of the
+  prompt as a prefix, either with the paper's surrogate ``[0*P_before; P_after]`` or also
+  masking the dropped tokens out of attention;
+* a source (a method's ``SOURCE``): ``pool``, k prompts mixed per instance by
+  ``softmax(Po(x))``. ``adap_ins_vec_pos`` = ``pool`` + ``adap_ins_pos``, ``adap_pos_ins_vec`` =
+  ``pool`` + ``adap_pos``.
+
+The categorical choice is a straight-through Gumbel-softmax: the hard one-hot on the forward
+pass (so the sequence is exactly one arrangement, built by one batched gather), the softmax's
+gradient on the backward pass. The temperature follows the paper's schedule and lives in
+module buffers, so checkpoints carry it.
+
+Instance features come from ``ctx.features[tower]`` (the masked mean of the input embeddings,
+free). For the paper's variant, a prompt-free frozen pass of the tower, a task model calls
+:func:`prepare_instance_features` before running the tower; see its docstring.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import PLACEMENTS, PROMPT_SOURCES
+from ..tokens import TokenSeq
+from .base import Placement, PromptContext, TokenSource, masked_mean
+from .placement import split_positions
+from .sources import initial_tokens
+
+INSTANCE_FEATURES = ("embed_mean", "frozen_forward")
+LENGTH_MODES = ("surrogate", "mask")
+
+
+# --------------------------------------------------------------------------- temperature
+class TemperatureSchedule(nn.Module):
+    """``tau = max(tau0 * exp(-gamma * step / s), tau_min)`` (the paper's eq. 28).
+
+    Constants and the last step/temperature used are buffers: a checkpoint restores the same
+    schedule, and a resumed run continues it from the model's optimizer-step counter.
+    """
+
+    def __init__(self, tau0: float = 1.0, tau_min: float = 0.5, gamma: float = 3e-5, step_scale: float = 1.0):
+        super().__init__()
+        if tau0 <= 0 or tau_min <= 0 or step_scale <= 0 or gamma < 0:
+            raise ConfigError(f"PROMPT.DYNAMIC temperature needs TAU0 > 0, TAU_MIN > 0, STEP_SCALE > 0 "
+                              f"and GAMMA >= 0; got {tau0}, {tau_min}, {step_scale}, {gamma}.")
+        self.register_buffer("tau0", torch.tensor(float(tau0), dtype=torch.float64))
+        self.register_buffer("tau_min", torch.tensor(float(tau_min), dtype=torch.float64))
+        self.register_buffer("gamma", torch.tensor(float(gamma), dtype=torch.float64))
+        self.register_buffer("step_scale", torch.tensor(float(step_scale), dtype=torch.float64))
+        self.register_buffer("last_step", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("tau", torch.tensor(float(tau0), dtype=torch.float64))
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "TemperatureSchedule":
+        d = cfg.PROMPT.DYNAMIC
+        return cls(d.TAU0, d.TAU_MIN, d.GAMMA, d.STEP_SCALE)
+
+    def value(self, step: int) -> float:
+        return max(float(self.tau0) * math.exp(-float(self.gamma) * step / float(self.step_scale)),
+                   float(self.tau_min))
+
+    def update(self, step: int) -> float:
+        """The temperature at optimizer step ``step``; remembered in the buffers."""
+        tau = self.value(step)
+        self.last_step.fill_(int(step))
+        self.tau.fill_(tau)
+        return tau
+
+
+# --------------------------------------------------------------------------- the choice
+def straight_through_gumbel(logits: torch.Tensor, tau: float, sample: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A categorical choice over the last dimension: ``(one_hot, index)``.
+
+    Forward: the exact one-hot of ``argmax(logits + g)`` (``g`` Gumbel noise when ``sample``,
+    else plain argmax). Backward: the gradient of ``softmax((logits + g) / tau)`` (Jang et al.'s
+    straight-through estimator, the paper's appendix C). Written as ``hard + (soft - soft)``
+    rather than ``hard - soft + soft`` so the forward value is exactly 0/1 in floating point.
+    """
+    if sample:
+        uniform = torch.rand_like(logits).clamp_(torch.finfo(logits.dtype).tiny, 1.0)
+        logits = logits - torch.log(-torch.log(uniform))
+    soft = torch.softmax(logits / tau, dim=-1)
+    index = logits.argmax(-1)
+    hard = F.one_hot(index, logits.shape[-1]).to(soft.dtype)
+    return hard + (soft - soft.detach()), index
+
+
+class _SplitChoiceGradient(torch.autograd.Function):
+    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient.
+
+    The sequence the paper's estimator differentiates is the one-hot-weighted sum of all l+1
+    arrangements, ``S = sum_j y_j A_j`` with ``A_j = [P[:j]; X; P[j:]]``. With a hard ``y`` the
+    forward value is the single chosen arrangement (built elsewhere by one gather) and the
+    gradient to ``X`` and ``P`` flows through that gather alone; the gradient to ``y_j`` is
+    ``<dL/dS, A_j>`` for every j, also the ones not chosen. That is what makes the position
+    learnable: it is the first-order change of the loss if the prompt were split at j instead
+    (merely scaling the chosen tokens by ``y_dpos`` would only say whether the current choice's
+    tokens help, and nothing about the other positions). It is computed here without building
+    the l+1 arrangements:
+
+    * prompt token t sits at ``start + t`` when t < j and at ``end + t`` otherwise: prefix and
+      suffix sums of ``<G[start+t], P[t]>`` and ``<G[end+t], P[t]>``;
+    * content token m (start <= m < end) sits at ``m + j``: a cross-correlation of G with the
+      content over l+1 shifts, one grouped conv1d;
+    * the tokens before ``start`` and from ``end`` on do not move with j.
+    """
+
+    @staticmethod
+    def forward(fctx, arranged, choice, base, tokens, start, end):
+        fctx.save_for_backward(base, tokens, start, end)
+        return arranged.view_as(arranged)
+
+    @staticmethod
+    def backward(fctx, grad):
+        base, tokens, start, end = fctx.saved_tensors
+        B, N, D = base.shape
+        k = tokens.shape[1]
+        grad = grad.to(base.dtype)
+        tokens = tokens.expand(B, -1, -1)
+        t = torch.arange(k, device=base.device)
+        at_start = grad.gather(1, (start[:, None] + t)[..., None].expand(-1, -1, D))
+        at_end = grad.gather(1, (end[:, None] + t)[..., None].expand(-1, -1, D))
+        before = F.pad((at_start * tokens).sum(-1).cumsum(1), (1, 0))  # (B, k+1): sum over t < j
+        after_all = (at_end * tokens).sum(-1)
+        after = after_all.sum(1, keepdim=True) - F.pad(after_all.cumsum(1), (1, 0))  # t >= j
+
+        m = torch.arange(N, device=base.device)
+        content = (m[None] >= start[:, None]) & (m[None] < end[:, None])
+        moving = base * content[..., None].to(base.dtype)
+        # out[b, j] = sum_{m, d} grad[b, m + j, d] * moving[b, m, d]
+        shifted = F.conv1d(grad.transpose(1, 2).reshape(1, B * D, N + k),
+                           moving.transpose(1, 2).contiguous(), groups=B).view(B, k + 1)
+        front = (m[None] < start[:, None])[..., None].to(base.dtype)
+        back = (m[None] >= end[:, None])[..., None].to(base.dtype)
+        fixed = (grad[:, :N] * base * front).sum((1, 2)) + (grad[:, k:] * base * back).sum((1, 2))
+        grad_choice = before + after + shifted + fixed[:, None]
+        return grad, grad_choice.to(grad.dtype), None, None, None, None
+
+
+def insert_split(seq: TokenSeq, tokens: torch.Tensor, dpos: torch.Tensor, owner_id: int,
+                 choice: Optional[torch.Tensor] = None) -> TokenSeq:
+    """``[P[:dpos]; X; P[dpos:]]`` per sample (``dpos`` (B,)) with one gather.
+
+    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``dpos``, receives the
+    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
+    """
+    tokens = seq._batch_tokens(tokens)
+    length = tokens.shape[1]
+    out = seq.insert_at(tokens, split_positions(seq, length, dpos), owner_id)
+    if choice is None or not torch.is_grad_enabled() or not choice.requires_grad:
+        return out
+    x = _SplitChoiceGradient.apply(out.x, choice.expand(seq.batch_size, -1), seq.x.detach(),
+                                   tokens.detach(), seq.anchors["start"], seq.anchors["end"])
+    return out.with_x(x)
+
+
+# --------------------------------------------------------------------------- logits
+class TaskLogits(nn.Module):
+    """One learned vector of ``n`` logits for the whole task (adap_pos: n = l+1 parameters)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n))
+
+    def forward(self, feature: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.logits[None]
+
+
+class InstanceLogits(nn.Module):
+    """Linear d -> n (+ ReLU, the paper's one-layer network) on the instance feature."""
+
+    def __init__(self, d: int, n: int, bias: bool = False, relu: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(d, n, bias=bias)
+        self.relu = relu
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        if feature.shape[-1] != self.linear.in_features:
+            raise ConfigError(f"Instance feature of width {feature.shape[-1]} does not fit a dynamic "
+                              f"prompt network made for width {self.linear.in_features}; the prompt "
+                              f"and the tower it conditions on must have the same width.")
+        out = self.linear(feature.to(self.linear.weight.dtype))
+        return F.relu(out) if self.relu else out
+
+
+def instance_feature(seq: TokenSeq, ctx: PromptContext) -> torch.Tensor:
+    """The tower's instance feature for this pass (computed from ``seq`` if nobody set it)."""
+    if seq.tower not in ctx.features:
+        ctx.features[seq.tower] = masked_mean(seq.x, seq.mask)
+    return ctx.features[seq.tower]
+
+
+class _LearnedChoice(Placement):
+    """Shared machinery: one categorical choice over l+1 values per layer group and pass."""
+
+    kind = "dpos"
+
+    def __init__(self, cfg, *, length: int, width: int, instance: bool):
+        super().__init__()
+        if length is None or width is None:
+            raise ConfigError(f"{type(self).__name__} needs the prompt length and width.")
+        d = cfg.PROMPT.DYNAMIC
+        depth = int(d.CHOICE_DEPTH)
+        if depth < 1:
+            raise ConfigError(f"PROMPT.DYNAMIC.CHOICE_DEPTH must be >= 1 (1 = one choice for all layers); got {depth}.")
+        self.length = int(length)
+        self.instance = instance
+        self.sample_noise = bool(d.NOISE)
+        self.record_choices = bool(d.RECORD)
+        if instance:
+            heads = [InstanceLogits(width, self.length + 1, bool(d.INSTANCE_BIAS), bool(d.INSTANCE_RELU))
+                     for _ in range(depth)]
+        else:
+            heads = [TaskLogits(self.length + 1) for _ in range(depth)]
+        self.heads = nn.ModuleList(heads)
+        self.temperature = TemperatureSchedule.from_cfg(cfg)
+
+    def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(one_hot (B or 1, l+1), index (B,))`` for this layer, drawn once per pass and head."""
+        layer = getattr(ctx, "layer", 0)
+        layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
+        if layer not in layers_seen:
+            layers_seen.append(layer)
+        head = min(layers_seen.index(layer), len(self.heads) - 1)
+        key = ("dynamic.choice", id(self), seq.tower, head)
+        if key not in ctx.cache:
+            tau = self.temperature.update(ctx.step) if self.training else float(self.temperature.tau)
+            feature = instance_feature(seq, ctx) if self.instance else None
+            one_hot, index = straight_through_gumbel(self.heads[head](feature), tau,
+                                                     sample=self.training and self.sample_noise)
+            ctx.cache[key] = (one_hot, index.expand(seq.batch_size))
+        one_hot, index = ctx.cache[key]
+        if self.record_choices:
+            ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", index)
+        return one_hot, index
+
+
+@PLACEMENTS.register("adap_pos")
+class AdaptivePosition(_LearnedChoice):
+    """``[P_before; X; P_after]`` split at a task-level learned ``dpos`` (l+1 parameters).
+
+    ``P_before`` goes to the ``start`` anchor (after CLS / SOT / [CLS]), ``P_after`` to the
+    ``end`` anchor (before EOT / [SEP] / </s>, right after each sample's last real token in
+    padded batches); pooled anchors move with the insertion. At deeper layers the previous
+    layer's tokens are removed and the new ones inserted at that layer's split.
+    """
+
+    def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
+        super().__init__(cfg, length=length, width=width, instance=instance)
+
+    def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
+        if seq.has(owner_id):
+            seq = seq.remove(owner_id)
+        tokens = seq._batch_tokens(tokens)
+        if tokens.shape[1] != self.length:
+            raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
+                              f"{tokens.shape[1]}.")
+        one_hot, dpos = self.choose(seq, ctx)
+        return insert_split(seq, tokens, dpos, owner_id, one_hot)
+
+
+@PLACEMENTS.register("adap_ins_pos")
+class AdaptiveInstancePosition(AdaptivePosition):
+    """``adap_pos`` with ``dpos`` per instance from Linear d -> l+1 (+ ReLU): d*(l+1) parameters
+    (plus l+1 with PROMPT.DYNAMIC.INSTANCE_BIAS)."""
+
+    def __init__(self, cfg, *, length=None, width=None):
+        super().__init__(cfg, length=length, width=width, instance=True)
+
+
+@PLACEMENTS.register("adap_len")
+class AdaptiveLength(_LearnedChoice):
+    """A prefix prompt of learned length ``l*`` in ``[0, l]``: the last ``l*`` tokens are kept.
+
+    The shape stays fixed. Token t is scaled by ``keep_t = sum_{j >= l-t} y_j`` (y the
+    straight-through one-hot over lengths): exactly 1 or 0 on the forward pass, the paper's
+    surrogate ``[0*P_before; P_after]``, while the gradient of ``y_j`` is the sum of
+    ``<dL/dP_t, P_t>`` over the tokens length j would keep. In ``mask`` mode the dropped tokens
+    are also masked out of attention (weight exactly 0 where the backbone honours the mask),
+    so the gradient only sees the kept tokens: it can learn to shorten, and to lengthen only
+    through the noise of the Gumbel sampling.
+    """
+
+    kind = "length"
+
+    def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
+        super().__init__(cfg, length=length, width=width, instance=instance)
+        self.mode = cfg.PROMPT.DYNAMIC.LENGTH_MODE
+        if self.mode not in LENGTH_MODES:
+            raise ConfigError(f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}.")
+
+    def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
+        if seq.has(owner_id):
+            seq = seq.remove(owner_id)
+        tokens = seq._batch_tokens(tokens)
+        one_hot, _ = self.choose(seq, ctx)
+        keep = one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
+        tokens = tokens * keep[..., None].to(tokens.dtype)
+        mask = keep.detach() > 0.5 if self.mode == "mask" else None
+        positions = seq.anchors["start"][:, None].expand(-1, self.length)
+        return seq.insert_at(tokens, positions, owner_id, mask=mask)
+
+
+@PLACEMENTS.register("adap_ins_len")
+class AdaptiveInstanceLength(AdaptiveLength):
+    """``adap_len`` with ``l*`` per instance from Linear d -> l+1 (+ ReLU)."""
+
+    def __init__(self, cfg, *, length=None, width=None):
+        super().__init__(cfg, length=length, width=width, instance=True)
+
+
+# --------------------------------------------------------------------------- prompt pool
+@PROMPT_SOURCES.register("pool")
+class PromptPool(TokenSource):
+    """adap_ins_vec: ``P_new = sum_i beta_i P^(i)``, ``beta = softmax(ReLU(Po(x)))``.
+
+    k prompts of (length, width) and Po: Linear d -> k (d*k parameters without bias, the
+    paper's Table 9; + ReLU as its one-layer networks). The mixing weights are computed once per
+    pass and tower, so deep methods that draw tokens at every layer reuse them.
+    """
+
+    def __init__(self, cfg, *, length: int, width: int, tower=None, init: str = "normal",
+                 init_text: str = "", patch_size: Optional[int] = None):
+        super().__init__()
+        d = cfg.PROMPT.DYNAMIC
+        k = int(d.POOL_SIZE)
+        if k < 1:
+            raise ConfigError(f"PROMPT.DYNAMIC.POOL_SIZE must be >= 1; got {k}.")
+        self.length, self.width, self.size = length, width, k
+        self.record_choices = bool(d.RECORD)
+        members = []
+        for i in range(k):
+            if init == "vocab" and tower is not None and tower.input_embeddings() is not None:
+                # k different vocabulary windows: identical members would receive identical
+                # updates and the mixing could never tell them apart.
+                weight = tower.input_embeddings().weight.detach()
+                ids = (torch.arange(length) + i * length) % weight.shape[0]
+                members.append(weight[ids].clone().float())
+            else:
+                members.append(initial_tokens(length, width, tower, init, init_text, patch_size))
+        self.prompts = nn.Parameter(torch.stack(members))
+        self.router = InstanceLogits(width, k, bool(d.INSTANCE_BIAS), bool(d.INSTANCE_RELU))
+
+    def mixing_weights(self, ctx: PromptContext, tower: str) -> torch.Tensor:
+        key = ("dynamic.pool", id(self), tower)
+        if key not in ctx.cache:
+            if tower not in ctx.features:
+                raise ConfigError(f"The pool source needs the '{tower}' tower's instance feature, which "
+                                  f"the prompt stack sets before layer 0; use it from a prompt method.")
+            beta = torch.softmax(self.router(ctx.features[tower]), -1)
+            ctx.cache[key] = beta
+            if self.record_choices:
+                ctx.record(f"{tower}.pool.top", beta.argmax(-1))
+        return ctx.cache[key]
+
+    def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
+        beta = self.mixing_weights(ctx, tower)
+        return torch.einsum("bk,kld->bld", beta.to(self.prompts.dtype), self.prompts)
+
+
+# --------------------------------------------------------------------------- frozen-pass feature
+def prepare_instance_features(cfg, tower, inputs, ctx: PromptContext) -> None:
+    """Set ``ctx.features[tower.name]`` for ``PROMPT.DYNAMIC.INSTANCE_FEATURE: frozen_forward``.
+
+    A task model that wants the paper's instance feature (a prompt-free pass of the frozen
+    model, ``LM(X)``) calls this once per batch before running the tower::
+
+        ctx = self.new_context()
+        prepare_instance_features(cfg, tower, inputs, ctx)
+        feats = tower.run(inputs, self.prompts, ctx)
+
+    It runs the tower without prompts in eval mode and without gradients, and stores the masked
+    mean of the last hidden states; every dynamic module and layer then reuses it. With the
+    default ``embed_mean`` it does nothing (the prompt stack takes the mean of the input
+    embeddings for free).
+    """
+    mode = cfg.PROMPT.DYNAMIC.INSTANCE_FEATURE
+    if mode not in INSTANCE_FEATURES:
+        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE '{mode}' is unknown; choose one of {', '.join(INSTANCE_FEATURES)}.")
+    key = ("dynamic.frozen_forward", tower.name)
+    if mode != "frozen_forward" or key in ctx.cache:
+        return
+    was_training = tower.training
+    tower.eval()
+    try:
+        with torch.no_grad():
+            seq = tower.run_layers(tower.embed(inputs))
+    finally:
+        tower.train(was_training)
+    ctx.cache[key] = masked_mean(seq.x, seq.mask)
+    ctx.features[tower.name] = ctx.cache[key]

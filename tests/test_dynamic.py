@@ -1,0 +1,352 @@
+"""Dynamic prompting: exact arrangements, straight-through gradients, deep layers, learning,
+parameter counts, the temperature schedule and its checkpoint state."""
+import copy
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _dynamic_towers import OnePrompt, TextTower, VisionTower, WindowTower  # noqa: E402
+
+from mmprompt.config import get_cfg  # noqa: E402
+from mmprompt.errors import ConfigError  # noqa: E402
+from mmprompt.prompts.base import PromptContext, PromptStack  # noqa: E402
+from mmprompt.prompts.dynamic import (TemperatureSchedule, prepare_instance_features,  # noqa: E402
+                                      straight_through_gumbel)
+from mmprompt.prompts.placement import split_positions  # noqa: E402
+from mmprompt.tokens import TokenSeq  # noqa: E402
+
+L = 4
+TEXT_ROWS = [[3, 4, 5, 6], [7], [8, 9]]  # padded batch: EOT at 5, 2, 3
+
+
+def cfg_with(**dynamic):
+    cfg = get_cfg()
+    for k, v in dynamic.items():
+        setattr(cfg.PROMPT.DYNAMIC, k, v)
+    return cfg
+
+
+def vision_inputs(batch=3):
+    return torch.randn(batch, 5, 3)
+
+
+def towers():
+    return [("vision", VisionTower(), vision_inputs()), ("text", TextTower(), TEXT_ROWS)]
+
+
+def explicit_split(seq: TokenSeq, tokens: torch.Tensor, dpos) -> TokenSeq:
+    """The reference ``[P_before; X; P_after]``, built per sample with torch.cat."""
+    rows, masks, pools = [], [], []
+    for b in range(seq.batch_size):
+        s, e, d = int(seq.anchors["start"][b]), int(seq.anchors["end"][b]), int(dpos[b])
+        x, m = seq.x[b], seq.mask[b]
+        p = tokens[b] if tokens.dim() == 3 else tokens
+        rows.append(torch.cat([x[:s], p[:d], x[s:e], p[d:], x[e:]]))
+        ones = torch.ones(p.shape[0], dtype=torch.bool)
+        masks.append(torch.cat([m[:s], ones[:d], m[s:e], ones[d:], m[e:]]))
+        if "pool" in seq.anchors:
+            a = int(seq.anchors["pool"][b])
+            pools.append(a + (d if a >= s else 0) + (p.shape[0] - d if a >= e else 0))
+    # anchors follow the backbone's tokens: start moves past P_before, end past all of P
+    anchors = {"start": seq.anchors["start"] + torch.as_tensor(dpos), "end": seq.anchors["end"] + tokens.shape[-2]}
+    if pools:
+        anchors["pool"] = torch.tensor(pools)
+    return TokenSeq.from_embeddings(torch.stack(rows), torch.stack(masks), tower=seq.tower, anchors=anchors)
+
+
+def run(tower, inputs, module, ctx=None):
+    ctx = ctx or PromptContext()
+    tower.seen.clear()
+    return tower.run(inputs, PromptStack([module]), ctx), ctx
+
+
+# --------------------------------------------------------------------------- exact arrangements
+@pytest.mark.parametrize("position", ["adap_pos", "adap_ins_pos"])
+@pytest.mark.parametrize("training", [False, True])
+def test_output_equals_the_explicit_concatenation_for_the_chosen_dpos(position, training):
+    for name, tower, inputs in towers():
+        module = OnePrompt(cfg_with(), name, length=L, width=tower.width, position=position)
+        with torch.no_grad():
+            for head in module.placement.heads:  # make the choice non-trivial and per-instance
+                for p in head.parameters():
+                    p.normal_()
+        module.train(training)
+        out, ctx = run(tower, inputs, module)
+        dpos = ctx.records[f"{name}.layer0.dpos"][0]
+        seq0 = tower.embed(inputs)
+        reference = explicit_split(seq0, module.sources[0].tokens.detach(), dpos)
+        seen = tower.seen[0]
+        assert torch.equal(seen.x, reference.x) and torch.equal(seen.mask, reference.mask)
+        for anchor in reference.anchors:
+            assert torch.equal(seen.anchors[anchor], reference.anchors[anchor]), anchor
+        tower.seen.clear()
+        assert torch.equal(out, tower.pool(tower.run_layers(reference)))
+
+
+def test_clip_like_text_tower_keeps_p_after_before_eot_and_pools_eot():
+    tower = TextTower()
+    module = OnePrompt(cfg_with(), "text", length=L, width=tower.width, position="adap_pos")
+    with torch.no_grad():
+        module.placement.heads[0].logits.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0, 0.0]))  # dpos = 2
+    module.eval()
+    run(tower, TEXT_ROWS, module)
+    seen = tower.seen[0]
+    eot = torch.tensor([5, 2, 3]) + L
+    assert torch.equal(seen.anchors["pool"], eot) and torch.equal(seen.anchors["end"], eot)
+    prompt_pos = seen.positions_of(module.owner)
+    assert prompt_pos.tolist() == [[1, 2, 7, 8], [1, 2, 4, 5], [1, 2, 5, 6]]  # right after each last word
+    assert seen.mask.sum(1).tolist() == [6 + L, 3 + L, 4 + L]  # padding stays padding, at the end
+
+
+def test_eval_and_training_without_noise_take_the_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    for sample in (False,):
+        one_hot, index = straight_through_gumbel(logits, tau=0.5, sample=sample)
+        assert index.tolist() == [1, 0]
+        assert torch.equal(one_hot, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    # with noise the forward value is still exactly one-hot
+    one_hot, index = straight_through_gumbel(torch.randn(64, 7), tau=0.7, sample=True)
+    assert torch.equal(one_hot.sum(-1), torch.ones(64)) and set(one_hot.unique().tolist()) == {0.0, 1.0}
+
+
+# --------------------------------------------------------------------------- gradients
+def weighted_sum_reference(seq, tokens, one_hot):
+    """``sum_j y_j A_j``: the sequence the straight-through estimator differentiates."""
+    arrangements = []
+    for j in range(tokens.shape[0] + 1):
+        dpos = torch.full((seq.batch_size,), j)
+        arrangements.append(seq.insert_at(tokens, split_positions(seq, tokens.shape[0], dpos), 99).x)
+    stacked = torch.stack(arrangements, 1)  # B, l+1, N+l, D
+    return (one_hot.expand(seq.batch_size, -1)[..., None, None] * stacked).sum(1)
+
+
+@pytest.mark.parametrize("position", ["adap_pos", "adap_ins_pos"])
+def test_logit_gradient_equals_the_weighted_sum_of_all_arrangements(position):
+    for name, tower, inputs in towers():
+        torch.manual_seed(1)
+        module = OnePrompt(cfg_with(NOISE=False), name, length=L, width=tower.width, position=position)
+        with torch.no_grad():
+            for p in module.placement.heads.parameters():
+                p.normal_()
+        module.train()
+        out, ctx = run(tower, inputs, module)
+        weights = torch.randn_like(out)
+        (out * weights).sum().backward()
+        fast = [p.grad.clone() for p in module.placement.heads.parameters()]
+
+        reference = copy.deepcopy(module)
+        reference.zero_grad()
+        head = reference.placement.heads[0]
+        seq0 = tower.embed(inputs)
+        feature = seq0.x.new_tensor(0)
+        if position == "adap_ins_pos":
+            from mmprompt.prompts.base import masked_mean
+            feature = masked_mean(seq0.x, seq0.mask)
+        one_hot, dpos = straight_through_gumbel(head(feature), 1.0, sample=False)
+        tokens = reference.sources[0].tokens
+        arranged = seq0.insert_at(tokens, split_positions(seq0, L, dpos.expand(seq0.batch_size)), 99)
+        mixed = arranged.with_x(weighted_sum_reference(seq0, tokens, one_hot))
+        assert torch.equal(mixed.x, arranged.x) or torch.allclose(mixed.x, arranged.x)
+        ref_out = tower.pool(tower.run_layers(mixed))
+        (ref_out * weights).sum().backward()
+        for got, want in zip(fast, reference.placement.heads.parameters()):
+            assert got.abs().sum() > 0
+            torch.testing.assert_close(got, want.grad, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(module.sources[0].tokens.grad, tokens.grad)
+
+
+@pytest.mark.parametrize("position,source", [("adap_pos", "param"), ("adap_ins_pos", "param"),
+                                             ("adap_len", "param"), ("adap_ins_len", "param"),
+                                             ("adap_pos", "pool"), ("adap_ins_pos", "pool"),
+                                             ("prefix", "pool")])
+def test_gradients_reach_choice_pool_and_prompt_parameters(position, source):
+    tower = TextTower()
+    module = OnePrompt(cfg_with(POOL_SIZE=3), "text", length=L, width=tower.width, position=position,
+                       source=source)
+    module.train()
+    out, _ = run(tower, TEXT_ROWS, module)
+    (out * torch.randn_like(out)).sum().backward()
+    trainable = dict(module.named_parameters())
+    assert trainable, "module has parameters"
+    for name, p in trainable.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# --------------------------------------------------------------------------- length
+@pytest.mark.parametrize("mode", ["surrogate", "mask"])
+def test_length_keeps_the_last_l_star_tokens_as_a_prefix(mode):
+    tower = TextTower()
+    module = OnePrompt(cfg_with(LENGTH_MODE=mode), "text", length=L, width=tower.width, position="adap_len")
+    with torch.no_grad():
+        module.placement.heads[0].logits.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))  # l* = 3
+    module.eval()
+    out, ctx = run(tower, TEXT_ROWS, module)
+    assert ctx.records["text.layer0.length"][0].tolist() == [3, 3, 3]
+    seen = tower.seen[0]
+    pos = seen.positions_of(module.owner)
+    assert pos.tolist() == [[1, 2, 3, 4]] * 3
+    rows = torch.arange(3)[:, None]
+    p = module.sources[0].tokens.detach()
+    assert torch.equal(seen.x[rows, pos][:, 0], torch.zeros(3, tower.width))  # 0 * P_before
+    assert torch.equal(seen.x[rows, pos][:, 1:], p[1:].expand(3, -1, -1))  # P_after untouched
+    assert seen.mask[rows, pos].tolist() == [[mode == "surrogate", True, True, True]] * 3
+    if mode == "mask":
+        # the dropped token gets attention weight 0: same output as a prompt of the 3 kept tokens
+        short = tower.embed(TEXT_ROWS).insert(p[1:], "start", 7)
+        torch.testing.assert_close(out, tower.pool(tower.run_layers(short)))
+
+
+def test_mask_mode_gradient_reaches_the_length_logits():
+    tower = TextTower()
+    module = OnePrompt(cfg_with(LENGTH_MODE="mask", NOISE=False), "text", length=L, width=tower.width,
+                       position="adap_ins_len")
+    module.train()
+    out, _ = run(tower, TEXT_ROWS, module)
+    out.pow(2).sum().backward()
+    assert module.placement.heads[0].linear.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- deep layers
+@pytest.mark.parametrize("choice_depth", [1, 3])
+def test_deep_layers_remove_and_reinsert_at_each_layers_split(choice_depth):
+    tower = TextTower(depth=3)
+    module = OnePrompt(cfg_with(CHOICE_DEPTH=choice_depth), "text", length=L, width=tower.width,
+                       position="adap_pos", deep_layers=3)
+    with torch.no_grad():
+        for i, head in enumerate(module.placement.heads):
+            head.logits.zero_()
+            head.logits[[4, 0, 2][i]] = 5.0
+    module.eval()
+    out, ctx = run(tower, TEXT_ROWS, module)
+    chosen = [int(ctx.records[f"text.layer{i}.dpos"][0][0]) for i in range(3)]
+    assert chosen == ([4, 4, 4] if choice_depth == 1 else [4, 0, 2])
+    # each layer sees the previous layer's hidden states with its own tokens re-inserted
+    seq = tower.embed(TEXT_ROWS)
+    for i in range(3):
+        seen = tower.seen[i]
+        assert seen.length == seq.length + L  # replaced, not accumulated
+        stripped = seen.remove(module.owner)
+        reference = explicit_split(stripped, module.sources[i].tokens.detach(), torch.full((3,), chosen[i]))
+        assert torch.equal(seen.x, reference.x) and torch.equal(seen.anchors["pool"], reference.anchors["pool"])
+    # gradients reach every layer's position logits
+    module.train()
+    out, _ = run(tower, TEXT_ROWS, module)
+    (out * torch.randn_like(out)).sum().backward()
+    for head in module.placement.heads:
+        assert head.logits.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- learning
+def test_learned_position_moves_to_where_the_signal_works():
+    """The toy tower only sees the 4 tokens before ``end``: prompts help only after the input
+    (dpos = 0). Starting from a preference for the prefix (dpos = l), the position moves there."""
+    torch.manual_seed(0)
+    width, length = 8, 4
+    tower = WindowTower(width, window=length)
+    target = torch.randn(width)
+    module = OnePrompt(cfg_with(GAMMA=0.0), "encoder", length=length, width=width, position="adap_pos")
+    with torch.no_grad():
+        module.placement.heads[0].logits[length] = 1.0
+    stack = PromptStack([module])
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    module.train()
+    for step in range(60):
+        x = torch.randn(16, 6, width)
+        out = tower.run(x, stack, PromptContext(step=step))
+        loss = (out - target).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert int(module.placement.heads[0].logits.argmax()) == 0
+
+
+# --------------------------------------------------------------------------- parameter counts
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("d,l", [(768, 20), (512, 20), (16, 4)])
+def test_parameter_counts_match_table_9(d, l):
+    from mmprompt.prompts.placement import build_placement
+    from mmprompt.prompts.sources import build_source
+    cfg = cfg_with()
+    assert count(build_placement("adap_pos", cfg, length=l, width=d)) == l + 1
+    assert count(build_placement("adap_ins_pos", cfg, length=l, width=d)) == d * (l + 1)
+    assert count(build_placement("adap_len", cfg, length=l, width=d)) == l + 1
+    assert count(build_placement("adap_ins_len", cfg, length=l, width=d)) == d * (l + 1)
+    with_bias = cfg_with(INSTANCE_BIAS=True)
+    assert count(build_placement("adap_ins_pos", with_bias, length=l, width=d)) == d * (l + 1) + l + 1
+    pool = build_source("pool", cfg, length=l, width=d)
+    assert count(pool.router) == d * 8  # Po: d*k, k = 8
+    assert count(pool) == 8 * l * d + d * 8
+    assert count(build_placement("adap_pos", cfg_with(CHOICE_DEPTH=12), length=l, width=d)) == 12 * (l + 1)
+
+
+# --------------------------------------------------------------------------- temperature
+def test_temperature_schedule_values():
+    sched = TemperatureSchedule(tau0=1.0, tau_min=0.5, gamma=3e-3, step_scale=10.0)
+    assert sched.value(0) == 1.0
+    assert sched.value(100) == pytest.approx(math.exp(-3e-3 * 100 / 10))
+    assert sched.value(10 ** 6) == 0.5
+    assert sched.update(1000) == pytest.approx(max(math.exp(-0.3), 0.5))
+    assert int(sched.last_step) == 1000
+
+
+def test_temperature_follows_ctx_step_and_round_trips_through_a_checkpoint(tmp_path):
+    cfg = cfg_with(GAMMA=1e-2, STEP_SCALE=2.0, TAU_MIN=0.1)
+    tower = TextTower()
+    module = OnePrompt(cfg, "text", length=L, width=tower.width, position="adap_ins_pos")
+    module.train()
+    run(tower, TEXT_ROWS, module, PromptContext(step=50))
+    sched = module.placement.temperature
+    assert float(sched.tau) == pytest.approx(math.exp(-1e-2 * 50 / 2.0))
+    path = tmp_path / "ckpt.pt"
+    torch.save(module.state_dict(), path)
+    assert "placement.temperature.tau" in module.state_dict()
+    fresh = OnePrompt(cfg_with(), "text", length=L, width=tower.width, position="adap_ins_pos")
+    fresh.load_state_dict(torch.load(path))
+    for key in ("tau", "last_step", "gamma", "step_scale", "tau_min", "tau0"):
+        assert torch.equal(getattr(fresh.placement.temperature, key), getattr(sched, key)), key
+    assert fresh.placement.temperature.value(50) == sched.value(50)
+
+
+def test_bad_dynamic_settings_say_what_to_do():
+    from mmprompt.prompts.placement import build_placement
+    with pytest.raises(ConfigError, match="LENGTH_MODE"):
+        build_placement("adap_len", cfg_with(LENGTH_MODE="zero"), length=4, width=8)
+    with pytest.raises(ConfigError, match="CHOICE_DEPTH"):
+        build_placement("adap_pos", cfg_with(CHOICE_DEPTH=0), length=4, width=8)
+    with pytest.raises(ConfigError, match="TAU_MIN"):
+        build_placement("adap_pos", cfg_with(TAU_MIN=0.0), length=4, width=8)
+
+
+# --------------------------------------------------------------------------- instance feature
+def test_frozen_forward_feature_is_computed_once_and_used_by_every_layer():
+    tower = TextTower(depth=2)
+    cfg = cfg_with(INSTANCE_FEATURE="frozen_forward")
+    module = OnePrompt(cfg, "text", length=L, width=tower.width, position="adap_ins_pos", deep_layers=2)
+    ctx = PromptContext()
+    prepare_instance_features(cfg, tower, TEXT_ROWS, ctx)
+    plain = tower.run_layers(tower.embed(TEXT_ROWS))
+    from mmprompt.prompts.base import masked_mean
+    # (allclose: torch's eval-mode fast path of the encoder layer rounds differently)
+    torch.testing.assert_close(ctx.features["text"], masked_mean(plain.x, plain.mask))
+    feature = ctx.features["text"]
+    prepare_instance_features(cfg, tower, TEXT_ROWS, ctx)  # cached: no second pass
+    assert ctx.features["text"] is feature
+    module.eval()
+    tower.seen.clear()
+    tower.run(TEXT_ROWS, PromptStack([module]), ctx)
+    expected = module.placement.heads[0](feature).argmax(-1)
+    assert torch.equal(ctx.records["text.layer0.dpos"][0], expected)
+    assert torch.equal(ctx.records["text.layer1.dpos"][0], expected)
+
+
+def test_default_feature_needs_no_extra_pass():
+    ctx = PromptContext()
+    prepare_instance_features(cfg_with(), TextTower(), TEXT_ROWS, ctx)
+    assert ctx.features == {}
