@@ -26,6 +26,7 @@ WEIGHTS_OF_ARCH = ("hub", "true", "1", "yes")
 
 
 def offline() -> bool:
+    """Whether the user switched the hub clients off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE ...)."""
     try:
         from huggingface_hub import is_offline_mode
         if is_offline_mode():
@@ -33,6 +34,23 @@ def offline() -> bool:
     except ImportError:  # older huggingface_hub: the environment variables are all there is
         pass
     return is_offline()
+
+
+_hub_reachable: Optional[bool] = None
+
+
+def cache_only() -> bool:
+    """Whether to read only the local cache: offline mode, or no connection to the hub (probed
+    once, in about 2 s), so a missing file fails at once instead of after the client's retries."""
+    global _hub_reachable
+    if offline():
+        return True
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # the proxy decides; a direct probe would wrongly fail
+    if _hub_reachable is None:
+        from ._hub import hf_endpoint, host_reachable
+        _hub_reachable = host_reachable(hf_endpoint())
+    return not _hub_reachable
 
 
 def packaged_folder(name: str) -> Optional[str]:
@@ -66,7 +84,7 @@ def weights_source(arch: str, pretrained: str) -> Optional[str]:
 
 
 def hub_kwargs(cfg) -> dict:
-    kwargs = {"local_files_only": offline()}
+    kwargs = {"local_files_only": cache_only()}
     if cfg.MODEL.BACKBONE.CACHE_DIR:
         kwargs["cache_dir"] = cfg.MODEL.BACKBONE.CACHE_DIR
     return kwargs
@@ -80,11 +98,12 @@ def load_or_explain(loader, source: str, what: str, key: str, **kwargs):
         if os.path.isdir(source):
             raise MMPromptError(f"Could not load the {what} from the folder {source}: {e}") from None
         if kwargs.get("local_files_only"):
+            why = ("downloads are switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / MMPROMPT_OFFLINE)"
+                   if offline() else "this machine cannot reach the Hugging Face hub")
             raise OfflineError(
-                f"The {what} '{source}' is not available offline: it is not a local folder and not in "
-                f"the Hugging Face cache, and downloads are off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE "
-                f"/ MMPROMPT_OFFLINE). On a machine with internet run `huggingface-cli download "
-                f"{source} --local-dir SOME/FOLDER`, copy the folder here and set {key} SOME/FOLDER."
+                f"Could not fetch the {what} '{source}': it is not a local folder and not in the Hugging "
+                f"Face cache, and {why}. On a machine with internet run `hf download {source} "
+                f"--local-dir SOME/FOLDER`, copy the folder here and set {key} SOME/FOLDER."
             ) from None
         raise MMPromptError(f"Could not load the {what} '{source}' (set by {key}): {e}") from None
 
@@ -139,9 +158,11 @@ def build_config(cfg, builtin: Optional[dict] = None, type_defaults: Optional[di
         raw = _config_dict(cfg, resolve(arch), "MODEL.BACKBONE.ARCH")
     overrides = config_overrides(cfg) if overrides is None else overrides
     config = AutoConfig.for_model(**{**raw, **overrides})
-    unknown = [k for k in overrides if not hasattr(config, k)]
+    # A config stores any keyword it is given, so a typo would silently do nothing: compare
+    # with the fields the config class itself defines.
+    fields = set(type(config)().to_dict()) | set(getattr(type(config), "attribute_map", {}))
+    unknown = [k for k in overrides if k not in fields]
     if unknown:
-        fields = list(config.to_dict())
         hints = {k: difflib.get_close_matches(k, fields, n=3) for k in unknown}
         raise ConfigError("MODEL.BACKBONE.KWARGS has fields the %s config does not have: %s. Valid fields "
                           "include %s." % (config.model_type, ", ".join(
@@ -170,13 +191,36 @@ def real_token_span(mask: torch.Tensor):
     return first, last
 
 
+class TokenizedText(tuple):
+    """Tokenizer output that unpacks as ``ids, mask`` (the TokenTower convention) and also carries
+    ``token_type_ids`` (which text of a pair each token belongs to; None for single texts)."""
+
+    def __new__(cls, ids: torch.Tensor, mask: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None):
+        self = super().__new__(cls, (ids, mask))
+        self.token_type_ids = token_type_ids
+        return self
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return self[0]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self[1]
+
+
 def token_inputs(inputs):
-    """(input_ids, mask) from a tokenizer output (dict / BatchEncoding) or a bare id tensor."""
+    """(input_ids, bool mask, token_type_ids or None) from a :class:`TokenizedText`, an
+    ``(ids, mask)`` pair, a tokenizer's dict / BatchEncoding, or a bare id tensor."""
     if isinstance(inputs, torch.Tensor):
-        return inputs, torch.ones_like(inputs, dtype=torch.bool)
+        return inputs, torch.ones_like(inputs, dtype=torch.bool), None
+    if isinstance(inputs, tuple):
+        ids, mask = inputs
+        return ids, mask.bool(), getattr(inputs, "token_type_ids", None)
     ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
-    return ids, (torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool())
+    mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+    return ids, mask, inputs.get("token_type_ids")
 
 
 class LazyTokenizer:
@@ -198,4 +242,9 @@ class LazyTokenizer:
             texts = [texts]
         enc = self.get()(list(texts), list(texts_b) if texts_b is not None else None, padding=True,
                          truncation=True, max_length=max_length or self.max_length, return_tensors="pt")
-        return {k: v.to(device) if device is not None else v for k, v in enc.items()}
+        types = enc.get("token_type_ids") if texts_b is not None else None
+        return TokenizedText(*(t.to(device) if t is not None and device is not None else t
+                               for t in (enc["input_ids"], enc["attention_mask"].bool(), types)))
+
+    def special_token_ids(self):
+        return set(self.get().all_special_ids)

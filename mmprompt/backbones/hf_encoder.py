@@ -71,13 +71,17 @@ class HFEncoderTower(TokenTower):
         return self.hf.embeddings.word_embeddings
 
     def tokenize(self, texts, texts_b=None, max_length=None):
+        """``(ids, mask)`` for a batch of texts (pairs with ``texts_b``), padded and truncated to
+        ``max_length`` (default MODEL.TEXT.MAX_LENGTH), on the model's device."""
         return self.tokenizer(texts, texts_b, max_length, device=self.input_embeddings().weight.device)
 
+    def special_token_ids(self):
+        return self.tokenizer.special_token_ids()
+
     def embed(self, inputs) -> TokenSeq:
-        ids, mask = token_inputs(inputs)
+        ids, mask, types = token_inputs(inputs)
         first, last = real_token_span(mask)
         segment_b = last + 1
-        types = None if isinstance(inputs, torch.Tensor) else inputs.get("token_type_ids")
         if types is not None:
             second = (types != 0) & mask
             idx = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)

@@ -6,7 +6,8 @@ are used by the T5 verbalizer to score label words given the prompted encoder st
 * ``embed``: the shared vocabulary embedding of the input ids (T5 has no absolute positions).
 * ``layer(i)``: ``encoder.block[i]`` with the additive attention mask built from the current
   ``seq.mask`` and the relative position bias of block 0 for the current length, both computed
-  once per sequence (and again only when a prompt changes its length or mask). Layer 0 first
+  once per sequence (and again only when a prompt changes its length or mask). Prompt tokens
+  whose mask is off take no relative position, so they change nothing. Layer 0 first
   applies the encoder's input dropout, so prompts inserted before layer 0 get it as inputs do.
 * ``final``: the encoder's final RMS norm and dropout, giving what the decoder cross-attends to;
   ``encode`` runs embed -> prompted layers -> final.
@@ -78,10 +79,15 @@ class T5EncoderTower(TokenTower):
         return self.hf.get_input_embeddings()
 
     def tokenize(self, texts, texts_b=None, max_length=None):
+        """``(ids, mask)`` for a batch of texts (pairs with ``texts_b``), padded and truncated to
+        ``max_length`` (default MODEL.TEXT.MAX_LENGTH), on the model's device."""
         return self.tokenizer(texts, texts_b, max_length, device=self.input_embeddings().weight.device)
 
+    def special_token_ids(self):
+        return self.tokenizer.special_token_ids()
+
     def embed(self, inputs) -> TokenSeq:
-        ids, mask = token_inputs(inputs)
+        ids, mask, _ = token_inputs(inputs)
         first, last = real_token_span(mask)
         x = self.stack.embed_tokens(ids)
         return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": first, "end": last})
@@ -94,9 +100,23 @@ class T5EncoderTower(TokenTower):
         if cached is not None and cached[0] is seq.mask:
             return cached[1], cached[2]
         mask = create_bidirectional_mask(config=self.stack.config, inputs_embeds=seq.x, attention_mask=seq.mask)
-        bias = self.stack.block[0].layer[0].SelfAttention.compute_bias(seq.length, seq.length, device=seq.x.device)
-        seq.meta["t5_attention"] = (seq.mask, mask, bias)
-        return mask, bias
+        seq.meta["t5_attention"] = (seq.mask, mask, self._position_bias(seq))
+        return mask, seq.meta["t5_attention"][2]
+
+    def _position_bias(self, seq: TokenSeq) -> torch.Tensor:
+        """Block 0's relative position bias. Prompt tokens whose mask is off take no position, so
+        switching a prompt token off leaves the distances between the others, and thus the
+        output, unchanged (the library's own bias is used whenever every token counts)."""
+        attention = self.stack.block[0].layer[0].SelfAttention
+        counted = seq.mask | (seq.owner == 0)
+        if bool(counted.all()):
+            return attention.compute_bias(seq.length, seq.length, device=seq.x.device)
+        positions = torch.cumsum(counted.long(), 1) - 1
+        relative = positions[:, None, :] - positions[:, :, None]  # (B, query, key): key - query
+        buckets = attention._relative_position_bucket(
+            relative, bidirectional=True, num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance)
+        return attention.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # (B, heads, query, key)
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
         x = self.stack.dropout(seq.x) if i == 0 else seq.x
@@ -133,13 +153,13 @@ class T5Backbone(TokenBackbone):
     def config(self):
         return self.model.config
 
-    def target_log_probs(self, encoded: TokenSeq, labels: torch.Tensor) -> torch.Tensor:
+    def target_log_probs(self, states: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, L) log-probability of each target token given the previous ones and the (prompted)
-        encoder states, from the library's decoder and LM head; 0 where ``labels`` is -100."""
+        encoder ``states`` (B, N, D) with their ``mask`` (B, N), from the library's decoder and LM
+        head; 0 where ``labels`` is -100."""
         from transformers.modeling_outputs import BaseModelOutput
 
-        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.x),
-                         attention_mask=encoded.mask.long(),
+        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask.long(),
                          decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels))
         log_probs = out.logits.float().log_softmax(-1)
         picked = log_probs.gather(-1, labels.clamp_min(0)[..., None])[..., 0]

@@ -1,0 +1,67 @@
+"""Text classification with a prompted encoder and a linear head.
+
+The batch's texts are tokenized inside ``forward`` by the encoder tower's tokenizer (pairs when the
+batch has ``text_b``), run through the prompted tower, pooled as ``MODEL.HEAD.POOL`` says (the
+tower's default, ``cls``, ``mean`` ...) and classified by a linear layer; the loss is cross-entropy.
+Works on any backbone with a text tower named "encoder" (BERT-family, T5 encoder).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..build import build_backbone, build_prompts
+from ..errors import ConfigError
+from ..registry import MODELS
+from .base import PromptModel
+
+TOWER = "encoder"
+
+
+def num_outputs(cfg, classnames: Optional[Sequence[str]]) -> int:
+    n = cfg.MODEL.HEAD.NUM_CLASSES or (len(classnames) if classnames else 0)
+    if n <= 0:
+        raise ConfigError("The classifier needs its number of classes: give the dataset's class names or "
+                          "set MODEL.HEAD.NUM_CLASSES.")
+    return n
+
+
+class TextClassifier(PromptModel):
+    def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0,
+                 max_length: Optional[int] = None):
+        super().__init__(backbone, prompts)
+        self.pool_mode = pool
+        self.max_length = max_length
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.tower.width, num_classes)
+
+    @property
+    def tower(self):
+        return self.backbone.tower(TOWER)
+
+    def features(self, batch, ctx=None) -> torch.Tensor:
+        tokens = self.tower.tokenize(batch["text"], batch.get("text_b"), self.max_length)
+        seq = self.tower.run_layers(self.tower.embed(tokens), self.prompts, ctx)
+        return self.tower.pool(seq, self.pool_mode)
+
+    def forward(self, batch, ctx=None):
+        ctx = ctx if ctx is not None else self.new_context()
+        logits = self.head(self.dropout(self.features(batch, ctx)))
+        out = {"logits": logits}
+        if "label" in batch:
+            out["loss"] = F.cross_entropy(logits, batch["label"].to(logits.device))
+        return out
+
+
+@MODELS.register("text_classifier")
+def build_text_classifier(cfg, classnames=None) -> TextClassifier:
+    backbone = build_backbone(cfg)
+    if TOWER not in backbone.tower_names:
+        raise ConfigError(f"text_classifier reads the '{TOWER}' tower; backbone {cfg.MODEL.BACKBONE.NAME} has "
+                          f"{backbone.tower_names} (use MODEL.BACKBONE.NAME hf_encoder or t5).")
+    prompts = build_prompts(cfg, backbone)
+    return TextClassifier(backbone, prompts, num_outputs(cfg, classnames), pool=cfg.MODEL.HEAD.POOL,
+                          dropout=cfg.MODEL.HEAD.DROPOUT, max_length=cfg.MODEL.TEXT.MAX_LENGTH)
