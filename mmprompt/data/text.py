@@ -10,7 +10,8 @@ BBC News (``bbc_news``): the 5 class folders of the package's data, classes and 
 sorted order (business, entertainment, politics, sports, tech: 510, 386, 417, 511, 401
 articles). Fixed split per class with ``random.Random(DATASET.TEXT.SPLIT_SEED)``: 10% val and
 20% test (rounded half up), the rest train -> train 1558, val 223, test 444 with the default
-seed. ``DATASET.TEXT.DATA_DIR`` may point at another folder of class sub-folders (e.g. the
+seed; the 98 articles the corpus holds twice keep both copies in one split, so no test article
+is also a training article. ``DATASET.TEXT.DATA_DIR`` may point at another folder of class sub-folders (e.g. the
 original ``bbc/`` release) instead.
 
 GLUE / SuperGLUE (``glue_<task>``, ``superglue_<task>``, see :mod:`mmprompt.data.text_tasks`).
@@ -127,13 +128,32 @@ def read_class_folders(folder: str, name: str = BBC_NAME) -> Tuple[List[str], Li
     return classes, articles
 
 
-def split_per_class(num_items: int, rng: random.Random, val_percent: int = 10, test_percent: int = 20):
-    """Shuffled indices of one class cut into train/val/test, sizes rounded half up."""
-    order = list(range(num_items))
+def split_per_class(texts: Sequence[str], rng: random.Random, val_percent: int = 10, test_percent: int = 20):
+    """Indices of one class's texts cut into (train, val, test), sorted.
+
+    Val and test get ``val_percent`` / ``test_percent`` of the items (rounded half up), filled
+    with whole groups of identical texts in shuffled order, so an article that appears twice
+    (BBC News has 98 such pairs) never lands on both sides of the split; a group may overshoot
+    a target by its extra copies.
+    """
+    groups: Dict[str, List[int]] = {}
+    for i, text in enumerate(texts):
+        groups.setdefault(text, []).append(i)
+    order = list(groups.values())
     rng.shuffle(order)
-    n_val = (num_items * val_percent + 50) // 100
-    n_test = (num_items * test_percent + 50) // 100
-    return sorted(order[n_val + n_test:]), sorted(order[:n_val]), sorted(order[n_val:n_val + n_test])
+    n = len(texts)
+    targets = ((n * val_percent + 50) // 100, (n * test_percent + 50) // 100)
+    val: List[int] = []
+    test: List[int] = []
+    train: List[int] = []
+    for group in order:
+        if len(val) < targets[0]:
+            val.extend(group)
+        elif len(test) < targets[1]:
+            test.extend(group)
+        else:
+            train.extend(group)
+    return sorted(train), sorted(val), sorted(test)
 
 
 @DATASETS.register(BBC_NAME)
@@ -145,7 +165,7 @@ def build_bbc_news(cfg) -> TextDataset:
     rng = random.Random(cfg.DATASET.TEXT.SPLIT_SEED)
     splits: Dict[str, List[TextDatum]] = {"train": [], "val": [], "test": []}
     for label, texts in enumerate(articles):
-        for split, indices in zip(splits, split_per_class(len(texts), rng)):
+        for split, indices in zip(splits, split_per_class(texts, rng)):
             splits[split].extend(
                 TextDatum(label=label, classname=classnames[label],
                           text=render(template, {"text": texts[i]}, BBC_NAME, "DATASET.TEXT.TEMPLATE"))

@@ -137,7 +137,8 @@ class Example:
 
 
 def stsb_class(score: float) -> int:
-    """Nearest 0.2 step of a 0-5 similarity score, as a class id 0..25."""
+    """Nearest 0.2 step of a 0-5 similarity score, as a class id 0..25; ties round half to even
+    like T5's ``tf.round(score * 5) / 5``."""
     return int(min(max(round(float(score) * 5), 0), 25))
 
 
