@@ -15,7 +15,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from typing import Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmprompt.errors import MMPromptError
 
@@ -65,14 +66,16 @@ def top_level_names(archive: str) -> List[str]:
     return sorted({n.replace("\\", "/").lstrip("./").split("/")[0] for n in names if n.strip("./")})
 
 
-def safe_extract(archive: str, dest: str) -> List[str]:
-    """Extract ``archive`` into folder ``dest``; returns the top-level names it created.
+def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
+    """Extract ``archive`` into folder ``dest``; returns the top-level names it placed there.
 
-    Refuses (and writes nothing) when a member would escape ``dest`` or when a top-level entry
-    already exists in ``dest`` (remove it, or let the script use the extracted folder).
+    ``strip``: a folder inside the archive whose contents are what belongs in ``dest`` (e.g.
+    ``food-101`` or ``fgvc-aircraft-2013b/data``); used only when the archive has it. Refuses, and
+    writes nothing, when a member would escape or when an entry already exists in ``dest``.
     """
-    os.makedirs(dest, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=dest, prefix=".extracting-")
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=".extracting-")
     try:
         try:
             if zipfile.is_zipfile(archive):
@@ -85,15 +88,19 @@ def safe_extract(archive: str, dest: str) -> List[str]:
                     members = _tar_members(archive, t, staging)
                     t.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-            raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt ({type(e).__name__}: {e}). "
-                            f"Download it again; nothing was extracted.") from None
-        created = sorted(os.listdir(staging))
+            raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt "
+                            f"({type(e).__name__}: {e}). Download it again; nothing was extracted.") from None
+        source = os.path.join(staging, strip) if strip and os.path.isdir(os.path.join(staging, strip)) else staging
+        if not os.path.exists(dest):
+            os.rename(source, dest)  # one rename: dest appears complete or not at all
+            return sorted(os.listdir(dest))
+        created = sorted(os.listdir(source))
         clashes = [n for n in created if os.path.lexists(os.path.join(dest, n))]
         if clashes:
             raise PrepError(f"Extracting {archive} would overwrite {', '.join(clashes)} in {dest}. "
-                            f"Remove the existing folder (it may be half-extracted) and run again.")
+                            f"Remove the existing entries (they may be half-extracted) and run again.")
         for name in created:
-            os.rename(os.path.join(staging, name), os.path.join(dest, name))
+            os.rename(os.path.join(source, name), os.path.join(dest, name))
         return created
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -108,23 +115,54 @@ def find_first(folder: str, candidates: Sequence[str]) -> Optional[str]:
     return None
 
 
-def ensure_extracted(dataset_dir: str, wanted: str, archives: Sequence[str], search_dirs: Sequence[str] = ()) -> str:
-    """Make ``dataset_dir/wanted`` exist: keep it when already extracted, otherwise extract the
-    first archive found (in ``dataset_dir`` or ``search_dirs``). Returns the path of ``wanted``.
+@dataclass(frozen=True)
+class Source:
+    """Where one part of a dataset comes from."""
+
+    archives: Tuple[str, ...]  # file names of the official archive (any one of them will do)
+    strip: str = ""  # folder inside the archive whose contents belong in place (see safe_extract)
+    url: str = ""  # official download URL for --download; "" when the owners require a sign-up or no host is left
+    how: str = ""  # where to get it by hand, printed when it is missing
+
+
+def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_dirs: Sequence[str] = (),
+           allow_download: bool = False, dest: Optional[str] = None) -> str:
+    """Make ``dataset_dir/wanted`` exist and return its path.
+
+    An already-extracted ``wanted`` is kept as it is. Otherwise the first official archive found
+    in ``dataset_dir`` or ``search_dirs`` (or downloaded, with ``allow_download`` and a URL) is
+    extracted safely into ``dest`` (default ``dataset_dir``).
     """
     target = os.path.join(dataset_dir, wanted)
     if os.path.exists(target):
         return target
-    for folder in (dataset_dir, *search_dirs):
-        archive = find_first(folder, archives)
-        if archive and os.path.isfile(archive):
-            safe_extract(archive, dataset_dir)
-            if os.path.exists(target):
-                return target
-            raise PrepError(f"Extracted {archive} into {dataset_dir} but it did not contain {wanted!r}; "
-                            f"is it the right archive?")
-    raise PrepError(f"Neither {target} nor any of the archives {', '.join(archives)} were found in "
-                    f"{', '.join([dataset_dir, *search_dirs])}.")
+    folders = [dataset_dir, *search_dirs]
+    archive = next((p for p in (find_first(f, source.archives) for f in folders) if p), None)
+    if archive is None and allow_download and source.url:
+        os.makedirs(dataset_dir, exist_ok=True)
+        archive = download(source.url, os.path.join(dataset_dir, source.archives[0]))
+    if archive is None:
+        how = source.how or (f"Download it from {source.url}" + ("" if allow_download else " (or run with --download)")
+                             if source.url else "")
+        raise PrepError(f"{dataset}: {target} is missing, and none of {', '.join(source.archives)} is in "
+                        f"{' or '.join(folders)}. {how}".rstrip())
+    safe_extract(archive, dest or dataset_dir, strip=source.strip)
+    if not os.path.exists(target):
+        raise PrepError(f"{dataset}: extracted {archive} but it holds no {wanted!r}; is it the right archive?")
+    return target
+
+
+def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: str = "",
+                allow_download: bool = False) -> str:
+    """A plain file the owners publish as is (e.g. a .mat list): present, or downloaded."""
+    path = os.path.join(dataset_dir, name)
+    if os.path.isfile(path):
+        return path
+    if allow_download and url:
+        os.makedirs(dataset_dir, exist_ok=True)
+        return download(url, path)
+    hint = how or (f"Download it from {url}" + ("" if allow_download else " (or run with --download)") if url else "")
+    raise PrepError(f"{dataset}: {path} is missing. {hint}".rstrip())
 
 
 # ------------------------------------------------------------------ verification
@@ -191,21 +229,11 @@ def download(url: str, dest: str, sha256: Optional[str] = None, timeout: float =
             raise PrepError(f"{url}: checksum mismatch (sha256 {got}, expected {sha256}); the partial "
                             f"file was removed, run again to download it afresh.")
     os.replace(part, dest)
+    print(f"{dest}: sha256 {sha256 or sha256_of(dest)}")
     return dest
 
 
 # ------------------------------------------------------------------ images and summaries
-
-def is_decodable(path: str) -> bool:
-    """Cheap check that PIL recognises the file as an image (header and structure)."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except Exception:  # PIL raises many types for bad files; any of them means "skip"
-        return False
-
 
 def print_summary(name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int,
                   skipped: Sequence[str] = (), out=sys.stdout) -> None:
