@@ -89,7 +89,7 @@ class TinyModel(PromptModel):
         prompt = self.prompts.methods[0]
         if self.training:
             _maybe_block(self.step)
-            prompt.temperature.fill_(max(0.5, math.exp(-0.05 * self.step)))
+            prompt.temperature.fill_(max(0.5, math.exp(-0.02 * self.step)))
         x = torch.tensor([[float(v) for v in t.split()] for t in batch["text"]],
                          device=self.class_vectors.device)
         feat = self.dropout(self.backbone(x) @ prompt.E + prompt.offset)

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="", help="weights for --eval-only: a run's output dir or a .safetensors file")
     p.add_argument("--load-epoch", type=int, default=None, help="with --model-dir: the weights after this epoch (default: the final ones)")
     p.add_argument("--num-gpus", type=int, default=1, help="processes on this node (relaunched through torchrun)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (flags may come before or after them)")
     return p
 
 
@@ -90,7 +90,7 @@ def summary(results) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     cfg = setup_cfg(args)
     check_args(args, cfg)
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     try:
         if trainer.is_main:
             with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-                f.write(cfg.dump())
+                f.write(trainer.cfg_text)
         if cfg.MODEL.INIT_WEIGHTS:
             trainer.load_weights(cfg.MODEL.INIT_WEIGHTS)
         if args.eval_only:

@@ -51,9 +51,11 @@ def method_signature(cfg) -> Dict[str, str]:
             "backbone": f"{cfg.MODEL.BACKBONE.NAME}:{cfg.MODEL.BACKBONE.ARCH}"}
 
 
-def save_weights(path: str, state: Dict[str, torch.Tensor], cfg, **info) -> None:
+def save_weights(path: str, state: Dict[str, torch.Tensor], cfg, config_text: Optional[str] = None,
+                 **info) -> None:
+    """``config_text``: ``cfg.dump()`` when the caller has it already (dumping takes ~0.1 s)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    metadata = {"format": FORMAT, "config": cfg.dump(), **method_signature(cfg),
+    metadata = {"format": FORMAT, "config": config_text or cfg.dump(), **method_signature(cfg),
                 **{k: str(v) for k, v in info.items()}}
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

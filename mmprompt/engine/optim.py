@@ -38,6 +38,19 @@ def no_weight_decay_names(model: nn.Module) -> set:
     return names
 
 
+def _flat_group_lr(node, prefix: str = "") -> Dict[str, float]:
+    """GROUP_LR entries; a dotted prefix (``prompts.methods.0``) arrives as nested nodes."""
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flat_group_lr(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = float(v)
+        else:
+            raise ConfigError(f"OPTIM.GROUP_LR.{prefix}{k} must be a learning rate (a number), got {v!r}.")
+    return out
+
+
 def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
     """Trainable parameters split by (lr group, weight decay on/off), each with its own options."""
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -45,7 +58,7 @@ def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
         raise ConfigError("The model has no trainable parameters: check PROMPT.METHODS and "
                           "MODEL.BACKBONE.FREEZE (a frozen backbone with no prompts and no head "
                           "has nothing to train).")
-    group_lr = {k: float(v) for k, v in cfg.OPTIM.GROUP_LR.items()}
+    group_lr = _flat_group_lr(cfg.OPTIM.GROUP_LR)
 
     declared: Dict[str, set] = {}
     for prefix, groups in _declared(model, "param_groups"):

@@ -65,6 +65,7 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
 class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
+        self.cfg_text = cfg.dump()
         self.output_dir = cfg.OUTPUT_DIR
         self.device = du.init_distributed(cfg.TRAIN.DIST_BACKEND, cfg.USE_CUDA)
         self.world, self.rank = du.world_size(), du.rank()
@@ -248,7 +249,7 @@ class Trainer:
                 if self.is_main and self.cfg.TEST.FINAL_MODEL == "best_val":
                     os.makedirs(self.ckpt_dir, exist_ok=True)
                     ckpt.save_weights(os.path.join(self.ckpt_dir, "model-best.safetensors"),
-                                      self.model.trainable_state_dict(), self.cfg, epoch=epoch + 1, step=self.step)
+                                      self.model.trainable_state_dict(), self.cfg, self.cfg_text, epoch=epoch + 1, step=self.step)
             else:
                 self.best["bad_evals"] += 1
             patience = self.cfg.TRAIN.EARLY_STOP_PATIENCE
@@ -268,7 +269,7 @@ class Trainer:
             raise ConfigError(f"Unknown TEST.FINAL_MODEL '{self.cfg.TEST.FINAL_MODEL}': use last_step or best_val.")
         if self.is_main:
             ckpt.save_weights(os.path.join(self.ckpt_dir, "model-final.safetensors"),
-                              self.model.trainable_state_dict(), self.cfg, step=self.step)
+                              self.model.trainable_state_dict(), self.cfg, self.cfg_text, step=self.step)
         extra = {"step": self.step, "stopped_early": self.stopped_early}
         if self.best["epoch"] is not None:
             extra.update(best_val_epoch=self.best["epoch"], best_val_metric=self.best["metric"])
@@ -286,7 +287,7 @@ class Trainer:
         previous = ckpt.read_pointer(self.ckpt_dir)
         model_file, trainer_file = f"model-{tag}.safetensors", f"trainer-{tag}.pt"
         ckpt.save_weights(os.path.join(self.ckpt_dir, model_file), self.model.trainable_state_dict(),
-                          self.cfg, epoch=epoch, step=self.step)
+                          self.cfg, self.cfg_text, epoch=epoch, step=self.step)
         state = {
             "epoch": epoch, "iter": next_iter, "step": self.step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -395,8 +396,12 @@ class Trainer:
         for key, value in changes.items():
             setattr(cfg.DATASET, key, value)
         cfg.freeze()
+        saved = ckpt.rng_state()
+        if cfg.SEED >= 0:  # build from the same random state as the trained model, so that
+            seed_everything(cfg.SEED)  # randomly initialised (test-size) backbones are equal too
         dataset = build_dataset(cfg)
         model = build_model(cfg, list(dataset.classnames)).to(self.device)
+        ckpt.set_rng_state(saved)
         model.load_trainable_state_dict(self.model.trainable_state_dict(), source="trained weights")
         model.step = self.model.step
         return cfg, dataset, model
