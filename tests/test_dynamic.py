@@ -40,22 +40,26 @@ def towers():
 
 def explicit_split(seq: TokenSeq, tokens: torch.Tensor, dpos) -> TokenSeq:
     """The reference ``[P_before; X; P_after]``, built per sample with torch.cat."""
-    rows, masks, pools = [], [], []
+    rows, masks, owners = [], [], []
+    anchors = {name: a.clone() for name, a in seq.anchors.items()}
+    k = tokens.shape[-2]
     for b in range(seq.batch_size):
         s, e, d = int(seq.anchors["start"][b]), int(seq.anchors["end"][b]), int(dpos[b])
         x, m = seq.x[b], seq.mask[b]
-        p = tokens[b] if tokens.dim() == 3 else tokens
+        p = (tokens[b] if tokens.dim() == 3 else tokens).to(x.dtype)
         rows.append(torch.cat([x[:s], p[:d], x[s:e], p[d:], x[e:]]))
-        ones = torch.ones(p.shape[0], dtype=torch.bool)
+        ones = torch.ones(k, dtype=torch.bool)
         masks.append(torch.cat([m[:s], ones[:d], m[s:e], ones[d:], m[e:]]))
-        if "pool" in seq.anchors:
-            a = int(seq.anchors["pool"][b])
-            pools.append(a + (d if a >= s else 0) + (p.shape[0] - d if a >= e else 0))
-    # anchors follow the backbone's tokens: start moves past P_before, end past all of P
-    anchors = {"start": seq.anchors["start"] + torch.as_tensor(dpos), "end": seq.anchors["end"] + tokens.shape[-2]}
-    if pools:
-        anchors["pool"] = torch.tensor(pools)
-    return TokenSeq.from_embeddings(torch.stack(rows), torch.stack(masks), tower=seq.tower, anchors=anchors)
+        o, mine = seq.owner[b], torch.full((k,), 999)
+        owners.append(torch.cat([o[:s], mine[:d], o[s:e], mine[d:], o[e:]]))
+        # anchors follow the backbone's tokens: past P_before from start on, past P_after from end on
+        for name, a in seq.anchors.items():
+            a = int(a[b])
+            anchors[name][b] = a + (d if a >= s else 0) + (k - d if a >= e else 0)
+    reference = TokenSeq.from_embeddings(torch.stack(rows), torch.stack(masks), tower=seq.tower,
+                                         anchors=anchors, meta=seq.meta)
+    reference.owner = torch.stack(owners)  # pools that skip prompt tokens (T5, BERT mean) see them too
+    return reference
 
 
 def run(tower, inputs, module, ctx=None):
@@ -350,3 +354,83 @@ def test_default_feature_needs_no_extra_pass():
     ctx = PromptContext()
     prepare_instance_features(cfg_with(), TextTower(), TEXT_ROWS, ctx)
     assert ctx.features == {}
+
+
+# --------------------------------------------------------------------------- real backbones
+def _real_backbones():
+    """(label, backbone, tower name, inputs) for tiny random configs of every real adapter."""
+    from _text_backbones import padded_ids, tiny_encoder_cfg, tiny_t5_cfg
+    from mmprompt.build import build_backbone
+    from mmprompt.config import load_cfg
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = []
+    vit = build_backbone(load_cfg(os.path.join(here, "configs/_base_/tiny_vit.yaml")))
+    out.append(("timm_vit", vit, "vision", torch.randn(2, 3, 32, 32)))
+    clip_cfg = load_cfg(os.path.join(here, "configs/_base_/tiny_clip.yaml"))
+    clip = build_backbone(clip_cfg)
+    out.append(("clip_vision", clip, "vision", torch.randn(2, 3, 32, 32)))
+    out.append(("clip_text", clip, "text", clip.tower("text").tokenize(["a photo of a cat", "dog", "a big red bird"])))
+    texts = ["a short one", "hi", "a somewhat longer sentence than the others here"]
+    t5 = build_backbone(tiny_t5_cfg())
+    out.append(("t5", t5, "encoder", t5.tower("encoder").tokenize(texts)))
+    bert = build_backbone(tiny_encoder_cfg())
+    out.append(("bert", bert, "encoder", padded_ids(3, 10, 0, [10, 4, 7], 120)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_backbones():
+    return _real_backbones()
+
+
+@pytest.mark.parametrize("position", ["adap_pos", "adap_ins_pos"])
+def test_real_backbones_output_equals_explicit_concatenation(real_backbones, position):
+    for label, backbone, tower_name, inputs in real_backbones:
+        backbone.eval()
+        tower = backbone.tower(tower_name)
+        module = OnePrompt(cfg_with(), tower_name, length=L, width=tower.width, position=position)
+        with torch.no_grad():
+            for p in module.placement.heads.parameters():
+                p.normal_(std=0.5)
+        module.eval()
+        ctx = PromptContext()
+        with torch.no_grad():
+            out = tower.run(inputs, PromptStack([module]), ctx)
+            dpos = ctx.records[f"{tower_name}.layer0.dpos"][0]
+            reference = explicit_split(tower.embed(inputs), module.sources[0].tokens, dpos)
+            expected = tower.pool(tower.run_layers(reference))
+        assert torch.equal(out, expected), label
+        if tower_name in ("text", "encoder"):  # padded batches: P_after right after each last real token
+            seq0 = tower.embed(inputs)
+            assert int(seq0.mask.sum(1).min()) < int(seq0.mask.sum(1).max()), label
+
+
+def test_real_backbones_gradients_reach_position_and_prompts(real_backbones):
+    for label, backbone, tower_name, inputs in real_backbones:
+        tower = backbone.tower(tower_name)
+        module = OnePrompt(cfg_with(), tower_name, length=L, width=tower.width, position="adap_ins_pos",
+                           source="pool")
+        module.train()
+        out = tower.run(inputs, PromptStack([module]), PromptContext())
+        (out * torch.randn_like(out)).sum().backward()
+        for name, p in module.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (label, name)
+        assert all(p.grad is None for p in backbone.parameters()), label
+
+
+def test_clip_text_eot_pooling_follows_p_after(real_backbones):
+    _, clip, _, inputs = [b for b in real_backbones if b[0] == "clip_text"][0]
+    tower = clip.tower("text")
+    module = OnePrompt(cfg_with(), "text", length=L, width=tower.width, position="adap_pos")
+    with torch.no_grad():
+        module.placement.heads[0].logits.copy_(torch.tensor([5.0, 0, 0, 0, 0]))  # dpos 0: all after
+    module.eval()
+    seq0 = tower.embed(inputs)
+    seq = module.before_layer("text", 0, seq0, PromptContext())
+    eot = seq0.anchors["pool"]
+    assert torch.equal(seq.anchors["pool"], eot + L)
+    ids = seq0.meta["token_ids"]
+    assert torch.equal(seq.positions_of(module.owner), eot[:, None] + torch.arange(L))
+    # the token pooled is still the EOT embedding, now right after the prompt
+    assert torch.equal(seq.gather_anchor("pool"), seq0.gather_anchor("pool"))
+    assert (ids.gather(1, eot[:, None]) == ids.max()).all()

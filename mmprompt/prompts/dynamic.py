@@ -226,8 +226,8 @@ class _LearnedChoice(Placement):
         self.heads = nn.ModuleList(heads)
         self.temperature = TemperatureSchedule.from_cfg(cfg)
 
-    def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(one_hot (B or 1, l+1), index (B,))`` for this layer, drawn once per pass and head."""
+    def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """``(one_hot (B or 1, l+1), index (B,), head)`` for this layer, drawn once per pass and head."""
         layer = getattr(ctx, "layer", 0)
         layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
         if layer not in layers_seen:
@@ -243,7 +243,20 @@ class _LearnedChoice(Placement):
         one_hot, index = ctx.cache[key]
         if self.record_choices:
             ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", index)
-        return one_hot, index
+        return one_hot, index, head
+
+    def keeps_slots(self, seq: TokenSeq, owner_id: int, head: int, ctx: PromptContext) -> bool:
+        """Whether this layer's tokens just overwrite the previous layer's (same choice).
+
+        A deeper layer that shares the choice keeps the slots its tokens already hold, also when
+        another method inserted words next to them meanwhile (MaPLe's fixed words); the
+        position/length gradient then comes from the layer that made the arrangement. A layer
+        with its own choice removes the previous tokens and arranges anew.
+        """
+        key = ("dynamic.placed", id(self), seq.tower, owner_id)
+        same = seq.has(owner_id) and ctx.cache.get(key) == head
+        ctx.cache[key] = head
+        return same
 
 
 @PLACEMENTS.register("adap_pos")
@@ -253,20 +266,23 @@ class AdaptivePosition(_LearnedChoice):
     ``P_before`` goes to the ``start`` anchor (after CLS / SOT / [CLS]), ``P_after`` to the
     ``end`` anchor (before EOT / [SEP] / </s>, right after each sample's last real token in
     padded batches); pooled anchors move with the insertion. At deeper layers the previous
-    layer's tokens are removed and the new ones inserted at that layer's split.
+    layer's tokens are overwritten in place when the layer shares the choice
+    (``PROMPT.DYNAMIC.CHOICE_DEPTH``), else removed and inserted at that layer's own split.
     """
 
     def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
         super().__init__(cfg, length=length, width=width, instance=instance)
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
-        if seq.has(owner_id):
-            seq = seq.remove(owner_id)
         tokens = seq._batch_tokens(tokens)
         if tokens.shape[1] != self.length:
             raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
                               f"{tokens.shape[1]}.")
-        one_hot, dpos = self.choose(seq, ctx)
+        one_hot, dpos, head = self.choose(seq, ctx)
+        if self.keeps_slots(seq, owner_id, head, ctx):
+            return seq.replace(owner_id, tokens)
+        if seq.has(owner_id):
+            seq = seq.remove(owner_id)
         return insert_split(seq, tokens, dpos, owner_id, one_hot)
 
 
@@ -301,13 +317,15 @@ class AdaptiveLength(_LearnedChoice):
             raise ConfigError(f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}.")
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
-        if seq.has(owner_id):
-            seq = seq.remove(owner_id)
         tokens = seq._batch_tokens(tokens)
-        one_hot, _ = self.choose(seq, ctx)
+        one_hot, _, head = self.choose(seq, ctx)
         keep = one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
         tokens = tokens * keep[..., None].to(tokens.dtype)
         mask = keep.detach() > 0.5 if self.mode == "mask" else None
+        if self.keeps_slots(seq, owner_id, head, ctx):
+            return seq.replace(owner_id, tokens, mask)
+        if seq.has(owner_id):
+            seq = seq.remove(owner_id)
         positions = seq.anchors["start"][:, None].expand(-1, self.length)
         return seq.insert_at(tokens, positions, owner_id, mask=mask)
 
