@@ -1,0 +1,229 @@
+"""The open_clip adapter: image and text towers equal encode_image / encode_text, the EOT anchor
+follows insertions, masks hide switched-off tokens, freezing, weights and errors."""
+import pytest
+import torch
+from torch import nn
+
+import mmprompt.backbones._hub as hub
+from mmprompt.backbones.open_clip import OpenCLIP, create_open_clip
+from mmprompt.build import build_backbone
+from mmprompt.config import load_cfg
+from mmprompt.errors import ConfigError, OfflineError
+from mmprompt.tokens import new_owner_id
+
+TINY_JSON = "configs/_base_/tiny_clip_model.json"
+SOT, EOT = 49406, 49407
+TEXTS = ["a photo of a cat.", "dog", "a blurry photo of the big red car on a road."]
+
+
+@pytest.fixture(scope="module")
+def clip() -> OpenCLIP:
+    torch.manual_seed(0)
+    return create_open_clip(TINY_JSON).eval()
+
+
+def images(b=2):
+    return torch.randn(b, 3, 32, 32)
+
+
+def word_ids(clip, text):
+    ids, mask = clip.tokenize([text])
+    return [i for i in ids[0][mask[0]].tolist() if i not in (SOT, EOT)]
+
+
+def padded(rows, length=77):
+    out = torch.zeros(len(rows), length, dtype=torch.long)
+    for r, row in enumerate(rows):
+        out[r, : len(row)] = torch.as_tensor(row)
+    return out
+
+
+def test_image_tower_equals_encode_image(clip):
+    x = images()
+    assert torch.allclose(clip.tower("vision").run(x), clip.model.encode_image(x), atol=1e-6)
+
+
+def test_text_tower_equals_encode_text(clip):
+    ids, mask = clip.tokenize(TEXTS)
+    text = clip.tower("text")
+    assert torch.allclose(text.run((ids, mask)), clip.model.encode_text(ids), atol=1e-6)
+    assert torch.allclose(text.run(TEXTS), clip.model.encode_text(ids), atol=1e-6)  # raw strings work too
+
+
+def test_text_embed_anchors_and_mask(clip):
+    ids, mask = clip.tokenize(TEXTS)
+    seq = clip.tower("text").embed((ids, mask))
+    eot = ids.argmax(-1)
+    assert seq.anchors["start"].tolist() == [1, 1, 1]
+    assert seq.anchors["end"].tolist() == eot.tolist() == seq.anchors["pool"].tolist()
+    assert torch.equal(seq.mask, mask)  # padding after EOT is switched off
+    assert int(mask[1].sum()) == 3  # SOT dog EOT
+
+
+def test_tokenize_contract(clip):
+    text = clip.tower("text")
+    ids, mask = text.tokenize("a cat")
+    assert ids.shape == mask.shape == (1, 77) and mask.dtype == torch.bool
+    assert {SOT, EOT, 0} <= text.special_token_ids()
+    assert text.input_embeddings() is clip.model.token_embedding
+    assert text.deferred_position
+
+
+def test_pool_anchor_follows_eot_after_insertion_before_end(clip):
+    text = clip.tower("text")
+    ids, mask = text.tokenize(TEXTS)
+    seq = text.embed((ids, mask))
+    k = 4
+    moved = seq.insert(torch.randn(k, 64), "end", new_owner_id())
+    assert moved.anchors["pool"].tolist() == (ids.argmax(-1) + k).tolist()
+    eot_embedding = clip.model.token_embedding.weight[EOT]
+    assert torch.equal(moved.gather_anchor("pool"), eot_embedding.expand(len(TEXTS), -1))
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_inserted_word_embeddings_equal_the_longer_text(clip, where):
+    """Positions are deferred to layer 0, so inserting the embeddings of words gives exactly the
+    text that has those words: the EOT pooling picks the same token as encode_text does."""
+    text = clip.tower("text")
+    ids, mask = text.tokenize(TEXTS)
+    extra = word_ids(clip, "very small")
+    seq = text.embed((ids, mask)).insert(clip.model.token_embedding.weight[extra], where, new_owner_id())
+    assert seq.length == 77 + len(extra)  # beyond the context: trailing padding is trimmed at layer 0
+    ours = text.pool(text.run_layers(seq))
+    rows = []
+    for t in TEXTS:
+        words = word_ids(clip, t)
+        rows.append([SOT] + (extra + words if where == "start" else words + extra) + [EOT])
+    assert torch.allclose(ours, clip.model.encode_text(padded(rows)), atol=1e-6)
+
+
+def test_switched_off_text_tokens_get_no_attention(clip):
+    text = clip.tower("text")
+    ids, mask = text.tokenize(TEXTS)
+    plain = text.run((ids, mask))
+    owner = new_owner_id()
+
+    def at_layer1(masked):
+        class Insert:
+            def before_layer(self, name, i, seq, ctx):
+                if i != 1:
+                    return seq
+                tokens = torch.randn(3, 64) * 10
+                return seq.insert(tokens, "start", owner, mask=None if not masked else torch.zeros(3, dtype=torch.bool))
+        return Insert()
+
+    assert torch.allclose(text.run((ids, mask), at_layer1(True)), plain, atol=1e-6)
+    assert not torch.allclose(text.run((ids, mask), at_layer1(False)), plain, atol=1e-3)
+
+
+def test_switched_off_image_tokens_get_no_attention(clip):
+    vision = clip.tower("vision")
+    x = images()
+    plain = vision.run(x)
+    k = 5
+    seq = vision.embed(x).insert(torch.randn(k, 64) * 10, "start", new_owner_id(), mask=torch.zeros(k, dtype=torch.bool))
+    assert seq.anchors["pool"].tolist() == [0, 0]
+    assert torch.allclose(vision.pool(vision.run_layers(seq)), plain, atol=1e-6)
+    seen = vision.embed(x).insert(torch.randn(k, 64) * 10, "start", new_owner_id())
+    assert not torch.allclose(vision.pool(vision.run_layers(seen)), plain, atol=1e-3)
+
+
+def test_eot_beyond_context_is_a_clear_error(clip):
+    text = clip.tower("text")
+    long_text = " ".join(["cat"] * 70)
+    seq = text.embed(text.tokenize([long_text])).insert(torch.randn(10, 64), "start", new_owner_id())
+    with pytest.raises(ConfigError, match="context length 77"):
+        text.run_layers(seq)
+
+
+def test_frozen_backbone_gets_no_gradients(clip):
+    bb = create_open_clip(TINY_JSON).freeze()
+    text_prompt = nn.Parameter(torch.randn(2, 64) * 0.02)
+    image_prompt = nn.Parameter(torch.randn(2, 64) * 0.02)
+    owner = new_owner_id()
+
+    class Shallow:
+        def before_layer(self, name, i, seq, ctx):
+            if i:
+                return seq
+            return seq.insert(text_prompt if name == "text" else image_prompt, "start", owner)
+
+    t = bb.tower("text").run(TEXTS, Shallow())
+    v = bb.tower("vision").run(images(), Shallow())
+    (v @ t.t()).pow(2).mean().backward()
+    assert text_prompt.grad is not None and image_prompt.grad is not None
+    assert all(p.grad is None for p in bb.parameters())
+
+
+def test_build_from_config(clip):
+    bb = build_backbone(load_cfg("configs/_base_/tiny_clip.yaml"))
+    assert isinstance(bb, OpenCLIP) and bb.frozen
+    assert bb.info() == {"vision": {"width": 64, "layers": 2}, "text": {"width": 64, "layers": 2}}
+    assert bb.tower("vision").feature_dim == bb.tower("text").feature_dim == 32
+
+
+def test_local_checkpoint_file_is_loaded(clip, tmp_path):
+    path = tmp_path / "tiny_clip.pt"
+    torch.save(clip.model.state_dict(), path)
+    loaded = create_open_clip(TINY_JSON, str(path)).eval()
+    ids, _ = clip.tokenize(TEXTS)
+    assert torch.equal(loaded.model.encode_text(ids), clip.model.encode_text(ids))
+
+
+def test_unknown_arch_suggests_close_names():
+    with pytest.raises(ConfigError, match="ViT-B-16") as e:
+        create_open_clip("ViT-B-61")
+    assert "Unknown open_clip architecture" in str(e.value)
+
+
+def test_non_vit_and_bad_tags_are_config_errors():
+    with pytest.raises(ConfigError, match="ResNet"):
+        create_open_clip("RN50")
+    with pytest.raises(ConfigError, match="laion2b_s34b_b88k"):  # names the real tags
+        create_open_clip("ViT-B-16", "no_such_tag")
+    with pytest.raises(ConfigError, match="not found"):
+        create_open_clip("configs/_base_/no_such_model.json")
+
+
+def test_offline_pretrained_tag_is_offline_error():
+    # tests run with HF_HUB_OFFLINE=1: open_clip looks in the hub cache only, finds nothing
+    with pytest.raises(OfflineError) as e:
+        create_open_clip("ViT-B-16", "openai")
+    msg = str(e.value)
+    assert "'ViT-B-16' tag 'openai'" in msg and "MODEL.BACKBONE.PRETRAINED" in msg
+
+
+def test_unreachable_hub_fails_before_the_library_retries(monkeypatch):
+    import open_clip
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "host_reachable", lambda url: False)
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("open_clip was asked to download without a network")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", must_not_download)
+    with pytest.raises(OfflineError, match="no connection to huggingface.co"):
+        create_open_clip("ViT-B-16", "laion2b_s34b_b88k")
+
+
+@pytest.mark.slow
+def test_full_size_vit_b16_clip_forward_backward():
+    bb = create_open_clip("ViT-B-16").freeze()
+    n = sum(p.numel() for p in bb.parameters())
+    assert abs(n - 149.6e6) < 0.1e6
+    prompt_t = nn.Parameter(torch.zeros(4, 512))
+    prompt_v = nn.Parameter(torch.zeros(4, 768))
+    owner = new_owner_id()
+
+    class Shallow:
+        def before_layer(self, name, i, seq, ctx):
+            if i:
+                return seq
+            return seq.insert(prompt_t if name == "text" else prompt_v, "start", owner)
+
+    t = bb.tower("text").run(["a photo of a cat.", "a photo of a dog."], Shallow())
+    v = bb.tower("vision").run(torch.randn(2, 3, 224, 224), Shallow())
+    assert t.shape == v.shape == (2, 512)
+    (v @ t.t()).pow(2).mean().backward()
+    assert prompt_t.grad is not None and prompt_v.grad is not None
+    assert all(p.grad is None for p in bb.parameters())
