@@ -91,19 +91,24 @@ def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
             raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt "
                             f"({type(e).__name__}: {e}). Download it again; nothing was extracted.") from None
         source = os.path.join(staging, strip) if strip and os.path.isdir(os.path.join(staging, strip)) else staging
-        if not os.path.exists(dest):
-            os.rename(source, dest)  # one rename: dest appears complete or not at all
-            return sorted(os.listdir(dest))
-        created = sorted(os.listdir(source))
-        clashes = [n for n in created if os.path.lexists(os.path.join(dest, n))]
-        if clashes:
-            raise PrepError(f"Extracting {archive} would overwrite {', '.join(clashes)} in {dest}. "
-                            f"Remove the existing entries (they may be half-extracted) and run again.")
-        for name in created:
-            os.rename(os.path.join(source, name), os.path.join(dest, name))
-        return created
+        return move_into(source, dest, what=f"Extracting {archive}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into(source: str, dest: str, what: str) -> List[str]:
+    """Rename folder ``source`` to ``dest``, or its entries into an existing ``dest`` (never overwriting)."""
+    if not os.path.exists(dest):
+        os.rename(source, dest)  # one rename: dest appears complete or not at all
+        return sorted(os.listdir(dest))
+    created = sorted(os.listdir(source))
+    clashes = [n for n in created if os.path.lexists(os.path.join(dest, n))]
+    if clashes:
+        raise PrepError(f"{what} would overwrite {', '.join(clashes)} in {dest}. "
+                        f"Remove the existing entries (they may be half-extracted) and run again.")
+    for name in created:
+        os.rename(os.path.join(source, name), os.path.join(dest, name))
+    return created
 
 
 def find_first(folder: str, candidates: Sequence[str]) -> Optional[str]:
@@ -123,20 +128,30 @@ class Source:
     strip: str = ""  # folder inside the archive whose contents belong in place (see safe_extract)
     url: str = ""  # official download URL for --download; "" when the owners require a sign-up or no host is left
     how: str = ""  # where to get it by hand, printed when it is missing
+    extracted: Tuple[str, ...] = ()  # the archive as the user extracted it (relative to the dataset or root folder): its strip folder, or wanted
 
 
 def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_dirs: Sequence[str] = (),
            allow_download: bool = False, dest: Optional[str] = None) -> str:
     """Make ``dataset_dir/wanted`` exist and return its path.
 
-    An already-extracted ``wanted`` is kept as it is. Otherwise the first official archive found
-    in ``dataset_dir`` or ``search_dirs`` (or downloaded, with ``allow_download`` and a URL) is
-    extracted safely into ``dest`` (default ``dataset_dir``).
+    An already-extracted ``wanted`` is kept as it is; the archive extracted by the user in its
+    own layout (``source.extracted``) is moved into place. Otherwise the first official archive
+    found in ``dataset_dir`` or ``search_dirs`` (or downloaded, with ``allow_download`` and a
+    URL) is extracted safely into ``dest`` (default ``dataset_dir``).
     """
     target = os.path.join(dataset_dir, wanted)
     if os.path.exists(target):
         return target
     folders = [dataset_dir, *search_dirs]
+    for found in (os.path.join(f, rel) for rel in source.extracted for f in folders):
+        if os.path.isdir(found):
+            place = (dest or dataset_dir) if source.strip else target
+            os.makedirs(os.path.dirname(os.path.abspath(place)), exist_ok=True)
+            move_into(found, place, what=f"Moving the extracted {found}")
+            print(f"{dataset}: moved the extracted {found} to {place}")
+            if os.path.exists(target):
+                return target
     archive = next((p for p in (find_first(f, source.archives) for f in folders) if p), None)
     if archive is None and allow_download and source.url:
         os.makedirs(dataset_dir, exist_ok=True)

@@ -39,7 +39,7 @@ def prep_caltech101(root: str, download: bool) -> None:
     dataset_dir, search = _dirs(root, "caltech-101")
     if os.path.isdir(os.path.join(dataset_dir, "101_ObjectCategories")):
         return
-    inner = Source(("101_ObjectCategories.tar.gz",))
+    inner = Source(("101_ObjectCategories.tar.gz",), extracted=("101_ObjectCategories",))
     outer = Source(("caltech-101.zip",), strip="caltech-101",
                    url="https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip")
     if not any(os.path.isfile(os.path.join(d, inner.archives[0])) for d in [dataset_dir, *search]):
@@ -87,14 +87,14 @@ def prep_food101(root: str, download: bool) -> None:
 def prep_fgvc_aircraft(root: str, download: bool) -> None:
     dataset_dir, search = _dirs(root, "fgvc_aircraft")
     obtain("fgvc_aircraft", dataset_dir, "images",
-           Source(("fgvc-aircraft-2013b.tar.gz",), strip="fgvc-aircraft-2013b/data",
+           Source(("fgvc-aircraft-2013b.tar.gz",), strip="fgvc-aircraft-2013b/data", extracted=("fgvc-aircraft-2013b/data",),
                   url=f"{VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz"), search, download)
 
 
 def prep_sun397(root: str, download: bool) -> None:
     dataset_dir, search = _dirs(root, "sun397")
     obtain("sun397", dataset_dir, "SUN397",
-           Source(("SUN397.tar.gz",), url="http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz"),
+           Source(("SUN397.tar.gz",), extracted=("SUN397",), url="http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz"),
            search, download)
     obtain("sun397", dataset_dir, "Training_01.txt",
            Source(("Partitions.zip",), strip="Partitions",
@@ -111,7 +111,7 @@ def prep_dtd(root: str, download: bool) -> None:
 def prep_eurosat(root: str, download: bool) -> None:
     dataset_dir, search = _dirs(root, "eurosat")
     obtain("eurosat", dataset_dir, "2750",
-           Source(("EuroSAT.zip", "EuroSAT_RGB.zip"), url="https://madm.dfki.de/files/sentinel/EuroSAT.zip"),
+           Source(("EuroSAT.zip", "EuroSAT_RGB.zip"), extracted=("2750",), url="https://madm.dfki.de/files/sentinel/EuroSAT.zip"),
            search, download)
 
 
@@ -288,16 +288,16 @@ PREPARERS: Dict[str, Callable[[str, bool], None]] = {
     "eurosat": prep_eurosat,
     "ucf101": prep_ucf101,
     "imagenet_v2": _variant("imagenetv2", "imagenetv2-matched-frequency-format-val", Source(
-        ("imagenetv2-matched-frequency.tar.gz",),
+        ("imagenetv2-matched-frequency.tar.gz",), extracted=("imagenetv2-matched-frequency-format-val",),
         url="https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz")),
     "imagenet_sketch": _variant("imagenet-sketch", "images", Source(
-        ("ImageNet-Sketch.zip",), strip="sketch",
+        ("ImageNet-Sketch.zip",), strip="sketch", extracted=("sketch",),
         how="Get ImageNet-Sketch.zip from the links at https://github.com/HaohanWang/ImageNet-Sketch."),
         dest_subdir="images"),
     "imagenet_a": _variant("imagenet-adversarial", "imagenet-a", Source(
-        ("imagenet-a.tar",), url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar")),
+        ("imagenet-a.tar",), extracted=("imagenet-a",), url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar")),
     "imagenet_r": _variant("imagenet-rendition", "imagenet-r", Source(
-        ("imagenet-r.tar",), url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar")),
+        ("imagenet-r.tar",), extracted=("imagenet-r",), url="https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar")),
 }
 
 

@@ -375,6 +375,19 @@ def test_user_split_file_is_respected(tmp_path):
     assert len(dataset.val) == len(dataset.test) == 1
 
 
+def test_already_extracted_archives_are_moved_into_place(tmp_path):
+    make_fgvc_aircraft(str(tmp_path))
+    make_eurosat(str(tmp_path))
+    for archive in ("fgvc-aircraft-2013b.tar.gz", "EuroSAT.zip"):
+        shutil.unpack_archive(str(tmp_path / archive), str(tmp_path))
+        (tmp_path / archive).unlink()
+    aircraft, _ = _prepare(tmp_path, "fgvc_aircraft")
+    eurosat, _ = _prepare(tmp_path, "eurosat")
+    assert aircraft.classnames == AIRCRAFT and len(aircraft.test) == 12
+    assert (tmp_path / "fgvc_aircraft" / "variants.txt").is_file() and not (tmp_path / "2750").exists()
+    assert eurosat.num_classes == 3 and len(eurosat.train_x) == 15
+
+
 def test_imagenet_variants(tmp_path):
     for make in (make_imagenet_a, make_imagenet_r, make_imagenet_sketch, make_imagenet_v2):
         make(str(tmp_path))
