@@ -1,0 +1,176 @@
+"""The model zoo: an index of checkpoints trained with this toolkit, and a verified download.
+
+``index.json`` (in this package) is a list of entries::
+
+    {"name": "maple_adap_pos-imagenet-b2n-seed1",   # what `tools/model_zoo.py download` takes
+     "url": "https://.../model-final.safetensors",
+     "sha256": "<hex>", "size": 3551234,             # bytes
+     "config": "configs/maple_adap_pos.yaml", "dataset": "imagenet",
+     "metrics": {"base": ..., "new": ..., "hm": ...},
+     "command": "python tools/train_net.py ..."}     # how it was trained
+
+It lists only checkpoints that exist; ``model_zoo.md`` is its readable form. Downloads go to
+``$MMPROMPT_CACHE/zoo/<name>/`` (default ``~/.cache/mmprompt``) through a ``.part`` file that
+resumes with an HTTP Range request; the file enters the cache only when its sha256 matches.
+A checksum mismatch or a transfer that stays short after the retries deletes what was fetched.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Dict, List, Optional
+
+from ..errors import MMPromptError
+
+INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.json")
+CHUNK = 1 << 16
+
+
+class DownloadError(MMPromptError):
+    """A zoo download that failed; nothing of it is left in the cache."""
+
+
+def cache_dir() -> str:
+    return os.path.expanduser(os.environ.get("MMPROMPT_CACHE") or os.path.join("~", ".cache", "mmprompt"))
+
+
+def load_index(path: Optional[str] = None) -> List[Dict]:
+    """The zoo entries (``path`` or ``$MMPROMPT_ZOO_INDEX`` to read another index)."""
+    path = path or os.environ.get("MMPROMPT_ZOO_INDEX") or INDEX_PATH
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except FileNotFoundError:
+        raise MMPromptError(f"Model-zoo index {path} does not exist.") from None
+    except json.JSONDecodeError as e:
+        raise MMPromptError(f"Model-zoo index {path} is not valid JSON: {e}") from None
+    if not isinstance(entries, list):
+        raise MMPromptError(f"Model-zoo index {path} must be a JSON list of entries.")
+    for e in entries:
+        missing = [k for k in ("name", "url", "sha256") if k not in e]
+        if missing:
+            raise MMPromptError(f"Model-zoo index {path}: entry {e.get('name', e)} lacks {', '.join(missing)}.")
+    return entries
+
+
+def find(name: str, entries: List[Dict]) -> Dict:
+    for e in entries:
+        if e["name"] == name:
+            return e
+    names = [e["name"] for e in entries]
+    if not names:
+        raise MMPromptError(f"No checkpoint named '{name}': the model zoo is empty (no checkpoint has "
+                            "been published yet; see model_zoo.md).")
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise MMPromptError(f"No checkpoint named '{name}' in the model zoo.{hint} "
+                        "`tools/model_zoo.py list` shows them all.")
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _filename(entry: Dict) -> str:
+    return entry.get("filename") or os.path.basename(urllib.parse.urlparse(entry["url"]).path) or "checkpoint.safetensors"
+
+
+def cached_path(entry: Dict, cache: Optional[str] = None) -> str:
+    return os.path.join(cache or cache_dir(), "zoo", entry["name"], _filename(entry))
+
+
+def _remove(*paths: str) -> None:
+    for p in paths:
+        if os.path.exists(p):
+            os.remove(p)
+
+
+def _fetch_into(url: str, part: str, progress: bool, timeout: float) -> Optional[int]:
+    """Append the rest of ``url`` to ``part`` (Range request when part has bytes); the expected
+    total size when the server said it."""
+    from tqdm import tqdm
+
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing after what we have: the part is complete
+            return have
+        raise
+    with response:
+        if have and response.status != 206:  # the server ignored the range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if have else "wb") as f, tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=os.path.basename(part)[:-5], disable=not progress, leave=False) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError):
+                    break  # keep what arrived; the caller resumes with a Range request
+                if not chunk:
+                    break
+                f.write(chunk)
+                bar.update(len(chunk))
+    return total
+
+
+def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, retries: int = 3,
+             timeout: float = 60.0) -> str:
+    """The verified checkpoint file of ``entry`` in the cache, downloading what is missing."""
+    dest = cached_path(entry, cache)
+    expected = entry["sha256"].lower()
+    if os.path.isfile(dest):
+        if sha256_of(dest) == expected:
+            return dest
+        os.remove(dest)  # a file that changed in the cache is fetched again
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    part = dest + ".part"
+    size = entry.get("size")
+    reason = ""
+    for _ in range(retries + 1):
+        try:
+            total = _fetch_into(entry["url"], part, progress, timeout)
+        except (urllib.error.URLError, OSError) as e:
+            reason = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            continue
+        got = os.path.getsize(part) if os.path.exists(part) else 0
+        want = size if size is not None else total
+        if want is not None and got < want:
+            reason = f"the transfer stopped at {got} of {want} bytes"
+            continue
+        break
+    else:
+        _remove(part)
+        _cleanup_empty(dest)
+        raise DownloadError(f"Could not download {entry['name']} from {entry['url']}: {reason} "
+                            f"(after {retries + 1} attempts). Nothing was kept in the cache; run the "
+                            "command again when the connection is stable.")
+    digest = sha256_of(part)
+    if digest != expected:
+        _remove(part)
+        _cleanup_empty(dest)
+        raise DownloadError(f"Checksum mismatch for {entry['name']}: expected sha256 {expected}, got {digest}. "
+                            "The downloaded file was deleted. The file on the server is not the one the "
+                            "index lists; report it, or check the URL.")
+    os.replace(part, dest)
+    return dest
+
+
+def _cleanup_empty(dest: str) -> None:
+    folder = os.path.dirname(dest)
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)

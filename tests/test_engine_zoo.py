@@ -1,0 +1,161 @@
+"""Model-zoo downloads from a loopback HTTP server: verified, resumable, nothing left on failure."""
+import hashlib
+import http.server
+import importlib.util
+import json
+import os
+import sys
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from test_engine_train import load_metrics, run_inprocess, write_config  # noqa: E402
+
+from mmprompt import zoo  # noqa: E402
+
+PAYLOAD = bytes(range(256)) * 700  # 179,200 bytes: several read chunks
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """/good: the payload with Range support; /wrong: other bytes; /truncated: never more than
+    half the payload; /flaky: the first response stops at half, later ranges are served."""
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        body = server.files.get(self.path.split("/")[1])
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+        data = body[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        mode = self.path.split("/")[1]
+        limit = len(data)
+        if mode == "truncated" or (mode == "flaky" and not start):
+            limit = max(len(body) // 2 - start, 0)
+        self.wfile.write(data[:limit])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.requests = []
+    httpd.files = {"good": PAYLOAD, "wrong": PAYLOAD[::-1], "truncated": PAYLOAD, "flaky": PAYLOAD}
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    guard = threading.Timer(120, httpd.shutdown)  # never outlives a hung test
+    guard.daemon = True
+    guard.start()
+    try:
+        yield httpd
+    finally:
+        guard.cancel()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def entry(server, mode, name=None, sha=None):
+    host, port = server.server_address
+    return {"name": name or f"ckpt-{mode}", "url": f"http://{host}:{port}/{mode}/model-final.safetensors",
+            "sha256": sha or hashlib.sha256(PAYLOAD).hexdigest(), "size": len(PAYLOAD)}
+
+
+def cache_files(cache):
+    return sorted(os.path.relpath(os.path.join(d, f), cache) for d, _, fs in os.walk(cache) for f in fs)
+
+
+def test_download_verifies_and_reuses_the_cache(server, tmp_path):
+    e = entry(server, "good")
+    path = zoo.download(e, cache=str(tmp_path), progress=False)
+    assert path == str(tmp_path / "zoo" / "ckpt-good" / "model-final.safetensors")
+    assert open(path, "rb").read() == PAYLOAD
+    assert zoo.download(e, cache=str(tmp_path), progress=False) == path
+    assert len(server.requests) == 1  # the second call found the verified file
+
+
+def test_wrong_checksum_leaves_nothing(server, tmp_path):
+    with pytest.raises(zoo.DownloadError, match="Checksum mismatch for ckpt-wrong.*deleted"):
+        zoo.download(entry(server, "wrong"), cache=str(tmp_path), progress=False)
+    assert cache_files(tmp_path) == []
+
+
+def test_truncated_transfer_retries_with_range_then_leaves_nothing(server, tmp_path):
+    with pytest.raises(zoo.DownloadError, match=r"stopped at 89600 of 179200 bytes.*Nothing was kept"):
+        zoo.download(entry(server, "truncated"), cache=str(tmp_path), progress=False, retries=2)
+    assert cache_files(tmp_path) == []
+    assert [r for _, r in server.requests] == [None, "bytes=89600-", "bytes=89600-"]
+
+
+def test_interrupted_transfer_resumes_with_a_range_request(server, tmp_path):
+    path = zoo.download(entry(server, "flaky"), cache=str(tmp_path), progress=False)
+    assert open(path, "rb").read() == PAYLOAD
+    assert [r for _, r in server.requests] == [None, "bytes=89600-"]
+    assert cache_files(tmp_path) == ["zoo/ckpt-flaky/model-final.safetensors"]
+
+
+def test_a_part_file_left_by_a_killed_download_is_continued(server, tmp_path):
+    e = entry(server, "good")
+    part = zoo.cached_path(e, str(tmp_path)) + ".part"
+    os.makedirs(os.path.dirname(part))
+    with open(part, "wb") as f:
+        f.write(PAYLOAD[:1000])
+    assert open(zoo.download(e, cache=str(tmp_path), progress=False), "rb").read() == PAYLOAD
+    assert server.requests == [("/good/model-final.safetensors", "bytes=1000-")]
+
+
+def _model_zoo():
+    spec = importlib.util.spec_from_file_location("model_zoo", os.path.join(REPO, "tools", "model_zoo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_zoo_tool_list_download_eval(server, tmp_path, capsys, monkeypatch):
+    cfg = write_config(tmp_path)
+    trained = run_inprocess(cfg, tmp_path, tmp_path / "run", "DATASET.SUBSAMPLE_CLASSES", "base")
+    checkpoint = open(tmp_path / "run" / "checkpoints" / "model-final.safetensors", "rb").read()
+    server.files["real"] = checkpoint
+    e = {**entry(server, "real", name="tiny-b2n", sha=hashlib.sha256(checkpoint).hexdigest()),
+         "size": len(checkpoint), "dataset": "engine_test_blobs", "metrics": {"hm": trained["hm"]}}
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps([e, entry(server, "wrong", name="broken")]))
+    monkeypatch.setenv("MMPROMPT_CACHE", str(tmp_path / "cache"))
+    tool = _model_zoo()
+
+    assert tool.main(["--index", str(index), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "tiny-b2n" in listed and "broken" in listed
+
+    assert tool.main(["--index", str(index), "eval", "tiny-b2n", "--root", str(tmp_path),
+                      "--output-dir", str(tmp_path / "zoo_eval")]) == 0
+    evaluated = load_metrics(tmp_path / "zoo_eval")
+    assert evaluated["hm"] == trained["hm"] and evaluated["new"] == trained["new"]
+
+    from mmprompt.utils.cli import run_cli
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: tool.main(["--index", str(index), "download", "broken"]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Checksum mismatch" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "cache" / "zoo" / "broken")
+
+
+def test_packaged_index_is_a_list_without_invented_entries():
+    entries = zoo.load_index()
+    assert isinstance(entries, list)
+    for e in entries:  # every published entry says where it came from
+        assert {"name", "url", "sha256", "size", "config", "command"} <= set(e)
+    with pytest.raises(zoo.MMPromptError, match="No checkpoint named 'no-such-checkpoint'"):
+        zoo.find("no-such-checkpoint", entries)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""The model zoo from the command line.
+
+    python tools/model_zoo.py list
+    python tools/model_zoo.py download NAME             # verified file in $MMPROMPT_CACHE/zoo/NAME/
+    python tools/model_zoo.py eval NAME --root $DATA [--dataset-config-file F] [--output-dir D] [KEY VALUE ...]
+
+``eval`` downloads the checkpoint, rebuilds the model from the config stored in it and runs
+``tools/train_net.py --eval-only`` on your data. With ``--dataset-config-file`` the checkpoint's
+DATASET keys are replaced by that file's (cross-dataset evaluation); KEY VALUE pairs come last.
+``--index`` (or ``$MMPROMPT_ZOO_INDEX``) reads another index file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from mmprompt import zoo  # noqa: E402
+from mmprompt.utils.cli import run_cli  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", default=None, help="zoo index JSON (default: the package's)")
+    p.add_argument("--cache-dir", default=None, help="download cache (default: $MMPROMPT_CACHE or ~/.cache/mmprompt)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the checkpoints in the zoo")
+    d = sub.add_parser("download", help="download and verify one checkpoint")
+    d.add_argument("name")
+    e = sub.add_parser("eval", help="download one checkpoint and evaluate it with train_net --eval-only")
+    e.add_argument("name")
+    e.add_argument("--root", required=True, help="DATASET.ROOT of your data")
+    e.add_argument("--dataset-config-file", default="", help="evaluate on this dataset instead of the training one")
+    e.add_argument("--output-dir", default="", help="where metrics.json goes (default output/zoo_eval/NAME)")
+    e.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    return p
+
+
+def cmd_list(entries) -> None:
+    if not entries:
+        print("The model zoo is empty: no checkpoint trained with mmprompt has been published yet.")
+        return
+    for e in entries:
+        metrics = ", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}"
+                            for k, v in (e.get("metrics") or {}).items())
+        size = f"{e['size'] / 2**20:.1f} MiB" if e.get("size") else "?"
+        print(f"{e['name']}\t{e.get('dataset', '')}\t{metrics}\t{size}\t{e.get('config', '')}")
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_eval(args, entry, path) -> int:
+    import yaml
+
+    from mmprompt.engine.checkpoint import load_weights
+
+    _, meta = load_weights(path)
+    if "config" not in meta:
+        raise zoo.MMPromptError(f"{path} carries no config; it was not saved by mmprompt's trainer.")
+    config = yaml.safe_load(meta["config"])
+    if args.dataset_config_file:
+        config.pop("DATASET", None)
+    out = args.output_dir or os.path.join("output", "zoo_eval", entry["name"])
+    os.makedirs(out, exist_ok=True)
+    config_file = os.path.join(out, "checkpoint_config.yaml")
+    with open(config_file, "w") as f:
+        yaml.safe_dump(config, f)
+    argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
+            "--eval-only", "--model-dir", path]
+    if args.dataset_config_file:
+        argv += ["--dataset-config-file", args.dataset_config_file]
+    return _train_net().main(argv + list(args.opts))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    entries = zoo.load_index(args.index)
+    if args.command == "list":
+        cmd_list(entries)
+        return 0
+    entry = zoo.find(args.name, entries)
+    path = zoo.download(entry, cache=args.cache_dir)
+    if args.command == "download":
+        print(path)
+        return 0
+    return cmd_eval(args, entry, path)
+
+
+if __name__ == "__main__":
+    run_cli(main)
