@@ -434,3 +434,54 @@ def test_clip_text_eot_pooling_follows_p_after(real_backbones):
     # the token pooled is still the EOT embedding, now right after the prompt
     assert torch.equal(seq.gather_anchor("pool"), seq0.gather_anchor("pool"))
     assert (ids.gather(1, eot[:, None]) == ids.max()).all()
+
+
+# --------------------------------------------------------------------------- recipes
+TINY_VIT = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _recipe_model(name):
+    """A dynamic recipe from configs/ on the tiny random version of its backbone."""
+    from _text_backbones import TINY_T5
+    from mmprompt.build import build_model
+    from mmprompt.config import load_cfg
+    path = os.path.join(ROOT, "configs", name)
+    if name.startswith("maple"):
+        cfg = load_cfg(path, opts=["MODEL.BACKBONE.ARCH", os.path.join(ROOT, "configs/_base_/tiny_clip_model.json"),
+                                   "MODEL.BACKBONE.PRETRAINED", "", "PROMPT.MAPLE.PROMPT_DEPTH", "2"])
+        return cfg, build_model(cfg, ["cat", "sea lion"]), {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1])}
+    if name.startswith("vpt"):
+        cfg = load_cfg(path, opts=["MODEL.BACKBONE.PRETRAINED", ""])
+        cfg.MODEL.BACKBONE.KWARGS.update(TINY_VIT)
+        return cfg, build_model(cfg, ["a", "b", "c"]), {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2])}
+    cfg = load_cfg(path, opts=["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5"])
+    cfg.MODEL.BACKBONE.KWARGS.update(TINY_T5)
+    return cfg, build_model(cfg, ["no", "yes"]), {"text": ["great movie", "bad"], "label": torch.tensor([1, 0])}
+
+
+@pytest.mark.parametrize("name,dynamic_params", [
+    ("maple_adap_pos.yaml", lambda d, l: l + 1),
+    ("vpt_deep_adap_pos_cub.yaml", lambda d, l: l + 1),
+    ("t5_adap_pos.yaml", lambda d, l: l + 1),
+    ("t5_adap_ins_pos.yaml", lambda d, l: d * (l + 1)),
+    ("t5_adap_pos_ins_vec.yaml", lambda d, l: l + 1),
+    ("t5_adap_ins_vec_pos.yaml", lambda d, l: d * (l + 1)),
+    ("t5_adap_len.yaml", lambda d, l: l + 1),
+])
+def test_dynamic_recipes_build_train_and_record(name, dynamic_params):
+    cfg, model, batch = _recipe_model(name)
+    placements = [m for m in model.prompts.modules() if type(m).__name__.startswith("Adaptive")]
+    assert len(placements) == 1
+    placement = placements[0]
+    width = placement.heads[0].linear.in_features if placement.instance else None
+    assert sum(p.numel() for p in placement.parameters()) == dynamic_params(width, placement.length)
+    if "ins_vec" in name:
+        pools = [m for m in model.prompts.modules() if type(m).__name__ == "PromptPool"]
+        assert pools and pools[0].size == 8
+    model.train()
+    ctx = model.new_context()
+    model(batch, ctx)["loss"].backward()
+    for n, p in placement.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    assert any(key.endswith(".layer0.dpos") or key.endswith(".layer0.length") for key in ctx.records), ctx.records.keys()
