@@ -485,3 +485,21 @@ def test_dynamic_recipes_build_train_and_record(name, dynamic_params):
     for n, p in placement.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
     assert any(key.endswith(".layer0.dpos") or key.endswith(".layer0.length") for key in ctx.records), ctx.records.keys()
+
+
+# --------------------------------------------------------------------------- records and plots
+def test_plot_positions_draws_one_png_per_layer_from_prompt_records(tmp_path):
+    import json
+    import subprocess
+    records = {"vision.layer0.dpos": [[3, 3, 1, 0]], "vision.layer1.dpos": [[2, 2, 2, 2]],
+               "encoder.layer0.length": [[5, 4]]}
+    (tmp_path / "prompt_records.json").write_text(json.dumps(records))
+    tool = os.path.join(ROOT, "tools", "plot_positions.py")
+    done = subprocess.run([sys.executable, tool, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for key in records:
+        png = tmp_path / "position_plots" / f"{key}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "vision.layer1.dpos: most often 2 (100.0% of 4)" in done.stdout
+    missing = subprocess.run([sys.executable, tool, str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "prompt_records.json" in missing.stderr and "Traceback" not in missing.stderr
