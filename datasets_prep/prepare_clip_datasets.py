@@ -258,9 +258,18 @@ def _imagenet_val(dataset_dir: str, search: List[str]) -> None:
 
 def prep_imagenet(root: str, download: bool) -> None:
     dataset_dir, search = _dirs(root, "imagenet")
-    os.makedirs(dataset_dir, exist_ok=True)
     if download and not os.path.isdir(os.path.join(dataset_dir, "images", "train")):
         print(IMAGENET_HOW.format(dir=dataset_dir))
+    needs = {"train": ("ILSVRC2012_img_train.tar",), "val": ("ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz")}
+    for part, archives in needs.items():
+        if os.path.isdir(os.path.join(dataset_dir, "images", part)):
+            continue
+        absent = [a for a in archives if not any(os.path.isfile(os.path.join(d, a)) for d in (dataset_dir, *search))]
+        if part == "val" and os.path.isdir(os.path.join(dataset_dir, "ILSVRC2012_devkit_t12")):
+            absent = [a for a in absent if not a.startswith("ILSVRC2012_devkit")]
+        if absent:  # checked before anything is written
+            raise PrepError(f"imagenet: {os.path.join(dataset_dir, 'images', part)} is missing and so is "
+                            f"{', '.join(absent)}. " + IMAGENET_HOW.format(dir=dataset_dir))
     _imagenet_train(dataset_dir, search)
     _imagenet_val(dataset_dir, search)
     write_imagenet_classnames(dataset_dir)

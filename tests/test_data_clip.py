@@ -361,6 +361,18 @@ def test_fewshot_cache_survives_moving_the_root(tmp_path, monkeypatch):
     assert all(d.impath.startswith(str(tmp_path / "moved")) and os.path.isfile(d.impath) for d in moved.train_x)
 
 
+def test_stale_fewshot_cache_is_refused(tmp_path):
+    make_dtd(str(tmp_path))
+    _prepare(tmp_path, "dtd")
+    build_dataset(_cfg(tmp_path, "dtd", shots=1))
+    split = tmp_path / "dtd" / "split_zhou_DescribableTextures.json"
+    rows = json.loads(split.read_text())
+    rows["train"] = rows["train"][::2]
+    split.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="split file changed.*Delete"):
+        build_dataset(_cfg(tmp_path, "dtd", shots=1))
+
+
 def test_user_split_file_is_respected(tmp_path):
     make_dtd(str(tmp_path))
     dataset_dir = tmp_path / "dtd"
@@ -430,6 +442,7 @@ def test_missing_root_and_missing_dataset(tmp_path, capsys):
         build_dataset(_cfg(tmp_path, "imagenet"))
     assert prep.main(["--root", str(tmp_path), "--dataset", "all"]) == 1
     assert "0 of 15 datasets prepared" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # nothing partial
 
 
 def test_imagenet_download_says_where_to_put_files(tmp_path, capsys):
@@ -513,3 +526,41 @@ def test_ucf_videos_need_a_decoder_or_the_midframes_archive(tmp_path):
     with pytest.raises(PrepError, match="neither OpenCV nor PyAV"):
         _prepare(tmp_path, "ucf101")
     assert not (tmp_path / "ucf101" / "UCF-101-midframes").exists()
+
+
+def test_download_resumes_and_checks_sha256(tmp_path):
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from datasets_prep._common import download
+
+    payload = bytes(range(256)) * 64
+    ranges = []
+
+    class RangeHandler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+            ranges.append(start)
+            body = payload[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/archive.tar.gz"
+        dest = tmp_path / "archive.tar.gz"
+        (tmp_path / "archive.tar.gz.part").write_bytes(payload[:1000])  # an interrupted earlier run
+        download(url, str(dest), sha256=hashlib.sha256(payload).hexdigest())
+        assert ranges == [1000] and dest.read_bytes() == payload
+        with pytest.raises(PrepError, match="checksum mismatch"):
+            download(url, str(tmp_path / "other.tar.gz"), sha256="0" * 64)
+        assert not (tmp_path / "other.tar.gz").exists() and not (tmp_path / "other.tar.gz.part").exists()
+    finally:
+        server.shutdown()

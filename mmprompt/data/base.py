@@ -226,6 +226,11 @@ def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bo
     cacheable = use_cache and cache and dataset.image_dir and all(d.impath for d in dataset.train_x)
     if cacheable and os.path.isfile(cache):
         train, val = _load_cache(cache, dataset.image_dir)
+        known = {(d.impath, d.label) for d in dataset.train_x + dataset.val}
+        if any((d.impath, d.label) not in known for d in train + val):
+            raise DataError(f"Few-shot cache {cache} lists items that the dataset's current train/val "
+                            f"splits do not hold (the split file changed since it was written). Delete "
+                            f"{os.path.dirname(cache)} and it will be regenerated.")
     else:
         train = generate_fewshot(dataset.train_x, num_shots, seed, "train")
         val = generate_fewshot(dataset.val, fewshot_val_shots(num_shots), seed, "val") if dataset.val else []
