@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Average runs into the table the papers print.
+
+    python tools/parse_results.py output/maple_adap_pos            # every metrics.json below it
+    python tools/parse_results.py out/seed1 out/seed2 out/seed3 --json table.json
+
+Runs are grouped by method (PROMPT.METHODS, else MODEL.NAME) and dataset. Each dataset row is
+mean ± std over its runs (seeds; population std, as CoOp's parse_test_res); base-to-novel runs
+get base / new / HM columns, with HM the harmonic mean of the mean base and mean new accuracies
+(CoCoOp/MaPLe's convention); the average row averages the dataset means (and its HM is the
+HM of the averages). Cross-dataset targets appear as rows ``source -> target``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmprompt.errors import MMPromptError  # noqa: E402
+from mmprompt.utils.cli import run_cli  # noqa: E402
+
+
+def find_metrics(paths: List[str]) -> List[str]:
+    found = []
+    for path in paths:
+        if os.path.isfile(path):
+            found.append(path)
+            continue
+        if not os.path.isdir(path):
+            raise MMPromptError(f"{path} does not exist.")
+        for folder, _, files in os.walk(path):
+            if "metrics.json" in files:
+                found.append(os.path.join(folder, "metrics.json"))
+    if not found:
+        raise MMPromptError(f"No metrics.json under {', '.join(paths)}: are these output dirs of finished runs?")
+    return sorted(found)
+
+
+def _mean_std(values: List[float]):
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (sum((v - mean) ** 2 for v in values) / n) ** 0.5
+
+
+def _hm(b: float, n: float) -> float:
+    return 2 * b * n / (b + n) if b + n > 0 else 0.0
+
+
+def collect(files: List[str]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
+    """{method: {row: {column: [value per run]}}}."""
+    table: Dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for path in files:
+        with open(path) as f:
+            m = json.load(f)
+        method = "+".join(m.get("methods") or []) or m.get("model", "?")
+        main = m.get("main_metric", "accuracy")
+        row = table[method][m.get("dataset", os.path.dirname(path))]
+        if "hm" in m:
+            row["base"].append(m["base"][main])
+            row["new"].append(m["new"][main])
+        elif m.get("split", "test") in m:
+            row[main].append(m[m.get("split", "test")][main])
+        for target, metrics in (m.get("cross") or {}).items():
+            table[method][f"{m.get('dataset')} -> {target}"][main].append(metrics[main])
+    return table
+
+
+def summarise(rows: Dict[str, Dict[str, List[float]]]) -> Dict[str, Dict[str, object]]:
+    out: Dict[str, Dict[str, object]] = {}
+    for name, columns in sorted(rows.items()):
+        out[name] = {c: {"mean": _mean_std(v)[0], "std": _mean_std(v)[1], "runs": len(v)} for c, v in columns.items()}
+        if "base" in columns and "new" in columns:
+            out[name]["hm"] = {"mean": _hm(out[name]["base"]["mean"], out[name]["new"]["mean"])}
+    datasets = [n for n in out if " -> " not in n]
+    if len(datasets) > 1:
+        columns = sorted({c for n in datasets for c in out[n] if c != "hm"})
+        avg = {c: {"mean": sum(out[n][c]["mean"] for n in datasets if c in out[n])
+                   / sum(c in out[n] for n in datasets)} for c in columns}
+        if "base" in avg and "new" in avg:
+            avg["hm"] = {"mean": _hm(avg["base"]["mean"], avg["new"]["mean"])}
+        out["average"] = avg
+    return out
+
+
+def markdown(method: str, summary: Dict[str, Dict[str, object]]) -> str:
+    columns = []
+    for row in summary.values():
+        for c in row:
+            if c not in columns:
+                columns.append(c)
+    order = [c for c in ("base", "new", "hm") if c in columns] + [c for c in columns if c not in ("base", "new", "hm")]
+    lines = [f"### {method}", "", "| dataset | " + " | ".join(c if c != "hm" else "HM" for c in order) + " |",
+             "|---|" + "---|" * len(order)]
+    for name, row in summary.items():
+        cells = []
+        for c in order:
+            cell = row.get(c)
+            if cell is None:
+                cells.append("")
+            elif "std" in cell and cell.get("runs", 1) > 1:
+                cells.append(f"{cell['mean']:.2f} ± {cell['std']:.2f}")
+            else:
+                cells.append(f"{cell['mean']:.2f}")
+        label = f"**{name}**" if name == "average" else name
+        runs = max((cell.get("runs", 0) for cell in row.values()), default=0)
+        lines.append(f"| {label}{f' ({runs} runs)' if runs > 1 else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", help="output dirs (searched recursively) or metrics.json files")
+    p.add_argument("--json", default="", help="also write the table as JSON here")
+    args = p.parse_args(argv)
+    table = collect(find_metrics(args.dirs))
+    result = {method: summarise(rows) for method, rows in sorted(table.items())}
+    print("\n\n".join(markdown(method, summary) for method, summary in result.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Training curves of one run to PNG: loss and lr per step, validation metric per epoch.
+
+    python tools/plot_run.py output/maple_adap_pos/pets/seed1 [--out curves.png]
+
+Reads OUTPUT_DIR/log.jsonl (records redone after a --resume count once, the last one kept).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmprompt.errors import MMPromptError  # noqa: E402
+from mmprompt.utils.cli import run_cli  # noqa: E402
+
+SKIP = {"num_samples", "error_rate", "epoch", "iter", "step", "time"}
+
+
+def _metric(records, preferred: str):
+    """The metric to plot for val/test records: the run's main metric, else the first numeric."""
+    keys = [k for r in records for k, v in r.items()
+            if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return preferred if preferred in keys else (keys[0] if keys else None)
+
+
+def plot(output_dir: str, out: str) -> str:
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmprompt.engine.logger import read_log
+
+    log = os.path.join(output_dir, "log.jsonl")
+    if not os.path.isfile(log):
+        raise MMPromptError(f"No log.jsonl in {output_dir}: is it the OUTPUT_DIR of a run?")
+    records = read_log(log)
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    if not train:
+        raise MMPromptError(f"{log} has no training records yet.")
+    main = "accuracy"
+    metrics_file = os.path.join(output_dir, "metrics.json")
+    if os.path.isfile(metrics_file):
+        with open(metrics_file) as f:
+            main = json.load(f).get("main_metric", main)
+
+    fig, axes = plt.subplots(1, 3 if val else 2, figsize=(13 if val else 9, 3.6))
+    steps = [r["step"] for r in train]
+    axes[0].plot(steps, [r["loss"] for r in train], lw=1.2)
+    axes[0].set(title="training loss", xlabel="optimizer step", ylabel="loss")
+    axes[1].plot(steps, [r["lr"] for r in train], lw=1.2, color="tab:orange")
+    axes[1].set(title="learning rate (first group)", xlabel="optimizer step", ylabel="lr")
+    if val:
+        name = _metric(val, main)
+        axes[2].plot([r["epoch"] for r in val], [r[name] for r in val], marker="o", color="tab:green")
+        axes[2].set(title=f"validation {name}", xlabel="epoch", ylabel=name)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(os.path.basename(os.path.abspath(output_dir)))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output_dir")
+    p.add_argument("--out", default="", help="PNG path (default OUTPUT_DIR/curves.png)")
+    args = p.parse_args(argv)
+    print(plot(args.output_dir, args.out or os.path.join(args.output_dir, "curves.png")))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
