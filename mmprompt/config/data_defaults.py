@@ -15,6 +15,10 @@ def add_data_config(_C):
     _C.DATASET.CACHE_FEWSHOT = True  # keep few-shot splits in <dataset>/split_fewshot/shot_K-seed_S.pkl
     _C.DATASET.TEST_DATASETS = []  # cross-dataset / domain-generalisation targets evaluated after training, read in full with all their classes
 
+    # FGVC datasets in VPT's layout (cub, nabirds, flowers, dogs, cars; see mmprompt/data/fgvc.py)
+    _C.DATASET.FGVC = CN()
+    _C.DATASET.FGVC.TRAINVAL = False  # train on train + val (VPT's final runs after choosing hyperparameters on val)
+
     # Text tasks (bbc_news, glue_*, superglue_*; see mmprompt/data/text.py)
     _C.DATASET.TEXT = CN()
     _C.DATASET.TEXT.FORMAT = "auto"  # text_to_text (T5: one templated input, label words as classnames), pair (text/text_b + label ids), auto = text_to_text for t5 models

@@ -1,0 +1,443 @@
+#!/usr/bin/env python
+"""Turn the official FGVC downloads into VPT's layout: ``{train,val,test}.json`` per dataset.
+
+    python datasets_prep/prepare_fgvc.py --root $DATA --dataset cub [--download]
+    python datasets_prep/prepare_fgvc.py --root $DATA --dataset all
+
+Put the official files in ``$DATA/<folder>/`` or ``$DATA/`` (archives, or already extracted):
+
+==========  ===============  ==============================================================
+dataset     folder           official files
+==========  ===============  ==============================================================
+cub         CUB_200_2011     CUB_200_2011.tgz (images/, images.txt, image_class_labels.txt,
+                             train_test_split.txt, classes.txt)
+nabirds     nabirds          nabirds.tar.gz (same files; 555 leaf classes, renumbered 0..554
+                             in the order of their official ids); needs a sign-up
+flowers     OxfordFlower     102flowers.tgz (jpg/), imagelabels.mat, setid.mat (official
+                             train/val/test); cat_to_name.json (CoOp's) for names, optional
+dogs        Stanford-dogs    images.tar (Images/), lists.tar (train_list.mat, test_list.mat)
+cars        Stanford-cars    cars_train.tgz, cars_test.tgz, car_devkit.tgz (devkit/),
+                             cars_test_annos_withlabels.mat
+==========  ===============  ==============================================================
+
+Splits: the official train and test lists; Flowers' official val. The others have no val, so
+``--val-percent`` (default 10, VPT's share) of each class's training images, rounded half up and
+at least one for a class with two or more, go to val, drawn with ``random.Random(--seed)`` over
+the class's images sorted by path. Class ids start at 0 in the order of the official ids.
+
+Archives are extracted safely (all or nothing, no member may escape the folder). Images named
+by the lists must all exist (else the image folder is half-extracted: an error); images PIL
+cannot recognise are left out with a warning and counted in the summary; a class left without
+training images is an error. The split files are written only when everything checked out,
+all together; split files already there are kept (e.g. VPT's own) unless ``--overwrite``.
+``--download`` fetches CUB, Flowers and Dogs from the owners' hosts (no checksums are published;
+the lists above are checked instead); NABirds and Cars must be fetched by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets_prep._common import (PrepError, Source, find_first, obtain,  # noqa: E402
+                                   print_summary, require, require_listed_files)
+from datasets_prep._common import download as fetch_url  # noqa: E402
+from mmprompt.data.fgvc import (CLASSNAMES_FILE, FGVC_DATASETS, SPLIT_FILES, FGVCDataset,  # noqa: E402
+                                dataset_paths)
+from mmprompt.errors import MMPromptError  # noqa: E402
+
+Items = List[Tuple[str, int]]  # (path relative to the image folder, class id from 0)
+
+CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+FLOWERS_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102"
+DOGS_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs"
+NABIRDS_HOW = ("NABirds needs a sign-up: accept the terms at https://dl.allaboutbirds.org/nabirds, download "
+               "nabirds.tar.gz and put it in the data root.")
+CARS_HOW = ("The owners' host (ai.stanford.edu) no longer serves Stanford Cars; get cars_train.tgz, cars_test.tgz, "
+            "car_devkit.tgz and cars_test_annos_withlabels.mat from a mirror you trust.")
+
+
+@dataclass
+class RawSplits:
+    train: Items  # official train list (train + val when there is no official val)
+    test: Items
+    classnames: List[str]
+    val: Optional[Items] = None  # official val (Flowers)
+
+
+# ------------------------------------------------------------------ reading the official lists
+
+def _pairs(path: str) -> List[Tuple[str, str]]:
+    """Lines of 'key value' (value may contain spaces), skipping blanks."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(" ", 1)
+            if len(parts) != 2:
+                raise PrepError(f"{path}:{n}: expected 'id value', got {line!r}")
+            out.append((parts[0], parts[1].strip()))
+    return out
+
+
+def _loadmat(path: str):
+    from scipy.io import loadmat
+    try:
+        return loadmat(path)
+    except (ValueError, TypeError, OSError) as e:
+        raise PrepError(f"{path} is not a readable .mat file ({e}); download it again.") from None
+
+
+def _unwrap(x):
+    """The scalar inside MATLAB's nested cells/arrays as scipy loads them."""
+    import numpy as np
+    while isinstance(x, np.ndarray):
+        if x.size == 0:
+            raise PrepError("empty entry in a .mat annotation file")
+        x = x.ravel()[0]
+    return x
+
+
+def _image_list_dataset(dataset_dir: str, name: str, classname: Callable[[str], str],
+                        leaf_classes_only: bool) -> RawSplits:
+    """CUB and NABirds: images.txt, image_class_labels.txt, train_test_split.txt, classes.txt."""
+    files = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
+    require(name, dataset_dir, files + ("images",), "Extract the official archive there.")
+    paths = dict(_pairs(os.path.join(dataset_dir, "images.txt")))
+    labels = dict(_pairs(os.path.join(dataset_dir, "image_class_labels.txt")))
+    is_train = dict(_pairs(os.path.join(dataset_dir, "train_test_split.txt")))
+    classes = dict(_pairs(os.path.join(dataset_dir, "classes.txt")))
+    for other, fname in ((labels, "image_class_labels.txt"), (is_train, "train_test_split.txt")):
+        lacking = [i for i in paths if i not in other]
+        if lacking:
+            raise PrepError(f"{name}: {fname} has no entry for image id {lacking[0]} of images.txt "
+                            f"({len(lacking)} missing); the annotation files do not belong together.")
+    if leaf_classes_only:  # NABirds lists every node of its taxonomy; images use the 555 leaves
+        ids = sorted({labels[i] for i in paths}, key=int)
+    else:
+        ids = sorted(classes, key=int)
+        if [int(i) for i in ids] != list(range(1, len(ids) + 1)):
+            raise PrepError(f"{name}: classes.txt ids must run 1..n; got {ids[:5]}...")
+    unknown = sorted({labels[i] for i in paths} - set(classes), key=int)
+    if unknown:
+        raise PrepError(f"{name}: image_class_labels.txt uses class id {unknown[0]}, which classes.txt lacks.")
+    index = {cid: k for k, cid in enumerate(ids)}
+    train: Items = []
+    test: Items = []
+    for image_id, rel in paths.items():
+        flag = is_train[image_id]
+        if flag not in ("0", "1"):
+            raise PrepError(f"{name}: train_test_split.txt flag of image {image_id} is {flag!r}, not 0 or 1.")
+        (train if flag == "1" else test).append((rel, index[labels[image_id]]))
+    return RawSplits(train, test, [classname(classes[cid]) for cid in ids])
+
+
+def read_cub(dataset_dir: str) -> RawSplits:
+    # "001.Black_footed_Albatross" -> "Black footed Albatross"
+    return _image_list_dataset(dataset_dir, "cub", lambda s: re.sub(r"^\d+\.", "", s).replace("_", " "),
+                               leaf_classes_only=False)
+
+
+def read_nabirds(dataset_dir: str) -> RawSplits:
+    return _image_list_dataset(dataset_dir, "nabirds", lambda s: s, leaf_classes_only=True)
+
+
+def read_flowers(dataset_dir: str) -> RawSplits:
+    require("flowers", dataset_dir, ("jpg", "imagelabels.mat", "setid.mat"),
+            "Put 102flowers.tgz, imagelabels.mat and setid.mat there (or run with --download).")
+    labels = [int(y) for y in _loadmat(os.path.join(dataset_dir, "imagelabels.mat"))["labels"].ravel()]
+    setid = _loadmat(os.path.join(dataset_dir, "setid.mat"))
+    num_classes = max(labels)
+    if sorted(set(labels)) != list(range(1, num_classes + 1)):
+        raise PrepError(f"flowers: imagelabels.mat labels must cover 1..{num_classes}.")
+
+    def items(key: str) -> Items:
+        ids = [int(i) for i in setid[key].ravel()]
+        bad = [i for i in ids if not 1 <= i <= len(labels)]
+        if bad:
+            raise PrepError(f"flowers: setid.mat '{key}' names image {bad[0]}, but imagelabels.mat has {len(labels)}.")
+        return [(f"jpg/image_{i:05d}.jpg", labels[i - 1] - 1) for i in ids]
+
+    names_path = os.path.join(dataset_dir, "cat_to_name.json")
+    if os.path.isfile(names_path):
+        with open(names_path) as f:
+            cat_to_name = json.load(f)
+        classnames = [cat_to_name.get(str(k), str(k)) for k in range(1, num_classes + 1)]
+    else:
+        classnames = [f"flower {k}" for k in range(1, num_classes + 1)]
+    # the release calls its lists trnid / valid / tstid
+    return RawSplits(items("trnid"), items("tstid"), classnames, val=items("valid"))
+
+
+def read_dogs(dataset_dir: str) -> RawSplits:
+    require("dogs", dataset_dir, ("Images", "train_list.mat", "test_list.mat"),
+            "Extract images.tar and lists.tar there (or run with --download).")
+    folder_of: Dict[int, str] = {}
+
+    def items(fname: str) -> Items:
+        mat = _loadmat(os.path.join(dataset_dir, fname))
+        files, labels = mat["file_list"], mat["labels"]
+        if len(files) != len(labels):
+            raise PrepError(f"dogs: {fname} lists {len(files)} files but {len(labels)} labels.")
+        out = []
+        for f, y in zip(files, labels):
+            rel, label = str(_unwrap(f)), int(_unwrap(y)) - 1
+            folder = rel.split("/")[0]
+            if folder_of.setdefault(label, folder) != folder:
+                raise PrepError(f"dogs: {fname} gives label {label + 1} to both {folder_of[label]} and {folder}.")
+            out.append((rel, label))
+        return out
+
+    train, test = items("train_list.mat"), items("test_list.mat")
+    if sorted(folder_of) != list(range(len(folder_of))):
+        raise PrepError("dogs: labels of train_list.mat/test_list.mat must run 1..n without gaps.")
+    # "n02085620-Chihuahua" -> "Chihuahua", "n02085782-Japanese_spaniel" -> "Japanese spaniel"
+    classnames = [folder_of[k].split("-", 1)[-1].replace("_", " ") for k in range(len(folder_of))]
+    return RawSplits(train, test, classnames)
+
+
+def read_cars(dataset_dir: str) -> RawSplits:
+    require("cars", dataset_dir, ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat"),
+            "Extract cars_train.tgz, cars_test.tgz and car_devkit.tgz there.")
+    test_annos = find_first(dataset_dir, ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat"))
+    if test_annos is None:
+        raise PrepError(f"cars: {dataset_dir} lacks cars_test_annos_withlabels.mat (the devkit's cars_test_annos.mat "
+                        f"has no labels). {CARS_HOW}")
+    classnames = [str(_unwrap(c)) for c in _loadmat(os.path.join(dataset_dir, "devkit", "cars_meta.mat"))
+                  ["class_names"].ravel()]
+
+    def items(path: str, folder: str) -> Items:
+        out = []
+        for a in _loadmat(path)["annotations"].ravel():
+            label = int(_unwrap(a["class"])) - 1
+            if not 0 <= label < len(classnames):
+                raise PrepError(f"cars: {path} uses class {label + 1}; cars_meta.mat has {len(classnames)} classes.")
+            out.append((f"{folder}/{_unwrap(a['fname'])}", label))
+        return out
+
+    return RawSplits(items(os.path.join(dataset_dir, "devkit", "cars_train_annos.mat"), "cars_train"),
+                     items(test_annos, "cars_test"), classnames)
+
+
+READERS: Dict[str, Callable[[str], RawSplits]] = {
+    "cub": read_cub, "nabirds": read_nabirds, "flowers": read_flowers, "dogs": read_dogs, "cars": read_cars}
+
+
+# ------------------------------------------------------------------ getting the official files in place
+
+@dataclass(frozen=True)
+class Part:
+    wanted: str  # folder or file that must exist in the dataset folder
+    source: Optional[Source] = None  # archive that provides it; None for a file published as is
+    url: str = ""  # download URL of a file published as is
+    how: str = ""
+
+
+PARTS: Dict[str, List[Part]] = {
+    "cub": [Part("images", Source(("CUB_200_2011.tgz", "CUB_200_2011.tar.gz"), strip="CUB_200_2011", url=CUB_URL))],
+    "nabirds": [Part("images", Source(("nabirds.tar.gz", "nabirds.tgz", "nabirds.tar"), strip="nabirds",
+                                      how=NABIRDS_HOW))],
+    "flowers": [Part("jpg", Source(("102flowers.tgz",), url=f"{FLOWERS_URL}/102flowers.tgz")),
+                Part("imagelabels.mat", url=f"{FLOWERS_URL}/imagelabels.mat"),
+                Part("setid.mat", url=f"{FLOWERS_URL}/setid.mat")],
+    "dogs": [Part("Images", Source(("images.tar",), url=f"{DOGS_URL}/images.tar")),
+             Part("train_list.mat", Source(("lists.tar",), url=f"{DOGS_URL}/lists.tar"))],
+    "cars": [Part("cars_train", Source(("cars_train.tgz",), how=CARS_HOW)),
+             Part("cars_test", Source(("cars_test.tgz",), how=CARS_HOW)),
+             Part("devkit", Source(("car_devkit.tgz",), how=CARS_HOW)),
+             Part("cars_test_annos_withlabels.mat", how=CARS_HOW)],
+}
+
+
+def _found(part: Part, dataset_dir: str, search: Sequence[str]) -> bool:
+    if os.path.exists(os.path.join(dataset_dir, part.wanted)):
+        return True
+    names = part.source.archives if part.source else (part.wanted,)
+    return any(find_first(d, names) for d in search)
+
+
+def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None:
+    """Check every part is at hand (so nothing is extracted when one is missing), then put each in place."""
+    search = [dataset_dir, root]
+    missing, hows = [], []
+    for part in PARTS[name]:
+        url = part.source.url if part.source else part.url
+        if _found(part, dataset_dir, search) or (download and url):
+            continue
+        what = " or ".join(part.source.archives) if part.source else part.wanted
+        missing.append(part.wanted if what == part.wanted else f"{part.wanted} ({what})")
+        how = (part.source.how if part.source else part.how) or (
+            f"Download {what} from {url}" + ("." if download else " (or run with --download)."))
+        if how not in hows:
+            hows.append(how)
+    if missing:
+        raise PrepError(f"{name}: {dataset_dir} lacks {', '.join(missing)}. {' '.join(hows)} Put the official "
+                        f"files in {dataset_dir} or {root}. Nothing was extracted or written.")
+    for part in PARTS[name]:
+        if part.source is not None:
+            obtain(name, dataset_dir, part.wanted, part.source, [root], allow_download=download)
+            continue
+        target = os.path.join(dataset_dir, part.wanted)
+        if os.path.exists(target):
+            continue
+        elsewhere = find_first(root, (part.wanted,))
+        os.makedirs(dataset_dir, exist_ok=True)
+        if elsewhere:
+            shutil.copyfile(elsewhere, target)
+        else:
+            fetch_url(part.url, target)
+
+
+# ------------------------------------------------------------------ splits
+
+def is_decodable(path: str) -> bool:
+    """PIL recognises the file as an image and its structure checks out (no full decode)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # PIL raises many types for a bad file; each means "leave it out"
+        return False
+
+
+def carve_val(train: Items, val_percent: int, seed: int) -> Tuple[Items, Items]:
+    """Per class: ``val_percent`` of the images (rounded half up, >= 1 when the class has 2+) to val."""
+    by_class: Dict[int, List[str]] = defaultdict(list)
+    for rel, label in train:
+        by_class[label].append(rel)
+    rng = random.Random(seed)
+    kept: Items = []
+    val: Items = []
+    for label in sorted(by_class):
+        paths = sorted(by_class[label])
+        rng.shuffle(paths)
+        n_val = (len(paths) * val_percent + 50) // 100
+        if len(paths) >= 2:
+            n_val = min(max(n_val, 1), len(paths) - 1)
+        else:
+            n_val = 0
+        val += [(p, label) for p in paths[:n_val]]
+        kept += [(p, label) for p in paths[n_val:]]
+    return sorted(kept), sorted(val)
+
+
+def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, seed: int):
+    """(splits {train, val, test: Items}, skipped image paths), after every check."""
+    listed = raw.train + raw.test + (raw.val or [])
+    require_listed_files(name, image_dir, [rel for rel, _ in listed], "the official lists")
+    skipped = sorted({rel for rel, _ in listed if not is_decodable(os.path.join(image_dir, rel))})
+    if skipped:
+        warnings.warn(f"{name}: leaving {len(skipped)} undecodable image(s) out of the splits: "
+                      f"{', '.join(skipped[:5])}")
+    bad = set(skipped)
+    keep = lambda items: [(rel, y) for rel, y in items if rel not in bad]  # noqa: E731
+    train, test = keep(raw.train), keep(raw.test)
+    if raw.val is not None:
+        splits = {"train": sorted(train), "val": sorted(keep(raw.val)), "test": sorted(test)}
+    else:
+        tr, va = carve_val(train, val_percent, seed)
+        splits = {"train": tr, "val": va, "test": sorted(test)}
+    present = {y for _, y in splits["train"]}
+    empty = [f"{k} {c!r}" for k, c in enumerate(raw.classnames) if k not in present]
+    if empty:
+        raise PrepError(f"{name}: class(es) {', '.join(empty[:5])} have no usable training image in {image_dir}. "
+                        f"Re-extract the dataset; no split file was written.")
+    return splits, skipped
+
+
+def write_all_or_nothing(dataset_dir: str, contents: Dict[str, object]) -> None:
+    """Write every file to a temporary name first, then rename them all into place."""
+    staged = []
+    try:
+        for fname, data in contents.items():
+            fd, tmp = tempfile.mkstemp(dir=dataset_dir, prefix=f".{fname}-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1)
+            staged.append((tmp, os.path.join(dataset_dir, fname)))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def prepare(root: str, name: str, download: bool = False, val_percent: int = 10, seed: int = 0,
+            overwrite: bool = False, out=sys.stdout) -> FGVCDataset:
+    """Arrange one dataset, write its split files, print and return its summary (the reader)."""
+    from mmprompt.config import get_cfg
+    info = FGVC_DATASETS[name]
+    dataset_dir, image_dir = dataset_paths(root, info)
+    have_splits = all(os.path.isfile(os.path.join(dataset_dir, f)) for f in SPLIT_FILES.values())
+    skipped: List[str] = []
+    if overwrite or not have_splits:
+        obtain_parts(name, root, dataset_dir, download)
+        raw = READERS[name](dataset_dir)
+        splits, skipped = build_splits(name, raw, image_dir, val_percent, seed)
+        contents: Dict[str, object] = {SPLIT_FILES[s]: dict(items) for s, items in splits.items()}
+        contents[CLASSNAMES_FILE] = raw.classnames
+        write_all_or_nothing(dataset_dir, contents)
+    cfg = get_cfg()
+    cfg.DATASET.ROOT = root
+    dataset = FGVCDataset(cfg, name)
+    counts = {"train": len(dataset.train_x), "val": len(dataset.val), "test": len(dataset.test)}
+    print_summary(name, dataset_dir, counts, dataset.num_classes, skipped, out=out)
+    if dataset.num_classes != info.num_classes:
+        print(f"  note: the official {info.title} has {info.num_classes} classes", file=out)
+    if have_splits and not overwrite:
+        print("  kept the split files already there (--overwrite regenerates them)", file=out)
+    return dataset
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="folder that holds (or will hold) every dataset ($DATA)")
+    parser.add_argument("--dataset", required=True, choices=sorted(FGVC_DATASETS) + ["all"])
+    parser.add_argument("--download", action="store_true",
+                        help="fetch missing files from the owners' hosts where they allow it (CUB, Flowers, Dogs)")
+    parser.add_argument("--val-percent", type=int, default=10,
+                        help="share of each class's training images moved to val where there is no official val")
+    parser.add_argument("--seed", type=int, default=0, help="seed of that val draw")
+    parser.add_argument("--overwrite", action="store_true", help="regenerate split files that already exist")
+    args = parser.parse_args(argv)
+    if not 0 < args.val_percent < 100:
+        raise PrepError(f"--val-percent must be between 1 and 99; got {args.val_percent}")
+    root = os.path.abspath(os.path.expanduser(args.root))
+    if not os.path.isdir(root):
+        raise PrepError(f"--root {root} does not exist. Create it and put the official downloads in it "
+                        f"(or run with --download).")
+    names = sorted(FGVC_DATASETS) if args.dataset == "all" else [args.dataset]
+    failures = []
+    for name in names:
+        try:
+            prepare(root, name, args.download, args.val_percent, args.seed, args.overwrite)
+        except MMPromptError as e:
+            if len(names) == 1:
+                raise
+            failures.append(name)
+            print(f"{name}: not prepared: {e}", file=sys.stderr)
+    if failures:
+        print(f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from mmprompt.utils.cli import run_cli
+    run_cli(main)
