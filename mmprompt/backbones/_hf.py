@@ -149,13 +149,13 @@ def build_config(cfg, builtin: Optional[dict] = None, type_defaults: Optional[di
     arch = cfg.MODEL.BACKBONE.ARCH
     weights = weights_source(arch, cfg.MODEL.BACKBONE.PRETRAINED)
     if weights is not None:
-        raw = _config_dict(cfg, weights, "MODEL.BACKBONE.PRETRAINED")
+        raw = _config_dict(cfg, weights, "MODEL.BACKBONE.PRETRAINED", "pretrained model")
     elif arch in model_types():
         raw = {"model_type": arch, **(type_defaults or {}).get(arch, {})}
     elif builtin and arch in builtin:
         raw = dict(builtin[arch])
     else:
-        raw = _config_dict(cfg, resolve(arch), "MODEL.BACKBONE.ARCH")
+        raw = _config_dict(cfg, resolve(arch), "MODEL.BACKBONE.ARCH", "model config")
     overrides = config_overrides(cfg) if overrides is None else overrides
     config = AutoConfig.for_model(**{**raw, **overrides})
     # A config stores any keyword it is given, so a typo would silently do nothing: compare
@@ -171,13 +171,13 @@ def build_config(cfg, builtin: Optional[dict] = None, type_defaults: Optional[di
     return config
 
 
-def _config_dict(cfg, source: str, key: str) -> dict:
+def _config_dict(cfg, source: str, key: str, what: str) -> dict:
     from transformers import PretrainedConfig
 
     def load(src, **kwargs):
         return PretrainedConfig.get_config_dict(src, **kwargs)[0]
 
-    raw = load_or_explain(load, source, "model config", key, **hub_kwargs(cfg))
+    raw = load_or_explain(load, source, what, key, **hub_kwargs(cfg))
     if "model_type" not in raw:
         raise MMPromptError(f"The config.json of {source} has no model_type; cannot tell which architecture it is.")
     return raw

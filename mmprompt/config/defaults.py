@@ -30,7 +30,7 @@ _C.MODEL.BACKBONE.CACHE_DIR = ""  # where library downloads go; "" = the library
 
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NUM_CLASSES = 0  # classes of a linear head; 0 = take it from the dataset
-_C.MODEL.HEAD.POOL = "default"  # feature the head reads: default (the backbone's own: CLS/EOT/mean), cls, mean
+_C.MODEL.HEAD.POOL = "default"  # feature the head reads: default (the backbone's own: CLS/EOT/mean), cls, mean, pooler (BERT's dense+tanh on [CLS])
 _C.MODEL.HEAD.DROPOUT = 0.0  # dropout on the pooled feature before the head
 
 _C.MODEL.TEXT = CN()
