@@ -154,8 +154,7 @@ def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_d
                 return target
     archive = next((p for p in (find_first(f, source.archives) for f in folders) if p), None)
     if archive is None and allow_download and source.url:
-        os.makedirs(dataset_dir, exist_ok=True)
-        archive = download(source.url, os.path.join(dataset_dir, source.archives[0]))
+        archive = _download_into(dataset_dir, source.url, source.archives[0])
     if archive is None:
         how = source.how or (f"Download it from {source.url}" + ("" if allow_download else " (or run with --download)")
                              if source.url else "")
@@ -167,6 +166,19 @@ def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_d
     return target
 
 
+def _download_into(folder: str, url: str, name: str) -> str:
+    """Download into ``folder``; a folder created for a download that failed at once is removed again
+    (a partial ``.part`` file is kept, so the next run resumes)."""
+    created = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        return download(url, os.path.join(folder, name))
+    except PrepError:
+        if created and not os.listdir(folder):
+            os.rmdir(folder)
+        raise
+
+
 def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: str = "",
                 allow_download: bool = False) -> str:
     """A plain file the owners publish as is (e.g. a .mat list): present, or downloaded."""
@@ -174,8 +186,7 @@ def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: s
     if os.path.isfile(path):
         return path
     if allow_download and url:
-        os.makedirs(dataset_dir, exist_ok=True)
-        return download(url, path)
+        return _download_into(dataset_dir, url, name)
     hint = how or (f"Download it from {url}" + ("" if allow_download else " (or run with --download)") if url else "")
     raise PrepError(f"{dataset}: {path} is missing. {hint}".rstrip())
 

@@ -445,6 +445,17 @@ def test_missing_root_and_missing_dataset(tmp_path, capsys):
     assert os.listdir(tmp_path) == []  # nothing partial
 
 
+def test_script_prints_errors_without_traceback(tmp_path):
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "datasets_prep", "prepare_clip_datasets.py")
+    result = subprocess.run([sys.executable, script, "--root", str(tmp_path / "nope"), "--dataset", "dtd"],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: --root {tmp_path / 'nope'} does not exist")
+
+
 def test_imagenet_download_says_where_to_put_files(tmp_path, capsys):
     with pytest.raises(PrepError, match="ILSVRC2012_img_train.tar"):
         prep.main(["--root", str(tmp_path), "--dataset", "imagenet", "--download"])
