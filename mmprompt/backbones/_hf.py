@@ -2,9 +2,9 @@
 
 ``MODEL.BACKBONE.ARCH`` names the architecture (a hub id, a local folder, or a model type such as
 ``bert``) and ``MODEL.BACKBONE.PRETRAINED`` the weights ("" = random init from the config;
-``hub`` = the weights of ARCH; another hub id; a local folder). Offline, everything is looked up
-with ``local_files_only=True`` so a missing file fails at once with :class:`OfflineError` instead
-of the hub client's retry loop.
+``hub`` = the weights of ARCH; another hub id; a local folder). Offline (HF_HUB_OFFLINE and
+friends, or no connection to the hub), everything is looked up with ``local_files_only=True`` so
+a missing file fails at once with :class:`OfflineError` instead of the hub client's retry loop.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def tokenizer_from(cfg, default_source: Optional[str]):
 
 
 def config_overrides(cfg) -> dict:
-    return {k: v for k, v in dict(cfg.MODEL.BACKBONE.KWARGS).items()}
+    return dict(cfg.MODEL.BACKBONE.KWARGS)
 
 
 def model_types():
