@@ -489,6 +489,31 @@ def test_escaping_member_is_refused(tmp_path):
     assert not (tmp_path.parent / "evil.jpg").exists()
 
 
+def _symlink_tar(path, link_target):
+    with tarfile.open(path, "w:gz") as t:
+        info = tarfile.TarInfo("dtd/images/banded/a.jpg")
+        info.size = len(JPEG)
+        t.addfile(info, io.BytesIO(JPEG))
+        link = tarfile.TarInfo("dtd/images/banded/b.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, link_target
+        t.addfile(link)
+
+
+@pytest.mark.parametrize("kind", ["absolute_zip", "dotdot_zip", "symlink_out", "absolute_symlink"])
+def test_unsafe_members_are_refused(tmp_path, kind):
+    if kind == "absolute_zip":
+        _zip(str(tmp_path / "EuroSAT.zip"), {"2750/A/a.jpg": JPEG, "/tmp/evil.jpg": JPEG})
+    elif kind == "dotdot_zip":
+        _zip(str(tmp_path / "EuroSAT.zip"), {"2750/A/a.jpg": JPEG, "2750/../../evil.jpg": JPEG})
+    else:
+        _symlink_tar(str(tmp_path / "dtd-r1.0.1.tar.gz"),
+                     "../../../../../etc/passwd" if kind == "symlink_out" else "/etc/passwd")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(PrepError, match="refusing"):
+        _prepare(tmp_path, "eurosat" if kind.endswith("zip") else "dtd")
+    assert sorted(os.listdir(tmp_path)) == before
+
+
 def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
     make_eurosat(str(tmp_path))
     _prepare(tmp_path, "eurosat")
