@@ -305,7 +305,7 @@ def test_record_becomes_one_binary_item_per_candidate(prepared):
     by_candidate = {d.meta["candidate"]: d for d in ds.test}
     assert set(by_candidate) == {"Obama", "Merkel"}
     assert by_candidate["Merkel"].label == 1 and by_candidate["Obama"].label == 0
-    assert by_candidate["Merkel"].meta["answers"] == ("Merkel",)
+    assert by_candidate["Merkel"].meta["answers"] == "Merkel"
     assert by_candidate["Merkel"].text == "record query: Merkel spoke passage: Obama met Merkel in Berlin.\n- Talks went well"
     assert {d.meta["group"] for d in ds.test} == {"5-7"}
 
@@ -454,3 +454,20 @@ def test_glue_tsv_with_a_wrong_field_count_names_the_line(tmp_path):
     write_release(src, "SST-2", {"train.tsv": "sentence\tlabel\nfine\t1\nbroken line\n", "dev.tsv": SST2["dev.tsv"]})
     with pytest.raises(DataError, match=r"SST-2/train.tsv:3 has 1 tab-separated fields, the header has 2"):
         run_prep("--src", str(src), "--root", str(tmp_path / "data"), "--task", "glue_sst2")
+
+
+def test_item_meta_collates_and_feeds_the_evaluators(prepared):
+    """Batches as a loader would make them from the items' fields and meta reach the evaluators."""
+    import torch
+    from torch.utils.data import default_collate
+    from mmprompt.evaluation.evaluators import build_evaluator
+
+    for name, fmt, kw in (("superglue_record", "text_to_text", {"NUM_VAL_FROM_TRAIN": 1}),
+                          ("superglue_multirc", "pair", {}), ("glue_stsb", "text_to_text", {})):
+        ds = build_dataset(make_cfg(name, prepared, fmt=fmt, **kw))
+        batch = default_collate([{"text": d.text, "label": d.label, **d.meta} for d in ds.val + ds.test])
+        ev = build_evaluator(ds.evaluator_name, classnames=ds.classnames)
+        perfect = torch.nn.functional.one_hot(batch["label"], len(ds.classnames)).float()
+        ev.process(perfect, batch["label"], meta=batch)
+        out = ev.evaluate()
+        assert out[ev.main_metric] == pytest.approx(100.0), (name, out)

@@ -142,3 +142,21 @@ def test_base_novel_harmonic_mean():
 def test_unknown_evaluator_name_is_a_clear_error():
     with pytest.raises(MMPromptError, match="Unknown evaluator 'acurracy'"):
         build_evaluator("acurracy", classnames=["a"])
+
+
+def test_record_answers_may_arrive_as_one_joined_string():
+    from mmprompt.evaluation.evaluators import ANSWER_SEP
+    ev = build_evaluator("record")
+    meta = {"group": ["A", "A"], "candidate": ["Obama", "Berlin"], "answers": [f"Berlin{ANSWER_SEP}Obama"] * 2}
+    ev.process(torch.tensor([[0.0, 1.0], [0.0, 2.0]]), torch.tensor([1, 1]), meta=meta)
+    assert ev.evaluate()["em"] == pytest.approx(100.0)
+
+
+def test_correlation_prefers_the_exact_score_in_meta():
+    classnames = [f"{v / 5:.1f}" for v in range(26)]
+    ev = build_evaluator("correlation", classnames=classnames)
+    # predictions 1.0 2.0 3.0 4.0 against exact scores 1.1 1.9 3.0 4.1 (labels are their rounded classes)
+    ev.process(one_hot_logits([5, 10, 15, 20], 26), torch.tensor([6, 10, 15, 20]),
+               meta={"score": torch.tensor([1.1, 1.9, 3.0, 4.1], dtype=torch.float64)})
+    expected = metrics.pearson(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.1, 1.9, 3.0, 4.1]))
+    assert ev.evaluate()["pearson"] == pytest.approx(100 * expected)

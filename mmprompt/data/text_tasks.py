@@ -32,6 +32,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..evaluation.evaluators import ANSWER_SEP
 from .base import DataError
 
 GLUE_HUB = "nyu-mll/glue"
@@ -161,9 +162,10 @@ def examples_from_row(task: TextTask, row: Mapping) -> List[Example]:
         idx = row["idx"]
         group = f"{idx['passage']}-{idx['query']}"
         passage = row["passage"].replace("@highlight\n", "- ")
-        answers = tuple(sorted(set(row["answers"])))
+        answers = sorted(set(row["answers"]))
         return [Example(dict(passage=passage, query=row["query"].replace("@placeholder", entity), candidate=entity),
-                        int(entity in answers), {"group": group, "candidate": entity, "answers": answers})
+                        int(entity in answers), {"group": group, "candidate": entity,
+                                                 "answers": ANSWER_SEP.join(answers)})
                 for entity in sorted(set(row["entities"]))]
     fields = {k: v for k, v in row.items() if isinstance(v, str)}
     if task.config == "stsb":

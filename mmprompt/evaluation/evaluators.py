@@ -15,7 +15,8 @@ Interface (every evaluator, built by name with :func:`build_evaluator`)::
 * ``labels``: (B,) class ids, or float targets for regression.
 * ``meta``: the batch dict itself (or any mapping) when the metric needs per-sample fields
   besides the label: ``"group"`` (MultiRC question id, ReCoRD query id), ``"candidate"`` and
-  ``"answers"`` (ReCoRD), ``"subset"`` ("base"/"novel" for the base-to-novel evaluator, one
+  ``"answers"`` (ReCoRD; a list, or one string joined by :data:`ANSWER_SEP`), ``"score"``
+  (STS-B's exact gold score), ``"subset"`` ("base"/"novel" for the base-to-novel evaluator, one
   string for the whole batch or one per sample). Values are sequences of length B.
 * ``evaluate()`` returns a dict of floats in percent (accuracy 91.2, not 0.912; correlations
   and MCC times 100 as GLUE reports them); the classification evaluator adds one nested dict,
@@ -34,6 +35,10 @@ import numpy as np
 from ..errors import MMPromptError
 from ..registry import EVALUATORS
 from . import metrics
+
+# ReCoRD items carry their gold answers as one string joined by this separator (ASCII "unit
+# separator", absent from the texts), so a batch of them collates like any other string field.
+ANSWER_SEP = "\x1f"
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -155,7 +160,9 @@ class CorrelationEvaluator(Evaluator):
     Outputs are either one score per sample ((B,) or (B, 1), a regression head), or logits over
     classes that stand for numbers (T5's "0.0", "0.2", ... "5.0" label words), whose argmax is
     mapped through ``class_values`` (default: the classnames parsed as floats). Integer labels
-    are mapped the same way; float labels are used as they are.
+    are mapped the same way; float labels are used as they are. When ``meta["score"]`` is given
+    (STS-B items carry their exact score), it is the gold value instead of the label, so rounding
+    the targets to classes does not change the reference.
     """
 
     main_metric = "pearson"
@@ -185,7 +192,9 @@ class CorrelationEvaluator(Evaluator):
             preds = outputs.reshape(-1).astype(np.float64)
         else:
             preds = self._values_of_classes(_argmax(outputs))
-        if np.issubdtype(labels.dtype, np.integer):
+        if meta is not None and "score" in meta:
+            labels = np.asarray(_meta_field(meta, "score", labels.shape[0], "correlation"), dtype=np.float64)
+        elif np.issubdtype(labels.dtype, np.integer):
             labels = self._values_of_classes(labels)
         self._preds.append(preds)
         self._labels.append(labels.astype(np.float64))
@@ -238,7 +247,8 @@ class ReCoRDEvaluator(Evaluator):
         b = labels.shape[0]
         self._groups.extend(_meta_field(meta, "group", b, "record"))
         self._candidates.extend(_meta_field(meta, "candidate", b, "record"))
-        self._answers.extend(_meta_field(meta, "answers", b, "record"))
+        self._answers.extend(a.split(ANSWER_SEP) if isinstance(a, str) else list(a)
+                             for a in _meta_field(meta, "answers", b, "record"))
         if outputs.ndim == 2 and outputs.shape[1] == 2:
             scores = outputs[:, 1] - outputs[:, 0]
         elif outputs.ndim == 1 or outputs.shape[1] == 1:
