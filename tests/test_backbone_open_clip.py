@@ -116,6 +116,22 @@ def test_switched_off_text_tokens_get_no_attention(clip):
     assert not torch.allclose(text.run((ids, mask), at_layer1(False)), plain, atol=1e-3)
 
 
+def test_switched_off_tokens_before_sot_stay_finite(clip):
+    """A switched-off token at position 0 sees no visible token under the causal mask; it must
+    not turn into NaN (which would reach every token through its value)."""
+    text = clip.tower("text")
+    ids, mask = text.tokenize(TEXTS)
+    owner = new_owner_id()
+
+    class BeforeSot:
+        def before_layer(self, name, i, seq, ctx):
+            return seq.insert(torch.randn(2, 64), 0, owner, mask=torch.zeros(2, dtype=torch.bool)) if i == 1 else seq
+
+    out = text.run((ids, mask), BeforeSot())
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, text.run((ids, mask)), atol=1e-6)
+
+
 def test_switched_off_image_tokens_get_no_attention(clip):
     vision = clip.tower("vision")
     x = images()

@@ -123,13 +123,27 @@ def test_bad_kwargs_and_pretrained_values_are_config_errors(tmp_path):
         create_timm_vit("vit_base_patch16_224", "no_such_tag", TINY)
 
 
-def test_local_weights_file_is_loaded(tmp_path):
-    src = tiny()
+def test_local_weights_file_is_loaded_and_an_unused_head_dropped(tmp_path):
+    src = tiny(num_classes=1000)  # a file with an ImageNet head, into a backbone without one
     path = tmp_path / "tiny_vit.pth"
     torch.save(src.model.state_dict(), path)
     loaded = create_timm_vit("vit_base_patch16_224", str(path), TINY)
-    for (name, a), b in zip(src.model.state_dict().items(), loaded.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    own = loaded.model.state_dict()
+    assert "head.weight" not in own
+    for name, value in own.items():
+        assert torch.equal(value, src.model.state_dict()[name]), name
+
+
+def test_weights_file_of_another_model_is_a_config_error(tmp_path):
+    path = tmp_path / "wider.safetensors"
+    from safetensors.torch import save_file
+    save_file(tiny(embed_dim=32).model.state_dict(), str(path))
+    with pytest.raises(ConfigError, match="do not fit timm") as e:
+        create_timm_vit("vit_base_patch16_224", str(path), TINY)
+    assert "of another shape" in str(e.value)
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="missing in the file"):
+        create_timm_vit("vit_base_patch16_224", str(tmp_path / "other.pth"), TINY)
 
 
 def test_offline_pretrained_tag_is_offline_error():

@@ -38,6 +38,10 @@ def additive_key_mask(mask: torch.Tensor, num_heads: int, dtype: torch.dtype,
     B, N = mask.shape
     key = torch.zeros(B, 1, N, dtype=dtype, device=mask.device).masked_fill(~mask[:, None, :], float("-inf"))
     full = key.expand(B, N, N) if base is None else key + base.to(dtype)[None]
+    # Every token may attend to itself: a switched-off token that could otherwise see only
+    # switched-off tokens (e.g. before SOT under a causal mask) keeps a finite row instead of NaN,
+    # which would leak into everyone through its value. No other token attends to it.
+    full = full.masked_fill(torch.eye(N, dtype=torch.bool, device=mask.device)[None], 0.0)
     return full.repeat_interleave(num_heads, dim=0)
 
 

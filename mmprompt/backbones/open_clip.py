@@ -287,6 +287,10 @@ def _check_vit_based(name: str, model_cfg: dict) -> None:
     if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
         raise ConfigError(f"open_clip '{name}' has a ResNet/timm image tower; the open_clip backbone "
                           f"wraps ViT image towers (e.g. ViT-B-16). For timm image models use timm_vit.")
+    if text.get("embed_cls") or text.get("pool_type", "argmax") not in ("argmax", "eos"):
+        raise ConfigError(f"open_clip '{name}' pools its text tower with "
+                          f"{'a class token' if text.get('embed_cls') else repr(text.get('pool_type'))}; "
+                          f"the open_clip backbone wraps text towers that pool at EOT (pool_type argmax/eos).")
     if "hf_model_name" in text:
         raise ConfigError(f"open_clip '{name}' has a Hugging Face text tower, which the open_clip "
                           f"backbone does not wrap; pick a CLIP with its own text transformer.")

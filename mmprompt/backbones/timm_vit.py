@@ -14,6 +14,7 @@ weights for the architecture (downloaded from the hub); a timm pretrained tag su
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -142,12 +143,12 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
     if cache_dir:
         kwargs["cache_dir"] = cache_dir
     weights = str(pretrained or "").strip()
-    download = False
+    local_file = None
     if weights:
         if os.path.exists(weights) or _is_path(weights):
             if not os.path.isfile(weights):
                 raise ConfigError(f"MODEL.BACKBONE.PRETRAINED file not found: {weights}")
-            kwargs["pretrained_cfg_overlay"] = dict(file=os.path.abspath(weights))
+            local_file = os.path.abspath(weights)
         elif weights.lower() not in _DEFAULT_WEIGHTS:
             tagged = f"{name.split('.', 1)[0]}.{weights}"
             if not timm.list_pretrained(tagged):
@@ -156,17 +157,20 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
                                   f"pretrained tag of {name}. Use \"\" (random), \"timm\" (default "
                                   f"weights), a tag ({', '.join(tags) or 'none known'}) or a local file.")
             name = tagged
-            download = True
-        else:
-            download = True
-        if download:
-            pcfg = get_pretrained_cfg(name)
-            source = f"{hf_endpoint()}/{pcfg.hf_hub_id}" if pcfg and pcfg.hf_hub_id else (pcfg.url if pcfg else "")
-            hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}.safetensors (or the .pth/.npz you downloaded)"
-            if source:
-                check_download_possible(f"timm '{name}'", source, hint)
+    download = bool(weights) and local_file is None
+    hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}.safetensors (or the .pth/.npz you downloaded)"
+    if download:
+        pcfg = get_pretrained_cfg(name)
+        source = f"{hf_endpoint()}/{pcfg.hf_hub_id}" if pcfg and pcfg.hf_hub_id else (pcfg.url if pcfg else "")
+        if source:
+            check_download_possible(f"timm '{name}'", source, hint)
+    # Google's .npz checkpoints go through timm's own npz loader; other files are loaded below,
+    # strictly, so a file for another model is an error rather than a silently random backbone.
+    npz = local_file is not None and local_file.lower().endswith(".npz")
+    if npz:
+        kwargs["pretrained_cfg_overlay"] = dict(file=local_file)
     try:
-        model = timm.create_model(name, pretrained=bool(weights), **kwargs)
+        model = timm.create_model(name, pretrained=download or npz, **kwargs)
     except TypeError as e:
         raise ConfigError(f"timm '{name}' does not accept MODEL.BACKBONE.KWARGS "
                           f"{ {k: v for k, v in kwargs.items() if k != 'cache_dir'} }: {e}") from None
@@ -174,16 +178,51 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
         if download:
             raise offline_error(f"timm '{name}'", "the Hugging Face hub", hint, cause=type(e).__name__) from None
         raise ConfigError(f"Could not read MODEL.BACKBONE.PRETRAINED {weights}: {e}") from None
-    except RuntimeError as e:
-        if weights and not download:
-            raise ConfigError(f"The weights in {weights} do not fit timm '{name}' with "
-                              f"KWARGS {dict(kwargs)}: {str(e)[:500]}") from None
+    except (RuntimeError, ValueError, KeyError) as e:
+        if npz:
+            raise ConfigError(f"The weights in {weights} do not fit timm '{name}' with KWARGS "
+                              f"{kwargs}: {str(e)[:500]}") from None
         raise
     if not isinstance(model, VisionTransformer) or getattr(model, "cls_token", None) is None:
         raise ConfigError(f"timm '{name}' is a {type(model).__name__} without a class token; the "
                           f"timm_vit backbone wraps timm VisionTransformers with a class token "
                           f"(e.g. vit_base_patch16_224).")
+    if local_file is not None and not npz:
+        load_weights_file(model, local_file, name)
     return TimmViT(model, name)
+
+
+def load_weights_file(model: nn.Module, path: str, name: str) -> None:
+    """Load a timm state-dict file (.safetensors/.pth/.bin) into ``model``, adapting it with the
+    model module's own ``checkpoint_filter_fn`` (position-embedding resize, old layouts). A
+    classifier head that does not fit is dropped (the task model has its own); any other missing
+    or unexpected key is a ConfigError."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(path)
+    except Exception as e:  # torch.load / safetensors raise many types for a bad file
+        raise ConfigError(f"Could not read MODEL.BACKBONE.PRETRAINED {path} as a state dict: {e}") from None
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    own = model.state_dict()
+    for key in ("head.weight", "head.bias"):
+        if key in state and (key not in own or own[key].shape != state[key].shape):
+            del state[key]
+    wrong_shape = [k for k in state if k in own and own[k].shape != state[k].shape]
+    for k in wrong_shape:
+        del state[k]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("head.")]
+    problems = [(label, keys) for label, keys in (("missing in the file", missing),
+                                                  ("not in the model", list(result.unexpected_keys)),
+                                                  ("of another shape", wrong_shape)) if keys]
+    if problems:
+        detail = "; ".join(f"{len(keys)} {label} ({', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''})"
+                           for label, keys in problems)
+        raise ConfigError(f"The weights in {path} do not fit timm '{name}': {detail}. Is the file for "
+                          f"another architecture, or do MODEL.BACKBONE.ARCH / KWARGS differ from it?")
 
 
 @BACKBONES.register("timm_vit")
