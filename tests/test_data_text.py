@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import os
 import zipfile
@@ -10,7 +12,7 @@ from mmprompt.config import get_cfg
 from mmprompt.data.base import DataError, DatasetMissingError
 from mmprompt.data.build import build_dataset
 from mmprompt.data.text import split_per_class
-from mmprompt.data.text_tasks import STSB_CLASSES
+from mmprompt.data.text_tasks import STSB_CLASSES, TASKS
 from mmprompt.errors import ConfigError
 from mmprompt.registry import DATASETS
 
@@ -175,6 +177,38 @@ COLA = {  # CoLA's train/dev files have no header: source, label, original label
                           ("gj04", 1, "", "She ran."), ("gj04", 0, "*", "Ran she the.")]),
     "test.tsv": tsv(["index", "sentence"], [(0, "Test sentence.")]),
 }
+WIC = {name: jsonl([{"word": "place", "sentence1": f"Do you want to come over to my place {i}?",
+                     "sentence2": "It is not my place to tell you.", "idx": i, "label": i % 2 == 0,
+                     "start1": 31, "start2": 13, "end1": 36, "end2": 18, "version": 1.1} for i in range(n)])
+       for name, n in (("train.jsonl", 2), ("val.jsonl", 2))}
+WSC = {name: jsonl([{"text": "Mark told Pete many lies about himself. He should have been more skeptical.",
+                     "target": {"span2_index": 7, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"},
+                     "idx": i, "label": i == 1} for i in range(n)]) for name, n in (("train.jsonl", 2), ("val.jsonl", 2))}
+MRPC_HEADER = ["\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+MRPC = {name: tsv(MRPC_HEADER, [(i % 2, 100 + i, 200 + i, f"first {i}", f"second {i}") for i in range(4)])
+        for name in ("train.tsv", "dev.tsv")}
+QQP = {name: tsv(["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                 [(i, 2 * i, 2 * i + 1, f"how {i}?", f"why {i}?", i % 2) for i in range(4)])
+       for name in ("train.tsv", "dev.tsv")}
+QNLI = {name: tsv(["index", "question", "sentence", "label"],
+                  [(i, f"q{i}?", f"s{i}.", ["entailment", "not_entailment"][i % 2]) for i in range(4)])
+        for name in ("train.tsv", "dev.tsv")}
+RTE_GLUE = {name: tsv(["index", "sentence1", "sentence2", "label"],
+                      [(i, f"s1 {i}", f"s2 {i}", ["entailment", "not_entailment"][i % 2]) for i in range(4)])
+            for name in ("train.tsv", "dev.tsv")}
+MNLI_TRAIN_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+                     "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+MNLI_DEV_HEADER = MNLI_TRAIN_HEADER[:-1] + ["label2", "label3", "label4", "label5", "gold_label"]
+MNLI_LABELS = ["entailment", "neutral", "contradiction"]
+MNLI = {
+    "train.tsv": tsv(MNLI_TRAIN_HEADER, [(i, 1, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)",
+                                          f"premise {i}", f"hypothesis {i}", MNLI_LABELS[i % 3], MNLI_LABELS[i % 3])
+                                         for i in range(6)]),
+    "dev_matched.tsv": tsv(MNLI_DEV_HEADER, [(i, 1, f"{i}m", "fiction", "(", "(", "(", "(", f"matched p{i}",
+                                              f"matched h{i}", *[MNLI_LABELS[i % 3]] * 6) for i in range(3)]),
+    "dev_mismatched.tsv": tsv(MNLI_DEV_HEADER, [(i, 1, f"{i}mm", "letters", "(", "(", "(", "(", f"mismatched p{i}",
+                                                 f"mismatched h{i}", *[MNLI_LABELS[i % 3]] * 6) for i in range(3)]),
+}
 
 
 def write_release(src, folder, files, zipped=False):
@@ -202,24 +236,32 @@ def official(tmp_path_factory):
     write_release(src / "glue_data", "SST-2", SST2)
     write_release(src / "glue_data", "STS-B", STSB)
     write_release(src / "glue_data", "CoLA", COLA)
+    write_release(src, "WiC", WIC, zipped=True)
+    write_release(src, "WSC", WSC, zipped=True)
+    for folder, files in (("MRPC", MRPC), ("QQP", QQP), ("QNLI", QNLI), ("RTE", RTE_GLUE), ("MNLI", MNLI)):
+        write_release(src / "glue_data", folder, files)
     return src
 
 
-TASKS_IN_FIXTURE = ["superglue_boolq", "superglue_cb", "superglue_multirc", "superglue_copa", "superglue_record",
-                    "superglue_rte", "glue_sst2", "glue_stsb", "glue_cola"]
+TASKS_IN_FIXTURE = sorted(TASKS)  # every GLUE / SuperGLUE task
+
+
+PREP_OUTPUT = {}
 
 
 @pytest.fixture(scope="module")
 def prepared(official, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    done = prep.prepare(prep.build_parser().parse_args(["--src", str(official), "--root", str(root), "--task", "all"]))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        done = prep.prepare(prep.build_parser().parse_args(["--src", str(official), "--root", str(root),
+                                                            "--task", "all"]))
+    PREP_OUTPUT["all"] = printed.getvalue()
     assert sorted(n for n, _, _ in done) == sorted(TASKS_IN_FIXTURE)
     return root
 
 
-def test_prep_script_converts_official_releases(official, tmp_path, capsys):
-    prepared = tmp_path / "data"
-    prep.prepare(prep.build_parser().parse_args(["--src", str(official), "--root", str(prepared), "--task", "all"]))
+def test_prep_script_converts_official_releases(prepared):
     assert (prepared / "superglue" / "boolq" / "dataset_dict.json").is_file()
     assert (prepared / "glue" / "sst2" / "dataset_dict.json").is_file()
     import datasets
@@ -232,9 +274,9 @@ def test_prep_script_converts_official_releases(official, tmp_path, capsys):
     multirc = datasets.load_from_disk(str(prepared / "superglue" / "multirc"))
     assert multirc["validation"].num_rows == 12
     assert multirc["validation"][0]["idx"] == {"paragraph": 0, "question": 0, "answer": 0}
-    out = capsys.readouterr().out
+    out = PREP_OUTPUT["all"]
     assert "superglue_boolq: train 6, validation 4, test 1 rows" in out
-    assert "glue_qqp: skipped" in out
+    assert "glue_mnli: train 6, validation 3, validation_mismatched 3 rows" in out
 
 
 def test_text_to_text_templates_and_label_words(prepared):
@@ -269,6 +311,32 @@ def test_text_to_text_templates_and_label_words(prepared):
     # 2.5 * 5 = 12.5 rounds half to even -> 12, "2.4", as T5's tf.round does
     assert [d.label for d in ds.train_x] == [25, 19, 0, 12] and ds.train_x[3].classname == "2.4"
     assert [d.meta["score"] for d in ds.train_x] == [5.0, 3.8, 0.0, 2.5]
+
+
+def test_remaining_tasks_read_from_their_official_formats(prepared):
+    def build(name, fmt="text_to_text"):
+        return build_dataset(make_cfg(name, prepared, fmt=fmt, NUM_VAL_FROM_TRAIN=2))
+
+    wic = build("superglue_wic")
+    assert wic.train_x[0].text == ("wic word: place sentence1: Do you want to come over to my place 0? "
+                                   "sentence2: It is not my place to tell you.") and wic.train_x[0].label == 1
+    wsc = build("superglue_wsc")
+    assert wsc.train_x[1].text == ("wsc text: Mark told Pete many lies about himself. He should have been more "
+                                   "skeptical. pronoun: He candidate: Mark") and wsc.train_x[1].classname == "True"
+    assert build("superglue_wsc", "pair").train_x[0].text_b == 'Does "He" refer to "Mark"?'
+    mrpc = build("glue_mrpc", "pair")  # the header's byte-order mark is not part of the "Quality" column
+    assert (mrpc.train_x[1].text, mrpc.train_x[1].text_b, mrpc.train_x[1].classname) == (
+        "first 1", "second 1", "equivalent")
+    qqp = build("glue_qqp")
+    assert qqp.test[0].text == "qqp question1: how 0? question2: why 0?" and qqp.test[1].classname == "duplicate"
+    qnli = build("glue_qnli", "pair")
+    assert (qnli.test[1].text, qnli.test[1].text_b, qnli.test[1].label) == ("q1?", "s1.", 1)
+    rte = build("glue_rte")
+    assert rte.train_x[0].text == "rte sentence1: s1 0 sentence2: s2 0" and rte.classnames == ["entailment",
+                                                                                               "not_entailment"]
+    mnli = build("glue_mnli")
+    assert [d.text for d in mnli.test] == [f"mnli hypothesis: matched h{i} premise: matched p{i}" for i in range(3)]
+    assert [d.classname for d in mnli.test] == MNLI_LABELS and len(mnli.train_x) == 4 and len(mnli.val) == 2
 
 
 def test_pair_format_gives_text_and_text_b(prepared):
