@@ -34,6 +34,7 @@ def test_anchors_point_at_first_token_and_eos(t5):
     assert seq.anchors["start"].tolist() == [0, 0, 0]
     assert ids[torch.arange(3), seq.anchors["end"]].tolist() == [EOS] * 3
     assert "pool" not in seq.anchors
+    assert torch.equal(tower.embed(TEXTS).x, seq.x)  # raw texts are tokenized on the way in
 
 
 def test_decoder_log_likelihood_gives_the_library_seq2seq_loss(t5):

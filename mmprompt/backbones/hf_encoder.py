@@ -79,6 +79,9 @@ class HFEncoderTower(TokenTower):
         return self.tokenizer.special_token_ids()
 
     def embed(self, inputs) -> TokenSeq:
+        """Texts, ``tokenize``'s ``(ids, mask)``, a tokenizer's dict or an id tensor -> TokenSeq."""
+        if isinstance(inputs, (str, list)):  # raw texts
+            inputs = self.tokenize(inputs)
         ids, mask, types = token_inputs(inputs)
         first, last = real_token_span(mask)
         segment_b = last + 1

@@ -87,6 +87,9 @@ class T5EncoderTower(TokenTower):
         return self.tokenizer.special_token_ids()
 
     def embed(self, inputs) -> TokenSeq:
+        """Texts, ``tokenize``'s ``(ids, mask)``, a tokenizer's dict or an id tensor -> TokenSeq."""
+        if isinstance(inputs, (str, list)):  # raw texts
+            inputs = self.tokenize(inputs)
         ids, mask, _ = token_inputs(inputs)
         first, last = real_token_span(mask)
         x = self.stack.embed_tokens(ids)
