@@ -168,3 +168,12 @@ def test_clip_classifier_needs_class_names_and_two_towers():
         build_model(load_cfg("configs/_base_/tiny_clip.yaml"), None)
     with pytest.raises(ConfigError, match="'text'"):
         build_model(load_cfg("configs/_base_/tiny_vit.yaml", opts=["MODEL.NAME", "clip_prompt_classifier"]), CLASSES)
+
+
+def test_image_classifier_on_clip_image_features():
+    model = build_model(load_cfg("configs/_base_/tiny_clip.yaml", opts=["MODEL.NAME", "image_classifier"]), CLASSES)
+    model.eval()
+    b = batch()
+    assert model.head.in_features == 32  # CLIP's joint embedding, after the image projection
+    expected = model.head(model.backbone.model.encode_image(b["image"]))
+    assert torch.allclose(model(b)["logits"], expected, atol=1e-6)
