@@ -218,39 +218,55 @@ def _imagenet_train(dataset_dir: str, search: List[str]) -> None:
                [dataset_dir, *search], dest=os.path.join(work, "tars"))
         os.makedirs(os.path.join(work, "train"))
         for inner in sorted(os.listdir(os.path.join(work, "tars"))):
-            if inner.endswith(".tar"):  # one tar of JPEGs per class
+            if inner.endswith(".tar"):  # one tar of JPEGs per class; removed once extracted to bound disk use
                 safe_extract(os.path.join(work, "tars", inner), os.path.join(work, "train", inner[:-4]))
+                os.remove(os.path.join(work, "tars", inner))
         os.makedirs(os.path.join(dataset_dir, "images"), exist_ok=True)
         os.rename(os.path.join(work, "train"), target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _imagenet_val(dataset_dir: str, search: List[str]) -> None:
-    """The official val archive is flat; the devkit's ground truth sorts it into wnid folders."""
+def _val_ground_truth(dataset_dir: str, search: List[str]) -> List[str]:
+    """The wnid of ILSVRC2012_val_00000001.JPEG, ...00000002, ... from the devkit."""
     from scipy.io import loadmat
-    target = os.path.join(dataset_dir, "images", "val")
-    if os.path.isdir(target):
-        return
-    how = IMAGENET_HOW.format(dir=dataset_dir)
     devkit = obtain("imagenet", dataset_dir, "ILSVRC2012_devkit_t12",
-                    Source(("ILSVRC2012_devkit_t12.tar.gz",), how=how), search)
+                    Source(("ILSVRC2012_devkit_t12.tar.gz",), how=IMAGENET_HOW.format(dir=dataset_dir)), search)
     synsets = loadmat(os.path.join(devkit, "data", "meta.mat"), squeeze_me=True)["synsets"]
     wnid_of = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
     with open(os.path.join(devkit, "data", "ILSVRC2012_validation_ground_truth.txt")) as f:
-        truth = [int(line) for line in f if line.strip()]
+        return [wnid_of[int(line)] for line in f if line.strip()]
+
+
+def sort_val_into_class_folders(flat: str, out: str, truth: List[str]) -> None:
+    """Move flat ILSVRC2012_val_*.JPEG files of ``flat`` into ``out/<wnid>/``. Safe to run again
+    after an interruption: files already moved are found in their class folder."""
+    for index, wnid in enumerate(truth, start=1):
+        name = f"ILSVRC2012_val_{index:08d}.JPEG"
+        folder = os.path.join(out, wnid)
+        if os.path.isfile(os.path.join(folder, name)):
+            continue
+        if not os.path.isfile(os.path.join(flat, name)):
+            raise PrepError(f"imagenet: {name} is missing from {flat}, but the devkit's ground truth lists "
+                            f"{len(truth)} images; extract ILSVRC2012_img_val.tar again.")
+        os.makedirs(folder, exist_ok=True)
+        os.rename(os.path.join(flat, name), os.path.join(folder, name))
+
+
+def _imagenet_val(dataset_dir: str, search: List[str]) -> None:
+    """The official val archive is flat; the devkit's ground truth sorts it into wnid folders.
+    A flat images/val the user extracted already is sorted in place."""
+    target = os.path.join(dataset_dir, "images", "val")
+    if os.path.isdir(target):
+        if any(n.endswith(".JPEG") for n in os.listdir(target)):
+            sort_val_into_class_folders(target, target, _val_ground_truth(dataset_dir, search))
+        return
+    truth = _val_ground_truth(dataset_dir, search)
     work = tempfile.mkdtemp(dir=dataset_dir, prefix=".val-")
     try:
-        flat = obtain("imagenet", work, "flat", Source(("ILSVRC2012_img_val.tar",), how=how),
+        flat = obtain("imagenet", work, "flat", Source(("ILSVRC2012_img_val.tar",), how=IMAGENET_HOW.format(dir=dataset_dir)),
                       [dataset_dir, *search], dest=os.path.join(work, "flat"))
-        names = sorted(n for n in os.listdir(flat) if n.endswith(".JPEG"))
-        if len(names) != len(truth):
-            raise PrepError(f"imagenet: ILSVRC2012_img_val.tar holds {len(names)} images but the devkit's ground "
-                            f"truth lists {len(truth)}; one of the two is incomplete.")
-        for name, class_id in zip(names, truth):  # ILSVRC2012_val_00000001.JPEG is line 1
-            folder = os.path.join(work, "val", wnid_of[class_id])
-            os.makedirs(folder, exist_ok=True)
-            os.rename(os.path.join(flat, name), os.path.join(folder, name))
+        sort_val_into_class_folders(flat, os.path.join(work, "val"), truth)
         os.rename(os.path.join(work, "val"), target)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -400,6 +400,19 @@ def test_already_extracted_archives_are_moved_into_place(tmp_path):
     assert eurosat.num_classes == 3 and len(eurosat.train_x) == 15
 
 
+def test_imagenet_flat_val_folder_is_sorted_in_place(tmp_path):
+    truth = make_imagenet(str(tmp_path))
+    dataset_dir = tmp_path / "imagenet"
+    (dataset_dir / "images").mkdir()
+    shutil.unpack_archive(str(dataset_dir / "ILSVRC2012_img_val.tar"), str(dataset_dir / "images" / "val"))
+    (dataset_dir / "ILSVRC2012_img_val.tar").unlink()
+    dataset, _ = _prepare(tmp_path, "imagenet")
+    ids = {1: WNIDS[2], 2: WNIDS[0], 3: WNIDS[1]}
+    for i, class_id in enumerate(truth):
+        assert (dataset_dir / "images" / "val" / ids[class_id] / f"ILSVRC2012_val_{i + 1:08d}.JPEG").is_file()
+    assert len(dataset.test) == 9 and dataset.classnames == ["tench", "goldfish", "great white shark"]
+
+
 def test_imagenet_variants(tmp_path):
     for make in (make_imagenet_a, make_imagenet_r, make_imagenet_sketch, make_imagenet_v2):
         make(str(tmp_path))
