@@ -539,3 +539,33 @@ def test_item_meta_collates_and_feeds_the_evaluators(prepared):
         ev.process(perfect, batch["label"], meta=batch)
         out = ev.evaluate()
         assert out[ev.main_metric] == pytest.approx(100.0), (name, out)
+
+
+def test_hub_is_used_when_online(monkeypatch, tmp_path):
+    import datasets
+    import mmprompt.data.text as text_module
+    rows = lambda tag, n: [{"premise": f"{tag} p{i}", "hypothesis": f"{tag} h{i}", "label": i % 3, "idx": i}  # noqa: E731
+                           for i in range(n)]
+    calls = []
+
+    def fake_load_dataset(path, config):
+        calls.append((path, config))
+        return datasets.DatasetDict({"train": datasets.Dataset.from_list(rows("train", 6)),
+                                     "validation_matched": datasets.Dataset.from_list(rows("matched", 3)),
+                                     "validation_mismatched": datasets.Dataset.from_list(rows("mismatched", 3))})
+
+    monkeypatch.setattr(text_module, "is_offline", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ds = build_dataset(make_cfg("glue_mnli", tmp_path, NUM_VAL_FROM_TRAIN=2))
+    assert calls == [("nyu-mll/glue", "mnli")]
+    assert [d.text for d in ds.test] == [f"matched p{i}" for i in range(3)]
+    build_dataset(make_cfg("glue_mnli", tmp_path, NUM_VAL_FROM_TRAIN=2, HUB_PATH="someone/glue-parquet"))
+    assert calls[-1] == ("someone/glue-parquet", "mnli")
+
+    def failing_load_dataset(path, config):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(datasets, "load_dataset", failing_load_dataset)
+    with pytest.raises(DatasetMissingError, match=r"hub \(aps/super_glue, config wsc.fixed\).*ConnectionError: "
+                                                  r"no route to host.*HUB_PATH.*prepare_text_datasets.py"):
+        build_dataset(make_cfg("superglue_wsc", tmp_path))

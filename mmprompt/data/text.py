@@ -207,7 +207,14 @@ def _rows_from_disk(task: TextTask, folder: str) -> Dict[str, List[dict]]:
 def _rows_from_hub(cfg, task: TextTask) -> Dict[str, List[dict]]:
     import datasets
     path = cfg.DATASET.TEXT.HUB_PATH or task.hub_path
-    loaded = datasets.load_dataset(path, task.config)
+    try:
+        loaded = datasets.load_dataset(path, task.config)
+    except Exception as e:  # network, missing repo or config, script-based repo: all need the same advice
+        raise DatasetMissingError(
+            task.name, f"the hub ({path}, config {task.config})",
+            [f"a loadable copy ({type(e).__name__}: {e})"],
+            f"set DATASET.TEXT.HUB_PATH to a hub copy in parquet, or go offline with the official files: "
+            + _prep_hint(task, cfg.DATASET.ROOT)) from e
     validation = "validation_matched" if task.config == "mnli" else "validation"
     return {"train": loaded["train"].to_list(), "validation": loaded[validation].to_list()}
 
