@@ -173,7 +173,7 @@ def test_offsets_token_sets_and_layers():
     assert adept.prompt is None and sorted(adept.offsets) == ["1", "2"]
     for m in adept.offsets.values():
         torch.nn.init.normal_(m.up.bias)
-    out = encode(backbone, stack)
+    encode(backbone, stack)
     seen = backbone.tower("encoder").seen
     assert seen[0].length == 5  # no prompt
     plain = backbone.tower("encoder").blocks[0](seen[0].x, src_key_padding_mask=~seen[0].mask)

@@ -17,7 +17,6 @@ from ..errors import ConfigError, MMPromptError
 from ..registry import PROMPTS
 from ..tokens import new_owner_id
 from .base import PromptModule
-from .layer_prompts import method_tower
 from .placement import build_placement
 from .sources import build_source, phrase_token_ids
 
