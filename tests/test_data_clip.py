@@ -613,3 +613,24 @@ def test_download_resumes_and_checks_sha256(tmp_path):
         assert not (tmp_path / "other.tar.gz").exists() and not (tmp_path / "other.tar.gz.part").exists()
     finally:
         server.shutdown()
+
+
+def test_ucf_middle_frames_from_videos(tmp_path, monkeypatch):
+    """The folder logic of frame extraction, with the decoder replaced (none may be installed)."""
+    make_ucf101(str(tmp_path))
+    dataset_dir = tmp_path / "ucf101"
+    (dataset_dir / "UCF-101-midframes.zip").unlink()
+    with zipfile.ZipFile(dataset_dir / "UCF101TrainTestSplits-RecognitionTask.zip") as z:
+        lines = [line for part in ("trainlist01", "testlist01")
+                 for line in z.read(f"ucfTrainTestlist/{part}.txt").decode().split("\n")]
+    for line in lines:
+        if line.strip():
+            video = dataset_dir / "UCF-101" / line.split()[0]
+            video.parent.mkdir(parents=True, exist_ok=True)
+            video.write_bytes(b"RIFF")
+    decoded = []
+    monkeypatch.setattr(prep, "_video_middle_frame_reader",
+                        lambda: lambda path: decoded.append(path) or Image.new("RGB", (8, 8)))
+    dataset, _ = _prepare(tmp_path, "ucf101")
+    assert len(decoded) == 39 and dataset.classnames == ["Apply_Eye_Makeup", "Playing_Daf", "Yo_Yo"]
+    assert (dataset_dir / "UCF-101-midframes" / "Yo_Yo" / "v_YoYo_g01_c01.jpg").is_file()
