@@ -2,7 +2,9 @@
 
 Items are :class:`TextDatum`: ``text`` (+ ``text_b`` for pair inputs), ``label``, ``classname``
 and ``meta`` (what an evaluator needs besides the label: MultiRC/ReCoRD ``group``, ReCoRD
-``candidate``/``answers``, STS-B's exact ``score``). Few-shot sampling is the shared one
+``candidate``/``answers``, STS-B's exact ``score``; plain strings and floats, so a batch of them
+collates with torch's default collate and can be passed as the evaluator's ``meta``). Few-shot
+sampling is the shared one
 (``DATASET.NUM_SHOTS`` per class, val min(K, 4), seeded) without a cache: text splits are
 rebuilt deterministically from the source every run.
 
@@ -11,8 +13,8 @@ sorted order (business, entertainment, politics, sports, tech: 510, 386, 417, 51
 articles). Fixed split per class with ``random.Random(DATASET.TEXT.SPLIT_SEED)``: 10% val and
 20% test (rounded half up), the rest train -> train 1558, val 223, test 444 with the default
 seed; the 98 articles the corpus holds twice keep both copies in one split, so no test article
-is also a training article. ``DATASET.TEXT.DATA_DIR`` may point at another folder of class sub-folders (e.g. the
-original ``bbc/`` release) instead.
+is also a training article. ``DATASET.TEXT.DATA_DIR`` may point at another folder of class
+sub-folders (e.g. the original ``bbc/`` release) instead.
 
 GLUE / SuperGLUE (``glue_<task>``, ``superglue_<task>``, see :mod:`mmprompt.data.text_tasks`).
 Where rows come from, first match wins:
@@ -38,7 +40,7 @@ import importlib.util
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ..errors import ConfigError
 from ..registry import DATASETS
