@@ -215,3 +215,13 @@ def test_seeded_cpu_runs_are_bit_identical(tmp_path):
     wa, _ = load_final(tmp_path / "a")
     wb, _ = load_final(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_max_iter_stops_mid_epoch_with_an_iter_schedule_and_a_drawn_seed(tmp_path):
+    cfg = write_config(tmp_path)
+    metrics = run_inprocess(cfg, tmp_path, tmp_path / "run", "OPTIM.MAX_ITER", "4", "OPTIM.SCHEDULER_UNIT", "iter",
+                            "OPTIM.WARMUP_ITERS", "2", "TRAIN.PRINT_FREQ", "1", "SEED", "-1")
+    assert metrics["step"] == 4 and metrics["seed"] >= 0
+    with open(tmp_path / "run" / "log.jsonl") as f:
+        lrs = [json.loads(line)["lr"] for line in f if '"train"' in line]
+    assert lrs == pytest.approx([1e-5, 1e-5, 0.05, 0.025])  # constant warm-up, then cosine to 0 at step 4

@@ -71,8 +71,9 @@ class Trainer:
         self.world, self.rank = du.world_size(), du.rank()
         self.is_main = self.rank == 0
         self.step = 0
-        if cfg.SEED >= 0:
-            seed_everything(cfg.SEED)
+        # SEED < 0: a random seed, drawn once (the same on every rank) and reported in metrics.json
+        self.seed = cfg.SEED if cfg.SEED >= 0 else du.gather_objects(random.SystemRandom().randrange(2**31))[0]
+        seed_everything(self.seed)
         self.autocast_dtype = resolve_precision(cfg.TRAIN.PRECISION, self.device)
         self.build_data()
         self.build_model()
@@ -112,7 +113,7 @@ class Trainer:
         base = build_loader(self.cfg, self.dataset.train_x, is_train=True)
         self.train_sampler = du.EpochBatchSampler(
             len(base.dataset), self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True,
-            seed=max(self.cfg.SEED, 0), world=self.world, rank=self.rank)
+            seed=self.seed, world=self.world, rank=self.rank)
         self._train_base = base
 
     def _train_loader_for(self, epoch: int, skip: int):
@@ -121,7 +122,7 @@ class Trainer:
         return torch.utils.data.DataLoader(
             base.dataset, batch_sampler=self.train_sampler, collate_fn=base.collate_fn,
             num_workers=base.num_workers, pin_memory=base.pin_memory, worker_init_fn=base.worker_init_fn,
-            generator=torch.Generator().manual_seed(max(self.cfg.SEED, 0) * 7919 + epoch))
+            generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
 
     def _eval_loader(self, cfg, items):
         from ..data.build import build_loader
@@ -195,8 +196,8 @@ class Trainer:
         self.stopped_early = False
         if resume:
             self.resume_from_last()
-        if self.world > 1 and self.cfg.SEED >= 0 and self.step == 0:
-            seed_everything(self.cfg.SEED + self.rank)  # weights are equal (DDP broadcast); noise differs
+        if self.world > 1 and self.step == 0:
+            seed_everything(self.seed + self.rank)  # weights are equal (DDP broadcast); noise differs
         self.model.step = self.step
         for epoch in range(self.start_epoch, self.max_epoch):
             if self.step >= self.total_steps:
@@ -292,7 +293,7 @@ class Trainer:
             "epoch": epoch, "iter": next_iter, "step": self.step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng": rng_states, "best": dict(self.best), "world_size": self.world,
+            "rng": rng_states, "best": dict(self.best), "world_size": self.world, "seed": self.seed,
         }
         ckpt.save_trainer_state(os.path.join(self.ckpt_dir, trainer_file), state)
         ckpt.write_pointer(self.ckpt_dir, {"model": model_file, "trainer": trainer_file,
@@ -322,6 +323,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.start_epoch, self.start_iter = state["step"], state["epoch"], state["iter"]
         self.best = dict(state["best"])
+        self.seed = self.train_sampler.seed = state["seed"]  # a drawn random seed (SEED < 0) stays
         rng = state["rng"]
         if len(rng) == self.world:
             ckpt.set_rng_state(rng[self.rank])
@@ -397,8 +399,9 @@ class Trainer:
             setattr(cfg.DATASET, key, value)
         cfg.freeze()
         saved = ckpt.rng_state()
-        if cfg.SEED >= 0:  # build from the same random state as the trained model, so that
-            seed_everything(cfg.SEED)  # randomly initialised (test-size) backbones are equal too
+        # build from the same random state as the trained model, so that randomly initialised
+        # (test-size) backbones are equal too
+        seed_everything(self.seed)
         dataset = build_dataset(cfg)
         model = build_model(cfg, list(dataset.classnames)).to(self.device)
         ckpt.set_rng_state(saved)
@@ -422,7 +425,7 @@ class Trainer:
         main = self.main_metric(cfg)
         results = {
             "dataset": cfg.DATASET.NAME, "model": cfg.MODEL.NAME, "methods": list(cfg.PROMPT.METHODS),
-            "seed": cfg.SEED, "num_shots": cfg.DATASET.NUM_SHOTS,
+            "seed": self.seed, "num_shots": cfg.DATASET.NUM_SHOTS,
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "split": split, "main_metric": main,
             "num_params": self.model.num_params(), split: metrics, **(extra or {}),
         }
