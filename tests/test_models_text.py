@@ -94,6 +94,14 @@ def test_verbalizer_logits_are_each_label_word_log_likelihood(verbalizer):
     assert out["logits"].shape == (3, 3) and bool((out["logits"] < 0).all())
 
 
+def test_verbalizer_generates_what_the_library_generates(verbalizer):
+    model = verbalizer
+    ids, mask = model.tower.tokenize(BATCH["text"], BATCH["text_b"])
+    theirs = model.backbone.model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=5,
+                                           do_sample=False)
+    assert model.generate(BATCH, max_new_tokens=5) == model.tower.decode(theirs)
+
+
 def test_verbalizer_trains_only_the_prompt():
     model = build_model(cfg_of("tiny_t5.yaml", *prompt_tuning()), CLASSES).train()
     model(BATCH)["loss"].backward()

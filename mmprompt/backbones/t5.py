@@ -86,6 +86,10 @@ class T5EncoderTower(TokenTower):
     def special_token_ids(self):
         return self.tokenizer.special_token_ids()
 
+    def decode(self, ids: torch.Tensor):
+        """Texts of generated token ids, special tokens dropped."""
+        return self.tokenizer.get().batch_decode(ids, skip_special_tokens=True)
+
     def embed(self, inputs) -> TokenSeq:
         """Texts, ``tokenize``'s ``(ids, mask)``, a tokenizer's dict or an id tensor -> TokenSeq."""
         if isinstance(inputs, (str, list)):  # raw texts
@@ -167,6 +171,15 @@ class T5Backbone(TokenBackbone):
         log_probs = out.logits.float().log_softmax(-1)
         picked = log_probs.gather(-1, labels.clamp_min(0)[..., None])[..., 0]
         return picked * (labels != -100)
+
+
+    @torch.no_grad()
+    def generate_ids(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding from (prompted) encoder states with the library's ``generate``."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        return self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                                   attention_mask=mask.long(), max_new_tokens=max_new_tokens, do_sample=False)
 
 
 @BACKBONES.register("t5")

@@ -9,11 +9,12 @@ the library's own decoder and LM head:
   the argmax is rank classification over the label words and accuracy works as for any head.
 
 All label words are scored in one batched decoder pass (B x C rows); the loss is read from the
-gold rows of that same pass, so training needs no second decoder run.
+gold rows of that same pass, so training needs no second decoder run. ``generate`` decodes free
+text greedily from the same prompted encoder, for tasks scored on generated answers (EM/F1).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -50,10 +51,21 @@ class T5Verbalizer(PromptModel):
             self._targets = targets
         return self._targets.to(device)
 
+    def encode(self, batch, ctx):
+        tokens = self.tower.tokenize(batch["text"], batch.get("text_b"), self.max_length)
+        return self.tower.encode(tokens, self.prompts, ctx)
+
+    @torch.no_grad()
+    def generate(self, batch, ctx=None, max_new_tokens: Optional[int] = None) -> List[str]:
+        """Greedy answers for the batch's texts; at most ``max_new_tokens`` tokens (default: as
+        many as the longest label word has)."""
+        encoded = self.encode(batch, ctx if ctx is not None else self.new_context())
+        limit = max_new_tokens or self.targets(encoded.x.device).shape[1]
+        return self.tower.decode(self.backbone.generate_ids(encoded.x, encoded.mask, limit))
+
     def forward(self, batch, ctx=None):
         ctx = ctx if ctx is not None else self.new_context()
-        tokens = self.tower.tokenize(batch["text"], batch.get("text_b"), self.max_length)
-        encoded = self.tower.encode(tokens, self.prompts, ctx)
+        encoded = self.encode(batch, ctx)
         B, N, D = encoded.x.shape
         targets = self.targets(encoded.x.device)
         C, L = targets.shape
