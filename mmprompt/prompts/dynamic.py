@@ -111,9 +111,9 @@ class _SplitChoiceGradient(torch.autograd.Function):
 
     * prompt token t sits at ``start + t`` when t < j and at ``end + t`` otherwise: prefix and
       suffix sums of ``<G[start+t], P[t]>`` and ``<G[end+t], P[t]>``;
-    * content token m (start <= m < end) sits at ``m + j``: a cross-correlation of G with the
-      content over l+1 shifts, one grouped conv1d;
-    * the tokens before ``start`` and from ``end`` on do not move with j.
+    * content token m (start <= m < end) sits at ``m + j``: the band of ``X G^T``;
+    * the tokens before ``start`` and from ``end`` on do not move with j: a per-sample constant
+      that the softmax Jacobian cancels (so ``grad_choice`` equals ``<dL/dS, A_j>`` up to it).
     """
 
     @staticmethod
@@ -127,25 +127,23 @@ class _SplitChoiceGradient(torch.autograd.Function):
         B, N, D = base.shape
         k = tokens.shape[1]
         grad = grad.to(base.dtype)
-        tokens = tokens.expand(B, -1, -1)
         t = torch.arange(k, device=base.device)
-        at_start = grad.gather(1, (start[:, None] + t)[..., None].expand(-1, -1, D))
-        at_end = grad.gather(1, (end[:, None] + t)[..., None].expand(-1, -1, D))
-        before = F.pad((at_start * tokens).sum(-1).cumsum(1), (1, 0))  # (B, k+1): sum over t < j
-        after_all = (at_end * tokens).sum(-1)
-        after = after_all.sum(1, keepdim=True) - F.pad(after_all.cumsum(1), (1, 0))  # t >= j
-
+        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t) X
+        slots = torch.cat([start[:, None] + t, end[:, None] + t], 1)
+        at_slots = grad.gather(1, slots[..., None].expand(-1, -1, D))
+        before_t, after_t = (at_slots.view(B, 2, k, D) * tokens.expand(B, -1, -1)[:, None]).sum(-1).unbind(1)
+        before = F.pad(before_t.cumsum(1), (1, 0))  # (B, k+1): sum over t < j
+        after = after_t.sum(1, keepdim=True) - F.pad(after_t.cumsum(1), (1, 0))  # t >= j
+        # content token m (start <= m < end) sits at m + j: sum_m <G[m + j], X[m]>, read off the
+        # band of one (N, N+k) product per sample
         m = torch.arange(N, device=base.device)
+        band = torch.bmm(base, grad.transpose(1, 2)).gather(2, (m[:, None] + torch.arange(k + 1, device=base.device))
+                                                          .expand(B, -1, -1))
         content = (m[None] >= start[:, None]) & (m[None] < end[:, None])
-        moving = base * content[..., None].to(base.dtype)
-        # out[b, j] = sum_{m, d} grad[b, m + j, d] * moving[b, m, d]
-        shifted = F.conv1d(grad.transpose(1, 2).reshape(1, B * D, N + k),
-                           moving.transpose(1, 2).contiguous(), groups=B).view(B, k + 1)
-        front = (m[None] < start[:, None])[..., None].to(base.dtype)
-        back = (m[None] >= end[:, None])[..., None].to(base.dtype)
-        fixed = (grad[:, :N] * base * front).sum((1, 2)) + (grad[:, k:] * base * back).sum((1, 2))
-        grad_choice = before + after + shifted + fixed[:, None]
-        return grad, grad_choice.to(grad.dtype), None, None, None, None
+        shifted = (band * content[..., None]).sum(1)
+        # Tokens before start and from end on sit at the same place for every j: their term is a
+        # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
+        return grad, (before + after + shifted).to(grad.dtype), None, None, None, None
 
 
 def insert_split(seq: TokenSeq, tokens: torch.Tensor, dpos: torch.Tensor, owner_id: int,
