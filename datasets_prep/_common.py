@@ -55,17 +55,6 @@ def _tar_members(archive: str, tar: tarfile.TarFile, target: str) -> List[tarfil
     return members
 
 
-def top_level_names(archive: str) -> List[str]:
-    """Names of the archive's top-level entries (without extracting)."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            names = z.namelist()
-    else:
-        with tarfile.open(archive) as t:
-            names = t.getnames()
-    return sorted({n.replace("\\", "/").lstrip("./").split("/")[0] for n in names if n.strip("./")})
-
-
 def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
     """Extract ``archive`` into folder ``dest``; returns the top-level names it placed there.
 
