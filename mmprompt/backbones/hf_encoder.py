@@ -101,6 +101,8 @@ class HFEncoderTower(TokenTower):
         return (torch.cumsum(counted, 1) - 1).clamp_min(0)
 
     def token_type_ids(self, seq: TokenSeq) -> torch.Tensor:
+        if self.hf.config.type_vocab_size < 2:  # RoBERTa: one segment embedding for both texts
+            return torch.zeros(seq.x.shape[:2], dtype=torch.long, device=seq.x.device)
         idx = torch.arange(seq.length, device=seq.x.device)[None]
         second = (idx >= seq.anchors["segment_b"][:, None]) & (idx <= seq.anchors["end"][:, None])
         return second.long()
