@@ -78,3 +78,10 @@ def test_resume_without_checkpoint_starts_fresh_and_odd_overrides_fail(tmp_path,
     assert "no checkpoint" in capsys.readouterr().out
     code, err = cli(["--config-file", cfg, "--root", str(tmp_path), "OPTIM.LR"], capsys)
     assert code == 2 and "KEY VALUE" in err
+
+
+def test_best_val_without_a_val_split_fails_before_training(tmp_path, capsys):
+    code, err = cli(["--config-file", write_config(tmp_path), "--root", str(tmp_path), "--output-dir",
+                     str(tmp_path / "run"), "TEST.FINAL_MODEL", "best_val", "TRAIN.EVAL_PERIOD", "0"], capsys)
+    assert code == 2 and "need validation" in err
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -29,10 +29,6 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def is_main_process() -> bool:
-    return rank() == 0
-
-
 def init_distributed(backend: str, use_cuda: bool) -> torch.device:
     """Join the process group torchrun describes (no-op for a single process); the device."""
     cuda = use_cuda and torch.cuda.is_available()
@@ -155,12 +151,3 @@ def gather_objects(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_flag(value: bool) -> bool:
-    """Rank 0's decision (e.g. early stop) on every rank."""
-    if world_size() == 1:
-        return value
-    t = torch.tensor([int(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(t, 0)
-    return bool(t.item())

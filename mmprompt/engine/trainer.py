@@ -175,7 +175,14 @@ class Trainer:
         if accum < 1:
             raise ConfigError(f"TRAIN.GRAD_ACCUM_STEPS must be >= 1, got {accum}.")
         self.accum = accum
-        self.batches_per_epoch = len(self.train_sampler._global_batches())
+        if self.cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
+            raise ConfigError(f"Unknown TEST.FINAL_MODEL '{self.cfg.TEST.FINAL_MODEL}': use last_step or best_val.")
+        if self.cfg.TEST.FINAL_MODEL == "best_val" or self.cfg.TRAIN.EARLY_STOP_PATIENCE > 0:
+            if not self.dataset.val or self.cfg.TRAIN.EVAL_PERIOD <= 0:
+                raise ConfigError("TEST.FINAL_MODEL best_val and TRAIN.EARLY_STOP_PATIENCE need validation: "
+                                  f"a val split (the dataset {self.cfg.DATASET.NAME} has "
+                                  f"{len(self.dataset.val)} val items) and TRAIN.EVAL_PERIOD >= 1.")
+        self.batches_per_epoch = len(self.train_sampler)
         if self.batches_per_epoch == 0:
             raise MMPromptError("The training split gives no batch (fewer items than processes).")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accum)
@@ -266,8 +273,6 @@ class Trainer:
             if os.path.isfile(best):
                 state, _ = ckpt.load_weights(best)
                 self.model.load_trainable_state_dict(state, source=best)
-        elif self.cfg.TEST.FINAL_MODEL != "last_step":
-            raise ConfigError(f"Unknown TEST.FINAL_MODEL '{self.cfg.TEST.FINAL_MODEL}': use last_step or best_val.")
         if self.is_main:
             ckpt.save_weights(os.path.join(self.ckpt_dir, "model-final.safetensors"),
                               self.model.trainable_state_dict(), self.cfg, self.cfg_text, step=self.step)
