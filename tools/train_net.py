@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Train a prompt method on a frozen backbone, or evaluate saved weights.
 
-    python tools/train_net.py --config-file configs/maple_adap_pos.yaml \\
-        --dataset-config-file configs/datasets/oxford_pets.yaml --root $DATA --seed 1 \\
-        --output-dir output/maple_adap_pos/pets/seed1 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+    python tools/train_net.py --config-file configs/maple_adap_pos.yaml --root $DATA --seed 1 \\
+        --output-dir output/maple_adap_pos/oxford_pets/seed1 DATASET.NAME oxford_pets \\
+        DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
     # continue a killed run / evaluate a finished one
     python tools/train_net.py ... --resume
-    python tools/train_net.py ... --eval-only --model-dir output/maple_adap_pos/pets/seed1 [--load-epoch 5]
+    python tools/train_net.py ... --eval-only --model-dir output/maple_adap_pos/oxford_pets/seed1 [--load-epoch 5]
 
     # N processes on this node through torchrun; several nodes: call torchrun yourself
     python tools/train_net.py ... --num-gpus 4
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        tools/train_net.py ...
+
+DATALOADER.TRAIN_X.BATCH_SIZE is the global batch, split evenly over the processes.
 
 Config merge order: defaults -> --dataset-config-file -> --config-file -> --root/--seed/
 --output-dir -> KEY VALUE overrides. The merged config is written to OUTPUT_DIR/config.yaml.
@@ -74,6 +78,11 @@ def check_args(args, cfg) -> None:
                           "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS.")
     if args.num_gpus < 1:
         raise ConfigError(f"--num-gpus must be >= 1, got {args.num_gpus}.")
+    if args.num_gpus > 1 and cfg.USE_CUDA:
+        import torch
+        if torch.cuda.is_available() and torch.cuda.device_count() < args.num_gpus:
+            raise ConfigError(f"--num-gpus {args.num_gpus} but this node has {torch.cuda.device_count()} GPU(s). "
+                              "Lower --num-gpus, or use USE_CUDA False for CPU processes (gloo).")
 
 
 def summary(results) -> str:

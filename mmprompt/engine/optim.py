@@ -62,7 +62,9 @@ def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
 
     declared: Dict[str, set] = {}
     for prefix, groups in _declared(model, "param_groups"):
-        for group, rel_names in (groups or {}).items():
+        if not isinstance(groups, dict):  # a library module's unrelated method of that name
+            continue
+        for group, rel_names in groups.items():
             declared.setdefault(group, set()).update(_join(prefix, n) for n in rel_names)
 
     group_of: Dict[str, str] = {}
