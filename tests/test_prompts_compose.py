@@ -157,3 +157,20 @@ def test_text_context_method_on_a_vision_only_backbone_is_refused_at_setup():
     cfg = config("vpt_deep_cub.yaml", *TINY_VIT, "PROMPT.METHODS", "['coop']")
     with pytest.raises(ConfigError, match=r"'coop' learns text context.*needs a 'text' tower.*\['vision'\]"):
         build_model(cfg, ["a", "b"])
+
+
+def test_checkpoint_of_a_composed_model_holds_only_prompts_and_restores_it():
+    opts = [*TINY_CLIP, "PROMPT.MAPLE.SOURCE", "superpos", "PROMPT.SUPERPOS.M", "8", "PROMPT.MAPLE.PROMPT_DEPTH", "2"]
+    model = build_model(config("maple.yaml", *opts), ["cat", "dog"])
+    for p in model.prompts.parameters():
+        torch.nn.init.normal_(p)
+    state = model.trainable_state_dict()
+    assert state and all(k.startswith("prompts.methods.0.") for k in state)
+    assert sum(v.numel() for v in state.values()) == sum(p.numel() for p in model.prompts.parameters())
+    torch.manual_seed(1)
+    other = build_model(config("maple.yaml", *opts), ["cat", "dog"])
+    other.backbone.load_state_dict(model.backbone.state_dict())  # the same frozen weights, as from one file
+    other.load_trainable_state_dict(state)
+    images = {"image": torch.randn(2, 3, 32, 32)}
+    model.eval(), other.eval()
+    assert torch.equal(model(images)["logits"], other(images)["logits"])

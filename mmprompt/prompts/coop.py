@@ -4,7 +4,9 @@ The text tower's batch is the list of class prompts, so a unified context is one
 tensor shared by the classes and a class-specific context (CSC) is ``(C, l, D)``, one row per
 class. The class token position maps to a placement: ``end`` = ``[SOT, ctx, class, EOT]``
 (prefix), ``middle`` = ``[SOT, ctx[:l//2], class, ctx[l//2:], EOT]``, ``front`` =
-``[SOT, class, ctx, EOT]`` (suffix: after the class text, before EOT).
+``[SOT, class, ctx, EOT]`` (suffix: after the class text, before EOT; the class text is
+``MODEL.CLIP.PROMPT_TEMPLATE`` = "name.", so the context follows the full stop, where CoOp puts it
+between the name and the full stop).
 """
 from __future__ import annotations
 
@@ -50,20 +52,20 @@ def split_context_phrase(tower, phrase: str, n_ctx: int, key: str) -> Tuple[str,
 
 
 class FixedWords(nn.Module):
-    """Word embeddings kept as text after a learned context (not trained)."""
+    """Words kept as text after a learned context (not trained). Their embeddings are read from
+    the tower's vocabulary at every pass, so they follow the backbone weights that get loaded."""
 
     def __init__(self, tower, ids: List[int]):
         super().__init__()
-        emb = tower.input_embeddings()
-        self.register_buffer("tokens", emb.weight.detach()[torch.as_tensor(ids, dtype=torch.long)].clone()[None],
-                             persistent=False)
+        self.register_buffer("ids", torch.as_tensor(ids, dtype=torch.long), persistent=False)
+        self._vocabulary = [tower.input_embeddings()]  # a list: the backbone owns these weights
         self.owner_id = new_owner_id()
 
     def place_after_context(self, seq):
         # inserting at "start" after a prefix context puts the words between context and class
         if seq.has(self.owner_id):
             return seq
-        return seq.insert(self.tokens, "start", self.owner_id)
+        return seq.insert(self._vocabulary[0](self.ids)[None], "start", self.owner_id)
 
 
 class CoOp(PromptModule):

@@ -10,6 +10,11 @@ Modes (``PROMPT.MAPLE.MODE``):
 * ``deep_language``: deep text prompts only.
 * ``ivlp``: independent deep vision and deep text prompts, no coupling.
 
+Known difference from MaPLe's code: there the layer-0 vision prompts are concatenated before
+CLIP's ``ln_pre``; here every prompt enters after the tower's ``embed`` (which ends with
+``ln_pre`` in the open_clip adapter), as VPT prompts do, so layer-0 vision prompts are not
+normalised by ``ln_pre``. Deep prompts (layers >= 1) are placed as in MaPLe.
+
 Widths come from the towers. The coupled vision tokens are computed once per forward pass and
 shared through ``ctx.cache``, whichever tower runs first. Parameters on ViT-B/16 CLIP with
 N_CTX 2 and depth 9: 2x512 + 8x2x512 text tokens + 9 x (512x768 + 768) couplings = 3,555,072.
