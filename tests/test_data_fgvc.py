@@ -374,3 +374,35 @@ def test_reader_errors(tmp_path):
     (folder / "test.json").write_text("{}")
     with pytest.raises(DatasetMissingError, match="1 of the 1 images"):
         build_dataset(make_cfg(tmp_path, "dogs"))
+
+
+def test_download_fetches_missing_files_then_prepares(tmp_path, monkeypatch):
+    """--download against a local stand-in for the owners' host: archive and loose .mat files."""
+    import functools
+    import http.server
+    import threading
+
+    host = tmp_path / "host"
+    host.mkdir()
+    make_flowers(str(host))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(host))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setitem(prep.PARTS, "flowers", [
+            prep.Part("jpg", prep.Source(("102flowers.tgz",), url=f"{url}/102flowers.tgz")),
+            prep.Part("imagelabels.mat", url=f"{url}/imagelabels.mat"),
+            prep.Part("setid.mat", url=f"{url}/setid.mat")])
+        root = tmp_path / "data"
+        root.mkdir()
+        with pytest.raises(PrepError, match="or run with --download"):
+            prepare(root, "flowers")
+        ds, summary = prepare(root, "flowers", download=True)
+    finally:
+        server.shutdown()
+    assert "flowers: 3 classes, train 12, val 12, test 12" in summary
+    assert sorted(os.listdir(root / "OxfordFlower")) == ["102flowers.tgz", "classnames.json", "imagelabels.mat", "jpg",
+                                                         "setid.mat", "test.json", "train.json", "val.json"]
