@@ -154,6 +154,20 @@ def test_offline_pretrained_tag_is_offline_error():
     assert "vit_base_patch16_224.augreg_in21k" in msg and "MODEL.BACKBONE.PRETRAINED" in msg
 
 
+def test_offline_weights_in_the_hub_cache_are_used(tmp_path):
+    """HF_HUB_OFFLINE with the weights already cached: timm loads them, no network needed."""
+    from safetensors.torch import save_file
+    src = tiny()
+    snapshot = tmp_path / "models--timm--vit_base_patch16_224.augreg_in21k" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    save_file(src.model.state_dict(), str(snapshot / "model.safetensors"))
+    (tmp_path / "models--timm--vit_base_patch16_224.augreg_in21k" / "refs").mkdir()
+    (tmp_path / "models--timm--vit_base_patch16_224.augreg_in21k" / "refs" / "main").write_text("0123abcd")
+    loaded = create_timm_vit("vit_base_patch16_224_in21k", "timm", TINY, cache_dir=str(tmp_path))
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(value, src.model.state_dict()[name]), name
+
+
 def test_unreachable_hub_fails_before_the_library_retries(monkeypatch):
     import timm
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

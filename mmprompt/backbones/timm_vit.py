@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ._common import backbone_tokens, close_names, plain
-from ._hub import check_download_possible, hf_endpoint, offline_error
+from ._hub import check_download_possible, hf_cached, hf_endpoint, hub_offline, offline_error
 from .base import TokenBackbone, TokenTower
 
 _DEFAULT_WEIGHTS = {"true", "timm", "1", "yes", "default"}
@@ -164,6 +164,13 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
         source = f"{hf_endpoint()}/{pcfg.hf_hub_id}" if pcfg and pcfg.hf_hub_id else (pcfg.url if pcfg else "")
         if source:
             check_download_possible(f"timm '{name}'", source, hint)
+        # timm builds the model before it looks for weights (seconds for a ViT-B); offline, an
+        # empty cache is known at once.
+        if hub_offline() and pcfg and pcfg.hf_hub_id:
+            files = [pcfg.hf_hub_filename] if pcfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+            if not hf_cached(pcfg.hf_hub_id, files, cache_dir):
+                raise offline_error(f"timm '{name}'", f"{hf_endpoint()}/{pcfg.hf_hub_id}", hint,
+                                    cause="HF_HUB_OFFLINE is set and they are not in the local cache")
     # Google's .npz checkpoints go through timm's own npz loader; other files are loaded below,
     # strictly, so a file for another model is an error rather than a silently random backbone.
     npz = local_file is not None and local_file.lower().endswith(".npz")
