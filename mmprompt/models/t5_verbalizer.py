@@ -22,6 +22,7 @@ from ..build import build_backbone, build_prompts
 from ..errors import ConfigError
 from ..registry import MODELS
 from .base import PromptModel
+from .text_classifier import batch_texts
 
 TOWER = "encoder"
 
@@ -52,7 +53,7 @@ class T5Verbalizer(PromptModel):
         return self._targets.to(device)
 
     def encode(self, batch, ctx):
-        tokens = self.tower.tokenize(batch["text"], batch.get("text_b"), self.max_length)
+        tokens = self.tower.tokenize(*batch_texts(batch, "t5_verbalizer"), self.max_length)
         return self.tower.encode(tokens, self.prompts, ctx)
 
     @torch.no_grad()

@@ -21,6 +21,15 @@ from .base import PromptModel
 TOWER = "encoder"
 
 
+def batch_texts(batch, model: str):
+    """The batch's texts (and second texts of pairs), or an error naming what the batch holds."""
+    if not isinstance(batch, dict) or "text" not in batch:
+        held = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ConfigError(f"{model} reads batches with a 'text' list (and optional 'text_b'); this one has "
+                          f"{held}. Use a text dataset with this model (DATASET.NAME).")
+    return batch["text"], batch.get("text_b")
+
+
 def num_outputs(cfg, classnames: Optional[Sequence[str]]) -> int:
     n = cfg.MODEL.HEAD.NUM_CLASSES or (len(classnames) if classnames else 0)
     if n <= 0:
@@ -43,7 +52,7 @@ class TextClassifier(PromptModel):
         return self.backbone.tower(TOWER)
 
     def features(self, batch, ctx=None) -> torch.Tensor:
-        tokens = self.tower.tokenize(batch["text"], batch.get("text_b"), self.max_length)
+        tokens = self.tower.tokenize(*batch_texts(batch, "text_classifier"), self.max_length)
         seq = self.tower.run_layers(self.tower.embed(tokens), self.prompts, ctx)
         return self.tower.pool(seq, self.pool_mode)
 
