@@ -569,3 +569,15 @@ def test_hub_is_used_when_online(monkeypatch, tmp_path):
     with pytest.raises(DatasetMissingError, match=r"hub \(aps/super_glue, config wsc.fixed\).*ConnectionError: "
                                                   r"no route to host.*HUB_PATH.*prepare_text_datasets.py"):
         build_dataset(make_cfg("superglue_wsc", tmp_path))
+
+
+def test_prep_download_saves_the_hub_copy(monkeypatch, tmp_path):
+    import datasets
+    row = {"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}
+    monkeypatch.setattr(prep, "is_offline", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, config: datasets.DatasetDict(
+        {s: datasets.Dataset.from_list([row]) for s in ("train", "validation_matched", "validation_mismatched",
+                                                        "test_matched", "test_mismatched")}))
+    run_prep("--root", str(tmp_path), "--task", "glue_mnli", "--download")
+    saved = datasets.load_from_disk(str(tmp_path / "glue" / "mnli"))
+    assert set(saved) == {"train", "validation", "validation_mismatched", "test", "test_mismatched"}
