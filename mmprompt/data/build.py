@@ -162,6 +162,10 @@ class DatumDataset(torch.utils.data.Dataset):
             out = {"text": item.text, "label": item.label}
             if item.text_b is not None:
                 out["text_b"] = item.text_b
+            # Task metadata (MultiRC question groups, ReCoRD candidates, STS-B's exact score)
+            # rides along for the evaluators; it never overrides the fields models read.
+            for key, value in (getattr(item, "meta", None) or {}).items():
+                out.setdefault(key, value)
             return out
         image = load_image(item.impath)
         return {"image": self.transform(image) if self.transform else image, "label": item.label}
