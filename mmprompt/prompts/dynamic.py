@@ -72,10 +72,12 @@ class TemperatureSchedule(nn.Module):
 
     def update(self, step: int) -> float:
         """The temperature at optimizer step ``step``; remembered in the buffers."""
-        tau = self.value(step)
-        self.last_step.fill_(int(step))
-        self.tau.fill_(tau)
-        return tau
+        step = int(step)
+        # recomputed once per optimizer step, not per layer (the buffers start at step 0, tau0)
+        if step != int(self.last_step):
+            self.tau.fill_(self.value(step))
+            self.last_step.fill_(step)
+        return float(self.tau)
 
 
 # --------------------------------------------------------------------------- the choice
@@ -88,11 +90,13 @@ def straight_through_gumbel(logits: torch.Tensor, tau: float, sample: bool) -> T
     rather than ``hard - soft + soft`` so the forward value is exactly 0/1 in floating point.
     """
     if sample:
-        uniform = torch.rand_like(logits).clamp_(torch.finfo(logits.dtype).tiny, 1.0)
-        logits = logits - torch.log(-torch.log(uniform))
-    soft = torch.softmax(logits / tau, dim=-1)
+        # g = -log(-log U) = -log(E) with E ~ Exp(1)
+        logits = logits - torch.empty_like(logits).exponential_().log()
     index = logits.argmax(-1)
-    hard = F.one_hot(index, logits.shape[-1]).to(soft.dtype)
+    hard = torch.zeros_like(logits).scatter_(-1, index[..., None], 1.0)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        return hard, index
+    soft = torch.softmax(logits / tau, dim=-1)
     return hard + (soft - soft.detach()), index
 
 
@@ -252,9 +256,9 @@ class _LearnedChoice(Placement):
         with its own choice removes the previous tokens and arranges anew.
         """
         key = ("dynamic.placed", id(self), seq.tower, owner_id)
-        same = seq.has(owner_id) and ctx.cache.get(key) == head
+        placed = ctx.cache.get(key)
         ctx.cache[key] = head
-        return same
+        return placed == head and seq.has(owner_id)
 
 
 @PLACEMENTS.register("adap_pos")
