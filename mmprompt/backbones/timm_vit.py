@@ -95,14 +95,6 @@ class TimmViT(TokenBackbone):
         """The timm model's own classifier head (Identity when built with ``num_classes=0``)."""
         return self.model.head(features)
 
-    @property
-    def data_config(self) -> dict:
-        """Input size and normalisation the weights expect (timm's pretrained config)."""
-        cfg = self.model.pretrained_cfg
-        return {"input_size": tuple(cfg.get("input_size", (3, 224, 224))),
-                "mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5))),
-                "interpolation": cfg.get("interpolation", "bicubic")}
-
 
 def resolve_timm_name(arch: str) -> str:
     """A current timm model name ('arch' or 'arch.tag') for ``arch``; old names are mapped
