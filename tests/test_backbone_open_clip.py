@@ -144,6 +144,43 @@ def test_switched_off_image_tokens_get_no_attention(clip):
     assert not torch.allclose(vision.pool(vision.run_layers(seen)), plain, atol=1e-3)
 
 
+@pytest.mark.parametrize("variant", ["custom_text", "custom_blocks"])
+def test_other_open_clip_layouts_equal_the_library(variant, tmp_path):
+    """CustomTextCLIP (text modules under model.text) and open_clip's custom attention blocks
+    (their own Attention, which takes the 3-D additive masks too)."""
+    import json
+    kwargs = {}
+    arch = TINY_JSON
+    if variant == "custom_text":
+        kwargs["force_custom_text"] = True
+    else:
+        with open(TINY_JSON) as f:
+            cfg = json.load(f)
+        cfg["vision_cfg"]["block_type"] = cfg["text_cfg"]["block_type"] = "custom"
+        cfg["vision_cfg"]["qk_norm"] = cfg["text_cfg"]["qk_norm"] = True
+        arch = str(tmp_path / "tiny_clip_custom_blocks.json")
+        with open(arch, "w") as f:
+            json.dump(cfg, f)
+    bb = create_open_clip(arch, "", kwargs).eval()
+    if variant == "custom_blocks":
+        assert type(bb.model.transformer.resblocks[0]).__name__ == "CustomResidualAttentionBlock"
+    else:
+        assert type(bb.model).__name__ == "CustomTextCLIP"
+    ids, mask = bb.tokenize(TEXTS)
+    x = images()
+    text, vision = bb.tower("text"), bb.tower("vision")
+    assert torch.allclose(text.run((ids, mask)), bb.model.encode_text(ids), atol=1e-6)
+    assert torch.allclose(vision.run(x), bb.model.encode_image(x), atol=1e-6)
+    owner = new_owner_id()
+
+    class SwitchedOff:
+        def before_layer(self, name, i, seq, ctx):
+            return seq.insert(torch.randn(3, 64), "start", owner, mask=torch.zeros(3, dtype=torch.bool)) if i == 1 else seq
+
+    assert torch.allclose(text.run((ids, mask), SwitchedOff()), bb.model.encode_text(ids), atol=1e-6)
+    assert torch.allclose(vision.run(x, SwitchedOff()), bb.model.encode_image(x), atol=1e-6)
+
+
 def test_eot_beyond_context_is_a_clear_error(clip):
     text = clip.tower("text")
     long_text = " ".join(["cat"] * 70)
