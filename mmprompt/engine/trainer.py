@@ -145,7 +145,14 @@ class Trainer:
         """One micro-batch: forward, loss, backward (scaled for accumulation); the loss."""
         ctx = self.model.new_context()
         with self._autocast():
-            out = self.ddp_model(batch, ctx=ctx)
+            try:
+                out = self.ddp_model(batch, ctx=ctx)
+            except RuntimeError as e:
+                if "find_unused_parameters" not in str(e):
+                    raise
+                raise ConfigError("DDP found trainable parameters that got no gradient in a step (this "
+                                  "method does not use all of them every time). Set "
+                                  "TRAIN.FIND_UNUSED_PARAMETERS True.") from None
         loss = out["loss"]
         if loss is None or not torch.is_tensor(loss):
             raise MMPromptError(f"{type(self.model).__name__}.forward returned no loss for a training batch.")
@@ -184,7 +191,9 @@ class Trainer:
                                   f"{len(self.dataset.val)} val items) and TRAIN.EVAL_PERIOD >= 1.")
         self.batches_per_epoch = len(self.train_sampler)
         if self.batches_per_epoch == 0:
-            raise MMPromptError("The training split gives no batch (fewer items than processes).")
+            raise MMPromptError(f"The training split ({len(self.dataset.train_x)} items) gives no batch of "
+                                f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} that splits evenly over {self.world} "
+                                "processes; lower DATALOADER.TRAIN_X.BATCH_SIZE.")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accum)
         if self.cfg.OPTIM.MAX_ITER > 0:
             self.total_steps = self.cfg.OPTIM.MAX_ITER
