@@ -52,6 +52,14 @@ def test_embed_anchors():
     assert seq.anchors["pool"].tolist() == [0, 0]
 
 
+def test_register_tokens_are_prefix_tokens():
+    bb = tiny(reg_tokens=2, num_classes=4)
+    tower, x = bb.tower("vision"), images()
+    seq = tower.embed(x)
+    assert seq.anchors["start"].tolist() == [3, 3]  # CLS, 2 registers, then patches
+    assert torch.allclose(bb.classify(tower.run(x)), bb.model(x), atol=1e-6)
+
+
 def test_insert_at_start_keeps_cls_pooled():
     bb = tiny()
     tower, vit, x = bb.tower("vision"), bb.model, images()
