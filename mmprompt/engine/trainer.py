@@ -229,6 +229,7 @@ class Trainer:
         bar = tqdm(total=self.batches_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.max_epoch}",
                    disable=not (self.is_main and self.cfg.TRAIN.PROGRESS_BAR), dynamic_ncols=True, leave=False)
         period = self.cfg.TRAIN.CHECKPOINT_PERIOD
+        self._epoch_losses, self._epoch_lr = [], float("nan")
         for i, batch in enumerate(loader, start=skip):
             group_start = (i // self.accum) * self.accum
             group_size = min(self.accum, self.batches_per_epoch - group_start)
@@ -243,6 +244,8 @@ class Trainer:
             if not math.isfinite(loss_value):
                 raise MMPromptError(f"The loss became {loss_value} at epoch {epoch + 1}, iteration {i + 1}. "
                                     "Lower OPTIM.LR, enable TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32.")
+            self._epoch_losses.append(loss_value)
+            self._epoch_lr = lr
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0 or i + 1 == self.batches_per_epoch:
@@ -257,9 +260,13 @@ class Trainer:
         """Validate, track the best epoch, checkpoint; True to stop (early stopping)."""
         stop = False
         period = self.cfg.TRAIN.EVAL_PERIOD
+        losses = self._epoch_losses  # this process's share of each batch
+        line = (f"epoch {epoch + 1}/{self.max_epoch}: loss {sum(losses) / max(len(losses), 1):.4f}, "
+                f"lr {self._epoch_lr:.2e}, step {self.step}")
         if period > 0 and self.dataset.val and (epoch + 1) % period == 0:
             metrics = self.evaluate(self.cfg, self.model, self.dataset.val, self.classnames)
             main = metrics[self.main_metric(self.cfg)]
+            line += f", val {self.main_metric(self.cfg)} {main:.2f}"
             self.logger.log("val", self.step, _scalars(metrics), epoch=epoch + 1)
             if self.best["metric"] is None or main > self.best["metric"]:
                 self.best.update(metric=main, epoch=epoch + 1, bad_evals=0)
@@ -273,6 +280,8 @@ class Trainer:
             stop = patience > 0 and self.best["bad_evals"] >= patience
             self.stopped_early = stop
         self.save_checkpoint(f"epoch{epoch + 1}", epoch=epoch + 1, next_iter=0, keep_weights=True)
+        if self.is_main:
+            print(line + (" (early stop)" if stop else ""), flush=True)
         return stop
 
     def after_train(self) -> Dict:
