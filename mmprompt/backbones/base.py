@@ -104,11 +104,9 @@ class TokenBackbone(nn.Module):
     def train(self, mode: bool = True):
         # The frozen backbones here (ViT, CLIP, T5, BERT) have no batch statistics, so their
         # train mode only switches dropout; ``dropout_off`` keeps it off while prompts train.
-        super().train(mode)
-        if self.frozen and self.dropout_off:
-            for m in self.modules():
-                if isinstance(m, nn.Dropout) or type(m).__name__.endswith("Dropout"):
-                    m.train(False)
+        # The whole backbone goes to eval mode, not just its Dropout modules: attention layers
+        # (BERT, T5, timm) read their own ``training`` flag to drop attention probabilities.
+        super().train(mode and not (self.frozen and self.dropout_off))
         return self
 
     def info(self) -> Dict[str, object]:
