@@ -152,6 +152,32 @@ def test_model_zoo_tool_list_download_eval(server, tmp_path, capsys, monkeypatch
     assert not os.path.exists(tmp_path / "cache" / "zoo" / "broken")
 
 
+def test_add_a_finished_run_then_download_it_and_render_markdown(server, tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    trained = run_inprocess(cfg, tmp_path, tmp_path / "run")
+    index = tmp_path / "index.json"
+    index.write_text("[]")
+    tool = _model_zoo()
+    host, port = server.server_address
+    url = f"http://{host}:{port}/published/model-final.safetensors"
+    args = ["--index", str(index), "add", str(tmp_path / "run"), "--name", "tiny", "--url", url,
+            "--config", "tests/_engine_doubles.py", "--command", "python tools/train_net.py ..."]
+    assert tool.main(args) == 0
+    entry = json.loads(index.read_text())[0]
+    weights = tmp_path / "run" / "checkpoints" / "model-final.safetensors"
+    assert entry["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert entry["size"] == weights.stat().st_size and entry["metrics"] == {"accuracy": trained["test"]["accuracy"]}
+    with pytest.raises(zoo.MMPromptError, match="already has an entry named tiny"):
+        tool.main(args)
+    server.files["published"] = weights.read_bytes()
+    assert open(zoo.download(entry, cache=str(tmp_path / "cache"), progress=False), "rb").read() == weights.read_bytes()
+    capsys.readouterr()
+    assert tool.main(["--index", str(index), "markdown"]) == 0
+    table = capsys.readouterr().out
+    assert f"| tiny | engine_test_blobs | tests/_engine_doubles.py | accuracy {trained['test']['accuracy']:.2f} |" in table
+    assert "`python tools/train_net.py ...`" in table
+
+
 def test_packaged_index_is_a_list_without_invented_entries():
     entries = zoo.load_index()
     assert isinstance(entries, list)

@@ -5,6 +5,11 @@
     python tools/model_zoo.py download NAME             # verified file in $MMPROMPT_CACHE/zoo/NAME/
     python tools/model_zoo.py eval NAME --root $DATA [--dataset-config-file F] [--output-dir D] [KEY VALUE ...]
 
+Publishing a finished run (then upload the file to URL and regenerate model_zoo.md):
+
+    python tools/model_zoo.py add OUTPUT_DIR --name NAME --url URL --config configs/X.yaml --command "..."
+    python tools/model_zoo.py markdown
+
 ``eval`` downloads the checkpoint, rebuilds the model from the config stored in it and runs
 ``tools/train_net.py --eval-only`` on your data. With ``--dataset-config-file`` the checkpoint's
 DATASET keys are replaced by that file's (cross-dataset evaluation); KEY VALUE pairs come last.
@@ -28,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", default=None, help="zoo index JSON (default: the package's)")
     p.add_argument("--cache-dir", default=None, help="download cache (default: $MMPROMPT_CACHE or ~/.cache/mmprompt)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the checkpoints in the zoo")
     d = sub.add_parser("download", help="download and verify one checkpoint")
     d.add_argument("name")
@@ -38,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset-config-file", default="", help="evaluate on this dataset instead of the training one")
     e.add_argument("--output-dir", default="", help="where metrics.json goes (default output/zoo_eval/NAME)")
     e.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    a = sub.add_parser("add", help="add a finished run's final weights to the index")
+    a.add_argument("run_dir")
+    a.add_argument("--name", required=True)
+    a.add_argument("--url", required=True, help="where the file will be downloaded from")
+    a.add_argument("--config", required=True, help="the recipe it was trained with, e.g. configs/maple.yaml")
+    a.add_argument("--command", dest="train_command", required=True, help="the exact command that trained it")
+    sub.add_parser("markdown", help="print the model_zoo.md table of the index")
     return p
 
 
@@ -84,13 +96,22 @@ def cmd_eval(args, entry, path) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.action == "add":
+        entry = zoo.entry_from_run(args.run_dir, name=args.name, url=args.url, config=args.config,
+                                   command=args.train_command)
+        zoo.add_entry(entry, args.index or zoo.INDEX_PATH)
+        print(f"added {entry['name']} (sha256 {entry['sha256']}, {entry['size']} bytes)")
+        return 0
     entries = zoo.load_index(args.index)
-    if args.command == "list":
+    if args.action == "markdown":
+        print(zoo.markdown(entries))
+        return 0
+    if args.action == "list":
         cmd_list(entries)
         return 0
     entry = zoo.find(args.name, entries)
     path = zoo.download(entry, cache=args.cache_dir)
-    if args.command == "download":
+    if args.action == "download":
         print(path)
         return 0
     return cmd_eval(args, entry, path)

@@ -174,3 +174,51 @@ def _cleanup_empty(dest: str) -> None:
     folder = os.path.dirname(dest)
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
+
+
+# ---- publishing: index entries from finished runs, and model_zoo.md from the index ----------
+
+def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: str) -> Dict:
+    """An index entry for the final weights of a finished run (checksum, size, its metrics)."""
+    weights = os.path.join(run_dir, "checkpoints", "model-final.safetensors")
+    metrics_file = os.path.join(run_dir, "metrics.json")
+    for path in (weights, metrics_file):
+        if not os.path.isfile(path):
+            raise MMPromptError(f"{path} is missing: only a finished run (train_net wrote its final "
+                                "weights and metrics.json) can enter the model zoo.")
+    with open(metrics_file) as f:
+        run = json.load(f)
+    main = run.get("main_metric", "accuracy")
+    if "hm" in run:
+        metrics = {"base": run["base"][main], "new": run["new"][main], "hm": run["hm"]}
+    else:
+        metrics = {main: run[run.get("split", "test")][main]}
+    return {"name": name, "url": url, "filename": os.path.basename(weights), "sha256": sha256_of(weights),
+            "size": os.path.getsize(weights), "config": config, "dataset": run.get("dataset", ""),
+            "num_shots": run.get("num_shots"), "seed": run.get("seed"),
+            "trainable_params": (run.get("num_params") or {}).get("trainable"),
+            "metrics": metrics, "command": command}
+
+
+def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
+    entries = load_index(index_path)
+    if any(e["name"] == entry["name"] for e in entries):
+        raise MMPromptError(f"The index {index_path} already has an entry named {entry['name']}.")
+    tmp = f"{index_path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(entries + [entry], f, indent=1)
+        f.write("\n")
+    os.replace(tmp, index_path)
+
+
+def markdown(entries: List[Dict]) -> str:
+    """The table of model_zoo.md."""
+    lines = ["| name | dataset | config | metrics | trainable params | size | sha256 | download |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("metrics") or {}).items())
+        size = f"{e['size'] / 1024:.1f} KiB" if e.get("size") else ""
+        lines.append(f"| {e['name']} | {e.get('dataset', '')} | {e.get('config', '')} | {metrics} | "
+                     f"{e.get('trainable_params') or ''} | {size} | `{e['sha256'][:16]}…` | [file]({e['url']}) |")
+    commands = [f"- **{e['name']}**: `{e['command']}`" for e in entries if e.get("command")]
+    return "\n".join(lines + (["", "Trained with:", ""] + commands if commands else []))
