@@ -503,3 +503,14 @@ def test_plot_positions_draws_one_png_per_layer_from_prompt_records(tmp_path):
     assert "vision.layer1.dpos: most often 2 (100.0% of 4)" in done.stdout
     missing = subprocess.run([sys.executable, tool, str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert missing.returncode == 2 and "prompt_records.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_frozen_forward_without_the_models_pass_is_refused_not_replaced():
+    tower = TextTower()
+    cfg = cfg_with(INSTANCE_FEATURE="frozen_forward")
+    for position, source in (("adap_ins_pos", "param"), ("prefix", "pool")):
+        module = OnePrompt(cfg, "text", length=L, width=tower.width, position=position, source=source)
+        with pytest.raises(ConfigError, match="prepare_instance_features"):
+            run(tower, TEXT_ROWS, module)
+    with pytest.raises(ConfigError, match="INSTANCE_FEATURE 'lm'"):
+        OnePrompt(cfg_with(INSTANCE_FEATURE="lm"), "text", length=L, width=tower.width, position="adap_ins_pos")

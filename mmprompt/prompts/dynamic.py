@@ -196,11 +196,35 @@ class InstanceLogits(nn.Module):
         return F.relu(out) if self.relu else out
 
 
-def instance_feature(seq: TokenSeq, ctx: PromptContext) -> torch.Tensor:
-    """The tower's instance feature for this pass (computed from ``seq`` if nobody set it)."""
-    if seq.tower not in ctx.features:
-        ctx.features[seq.tower] = masked_mean(seq.x, seq.mask)
-    return ctx.features[seq.tower]
+def check_feature_mode(mode: str) -> str:
+    if mode not in INSTANCE_FEATURES:
+        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE '{mode}' is unknown; choose one of {', '.join(INSTANCE_FEATURES)}.")
+    return mode
+
+
+def instance_feature(tower: str, ctx: PromptContext, mode: str = "embed_mean",
+                     seq: Optional[TokenSeq] = None) -> torch.Tensor:
+    """The tower's instance feature for this pass.
+
+    ``embed_mean``: ``ctx.features[tower]``, which the prompt stack sets before layer 0 (or the
+    masked mean of ``seq`` when a placement runs outside a stack). ``frozen_forward``: the
+    feature :func:`prepare_instance_features` stored; a model that never called it is refused
+    rather than silently given the other feature.
+    """
+    if mode == "frozen_forward":
+        key = ("dynamic.frozen_forward", tower)
+        if key not in ctx.cache:
+            raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is frozen_forward, but this model did not run "
+                              f"the frozen pass of the '{tower}' tower: its forward must call "
+                              f"mmprompt.prompts.dynamic.prepare_instance_features(cfg, tower, inputs, ctx) "
+                              f"before running the tower. Use INSTANCE_FEATURE embed_mean with this model.")
+        return ctx.cache[key]
+    if tower not in ctx.features:
+        if seq is None:
+            raise ConfigError(f"No instance feature for the '{tower}' tower: dynamic prompt modules must run "
+                              f"inside a PromptStack, which sets it before layer 0.")
+        ctx.features[tower] = masked_mean(seq.x, seq.mask)
+    return ctx.features[tower]
 
 
 class _LearnedChoice(Placement):
@@ -220,6 +244,7 @@ class _LearnedChoice(Placement):
         self.instance = instance
         self.sample_noise = bool(d.NOISE)
         self.record_choices = bool(d.RECORD)
+        self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
         if instance:
             heads = [InstanceLogits(width, self.length + 1, bool(d.INSTANCE_BIAS), bool(d.INSTANCE_RELU))
                      for _ in range(depth)]
@@ -238,7 +263,7 @@ class _LearnedChoice(Placement):
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else float(self.temperature.tau)
-            feature = instance_feature(seq, ctx) if self.instance else None
+            feature = instance_feature(seq.tower, ctx, self.feature_mode, seq) if self.instance else None
             one_hot, index = straight_through_gumbel(self.heads[head](feature), tau,
                                                      sample=self.training and self.sample_noise)
             ctx.cache[key] = (one_hot, index.expand(seq.batch_size))
@@ -359,6 +384,7 @@ class PromptPool(TokenSource):
             raise ConfigError(f"PROMPT.DYNAMIC.POOL_SIZE must be >= 1; got {k}.")
         self.length, self.width, self.size = length, width, k
         self.record_choices = bool(d.RECORD)
+        self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
         members = []
         for i in range(k):
             if init == "vocab" and tower is not None and tower.input_embeddings() is not None:
@@ -375,10 +401,7 @@ class PromptPool(TokenSource):
     def mixing_weights(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         key = ("dynamic.pool", id(self), tower)
         if key not in ctx.cache:
-            if tower not in ctx.features:
-                raise ConfigError(f"The pool source needs the '{tower}' tower's instance feature, which "
-                                  f"the prompt stack sets before layer 0; use it from a prompt method.")
-            beta = torch.softmax(self.router(ctx.features[tower]), -1)
+            beta = torch.softmax(self.router(instance_feature(tower, ctx, self.feature_mode)), -1)
             ctx.cache[key] = beta
             if self.record_choices:
                 ctx.record(f"{tower}.pool.top", beta.argmax(-1))
@@ -405,9 +428,7 @@ def prepare_instance_features(cfg, tower, inputs, ctx: PromptContext) -> None:
     default ``embed_mean`` it does nothing (the prompt stack takes the mean of the input
     embeddings for free).
     """
-    mode = cfg.PROMPT.DYNAMIC.INSTANCE_FEATURE
-    if mode not in INSTANCE_FEATURES:
-        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE '{mode}' is unknown; choose one of {', '.join(INSTANCE_FEATURES)}.")
+    mode = check_feature_mode(cfg.PROMPT.DYNAMIC.INSTANCE_FEATURE)
     key = ("dynamic.frozen_forward", tower.name)
     if mode != "frozen_forward" or key in ctx.cache:
         return
