@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -56,6 +57,12 @@ def config_path(method: str) -> str:
     return path
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): what a run costs whatever else shares the CPU."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
             progress_bar: bool = True, full_val: bool = False, test: bool = True) -> Dict:
     """Train and evaluate one (method, shots, seed) through the library's trainer.
@@ -76,9 +83,9 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
     cfg.freeze()
     trainer = Trainer(cfg)
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         extra = trainer.train()
-        train_time = time.perf_counter() - start
+        train_time, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         val_items = build_dataset(cfg, num_shots=-1).val if full_val else trainer.dataset.val
         val_acc = None
         if val_items:
@@ -94,7 +101,8 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
         "test_acc": float(results["test"]["accuracy"]) if test else None,
         "test_macro_f1": float(results["test"]["macro_f1"]) if test else None,
         "test_items": int(results["test"]["num_samples"]) if test else 0,
-        "train_time_s": round(train_time, 2), "steps": int(extra["step"]), "output_dir": run_dir,
+        "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2), "lr": cfg.OPTIM.LR,
+        "steps": int(extra["step"]), "output_dir": run_dir,
     }
 
 
@@ -192,21 +200,28 @@ def plot(rows: Sequence[Dict], path: str) -> None:
 
 
 def write_outputs(runs: Sequence[Dict], rows: Sequence[Dict], output_dir: str, command: str,
-                  wall_time_s: float) -> Dict[str, str]:
+                  wall_time_s: float, cpu_time_s: float) -> Dict[str, str]:
     """results.json, results.md and the plot in ``output_dir``; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {"json": os.path.join(output_dir, "results.json"), "md": os.path.join(output_dir, "results.md"),
              "png": os.path.join(output_dir, PLOT_NAME)}
     with open(paths["json"], "w") as f:
-        json.dump({"command": command, "wall_time_s": round(wall_time_s, 1), "summary": list(rows),
+        json.dump({"command": command, "wall_time_s": round(wall_time_s, 1), "cpu_time_s": round(cpu_time_s, 1),
+                   "torch_threads": _torch_threads(), "summary": list(rows),
                    "runs": list(runs)}, f, indent=1)
     with open(paths["md"], "w") as f:
         f.write(f"Command: `{command}`\n\n{format_table(rows)}\n\n"
                 f"Frozen all-MiniLM-L6-v2, BBC News (5 classes, chance 20%), test split of "
                 f"{runs[0]['test_items']} articles; val = the K-shot validation split "
-                f"({runs[0]['val_items']} articles for the first row). Total wall time {wall_time_s:.0f} s.\n")
+                f"({runs[0]['val_items']} articles for the first row). Total wall time {wall_time_s:.0f} s, "
+                f"CPU time {cpu_time_s:.0f} s ({_torch_threads()} torch threads).\n")
     plot(rows, paths["png"])
     return paths
+
+
+def _torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,15 +252,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError(f"--shots must be positive numbers of articles per class, got {args.shots}.")
     quiet_libraries()
     command = "python tools/demo.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     runs = run_all(methods, args.shots, args.seeds, args.output_dir, args.opts, not args.no_progress)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     rows = summarize(runs)
-    paths = write_outputs(runs, rows, args.output_dir, command.strip(), wall)
+    paths = write_outputs(runs, rows, args.output_dir, command.strip(), wall, cpu)
     print()
     print(format_table(rows))
     print(f"\nchance = {100 / NUM_CLASSES:.0f}%; test split {runs[0]['test_items']} articles; "
-          f"total {wall:.0f} s. Wrote {paths['md']}, {paths['json']}, {paths['png']}")
+          f"total {wall:.0f} s wall, {cpu:.0f} s CPU. Wrote {paths['md']}, {paths['json']}, {paths['png']}")
     return 0
 
 
