@@ -94,19 +94,29 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted(tmp_path):
     # 3 steps per epoch, a checkpoint every 2 steps: the run is frozen in the forward of step 6
     # (epoch 2, batch 3), after the mid-epoch checkpoint at step 4 (epoch 2, batch 1).
     proc = run_subprocess(args, env={"ENGINE_TEST_BLOCK_AT_STEP": "5", "ENGINE_TEST_BLOCK_FILE": str(marker)})
-    deadline = time.time() + 90
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()[1]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        deadline = time.time() + 90
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1] if proc.poll() is not None else "the run never reached step 5"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     with open(out / "checkpoints" / "last_checkpoint.json") as f:
         pointer = json.load(f)
     assert (pointer["step"], pointer["epoch"], pointer["iter"]) == (4, 1, 1)
     assert not (out / "metrics.json").exists()
 
     resumed = run_subprocess(args + ["--resume"])
-    stdout, stderr = resumed.communicate(timeout=120)
+    try:
+        stdout, stderr = resumed.communicate(timeout=120)
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+            resumed.wait()
     assert resumed.returncode == 0, stderr
     assert "Resumed from" in stdout
     assert comparable(load_metrics(out)) == comparable(uninterrupted)
@@ -122,7 +132,16 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     single = run_inprocess(cfg, tmp_path, tmp_path / "one")
     proc = run_subprocess(["--config-file", cfg, "--root", str(tmp_path), "--output-dir", str(tmp_path / "two"),
                            "--num-gpus", "2", "USE_CUDA", "False"])
-    _, stderr = proc.communicate(timeout=240)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:  # SIGTERM first: torchrun forwards it to its workers
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 0, stderr
     double = load_metrics(tmp_path / "two")
     assert double["test"]["num_samples"] == single["test"]["num_samples"] == 40
