@@ -33,6 +33,7 @@ def add_engine_config(_C):
     _C.TRAIN.EVAL_PERIOD = 1  # evaluate on the val split every this many epochs (when the dataset has one); 0 = never
     _C.TRAIN.EARLY_STOP_PATIENCE = 0  # stop after this many validations without improvement of the main metric; 0 disables
     _C.TRAIN.PROGRESS_BAR = True  # tqdm bar with loss, lr and speed on rank 0
+    _C.TRAIN.VERBOSE = True  # print one summary line per epoch (mean loss, lr, step, val metric) on rank 0
     _C.TRAIN.TENSORBOARD = True  # write tensorboard scalars under OUTPUT_DIR/tensorboard
     _C.TRAIN.FIND_UNUSED_PARAMETERS = False  # DDP find_unused_parameters: set True for methods that leave some trainable parameters without gradient in a step
     _C.TRAIN.DIST_BACKEND = "auto"  # torch.distributed backend: auto (nccl on GPU, gloo on CPU), nccl, gloo

@@ -280,8 +280,8 @@ class Trainer:
             stop = patience > 0 and self.best["bad_evals"] >= patience
             self.stopped_early = stop
         self.save_checkpoint(f"epoch{epoch + 1}", epoch=epoch + 1, next_iter=0, keep_weights=True)
-        if self.is_main:
-            print(line + (" (early stop)" if stop else ""), flush=True)
+        if self.is_main and self.cfg.TRAIN.VERBOSE:
+            tqdm.write(line + (" (early stop)" if stop else ""))
         return stop
 
     def after_train(self) -> Dict:
