@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-step cost of dynamic prompting next to fixed prompt tuning, measured side by side.
 
-    python benchmarks/dynamic_overhead.py [--reps 15] [--threads 1] [--quick]
+    python benchmarks/dynamic_overhead.py [--reps 10] [--threads 1] [--clock cpu|wall] [--quick]
 
 For a tiny random BERT and the packaged all-MiniLM-L6-v2 (BERT layout, 6 layers, width 384,
 offline), it times one training step (forward, backward, optimizer step) of prompt tuning with
@@ -178,8 +178,8 @@ def bench(setup, reps, warmup):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=15, help="timed rounds per backbone")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--reps", type=int, default=10, help="timed rounds per backbone")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: this thread's CPU time (robust on a shared machine, needs --threads 1); wall: elapsed time")
@@ -193,7 +193,7 @@ def main():
           f"time, l = {LENGTH}")
     setups = [("tiny BERT (random)", "configs/_base_/tiny_bert.yaml", 16, 24)]
     if not args.quick:
-        setups.append(("all-MiniLM-L6-v2", "configs/_base_/minilm.yaml", 16, 48))
+        setups.append(("all-MiniLM-L6-v2", "configs/_base_/minilm.yaml", 8, 48))
     for name, cfg_file, batch, words in setups:
         bench(Setup(name, cfg_file, batch, words), args.reps, args.warmup)
 
