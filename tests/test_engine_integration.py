@@ -78,3 +78,45 @@ def test_eval_only_model_dir_reproduces_the_numbers(trained):
         evaluated = json.load(f)
     for key in ("base", "new", "hm", "num_params"):
         assert evaluated[key] == metrics[key]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_maple_adap_pos_resumed_mid_epoch_ends_bit_identical(trained, tmp_path):
+    """The real recipe's state (dynamic temperature buffers, MaPLe prompts, SGD momentum, RNG)
+    survives a stop right after a mid-epoch checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mmprompt.config import load_cfg
+    from mmprompt.engine.trainer import Trainer
+
+    data = trained[0] / "data"
+    opts = TINY + ["DATASET.ROOT", str(data), "OPTIM.MAX_EPOCH", "3", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
+                   "TRAIN.CHECKPOINT_PERIOD", "1", "TRAIN.VERBOSE", "False", "PROMPT.DYNAMIC.GAMMA", "0.3"]
+
+    def cfg_for(out):
+        cfg = load_cfg(os.path.join(REPO, "configs", "maple_adap_pos.yaml"), opts=opts + ["OUTPUT_DIR", str(out)])
+        cfg.freeze()
+        return cfg
+
+    class StoppedAfterStep3(Trainer):  # a crash right after the checkpoint of step 3 (epoch 2, batch 1)
+        def save_checkpoint(self, tag, **kw):
+            super().save_checkpoint(tag, **kw)
+            if self.step == 3:
+                raise _Killed
+
+    uninterrupted = Trainer(cfg_for(tmp_path / "a")).train()
+    with pytest.raises(_Killed):
+        StoppedAfterStep3(cfg_for(tmp_path / "b")).train()
+    with open(tmp_path / "b" / "checkpoints" / "last_checkpoint.json") as f:
+        assert json.load(f)["model"] == "model-step3.safetensors"
+    resumed = Trainer(cfg_for(tmp_path / "b")).train(resume=True)
+    for key in ("base", "new", "hm", "step"):
+        assert resumed[key] == uninterrupted[key]
+    wa = load_file(tmp_path / "a" / "checkpoints" / "model-final.safetensors")
+    wb = load_file(tmp_path / "b" / "checkpoints" / "model-final.safetensors")
+    assert any("temperature" in k for k in wa)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
