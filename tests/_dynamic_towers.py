@@ -106,6 +106,24 @@ class WindowTower(TokenTower):
         return seq.x.gather(1, idx[..., None].expand(-1, -1, seq.width)).mean(1)
 
 
+class TwoSidedWindowTower(WindowTower):
+    """Instance-dependent toy tower: inputs whose first feature is positive are read through the
+    ``window`` tokens before ``end``, the others through the first ``window`` tokens.
+    A prompt helps the first kind only after the input, the second only before it."""
+
+    def embed(self, x):
+        seq = super().embed(x)
+        seq.meta["reads_end"] = x[:, :, 0].mean(1) > 0
+        return seq
+
+    def pool(self, seq):
+        w = torch.arange(self.window)
+        at_end = seq.anchors["end"][:, None] - 1 - w
+        at_front = w.expand_as(at_end)  # the first tokens of the sequence
+        idx = torch.where(seq.meta["reads_end"][:, None], at_end, at_front)
+        return seq.x.gather(1, idx[..., None].expand(-1, -1, seq.width)).mean(1)
+
+
 class OnePrompt(PromptModule):
     """A minimal prompt method built like the real ones: a source and a placement from config
     names, in one tower, at layer 0 (shallow) or every layer (deep, each layer its own tokens)."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _dynamic_towers import OnePrompt, TextTower, VisionTower, WindowTower  # noqa: E402
+from _dynamic_towers import OnePrompt, TextTower, TwoSidedWindowTower, VisionTower, WindowTower  # noqa: E402
 
 from mmprompt.config import get_cfg  # noqa: E402
 from mmprompt.errors import ConfigError  # noqa: E402
@@ -266,6 +266,38 @@ def test_learned_position_moves_to_where_the_signal_works():
         loss.backward()
         opt.step()
     assert int(module.placement.heads[0].logits.argmax()) == 0
+
+
+def test_instance_position_learns_a_different_position_per_kind_of_input():
+    """Inputs of one kind are read after themselves, the others before: the instance network
+    learns dpos = 0 (prompt after the input) for the first kind and dpos = l for the second."""
+    torch.manual_seed(0)
+    width, length = 8, 4
+    tower = TwoSidedWindowTower(width, window=length)
+    target = torch.randn(width)
+    module = OnePrompt(cfg_with(GAMMA=0.0), "encoder", length=length, width=width, position="adap_ins_pos")
+    stack = PromptStack([module])
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+
+    def batch(n=16):
+        x = torch.randn(n, 6, width)
+        kind = torch.arange(n) % 2 == 0
+        x[:, :, 0] = torch.where(kind, 3.0, -3.0)[:, None]
+        return x, kind
+
+    module.train()
+    for step in range(100):
+        x, _ = batch()
+        loss = (tower.run(x, stack, PromptContext(step=step)) - target).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.eval()
+    x, kind = batch()
+    ctx = PromptContext()
+    tower.run(x, stack, ctx)
+    dpos = ctx.records["encoder.layer0.dpos"][0]
+    assert (dpos[kind] == 0).all() and (dpos[~kind] == length).all(), dpos
 
 
 # --------------------------------------------------------------------------- parameter counts
