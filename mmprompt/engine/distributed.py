@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 def is_torchrun_worker() -> bool:
@@ -114,6 +114,26 @@ class EpochBatchSampler(Sampler[List[int]]):
 
     def __len__(self) -> int:
         return len(self._global_batches()) - self.skip
+
+
+class EpochSeededDataset(Dataset):
+    """Draws each item's random augmentation from torch's RNG seeded by (seed, epoch, index).
+
+    An item then looks the same whichever process or loader worker reads it and whenever it is
+    read: a resumed run (even mid-epoch, with workers), one process or several, get identical
+    augmentations. The caller's own RNG state is restored after each item.
+    """
+
+    def __init__(self, base, seed: int):
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            return self.base[index]
 
 
 class ShardSampler(Sampler[int]):

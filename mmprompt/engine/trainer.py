@@ -5,10 +5,10 @@ Hooks a subclass may override: :meth:`build_data`, :meth:`build_model`, :meth:`b
 model: it needs ``forward(batch, ctx) -> {"logits", "loss"}``, ``new_context()``, ``step``,
 ``trainable_state_dict()`` / ``load_trainable_state_dict()`` (see :class:`PromptModel`).
 
-Reproducibility: the data order of an epoch is a function of (SEED, epoch), the RNG states,
-optimizer, scheduler, model step and prompt buffers are checkpointed, so ``--resume`` after a
-kill ends bit-identical to an uninterrupted CPU run (with random augmentation in loader workers,
-a mid-epoch resume draws other augmentations for the rest of that epoch).
+Reproducibility: the data order of an epoch is a function of (SEED, epoch), each item's random
+augmentation a function of (SEED, epoch, index), and the RNG states, optimizer, scheduler, model
+step and prompt buffers are checkpointed, so ``--resume`` after a kill ends bit-identical to an
+uninterrupted CPU run, with or without loader workers.
 """
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ class Trainer:
         if not self.dataset.train_x:
             raise MMPromptError(f"The dataset {self.cfg.DATASET.NAME} has no training items.")
         base = build_loader(self.cfg, self.dataset.train_x, is_train=True)
+        self._train_items = du.EpochSeededDataset(base.dataset, self.seed)
         self.train_sampler = du.EpochBatchSampler(
             len(base.dataset), self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True,
             seed=self.seed, world=self.world, rank=self.rank)
@@ -118,9 +119,10 @@ class Trainer:
 
     def _train_loader_for(self, epoch: int, skip: int):
         self.train_sampler.set_epoch(epoch, skip)
+        self._train_items.epoch = epoch
         base = self._train_base
         return torch.utils.data.DataLoader(
-            base.dataset, batch_sampler=self.train_sampler, collate_fn=base.collate_fn,
+            self._train_items, batch_sampler=self.train_sampler, collate_fn=base.collate_fn,
             num_workers=base.num_workers, pin_memory=base.pin_memory, worker_init_fn=base.worker_init_fn,
             generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
 
@@ -346,7 +348,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.start_epoch, self.start_iter = state["step"], state["epoch"], state["iter"]
         self.best = dict(state["best"])
-        self.seed = self.train_sampler.seed = state["seed"]  # a drawn random seed (SEED < 0) stays
+        # a drawn random seed (SEED < 0) stays
+        self.seed = self.train_sampler.seed = self._train_items.seed = state["seed"]
         rng = state["rng"]
         if len(rng) == self.world:
             ckpt.set_rng_state(rng[self.rank])
