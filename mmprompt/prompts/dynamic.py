@@ -123,6 +123,7 @@ class _SplitChoiceGradient(torch.autograd.Function):
     @staticmethod
     def forward(fctx, arranged, choice, base, tokens, start, end):
         fctx.save_for_backward(base, tokens, start, end)
+        fctx.choice_dtype = choice.dtype
         return arranged.view_as(arranged)
 
     @staticmethod
@@ -130,24 +131,24 @@ class _SplitChoiceGradient(torch.autograd.Function):
         base, tokens, start, end = fctx.saved_tensors
         B, N, D = base.shape
         k = tokens.shape[1]
-        grad = grad.to(base.dtype)
+        g = grad.to(base.dtype)
         t = torch.arange(k, device=base.device)
         # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t) X
         slots = torch.cat([start[:, None] + t, end[:, None] + t], 1)
-        at_slots = grad.gather(1, slots[..., None].expand(-1, -1, D))
+        at_slots = g.gather(1, slots[..., None].expand(-1, -1, D))
         before_t, after_t = (at_slots.view(B, 2, k, D) * tokens.expand(B, -1, -1)[:, None]).sum(-1).unbind(1)
         before = F.pad(before_t.cumsum(1), (1, 0))  # (B, k+1): sum over t < j
         after = after_t.sum(1, keepdim=True) - F.pad(after_t.cumsum(1), (1, 0))  # t >= j
         # content token m (start <= m < end) sits at m + j: sum_m <G[m + j], X[m]>, read off the
         # band of one (N, N+k) product per sample
         m = torch.arange(N, device=base.device)
-        band = torch.bmm(base, grad.transpose(1, 2)).gather(2, (m[:, None] + torch.arange(k + 1, device=base.device))
+        band = torch.bmm(base, g.transpose(1, 2)).gather(2, (m[:, None] + torch.arange(k + 1, device=base.device))
                                                           .expand(B, -1, -1))
         content = (m[None] >= start[:, None]) & (m[None] < end[:, None])
         shifted = (band * content[..., None]).sum(1)
         # Tokens before start and from end on sit at the same place for every j: their term is a
         # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-        return grad, (before + after + shifted).to(grad.dtype), None, None, None, None
+        return grad, (before + after + shifted).to(fctx.choice_dtype), None, None, None, None
 
 
 def insert_split(seq: TokenSeq, tokens: torch.Tensor, dpos: torch.Tensor, owner_id: int,
