@@ -55,6 +55,7 @@ def trained(tmp_path_factory):
 def test_maple_adap_pos_base_to_novel_writes_base_new_hm(trained):
     tmp, metrics, stdout = trained
     assert metrics["dataset"] == "oxford_pets" and metrics["subsample_classes"] == "base"
+    assert metrics["recipe"] == "maple_adap_pos"
     assert metrics["base"]["num_samples"] == 6 and metrics["new"]["num_samples"] == 6
     assert set(metrics["base"]["per_class_accuracy"]) == {"abyssinian", "beagle"}
     assert set(metrics["new"]["per_class_accuracy"]) == {"boxer", "chihuahua"}

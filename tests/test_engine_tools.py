@@ -62,6 +62,17 @@ def test_parse_results_base_to_novel_table(tmp_path, capsys):
     assert "| **average** | 76.00 | 61.00 | 67.68 |" in text
 
 
+def test_parse_results_separates_recipes_with_the_same_methods(tmp_path, capsys):
+    write_metrics(tmp_path / "a", "dtd", 1, base=60, new=40)
+    write_metrics(tmp_path / "b", "dtd", 1, base=70, new=50)
+    for folder, recipe in (("a", "maple"), ("b", "maple_adap_pos")):
+        path = tmp_path / folder / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "recipe": recipe}))
+    assert tool("parse_results").main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "### maple\n" in text and "### maple_adap_pos\n" in text and "| dtd | 70.00 | 50.00 | 58.33 |" in text
+
+
 def test_parse_results_accuracy_and_cross_dataset_rows(tmp_path, capsys):
     write_metrics(tmp_path / "a", "imagenet", 1, acc=70, cross={"imagenet_v2": 60})
     write_metrics(tmp_path / "b", "imagenet", 2, acc=72, cross={"imagenet_v2": 62})

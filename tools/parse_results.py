@@ -4,7 +4,8 @@
     python tools/parse_results.py output/maple_adap_pos            # every metrics.json below it
     python tools/parse_results.py out/seed1 out/seed2 out/seed3 --json table.json
 
-Runs are grouped by method (PROMPT.METHODS, else MODEL.NAME) and dataset. Each dataset row is
+Runs are grouped by recipe (the --config-file name train_net records; else PROMPT.METHODS, else
+MODEL.NAME) and dataset. Each dataset row is
 mean ± std over its runs (seeds; population std, as CoOp's parse_test_res); base-to-novel runs
 get base / new / HM columns, with HM the harmonic mean of the mean base and mean new accuracies
 (CoCoOp/MaPLe's convention); the average row averages the dataset means (and its HM is the
@@ -57,7 +58,7 @@ def collect(files: List[str]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
     for path in files:
         with open(path) as f:
             m = json.load(f)
-        method = "+".join(m.get("methods") or []) or m.get("model", "?")
+        method = m.get("recipe") or "+".join(m.get("methods") or []) or m.get("model", "?")
         main = m.get("main_metric", "accuracy")
         row = table[method][m.get("dataset", os.path.dirname(path))]
         if "hm" in m:

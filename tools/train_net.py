@@ -109,6 +109,8 @@ def main(argv=None) -> int:
 
     from mmprompt.engine.trainer import Trainer
     trainer = Trainer(cfg)
+    # parse_results.py groups runs by recipe: MaPLe and MaPLe + adap_pos share PROMPT.METHODS
+    trainer.run_info["recipe"] = os.path.splitext(os.path.basename(args.config_file))[0]
     try:
         if trainer.is_main:
             with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:

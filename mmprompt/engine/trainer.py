@@ -71,6 +71,7 @@ class Trainer:
         self.world, self.rank = du.world_size(), du.rank()
         self.is_main = self.rank == 0
         self.step = 0
+        self.run_info: Dict[str, object] = {}  # what the caller wants in metrics.json (e.g. the recipe file)
         # SEED < 0: a random seed, drawn once (the same on every rank) and reported in metrics.json
         self.seed = cfg.SEED if cfg.SEED >= 0 else du.gather_objects(random.SystemRandom().randrange(2**31))[0]
         seed_everything(self.seed)
@@ -453,7 +454,7 @@ class Trainer:
             "dataset": cfg.DATASET.NAME, "model": cfg.MODEL.NAME, "methods": list(cfg.PROMPT.METHODS),
             "seed": self.seed, "num_shots": cfg.DATASET.NUM_SHOTS,
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "split": split, "main_metric": main,
-            "num_params": self.model.num_params(), split: metrics, **(extra or {}),
+            "num_params": self.model.num_params(), split: metrics, **self.run_info, **(extra or {}),
         }
         self.logger.log(split, self.step, _scalars(metrics), dataset=cfg.DATASET.NAME)
         if cfg.DATASET.SUBSAMPLE_CLASSES.lower() == "base" and cfg.TEST.BASE_TO_NOVEL:
