@@ -546,3 +546,68 @@ def test_frozen_forward_without_the_models_pass_is_refused_not_replaced():
             run(tower, TEXT_ROWS, module)
     with pytest.raises(ConfigError, match="INSTANCE_FEATURE 'lm'"):
         OnePrompt(cfg_with(INSTANCE_FEATURE="lm"), "text", length=L, width=tower.width, position="adap_ins_pos")
+
+
+def _record_layers(tower):
+    seen, layer = [], tower.layer
+
+    def recording(i, seq):
+        seen.append(seq)
+        return layer(i, seq)
+
+    tower.layer = recording
+    return seen
+
+
+def test_vpt_deep_on_timm_vit_learns_one_position_per_layer():
+    from mmprompt.build import build_model
+    from mmprompt.config import load_cfg
+    cfg = load_cfg(os.path.join(ROOT, "configs", "vpt_deep_adap_pos_cub.yaml"),
+                   opts=["MODEL.BACKBONE.PRETRAINED", "", "PROMPT.DYNAMIC.CHOICE_DEPTH", "2", "PROMPT.VPT.DROPOUT", "0.0"])
+    cfg.MODEL.BACKBONE.KWARGS.update(TINY_VIT)
+    model = build_model(cfg, ["a", "b"])
+    vpt = model.prompts.methods[0]
+    n = vpt.length
+    with torch.no_grad():
+        for head, dpos in zip(vpt.placement.heads, (n, 3)):
+            head.logits.zero_()
+            head.logits[dpos] = 5.0
+    seen = _record_layers(model.backbone.tower("vision"))
+    model.eval()
+    ctx = model.new_context()
+    model({"image": torch.randn(2, 3, 32, 32)}, ctx)
+    assert [int(ctx.records[f"vision.layer{i}.dpos"][0][0]) for i in range(2)] == [n, 3]
+    patches = 16
+    for i, dpos in enumerate((n, 3)):
+        pos = seen[i].positions_of(vpt.owner_id)[0].tolist()
+        before, after = list(range(1, 1 + dpos)), list(range(1 + dpos + patches, 1 + n + patches))
+        assert pos == before + after, (i, pos)  # [CLS, P_before, patches, P_after]
+        assert torch.equal(seen[i].anchors["pool"], torch.zeros(2, dtype=torch.long))  # CLS stays first and pooled
+        reference = explicit_split(seen[i].remove(vpt.owner_id), vpt.sources[i].tokens, torch.full((2,), dpos))
+        assert torch.equal(seen[i].x, reference.x)
+
+
+def test_maple_adap_pos_splits_the_text_context_around_the_words_and_class():
+    _, model, batch = _recipe_model("maple_adap_pos.yaml")
+    maple = model.prompts.methods[0]
+    with torch.no_grad():
+        maple.text_placement.heads[0].logits.zero_()
+        maple.text_placement.heads[0].logits[2] = 5.0  # dpos 2 of 4
+    text = model.backbone.tower("text")
+    seen = _record_layers(text)
+    model.eval()
+    ctx = model.new_context()
+    model(batch, ctx)
+    ids = seen[0].meta["token_ids"]
+    first = seen[0]
+    ctx_pos = first.positions_of(maple.text_owner)
+    words_pos = first.positions_of(maple.fixed_words.owner_id)
+    eot = first.anchors["pool"]
+    # [SOT, P[:2], "a photo of", class name ".", P[2:], EOT]
+    assert ctx_pos[:, :2].tolist() == [[1, 2]] * ctx_pos.shape[0]
+    assert words_pos.tolist() == [[3, 4, 5]] * ctx_pos.shape[0]
+    assert torch.equal(ctx_pos[:, 2:], eot[:, None] - torch.tensor([2, 1]))
+    assert (ids.gather(1, (eot - ctx_pos.shape[1] - 3)[:, None]) == ids.max()).all()  # pooled token is EOT
+    # the deeper text layer overwrites the same slots (the position is the input layer's)
+    assert torch.equal(seen[1].positions_of(maple.text_owner), ctx_pos)
+    assert torch.equal(seen[1].anchors["pool"], eot)
