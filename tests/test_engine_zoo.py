@@ -86,6 +86,18 @@ def test_download_verifies_and_reuses_the_cache(server, tmp_path):
     assert len(server.requests) == 1  # the second call found the verified file
 
 
+def test_offline_uses_the_cache_only(server, tmp_path, monkeypatch):
+    e = entry(server, "good")
+    monkeypatch.setenv("MMPROMPT_OFFLINE", "1")
+    with pytest.raises(zoo.OfflineError, match="MMPROMPT_OFFLINE is set"):
+        zoo.download(e, cache=str(tmp_path), progress=False)
+    assert server.requests == [] and cache_files(tmp_path) == []
+    monkeypatch.delenv("MMPROMPT_OFFLINE")
+    path = zoo.download(e, cache=str(tmp_path), progress=False)
+    monkeypatch.setenv("MMPROMPT_OFFLINE", "1")
+    assert zoo.download(e, cache=str(tmp_path), progress=False) == path
+
+
 def test_wrong_checksum_leaves_nothing(server, tmp_path):
     with pytest.raises(zoo.DownloadError, match="Checksum mismatch for ckpt-wrong.*deleted"):
         zoo.download(entry(server, "wrong"), cache=str(tmp_path), progress=False)

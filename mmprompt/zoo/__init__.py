@@ -12,6 +12,7 @@
 It lists only checkpoints that exist; ``model_zoo.md`` is its readable form. Downloads go to
 ``$MMPROMPT_CACHE/zoo/<name>/`` (default ``~/.cache/mmprompt``) through a ``.part`` file that
 resumes with an HTTP Range request; the file enters the cache only when its sha256 matches.
+With ``MMPROMPT_OFFLINE=1`` only cached files are used.
 A checksum mismatch or a transfer that stays short after the retries deletes what was fetched.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import urllib.parse
 import urllib.request
 from typing import Dict, List, Optional
 
-from ..errors import MMPromptError
+from ..errors import MMPromptError, OfflineError
 
 INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.json")
 CHUNK = 1 << 16
@@ -137,6 +138,9 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
         if sha256_of(dest) == expected:
             return dest
         os.remove(dest)  # a file that changed in the cache is fetched again
+    if os.environ.get("MMPROMPT_OFFLINE", "") not in ("", "0"):
+        raise OfflineError(f"{entry['name']} is not in the cache ({dest}) and MMPROMPT_OFFLINE is set. "
+                           f"Download it on a connected machine ({entry['url']}) and put it at that path.")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     part = dest + ".part"
     size = entry.get("size")
