@@ -47,8 +47,11 @@ def _atomic(path: str, write) -> None:
 
 def method_signature(cfg) -> Dict[str, str]:
     """What must match for weights to be loadable into a model built from ``cfg``."""
+    arch = cfg.MODEL.BACKBONE.ARCH
+    if arch.endswith(".json") or os.sep in arch:  # a config file: where it lives does not matter
+        arch = os.path.basename(arch.rstrip(os.sep))
     return {"model": cfg.MODEL.NAME, "methods": json.dumps(list(cfg.PROMPT.METHODS)),
-            "backbone": f"{cfg.MODEL.BACKBONE.NAME}:{cfg.MODEL.BACKBONE.ARCH}"}
+            "backbone": f"{cfg.MODEL.BACKBONE.NAME}:{arch}"}
 
 
 def save_weights(path: str, state: Dict[str, torch.Tensor], cfg, config_text: Optional[str] = None,
