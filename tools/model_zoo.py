@@ -84,7 +84,7 @@ def cmd_eval(args, entry, path) -> int:
         config.pop("DATASET", None)
     out = args.output_dir or os.path.join("output", "zoo_eval", entry["name"])
     os.makedirs(out, exist_ok=True)
-    config_file = os.path.join(out, "checkpoint_config.yaml")
+    config_file = os.path.join(out, f"{entry['name']}.yaml")  # the recipe name metrics.json records
     with open(config_file, "w") as f:
         yaml.safe_dump(config, f)
     argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
