@@ -611,3 +611,21 @@ def test_maple_adap_pos_splits_the_text_context_around_the_words_and_class():
     # the deeper text layer overwrites the same slots (the position is the input layer's)
     assert torch.equal(seen[1].positions_of(maple.text_owner), ctx_pos)
     assert torch.equal(seen[1].anchors["pool"], eot)
+
+
+def test_length_mask_mode_on_real_backbones_equals_the_shorter_prompt(real_backbones):
+    """Where masked tokens take no position (ViT: positions added before the prompts; BERT:
+    positions count attended tokens), dropping tokens by mask equals inserting fewer tokens."""
+    for label, backbone, tower_name, inputs in real_backbones:
+        if label not in ("timm_vit", "bert"):
+            continue
+        backbone.eval()
+        tower = backbone.tower(tower_name)
+        module = OnePrompt(cfg_with(LENGTH_MODE="mask"), tower_name, length=L, width=tower.width, position="adap_len")
+        with torch.no_grad():
+            module.placement.heads[0].logits.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0, 0.0]))  # l* = 2
+        module.eval()
+        with torch.no_grad():
+            out = tower.run(inputs, PromptStack([module]), PromptContext())
+            short = tower.embed(inputs).insert(module.sources[0].tokens[2:], "start", 999)
+            torch.testing.assert_close(out, tower.pool(tower.run_layers(short)), rtol=1e-5, atol=1e-5, msg=label)
