@@ -23,6 +23,7 @@ free). For the paper's variant, a prompt-free frozen pass of the tower, a task m
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -132,23 +133,28 @@ class _SplitChoiceGradient(torch.autograd.Function):
         B, N, D = base.shape
         k = tokens.shape[1]
         g = grad.to(base.dtype)
-        t = torch.arange(k, device=base.device)
-        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t) X
-        slots = torch.cat([start[:, None] + t, end[:, None] + t], 1)
-        at_slots = g.gather(1, slots[..., None].expand(-1, -1, D))
-        before_t, after_t = (at_slots.view(B, 2, k, D) * tokens.expand(B, -1, -1)[:, None]).sum(-1).unbind(1)
-        before = F.pad(before_t.cumsum(1), (1, 0))  # (B, k+1): sum over t < j
-        after = after_t.sum(1, keepdim=True) - F.pad(after_t.cumsum(1), (1, 0))  # t >= j
+        offsets, band_index, m = _index_tensors(N, k, base.device)
+        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t) X:
+        # sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
+        slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
+        at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
+        a, b = (at_slots * tokens.expand(B, -1, -1)[:, None]).sum(-1).unbind(1)
+        prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
         # content token m (start <= m < end) sits at m + j: sum_m <G[m + j], X[m]>, read off the
         # band of one (N, N+k) product per sample
-        m = torch.arange(N, device=base.device)
-        band = torch.bmm(base, g.transpose(1, 2)).gather(2, (m[:, None] + torch.arange(k + 1, device=base.device))
-                                                          .expand(B, -1, -1))
-        content = (m[None] >= start[:, None]) & (m[None] < end[:, None])
-        shifted = (band * content[..., None]).sum(1)
+        band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
+        content = (m >= start[:, None]) & (m < end[:, None])
+        content_term = (band * content[..., None]).sum(1)
         # Tokens before start and from end on sit at the same place for every j: their term is a
         # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-        return grad, (before + after + shifted).to(fctx.choice_dtype), None, None, None, None
+        return grad, (prompt_term + content_term).to(fctx.choice_dtype), None, None, None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _index_tensors(N: int, k: int, device: torch.device):
+    """Index constants of the backward pass: ``arange(k)``, the (N, k+1) band ``m + j``, ``arange(N)``."""
+    m = torch.arange(N, device=device)
+    return torch.arange(k, device=device), (m[:, None] + torch.arange(k + 1, device=device))[None], m
 
 
 def insert_split(seq: TokenSeq, tokens: torch.Tensor, dpos: torch.Tensor, owner_id: int,
