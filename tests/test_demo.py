@@ -140,7 +140,7 @@ def test_vs_peft_core_comparison_runs_a_few_steps(mini_bbc):
     assert r["same_init"] and r["num_virtual_tokens"] == 20
     assert r["trainable_params"]["mmprompt"] == r["trainable_params"]["peft"] == 20 * 32 + 32 * 5 + 5
     assert r["timed_steps"] == 2 and r["test_items"] == 10  # every other one of the 20 test articles
-    for key in ("step_time_ratio", "peak_memory_ratio"):
+    for key in ("step_time_ratio", "step_cpu_ratio", "peak_memory_ratio", "eval_cpu_ratio"):
         assert math.isfinite(r[key]) and r[key] > 0
     assert all(0.0 <= a <= 100.0 for a in r["test_accuracy"].values())
     text = vs_peft.report(r)
