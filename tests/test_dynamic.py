@@ -14,7 +14,7 @@ from _dynamic_towers import OnePrompt, TextTower, TwoSidedWindowTower, VisionTow
 from mmprompt.config import get_cfg  # noqa: E402
 from mmprompt.errors import ConfigError  # noqa: E402
 from mmprompt.prompts.base import PromptContext, PromptStack  # noqa: E402
-from mmprompt.prompts.dynamic import (TemperatureSchedule, prepare_instance_features,  # noqa: E402
+from mmprompt.prompts.dynamic import (TemperatureSchedule,  # noqa: E402
                                       straight_through_gumbel)
 from mmprompt.prompts.placement import split_positions  # noqa: E402
 from mmprompt.tokens import TokenSeq  # noqa: E402
@@ -362,30 +362,33 @@ def test_bad_dynamic_settings_say_what_to_do():
 
 # --------------------------------------------------------------------------- instance feature
 def test_frozen_forward_feature_is_computed_once_and_used_by_every_layer():
+    from types import SimpleNamespace
+
+    from mmprompt.prompts.base import masked_mean
+
     tower = TextTower(depth=2)
     cfg = cfg_with(INSTANCE_FEATURE="frozen_forward")
     module = OnePrompt(cfg, "text", length=L, width=tower.width, position="adap_ins_pos", deep_layers=2)
+    stack = PromptStack([module]).attach(SimpleNamespace(tower=lambda name: tower))
+    assert stack.frozen_pass
+    module.eval()
+    passes = []
+    real_run_layers = tower.run_layers
+    tower.run_layers = lambda seq, *a, **k: passes.append(a) or real_run_layers(seq, *a, **k)
     ctx = PromptContext()
-    prepare_instance_features(cfg, tower, TEXT_ROWS, ctx)
-    plain = tower.run_layers(tower.embed(TEXT_ROWS))
-    from mmprompt.prompts.base import masked_mean
+    tower.run(TEXT_ROWS, stack, ctx)
+    assert [p for p in passes if not p] == [()]  # exactly one prompt-free pass for the batch
+    plain = real_run_layers(tower.embed(TEXT_ROWS))
     # (allclose: torch's eval-mode fast path of the encoder layer rounds differently)
     torch.testing.assert_close(ctx.features["text"], masked_mean(plain.x, plain.mask))
-    feature = ctx.features["text"]
-    prepare_instance_features(cfg, tower, TEXT_ROWS, ctx)  # cached: no second pass
-    assert ctx.features["text"] is feature
-    module.eval()
-    tower.seen.clear()
-    tower.run(TEXT_ROWS, PromptStack([module]), ctx)
-    expected = module.placement.heads[0](feature).argmax(-1)
+    expected = module.placement.heads[0](ctx.features["text"]).argmax(-1)
     assert torch.equal(ctx.records["text.layer0.dpos"][0], expected)
     assert torch.equal(ctx.records["text.layer1.dpos"][0], expected)
 
 
 def test_default_feature_needs_no_extra_pass():
-    ctx = PromptContext()
-    prepare_instance_features(cfg_with(), TextTower(), TEXT_ROWS, ctx)
-    assert ctx.features == {}
+    module = OnePrompt(cfg_with(), "text", length=L, width=12, position="adap_ins_pos")
+    assert not PromptStack([module]).attach(object()).frozen_pass
 
 
 # --------------------------------------------------------------------------- real backbones
@@ -542,7 +545,7 @@ def test_frozen_forward_without_the_models_pass_is_refused_not_replaced():
     cfg = cfg_with(INSTANCE_FEATURE="frozen_forward")
     for position, source in (("adap_ins_pos", "param"), ("prefix", "pool")):
         module = OnePrompt(cfg, "text", length=L, width=tower.width, position=position, source=source)
-        with pytest.raises(ConfigError, match="prepare_instance_features"):
+        with pytest.raises(ConfigError, match="no frozen pass"):
             run(tower, TEXT_ROWS, module)
     with pytest.raises(ConfigError, match="INSTANCE_FEATURE 'lm'"):
         OnePrompt(cfg_with(INSTANCE_FEATURE="lm"), "text", length=L, width=tower.width, position="adap_ins_pos")
@@ -655,3 +658,18 @@ def test_dynamic_positions_compose_with_offsets_and_per_layer_prompts(method, po
     assert sorted(ctx.records) == [f"encoder.layer{i}.dpos" for i in range(layers)]
     heads = [p for n, p in model.named_parameters() if ".placement.heads." in n]
     assert len(heads) == 2 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads[:layers])
+
+
+def test_frozen_forward_runs_through_a_built_task_model():
+    from mmprompt.build import build_model
+    from mmprompt.config import load_cfg
+
+    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"),
+                   opts=["PROMPT.METHODS", "['prompt_tuning']", "PROMPT.PROMPT_TUNING.POSITION", "adap_ins_pos",
+                         "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "4",
+                         "PROMPT.DYNAMIC.INSTANCE_FEATURE", "frozen_forward"])
+    model = build_model(cfg, ["a", "b"])
+    out = model({"text": ["one two three", "four"], "label": torch.tensor([0, 1])})
+    out["loss"].backward()
+    assert model.prompts.frozen_pass
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "heads" in n)

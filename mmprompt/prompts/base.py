@@ -96,6 +96,14 @@ class PromptStack(nn.Module):
     def setup(self, backbone) -> "PromptStack":
         for m in self.methods:
             m.setup(backbone)
+        return self.attach(backbone)
+
+    def attach(self, backbone) -> "PromptStack":
+        """Remember the backbone (for the frozen instance-feature pass) without owning it:
+        the stack must not register or checkpoint backbone weights."""
+        self.__dict__["_backbone"] = backbone
+        self.frozen_pass = any(getattr(m, "feature_mode", None) == "frozen_forward" and getattr(m, "instance", True)
+                               for m in self.modules())
         return self
 
     def before_layer(self, tower: str, i: int, seq: TokenSeq, ctx: Optional[PromptContext]) -> TokenSeq:
@@ -104,12 +112,31 @@ class PromptStack(nn.Module):
         ctx.layer = i
         if i == 0 and tower not in ctx.features:
             ctx.features[tower] = masked_mean(seq.x, seq.mask)
+            if getattr(self, "frozen_pass", False):
+                self._frozen_feature(tower, seq, ctx)
         for m in self.methods:
             seq = m.before_layer(tower, i, seq, ctx)
         return seq
 
     def __len__(self):
         return len(self.methods)
+
+    def _frozen_feature(self, tower: str, seq: TokenSeq, ctx: PromptContext) -> None:
+        """The paper's instance feature LM(X): one prompt-free pass of the frozen tower over the
+        embedded input (this very ``seq``, before any prompt acts), once per forward, shared by
+        every dynamic module and layer through ``ctx.cache``."""
+        key = ("dynamic.frozen_forward", tower)
+        if key in ctx.cache:
+            return
+        module = self._backbone.tower(tower)
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                out = module.run_layers(seq)
+        finally:
+            module.train(was_training)
+        ctx.cache[key] = ctx.features[tower] = masked_mean(out.x, out.mask)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

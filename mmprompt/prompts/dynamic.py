@@ -18,8 +18,8 @@ gradient on the backward pass. The temperature follows the paper's schedule and 
 module buffers, so checkpoints carry it.
 
 Instance features come from ``ctx.features[tower]`` (the masked mean of the input embeddings,
-free). For the paper's variant, a prompt-free frozen pass of the tower, a task model calls
-:func:`prepare_instance_features` before running the tower; see its docstring.
+free). For the paper's variant (``INSTANCE_FEATURE: frozen_forward``) the prompt stack runs one
+prompt-free frozen pass of the tower before layer 0 and shares it (PromptStack._frozen_feature).
 """
 from __future__ import annotations
 
@@ -221,10 +221,10 @@ def instance_feature(tower: str, ctx: PromptContext, mode: str = "embed_mean",
     if mode == "frozen_forward":
         key = ("dynamic.frozen_forward", tower)
         if key not in ctx.cache:
-            raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is frozen_forward, but this model did not run "
-                              f"the frozen pass of the '{tower}' tower: its forward must call "
-                              f"mmprompt.prompts.dynamic.prepare_instance_features(cfg, tower, inputs, ctx) "
-                              f"before running the tower. Use INSTANCE_FEATURE embed_mean with this model.")
+            raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is frozen_forward, but no frozen pass of the "
+                              f"'{tower}' tower ran: the prompt stack runs it before layer 0 once it knows "
+                              f"the backbone (mmprompt.build.build_prompts does that; a hand-built "
+                              f"PromptStack needs .setup(backbone) or .attach(backbone)).")
         return ctx.cache[key]
     if tower not in ctx.features:
         if seq is None:
@@ -417,34 +417,3 @@ class PromptPool(TokenSource):
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         beta = self.mixing_weights(ctx, tower)
         return torch.einsum("bk,kld->bld", beta.to(self.prompts.dtype), self.prompts)
-
-
-# --------------------------------------------------------------------------- frozen-pass feature
-def prepare_instance_features(cfg, tower, inputs, ctx: PromptContext) -> None:
-    """Set ``ctx.features[tower.name]`` for ``PROMPT.DYNAMIC.INSTANCE_FEATURE: frozen_forward``.
-
-    A task model that wants the paper's instance feature (a prompt-free pass of the frozen
-    model, ``LM(X)``) calls this once per batch before running the tower::
-
-        ctx = self.new_context()
-        prepare_instance_features(cfg, tower, inputs, ctx)
-        feats = tower.run(inputs, self.prompts, ctx)
-
-    It runs the tower without prompts in eval mode and without gradients, and stores the masked
-    mean of the last hidden states; every dynamic module and layer then reuses it. With the
-    default ``embed_mean`` it does nothing (the prompt stack takes the mean of the input
-    embeddings for free).
-    """
-    mode = check_feature_mode(cfg.PROMPT.DYNAMIC.INSTANCE_FEATURE)
-    key = ("dynamic.frozen_forward", tower.name)
-    if mode != "frozen_forward" or key in ctx.cache:
-        return
-    was_training = tower.training
-    tower.eval()
-    try:
-        with torch.no_grad():
-            seq = tower.run_layers(tower.embed(inputs))
-    finally:
-        tower.train(was_training)
-    ctx.cache[key] = masked_mean(seq.x, seq.mask)
-    ctx.features[tower.name] = ctx.cache[key]
