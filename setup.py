@@ -23,6 +23,7 @@ setup(
         "pyyaml",
         "safetensors",
         "scipy",
+        "requests",  # dataset downloads in datasets_prep
         "tqdm",
         "tensorboard",
         "matplotlib",

@@ -78,7 +78,9 @@ def test_masked_inserted_tokens_change_nothing(t5, at):
     plain = tower.encode(tokens)
     prompt = InsertPrompt(4, tower.width, at=at, mask=torch.zeros(4, dtype=torch.bool))
     prompted = tower.encode(tokens, PromptStack([prompt])).remove(prompt.owner)
-    assert torch.allclose(prompted.x, plain.x, atol=1e-6, rtol=0)
+    # A longer sequence changes the float summation order in attention: ~1e-6 apart, never more
+    # (an attended prompt token moves the states by ~1e-1).
+    assert torch.allclose(prompted.x, plain.x, atol=1e-5, rtol=0)
     assert torch.equal(prompted.mask, plain.mask)
 
 
