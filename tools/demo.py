@@ -184,9 +184,9 @@ def plot(rows: Sequence[Dict], path: str) -> None:
         pts = sorted((r for r in rows if r["shots"] == shots), key=lambda r: r["trainable_params"])
         ax.errorbar([r["trainable_params"] for r in pts], [r["test_acc_mean"] for r in pts],
                     yerr=[r["test_acc_std"] or 0.0 for r in pts], fmt="o", capsize=3, label=f"{shots} shots/class")
-        for r in pts:
+        for j, r in enumerate(pts):  # alternate above/below: methods of equal size sit side by side
             ax.annotate(r["method"], (r["trainable_params"], r["test_acc_mean"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+                        xytext=(4, 5 if j % 2 == 0 else -11), fontsize=7)
     ax.axhline(100.0 / NUM_CLASSES, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
