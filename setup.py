@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["mmprompt", "mmprompt.*"]),
-    package_data={"mmprompt": ["zoo/*.json", "data/text_templates/*.json"]},
+    package_data={"mmprompt": ["zoo/*.json", "zoo/checkpoints/*.safetensors", "data/text_templates/*.json"]},
     install_requires=[
         # torch and torchvision must come as a matching pair; `make install` pins the pair
         # known to work here (TORCH in the Makefile).

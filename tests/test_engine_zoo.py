@@ -197,3 +197,24 @@ def test_packaged_index_is_a_list_without_invented_entries():
         assert {"name", "url", "sha256", "size", "config", "command"} <= set(e)
     with pytest.raises(zoo.MMPromptError, match="No checkpoint named 'no-such-checkpoint'"):
         zoo.find("no-such-checkpoint", entries)
+
+
+def test_checkpoint_shipped_beside_the_index_downloads_verified(tmp_path):
+    import hashlib
+    import json
+
+    from mmprompt import zoo
+
+    (tmp_path / "checkpoints").mkdir()
+    payload = b"prompt weights" * 100
+    (tmp_path / "checkpoints" / "pt.safetensors").write_bytes(payload)
+    index = tmp_path / "index.json"
+    entry = {"name": "pt", "url": "checkpoints/pt.safetensors", "size": len(payload),
+             "sha256": hashlib.sha256(payload).hexdigest()}
+    index.write_text(json.dumps([entry]))
+    loaded = zoo.find("pt", zoo.load_index(str(index)))
+    path = zoo.download(loaded, cache=str(tmp_path / "cache"), progress=False)
+    assert open(path, "rb").read() == payload
+    assert "mmprompt/zoo/checkpoints/pt.safetensors" in zoo.markdown([entry])
+    zoo.add_entry(dict(entry, name="pt2"), str(index))
+    assert all("source" not in e for e in json.loads(index.read_text()))

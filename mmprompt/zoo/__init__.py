@@ -57,7 +57,17 @@ def load_index(path: Optional[str] = None) -> List[Dict]:
         missing = [k for k in ("name", "url", "sha256") if k not in e]
         if missing:
             raise MMPromptError(f"Model-zoo index {path}: entry {e.get('name', e)} lacks {', '.join(missing)}.")
+        e["source"] = _source_url(e["url"], os.path.dirname(os.path.abspath(path)))
     return entries
+
+
+def _source_url(url: str, index_dir: str) -> str:
+    """Where to fetch from: a URL as is; a bare path is a file shipped beside the index (the
+    KB-sized prompt checkpoints live in the package), fetched through a file:// URL so it goes
+    through the same verified download."""
+    if urllib.parse.urlparse(url).scheme:
+        return url
+    return "file://" + urllib.request.pathname2url(os.path.join(index_dir, url))
 
 
 def find(name: str, entries: List[Dict]) -> Dict:
@@ -147,7 +157,7 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
     reason = ""
     for _ in range(retries + 1):
         try:
-            total = _fetch_into(entry["url"], part, progress, timeout)
+            total = _fetch_into(entry.get("source", entry["url"]), part, progress, timeout)
         except (urllib.error.URLError, OSError) as e:
             reason = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             continue
@@ -210,7 +220,7 @@ def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
         raise MMPromptError(f"The index {index_path} already has an entry named {entry['name']}.")
     tmp = f"{index_path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(entries + [entry], f, indent=1)
+        json.dump([{k: v for k, v in e.items() if k != "source"} for e in entries + [entry]], f, indent=1)
         f.write("\n")
     os.replace(tmp, index_path)
 
@@ -223,6 +233,11 @@ def markdown(entries: List[Dict]) -> str:
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("metrics") or {}).items())
         size = f"{e['size'] / 1024:.1f} KiB" if e.get("size") else ""
         lines.append(f"| {e['name']} | {e.get('dataset', '')} | {e.get('config', '')} | {metrics} | "
-                     f"{e.get('trainable_params') or ''} | {size} | `{e['sha256'][:16]}…` | [file]({e['url']}) |")
+                     f"{e.get('trainable_params') or ''} | {size} | `{e['sha256'][:16]}…` | [file]({_link(e['url'])}) |")
     commands = [f"- **{e['name']}**: `{e['command']}`" for e in entries if e.get("command")]
     return "\n".join(lines + (["", "Trained with:", ""] + commands if commands else []))
+
+
+def _link(url: str) -> str:
+    """model_zoo.md's link: files shipped with the package are linked from the repo root."""
+    return url if urllib.parse.urlparse(url).scheme else f"mmprompt/zoo/{url}"
