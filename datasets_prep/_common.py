@@ -258,3 +258,26 @@ def print_summary(name: str, dataset_dir: str, counts: Dict[str, int], num_class
         print(f"  skipped {len(skipped)} undecodable image(s): {', '.join(skipped[:5])}"
               f"{' ...' if len(skipped) > 5 else ''}", file=out)
 
+
+def prepare_each(names, prepare_one) -> int:
+    """Prepare datasets one by one; with several, a failure is reported and the rest go on.
+
+    A single dataset's error propagates (the CLI prints it); the exit code says whether all
+    of several were prepared. Prep and reader errors are both the user's to fix, so both count.
+    """
+    from mmprompt.errors import MMPromptError
+
+    failures = []
+    for name in names:
+        try:
+            prepare_one(name)
+        except MMPromptError as e:
+            if len(names) == 1:
+                raise
+            failures.append(name)
+            print(f"{name}: not prepared: {e}", file=sys.stderr)
+    if failures:
+        print(f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
+              file=sys.stderr)
+        return 1
+    return 0

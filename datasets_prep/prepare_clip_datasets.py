@@ -23,9 +23,9 @@ from typing import Callable, Dict, List
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from datasets_prep._common import prepare_each  # noqa: E402
 from datasets_prep._common import PrepError, Source, obtain, obtain_file, print_summary, safe_extract  # noqa: E402
 from mmprompt.data import clip_datasets as clip  # noqa: E402
-from mmprompt.errors import MMPromptError  # noqa: E402
 
 VGG = "https://www.robots.ox.ac.uk/~vgg/data"
 
@@ -354,20 +354,7 @@ def main(argv=None) -> int:
         raise PrepError(f"--root {root} does not exist. Create it and put the downloaded archives in it "
                         f"(or run with --download).")
     names = list(PREPARERS) if args.dataset == "all" else [args.dataset]
-    failures = []
-    for name in names:
-        try:
-            prepare(root, name, args.download)
-        except MMPromptError as e:  # prep and reader errors are both the user's to fix
-            if len(names) == 1:
-                raise
-            failures.append(name)
-            print(f"{name}: not prepared: {e}", file=sys.stderr)
-    if failures:
-        print(f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return prepare_each(names, lambda name: prepare(root, name, args.download))
 
 
 if __name__ == "__main__":

@@ -54,12 +54,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from datasets_prep._common import prepare_each  # noqa: E402
 from datasets_prep._common import (PrepError, Source, find_first, obtain,  # noqa: E402
                                    print_summary, require, require_listed_files)
 from datasets_prep._common import download as fetch_url  # noqa: E402
 from mmprompt.data.fgvc import (CLASSNAMES_FILE, FGVC_DATASETS, SPLIT_FILES, FGVCDataset,  # noqa: E402
                                 dataset_paths)
-from mmprompt.errors import MMPromptError  # noqa: E402
+from mmprompt.data.base import is_decodable  # noqa: E402
 
 Items = List[Tuple[str, int]]  # (path relative to the image folder, class id from 0)
 
@@ -307,17 +308,6 @@ def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None
 
 # ------------------------------------------------------------------ splits
 
-def is_decodable(path: str) -> bool:
-    """PIL recognises the file as an image and its structure checks out (no full decode)."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except Exception:  # PIL raises many types for a bad file; each means "leave it out"
-        return False
-
-
 def carve_val(train: Items, val_percent: int, seed: int) -> Tuple[Items, Items]:
     """Per class: ``val_percent`` of the images (rounded half up, >= 1 when the class has 2+) to val."""
     by_class: Dict[int, List[str]] = defaultdict(list)
@@ -425,20 +415,7 @@ def main(argv=None) -> int:
         raise PrepError(f"--root {root} does not exist. Create it and put the official downloads in it "
                         f"(or run with --download).")
     names = sorted(FGVC_DATASETS) if args.dataset == "all" else [args.dataset]
-    failures = []
-    for name in names:
-        try:
-            prepare(root, name, args.download, args.val_percent, args.seed, args.overwrite)
-        except MMPromptError as e:
-            if len(names) == 1:
-                raise
-            failures.append(name)
-            print(f"{name}: not prepared: {e}", file=sys.stderr)
-    if failures:
-        print(f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return prepare_each(names, lambda name: prepare(root, name, args.download, args.val_percent, args.seed, args.overwrite))
 
 
 if __name__ == "__main__":

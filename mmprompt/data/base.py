@@ -278,3 +278,14 @@ def _with_splits(dataset: DatasetBase, train, val, test, classnames) -> DatasetB
     new.__dict__.update(dataset.__dict__)
     new.train_x, new.val, new.test, new.classnames = list(train), list(val), list(test), list(classnames)
     return new
+
+
+def is_decodable(path: str) -> bool:
+    """PIL recognises the file as an image and its structure checks out (no full decode)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # PIL raises many types for a bad file; each means "leave it out"
+        return False

@@ -32,7 +32,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
-from .base import (DataError, DatasetBase, DatasetMissingError, Datum, read_split_json,
+from .base import (DataError, DatasetBase, DatasetMissingError, Datum, is_decodable, read_split_json,
                    write_split_json)
 
 SPLIT_SEED = 1
@@ -67,17 +67,6 @@ def list_images(folder: str) -> List[str]:
 def list_folders(folder: str) -> List[str]:
     return sorted(f for f in os.listdir(folder)
                   if not f.startswith(".") and os.path.isdir(os.path.join(folder, f)))
-
-
-def is_decodable(path: str) -> bool:
-    """PIL recognises the file as an image and its structure checks out (no full decode)."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except Exception:  # PIL raises many types for a bad file; each means "leave it out"
-        return False
 
 
 # ------------------------------------------------------------------ CoOp's split rules
