@@ -216,15 +216,24 @@ def _classnames_of(groups: Dict[int, List[Datum]]) -> List[str]:
     return [groups[label][0].classname for label in sorted(groups)]
 
 
+class ClassFolderDataset(SplitFileDataset):
+    """One folder of images per class under ``split_prefix`` and no official split: CoOp's
+    per-class 50/20/30 split with a fixed seed (Caltech101, Food101, DTD, EuroSAT)."""
+
+    ignored: Sequence[str] = ()  # class folders that are not classes
+    renamed: Optional[Dict[str, str]] = None  # folder name -> the readable class name CoOp uses
+
+    def generate(self, dataset_dir):
+        groups = read_class_folders(os.path.join(dataset_dir, self.split_prefix), self.ignored, self.renamed)
+        return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
+
+
 @DATASETS.register("caltech101")
-class Caltech101(SplitFileDataset):
+class Caltech101(ClassFolderDataset):
     registry_name, folder, split_prefix = "caltech101", "caltech-101", "101_ObjectCategories"
     split_file = "split_zhou_Caltech101.json"
     required = ("101_ObjectCategories",)
-
-    def generate(self, dataset_dir):
-        groups = read_class_folders(os.path.join(dataset_dir, self.split_prefix), CALTECH_IGNORED, CALTECH_RENAMED)
-        return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
+    ignored, renamed = CALTECH_IGNORED, CALTECH_RENAMED
 
 
 @DATASETS.register("oxford_pets")
@@ -310,36 +319,25 @@ class OxfordFlowers(SplitFileDataset):
 
 
 @DATASETS.register("food101")
-class Food101(SplitFileDataset):
+class Food101(ClassFolderDataset):
     registry_name, folder, split_prefix = "food101", "food-101", "images"
     split_file = "split_zhou_Food101.json"
     required = ("images",)
 
-    def generate(self, dataset_dir):
-        groups = read_class_folders(os.path.join(dataset_dir, "images"))
-        return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
-
 
 @DATASETS.register("dtd")
-class DescribableTextures(SplitFileDataset):
+class DescribableTextures(ClassFolderDataset):
     registry_name, folder, split_prefix = "dtd", "dtd", "images"
     split_file = "split_zhou_DescribableTextures.json"
     required = ("images",)
 
-    def generate(self, dataset_dir):
-        groups = read_class_folders(os.path.join(dataset_dir, "images"))
-        return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
-
 
 @DATASETS.register("eurosat")
-class EuroSAT(SplitFileDataset):
+class EuroSAT(ClassFolderDataset):
     registry_name, folder, split_prefix = "eurosat", "eurosat", "2750"
     split_file = "split_zhou_EuroSAT.json"
     required = ("2750",)
-
-    def generate(self, dataset_dir):
-        groups = read_class_folders(os.path.join(dataset_dir, "2750"), renamed=EUROSAT_RENAMED)
-        return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
+    renamed = EUROSAT_RENAMED
 
 
 @DATASETS.register("fgvc_aircraft")
