@@ -430,3 +430,49 @@ def test_download_fetches_missing_files_then_prepares(tmp_path, monkeypatch):
     assert "flowers: 3 classes, train 12, val 12, test 12" in summary
     assert sorted(os.listdir(root / "OxfordFlower")) == ["102flowers.tgz", "classnames.json", "imagelabels.mat", "jpg",
                                                          "setid.mat", "test.json", "train.json", "val.json"]
+
+
+def make_cars_all_images(root):
+    """Stanford Cars' all-images release: car_ims/ and cars_annos.mat (relative_im_path, class, test)."""
+    folder = os.path.join(root, "Stanford-cars")
+    rows, n = [], 0
+    for label in (1, 2, 3):
+        for k in range(NUM_TRAIN + NUM_TEST):
+            n += 1
+            rel = f"car_ims/{n:06d}.jpg"
+            jpeg(os.path.join(folder, rel), n)
+            rows.append((rel, label, int(k >= NUM_TRAIN)))
+    fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test", "relative_im_path")
+    annos = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, (rel, label, test) in enumerate(rows):
+        annos[0, i] = (*(np.array([[v]]) for v in (1, 1, 7, 7, label, test)), rel)
+    names = np.empty((1, 3), dtype=object)
+    names[0, :] = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Tesla Model S Sedan 2012"]
+    savemat(os.path.join(folder, "cars_annos.mat"), {"annotations": annos, "class_names": names})
+
+
+def test_cars_all_images_release(tmp_path):
+    make_cars_all_images(str(tmp_path))
+    ds, summary = prepare(tmp_path, "cars")
+    assert "cars: 3 classes, train 54, val 6, test 9" in summary
+    assert ds.classnames == EXPECTED["cars"][0]
+    test = json.loads((tmp_path / "Stanford-cars" / "test.json").read_text())
+    assert list(test)[:2] == ["car_ims/000021.jpg", "car_ims/000022.jpg"] and set(test.values()) == {0, 1, 2}
+    train = json.loads((tmp_path / "Stanford-cars" / "train.json").read_text())
+    assert all(p.startswith("car_ims/") for p in train) and len(train) == 54
+
+
+def test_vpt_ids_and_names_without_classnames_json(tmp_path):
+    """VPT's own files: CUB's string ids and Dogs' 1-based ids, names from their image folders."""
+    for folder, subdir, files in (
+            ("CUB_200_2011", "images", {"002.Laysan_Albatross/a.jpg": "002", "001.Black_footed_Albatross/b.jpg": "001"}),
+            ("Stanford-dogs", "Images", {"n02085782-Japanese_spaniel/a.jpg": 2, "n02085620-Chihuahua/b.jpg": 1})):
+        for rel in files:
+            jpeg(os.path.join(tmp_path, folder, subdir, rel))
+        for split in ("train", "val", "test"):
+            (tmp_path / folder / f"{split}.json").write_text(json.dumps(files))
+    cub = build_dataset(make_cfg(tmp_path, "cub"))
+    assert cub.classnames == ["Black footed Albatross", "Laysan Albatross"]
+    assert [d.label for d in cub.train_x] == [1, 0]  # "002" -> 1, "001" -> 0, in the file's order
+    dogs = build_dataset(make_cfg(tmp_path, "dogs"))
+    assert dogs.classnames == ["Chihuahua", "Japanese spaniel"] and [d.label for d in dogs.test] == [1, 0]
