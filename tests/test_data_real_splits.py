@@ -219,9 +219,9 @@ def test_coop_cache_for_another_split_is_refused(tmp_path, dassl_datum):
     path = coop_fewshot_cache_path(dataset.dataset_dir, 1, 1)
     os.makedirs(os.path.dirname(path))
     for entry, message in ((dassl_datum(impath="/x/oxford_pets/images/Unknown_1.jpg", label=0),
-                            r"Unknown_1.jpg \(label 0\), which the train split"),
+                            r"Unknown_1.jpg \(label 0\), which is not an item under .*another train split"),
                            (dassl_datum(impath="/x/oxford_pets/images/Breed_0_0.jpg", label=2),
-                            r"with that label \(it has 0\).*another split file")):
+                            r"with that label \(it has 0\).*another train split")):
         with open(path, "wb") as f:
             pickle.dump({"train": [entry], "val": []}, f)
         with pytest.raises(DataError, match=message):
@@ -427,3 +427,29 @@ def test_listing_order_splits_are_not_reproducible(name):
     _, val, _ = split_per_class(groups, random.Random(1))
     overlap = len({d.impath for d in val} & {p for p, _, _ in raw["val"]}) / len(raw["val"])
     assert len(val) == len(raw["val"]) and overlap < 0.3
+
+
+def test_imagenet_item_order_from_coops_preprocessed_pkl(tmp_path, dassl_datum):
+    dataset_dir = tmp_path / "imagenet"
+    wnids = ["n01440764", "n01443537"]
+    (dataset_dir).mkdir()
+    (dataset_dir / "classnames.txt").write_text("n01440764 tench\nn01443537 goldfish\n")
+    for part, n in (("train", 6), ("val", 2)):
+        touch_all(dataset_dir / "images" / part, [f"{w}/{w}_{i}.JPEG" for w in wnids for i in range(n)])
+    cfg = get_cfg()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME = str(tmp_path), "imagenet"
+    listed = build_dataset(cfg)  # sorted listing
+    coop_order = listed.train_x[::-1]  # the order CoOp's os.listdir gave, recorded in preprocessed.pkl
+    as_coop = lambda items: [dassl_datum(impath=f"/old/imagenet/images/{os.path.relpath(d.impath, dataset_dir / 'images')}",  # noqa: E731
+                                         label=d.label, classname=d.classname) for d in items]
+    with open(dataset_dir / "preprocessed.pkl", "wb") as f:
+        pickle.dump({"train": as_coop(coop_order), "test": as_coop(listed.test)}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    full = build_dataset(cfg)
+    assert full.train_x == coop_order and full.test == listed.test and full.val == full.test
+    cfg.DATASET.NUM_SHOTS, cfg.SEED = 2, 3
+    shot = build_dataset(cfg)
+    assert shot.train_x == dassl_fewshot(coop_order, [], 2, 3)[0] and shot.val == listed.test
+    with open(dataset_dir / "preprocessed.pkl", "wb") as f:
+        pickle.dump({"train": as_coop(coop_order)}, f)
+    with pytest.raises(DataError, match="has no 'test' list.*Delete it to use the sorted folder listing"):
+        build_dataset(cfg, num_shots=-1)

@@ -305,6 +305,42 @@ def _rebase(impath: str, index: Dict[str, Datum]) -> Optional[Datum]:
     return None
 
 
+def load_dassl_pickle(path: str, what: str, remedy: str):
+    """A CoOp/Dassl pickle (a dict of lists of ``Datum``) loaded with :class:`_DasslDatumUnpickler`;
+    ``what`` names the file and ``remedy`` says what to do in the error when it cannot be read."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        data = _DasslDatumUnpickler(io.BytesIO(raw)).load()
+    except _UNPICKLE_ERRORS as e:
+        raise DataError(f"{what} {path} is not a CoOp/Dassl cache mmprompt can read ({e}); only pickled "
+                        f"Dassl Datum objects are accepted. {remedy}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), list):
+        raise DataError(f"{what} {path} is not CoOp's format (a dict with a 'train' list of Datum). {remedy}")
+    return data
+
+
+def rebase_dassl_items(entries, items: Sequence[Datum], path_prefix: str, what: str) -> List[Datum]:
+    """The items of ``items`` that pickled Datum ``entries`` name, in the entries' order.
+
+    Each pickled absolute ``impath`` is matched by its longest tail that is a path of ``items``
+    relative to ``path_prefix``, and must carry the same label; anything else raises, naming
+    ``what`` (the file and split the entries came from).
+    """
+    if not isinstance(entries, list) or not all(isinstance(e, _PickledDatum) for e in entries):
+        raise DataError(f"{what} must be a list of Dassl Datum objects.")
+    index = _path_index(items, path_prefix)
+    out = []
+    for entry in entries:
+        impath, label = entry.fields["_impath"], entry.fields["_label"]
+        item = _rebase(impath, index)
+        if item is None or item.label != label:
+            raise DataError(f"{what} lists {impath} (label {label}), which is not an item under {path_prefix}"
+                            f"{'' if item is None else f' with that label (it has {item.label})'}.")
+        out.append(item)
+    return out
+
+
 def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
     """(train, val) from CoOp's ``shot_K-seed_S.pkl``, as items of ``dataset``'s own splits.
 
@@ -312,17 +348,8 @@ def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
     the same split with the same label: a cache written for another split file is refused. A
     cache without "val" (CoOp's ImageNet) gives ``dataset.val``.
     """
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        cache = _DasslDatumUnpickler(io.BytesIO(raw)).load()
-    except _UNPICKLE_ERRORS as e:
-        raise DataError(f"Few-shot cache {path} is not a CoOp/Dassl cache mmprompt can read ({e}); only "
-                        f"pickled Dassl Datum objects are accepted. Delete it and the split will be "
-                        f"sampled again (as Dassl samples it).") from None
-    if not isinstance(cache, dict) or not isinstance(cache.get("train"), list):
-        raise DataError(f"Few-shot cache {path} is not CoOp's format (a dict with a 'train' list of Datum); "
-                        f"delete it and the split will be sampled again.")
+    resample = "Delete it and the split will be sampled again (as Dassl samples it)."
+    cache = load_dassl_pickle(path, "Few-shot cache", resample)
     entries = cache["train"] + (cache.get("val") if isinstance(cache.get("val"), list) else [])
     if entries and all(isinstance(e, list) for e in entries):
         raise DataError(f"Few-shot cache {path} was written by an older mmprompt under CoOp's file name; its "
@@ -333,21 +360,12 @@ def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
         if split not in cache:
             out.append(list(items))
             continue
-        if not isinstance(cache[split], list) or not all(isinstance(e, _PickledDatum) for e in cache[split]):
-            raise DataError(f"Few-shot cache {path}: '{split}' must be a list of Dassl Datum objects.")
-        index = _path_index(items, dataset.image_dir)
-        picked = []
-        for entry in cache[split]:
-            impath, label = entry.fields["_impath"], entry.fields["_label"]
-            item = _rebase(impath, index)
-            if item is None or item.label != label:
-                raise DataError(
-                    f"Few-shot cache {path} lists {impath} (label {label}), which the {split} split of "
-                    f"{dataset.name} under {dataset.image_dir} does not hold"
-                    f"{'' if item is None else f' with that label (it has {item.label})'}: the cache was "
-                    f"written for another split file. Delete {path} or restore that split file.")
-            picked.append(item)
-        out.append(picked)
+        where = f"Few-shot cache {path} [{split}]"
+        try:
+            out.append(rebase_dassl_items(cache[split], items, dataset.image_dir, where))
+        except DataError as e:
+            raise DataError(f"{e} The cache was written for another {split} split of {dataset.name} than its "
+                            f"split file's. Delete {path} or restore that split file.") from None
     return tuple(out)
 
 

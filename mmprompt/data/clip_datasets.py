@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
 from .base import (DataError, DatasetBase, DatasetMissingError, Datum, group_by_label, is_decodable,
-                   read_split_json, write_split_json)
+                   load_dassl_pickle, read_split_json, rebase_dassl_items, write_split_json)
 
 SPLIT_SEED = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -510,10 +510,18 @@ class ImageNetFamily(DatasetBase):
 
 @DATASETS.register("imagenet")
 class ImageNet(ImageNetFamily):
-    """CoOp's ImageNet: images/train and images/val with one folder per wnid; val is also the test set."""
+    """CoOp's ImageNet: images/train and images/val with one folder per wnid; val is also the test set.
+
+    Item order matters to few-shot sampling, and CoOp listed each class folder with
+    ``os.listdir`` (the order of the filesystem), then saved the lists as ``preprocessed.pkl``.
+    When that file is in the folder it gives the order (read as pickled Datum only, see
+    :func:`mmprompt.data.base.load_dassl_pickle`), so K-shot picks equal the user's CoOp runs' for
+    every seed; without it the sorted listing is used.
+    """
 
     registry_name, folder = "imagenet", "imagenet"
     val_is_test = True  # CoOp samples K shots of train only and validates on the full val = test
+    item_lists = "preprocessed.pkl"  # CoOp's pickled {"train": [Datum], "test": [Datum]}
 
     def __init__(self, cfg):
         _, dataset_dir, names = self._locate(cfg, ("classnames.txt", "images/train", "images/val"))
@@ -524,6 +532,18 @@ class ImageNet(ImageNetFamily):
         if {d.classname for d in train} != {d.classname for d in test}:
             raise DataError(f"imagenet: images/train and images/val hold different classes in {image_dir}; "
                             f"one of them is incompletely extracted.")
+        lists = os.path.join(dataset_dir, self.item_lists)
+        if os.path.isfile(lists):
+            remedy = (f"Delete it to use the sorted folder listing instead (CoOp's order is recorded only in "
+                      f"that file, so few-shot picks then differ from CoOp's).")
+            data = load_dassl_pickle(lists, "ImageNet item list", remedy)
+            if not isinstance(data.get("test"), list):
+                raise DataError(f"ImageNet item list {lists} has no 'test' list. {remedy}")
+            try:
+                train = rebase_dassl_items(data["train"], train, image_dir, f"ImageNet item list {lists} [train]")
+                test = rebase_dassl_items(data["test"], test, image_dir, f"ImageNet item list {lists} [test]")
+            except DataError as e:
+                raise DataError(f"{e} {remedy}") from None
         super().__init__(train, test, test, name=self.registry_name, dataset_dir=dataset_dir, image_dir=image_dir)
 
 
