@@ -476,3 +476,13 @@ def test_vpt_ids_and_names_without_classnames_json(tmp_path):
     assert [d.label for d in cub.train_x] == [1, 0]  # "002" -> 1, "001" -> 0, in the file's order
     dogs = build_dataset(make_cfg(tmp_path, "dogs"))
     assert dogs.classnames == ["Chihuahua", "Japanese spaniel"] and [d.label for d in dogs.test] == [1, 0]
+    # NABirds' non-contiguous ids, named by the official classes.txt when the folder has it
+    files = {"0313/a.jpg": 313, "0295/b.jpg": 295}
+    for rel in files:
+        jpeg(os.path.join(tmp_path, "nabirds", "images", rel))
+    for split in ("train", "val", "test"):
+        (tmp_path / "nabirds" / f"{split}.json").write_text(json.dumps(files))
+    assert build_dataset(make_cfg(tmp_path, "nabirds")).classnames == ["295", "313"]
+    write_lines(str(tmp_path / "nabirds"), "classes.txt", ["0 Birds", "295 Black-footed Albatross", "313 Wood Duck"])
+    nabirds = build_dataset(make_cfg(tmp_path, "nabirds"))
+    assert nabirds.classnames == ["Black-footed Albatross", "Wood Duck"] and [d.label for d in nabirds.train_x] == [1, 0]

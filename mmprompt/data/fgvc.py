@@ -7,7 +7,8 @@ NABirds' non-contiguous ids, Flowers / Dogs / Cars from 1, or the prep's ids fro
 the one place this differs from VPT's per-file mapping). VPT's own split files (as published for
 the paper) are read as they are; ``datasets_prep/prepare_fgvc.py`` writes them from the official
 downloads, with ``classnames.json`` (readable names by label, which VPT's layout lacks; without
-it CUB's and Dogs' names come from their image folders, the others' are their ids).
+it CUB's and Dogs' names come from their image folders, NABirds', Flowers' and Cars' from the
+owners' files in the folder when there, else they are the ids).
 
 =========  ==========================  ===============  =======
 name       folder under DATASET.ROOT   images relative  classes
@@ -119,11 +120,33 @@ def _name_from_folder(rel: str, name: str) -> Optional[str]:
     return None
 
 
-def names_from_vpt_files(name: str, splits: Dict[str, Dict[str, ClassId]],
+def _owner_names(name: str, dataset_dir: str) -> Dict[str, str]:
+    """{str(class id): name} from the owners' files a VPT user's folder holds beside the split
+    files: NABirds' classes.txt, CoOp's cat_to_name.json for Flowers, Cars' class_names (ids from 1)."""
+    if name == "nabirds" and os.path.isfile(os.path.join(dataset_dir, "classes.txt")):
+        with open(os.path.join(dataset_dir, "classes.txt"), encoding="utf-8") as f:
+            pairs = [line.strip().split(" ", 1) for line in f if line.strip()]
+        return {cid: cname for cid, cname in (p for p in pairs if len(p) == 2)}
+    if name == "flowers" and os.path.isfile(os.path.join(dataset_dir, "cat_to_name.json")):
+        with open(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
+            names = json.load(f)
+        return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+    for mat in ("devkit/cars_meta.mat", "cars_annos.mat") if name == "cars" else ():
+        if os.path.isfile(os.path.join(dataset_dir, mat)):
+            from scipy.io import loadmat
+            names = loadmat(os.path.join(dataset_dir, mat)).get("class_names")
+            if names is not None:
+                return {str(i): str(n.ravel()[0]) for i, n in enumerate(names.ravel(), start=1)}
+    return {}
+
+
+def names_from_vpt_files(name: str, dataset_dir: str, splits: Dict[str, Dict[str, ClassId]],
                          label_of: Dict[ClassId, int]) -> List[str]:
-    """Class names for VPT's own split files, which carry none: CUB's and Dogs' image folders
-    name their classes; the others get their id as VPT numbers them ('1'..'102' for Flowers)."""
-    names = {label_of[y]: str(y) for y in label_of}
+    """Class names for VPT's own split files, which carry none: CUB's and Dogs' image folders name
+    their classes; NABirds, Flowers and Cars take them from the owners' files when the folder has
+    them (:func:`_owner_names`); any other class is named by its id as VPT numbers it."""
+    owners = _owner_names(name, dataset_dir)
+    names = {label_of[y]: owners.get(str(y), str(y)) for y in label_of}
     seen = set()
     for split in splits.values():
         for rel, y in split.items():
@@ -155,7 +178,7 @@ class FGVCDataset(DatasetBase):
         label_of = vpt_label_map(splits, dataset_dir)
         classnames = read_classnames(dataset_dir)
         if classnames is None:
-            classnames = names_from_vpt_files(name, splits, label_of)
+            classnames = names_from_vpt_files(name, dataset_dir, splits, label_of)
         elif len(classnames) != len(label_of):
             raise DataError(f"{name}: the split files in {dataset_dir} hold {len(label_of)} class ids but "
                             f"{CLASSNAMES_FILE} names {len(classnames)} classes. Delete {CLASSNAMES_FILE} (names "
