@@ -258,6 +258,11 @@ def test_hostile_coop_caches_are_refused(tmp_path, dassl_datum):
             apply_fewshot(dataset, 1, seed=1)
         assert needle in str(err.value), (needle, str(err.value))
     assert not os.path.exists("/tmp/mmprompt-coop-pwned")
+    with open(path, "wb") as f:  # a Datum created (NEWOBJ) but never given its fields (no BUILD)
+        f.write(b"\x80\x02}q\x00X\x05\x00\x00\x00trainq\x01]q\x02cdassl.data.datasets.base_dataset\nDatum\n"
+                b"q\x03)\x81q\x04as.")
+    with pytest.raises(DataError, match=r"\[train\] must be a list of Dassl Datum objects"):
+        apply_fewshot(dataset, 1, seed=1)
 
 
 # ------------------------------------------------------------------ split generation reproduces CoOp's files

@@ -327,7 +327,8 @@ def rebase_dassl_items(entries, items: Sequence[Datum], path_prefix: str, what: 
     relative to ``path_prefix``, and must carry the same label; anything else raises, naming
     ``what`` (the file and split the entries came from).
     """
-    if not isinstance(entries, list) or not all(isinstance(e, _PickledDatum) for e in entries):
+    if not isinstance(entries, list) or not all(isinstance(e, _PickledDatum) and hasattr(e, "fields")
+                                                for e in entries):  # a Datum created but never given its fields
         raise DataError(f"{what} must be a list of Dassl Datum objects.")
     index = _path_index(items, path_prefix)
     out = []
