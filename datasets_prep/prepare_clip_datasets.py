@@ -5,7 +5,8 @@
 
 For each dataset, put the official archives in ``$DATA/<folder>/`` or ``$DATA/`` (or extract them
 there yourself); the script extracts what is missing (safely, all or nothing), writes the split
-file ``split_zhou_<Name>.json`` with CoOp's rules unless one is already there, and prints the
+file ``split_zhou_<Name>.json`` with CoOp's procedure unless one is already there (reproducing the
+published files of Pets, Cars, Flowers and UCF101 exactly; see CLIP_DATASETS.md), and prints the
 classes and images per split. ``--download`` fetches archives from the owners' own hosts where
 they allow it; ImageNet needs a sign-up, so the script says what to fetch and where to put it.
 No checksums are published by the owners for most archives, so none are enforced; the sha256 of

@@ -17,16 +17,25 @@ flowers     OxfordFlower     102flowers.tgz (jpg/), imagelabels.mat, setid.mat (
                              train/val/test); cat_to_name.json (CoOp's) for names, optional
 dogs        Stanford-dogs    images.tar (Images/), lists.tar (train_list.mat, test_list.mat)
 cars        Stanford-cars    cars_train.tgz, cars_test.tgz, car_devkit.tgz (devkit/),
-                             cars_test_annos_withlabels.mat
+                             cars_test_annos_withlabels.mat; or car_ims.tgz, cars_annos.mat
 ==========  ===============  ==============================================================
 
-Splits: the official train and test lists; Flowers' official val. The others have no val, so
-``--val-percent`` (default 10, VPT's share) of each class's training images, rounded half up and
-at least one for a class with two or more, go to val, drawn with ``random.Random(--seed)`` over
-the class's images sorted by path. Class ids start at 0 in the order of the official ids.
-Per class rather than over the whole train list so every class has val images; on CUB (29 or
-30 training images per class -> 3) and Dogs (100 -> 10) this gives VPT's published sizes,
-train/val 5394/600 and 10800/1200.
+Splits: the official train and test lists, in the official order; Flowers' official val. The
+others have no val, so ``--val-carve vpt`` (the default) moves ceil(``--val-percent`` %, default
+10, VPT's share) of all training images to val, stratified by class as VPT's published splits
+are (their per-class sizes on CUB 5394/600, NABirds 21536/2393, Dogs 10800/1200 and Cars
+7329/815 follow this rule exactly; see ``carve_val``); ``--val-carve per_class`` takes the
+share of each class instead, rounded half up and at least one for a class with two or more.
+Which images go to val is drawn with ``random.Random(--seed)``: VPT did not publish the script
+or seed behind its files, so put VPT's own json files in place to train on its exact split
+(they are read as they are). Class ids start at 0 in the order of the official ids.
+
+Stanford Cars comes in two releases, both accepted: the devkit one (cars_train/, cars_test/,
+devkit/, cars_test_annos_withlabels.mat) and the all-images one VPT's instructions point to
+(car_ims/ with all 16,185 images and cars_annos.mat, whose ``test`` flag gives the same 8,144 /
+8,041 partition); split paths are relative to the folder, as VPT's ``CarsDataset`` reads them.
+VPT-format files a user already has are read with whatever paths they list (the redistributed
+VPT split lists ``cars_train/cars_train/00001.jpg``, a mirror's doubled folders).
 
 Archives are extracted safely (all or nothing, no member may escape the folder). Images named
 by the lists must all exist (else the image folder is half-extracted: an error); images PIL
@@ -70,7 +79,8 @@ DOGS_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs"
 NABIRDS_HOW = ("NABirds needs a sign-up: accept the terms at https://dl.allaboutbirds.org/nabirds, download "
                "nabirds.tar.gz and put it in the data root.")
 CARS_HOW = ("The owners' host (ai.stanford.edu) no longer serves Stanford Cars; get cars_train.tgz, cars_test.tgz, "
-            "car_devkit.tgz and cars_test_annos_withlabels.mat from a mirror you trust.")
+            "car_devkit.tgz and cars_test_annos_withlabels.mat (or car_ims.tgz and cars_annos.mat, the all-images "
+            "release) from a mirror you trust.")
 
 
 @dataclass
@@ -214,15 +224,43 @@ def read_dogs(dataset_dir: str) -> RawSplits:
     return RawSplits(train, test, classnames)
 
 
+def _cars_class_names(mat, path: str) -> List[str]:
+    if "class_names" not in mat:
+        raise PrepError(f"cars: {path} has no class_names; it is not the Stanford Cars file.")
+    return [str(_unwrap(c)) for c in mat["class_names"].ravel()]
+
+
+def read_cars_all_images(dataset_dir: str) -> RawSplits:
+    """The all-images release: car_ims/ (all 16,185 images) and cars_annos.mat, whose annotations
+    give relative_im_path, class (1..196) and test (0/1), and whose class_names name the classes."""
+    path = os.path.join(dataset_dir, "cars_annos.mat")
+    mat = _loadmat(path)
+    classnames = _cars_class_names(mat, path)
+    train: Items = []
+    test: Items = []
+    for a in mat["annotations"].ravel():
+        label = int(_unwrap(a["class"])) - 1
+        if not 0 <= label < len(classnames):
+            raise PrepError(f"cars: {path} uses class {label + 1}; its class_names has {len(classnames)} classes.")
+        flag = int(_unwrap(a["test"]))
+        if flag not in (0, 1):
+            raise PrepError(f"cars: {path} gives {_unwrap(a['relative_im_path'])} the test flag {flag}, not 0 or 1.")
+        (test if flag else train).append((str(_unwrap(a["relative_im_path"])), label))
+    return RawSplits(train, test, classnames)
+
+
 def read_cars(dataset_dir: str) -> RawSplits:
+    if os.path.isdir(os.path.join(dataset_dir, "car_ims")) and os.path.isfile(os.path.join(dataset_dir, "cars_annos.mat")):
+        return read_cars_all_images(dataset_dir)
     require("cars", dataset_dir, ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat"),
-            "Extract cars_train.tgz, cars_test.tgz and car_devkit.tgz there.")
+            "Extract cars_train.tgz, cars_test.tgz and car_devkit.tgz there (or car_ims.tgz and put "
+            "cars_annos.mat beside it: the all-images release).")
     test_annos = find_first(dataset_dir, ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat"))
     if test_annos is None:
         raise PrepError(f"cars: {dataset_dir} lacks cars_test_annos_withlabels.mat (the devkit's cars_test_annos.mat "
                         f"has no labels). {CARS_HOW}")
-    classnames = [str(_unwrap(c)) for c in _loadmat(os.path.join(dataset_dir, "devkit", "cars_meta.mat"))
-                  ["class_names"].ravel()]
+    meta = os.path.join(dataset_dir, "devkit", "cars_meta.mat")
+    classnames = _cars_class_names(_loadmat(meta), meta)
 
     def items(path: str, folder: str) -> Items:
         out = []
@@ -265,6 +303,16 @@ PARTS: Dict[str, List[Part]] = {
              Part("devkit", Source(("car_devkit.tgz",), how=CARS_HOW)),
              Part("cars_test_annos_withlabels.mat", how=CARS_HOW)],
 }
+# Stanford Cars as one folder of all images with one annotation file (the all-images release).
+CARS_ALL_IMAGES_PARTS = [Part("car_ims", Source(("car_ims.tgz", "car_ims.tar.gz"), how=CARS_HOW)),
+                         Part("cars_annos.mat", how=CARS_HOW)]
+
+
+def parts_of(name: str, dataset_dir: str, search: Sequence[str]) -> List[Part]:
+    """The parts to put in place; for Cars, whichever of its two releases is at hand."""
+    if name == "cars" and all(_found(p, dataset_dir, search) for p in CARS_ALL_IMAGES_PARTS):
+        return CARS_ALL_IMAGES_PARTS
+    return PARTS[name]
 
 
 def _found(part: Part, dataset_dir: str, search: Sequence[str]) -> bool:
@@ -277,8 +325,9 @@ def _found(part: Part, dataset_dir: str, search: Sequence[str]) -> bool:
 def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None:
     """Check every part is at hand (so nothing is extracted when one is missing), then put each in place."""
     search = [dataset_dir, root]
+    parts = parts_of(name, dataset_dir, search)
     missing, hows = [], []
-    for part in PARTS[name]:
+    for part in parts:
         url = part.source.url if part.source else part.url
         if _found(part, dataset_dir, search) or (download and url):
             continue
@@ -291,7 +340,7 @@ def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None
     if missing:
         raise PrepError(f"{name}: {dataset_dir} lacks {', '.join(missing)}. {' '.join(hows)} Put the official "
                         f"files in {dataset_dir} or {root}. Nothing was extracted or written.")
-    for part in PARTS[name]:
+    for part in parts:
         if part.source is not None:
             obtain(name, dataset_dir, part.wanted, part.source, [root], allow_download=download)
             continue
@@ -308,28 +357,71 @@ def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None
 
 # ------------------------------------------------------------------ splits
 
-def carve_val(train: Items, val_percent: int, seed: int) -> Tuple[Items, Items]:
-    """Per class: ``val_percent`` of the images (rounded half up, >= 1 when the class has 2+) to val."""
+VAL_CARVES = ("vpt", "per_class")
+
+
+def stratified_train_counts(counts: Dict[int, int], n_train: int, rng: random.Random) -> Dict[int, int]:
+    """Training images per class when ``n_train`` of all are kept, proportionally to ``counts``.
+
+    Largest remainder: each class gets floor(count * n_train / total), and the images still
+    missing go one each to the classes with the largest remainders, ties drawn with ``rng``.
+    That is the allocation of a stratified shuffle split (scikit-learn's
+    ``StratifiedShuffleSplit`` / ``train_test_split(stratify=...)``), which the per-class sizes
+    of VPT's published splits follow exactly.
+    """
+    total = sum(counts.values())
+    kept = {c: n * n_train // total for c, n in counts.items()}
+    remainders: Dict[int, List[int]] = defaultdict(list)
+    for c, n in counts.items():
+        remainders[n * n_train % total].append(c)  # remainder of count * n_train / total, times total
+    missing = n_train - sum(kept.values())
+    for remainder in sorted(remainders, reverse=True):
+        if missing <= 0:
+            break
+        tied = remainders[remainder]
+        chosen = tied if len(tied) <= missing else rng.sample(tied, missing)
+        for c in chosen:
+            kept[c] += 1
+        missing -= len(chosen)
+    return kept
+
+
+def carve_val(train: Items, val_percent: int, seed: int, rule: str = "vpt") -> Tuple[Items, Items]:
+    """Move part of the official train list to val (datasets without an official val).
+
+    ``vpt`` (VPT's published splits): ceil(val_percent % of all training images) to val,
+    stratified by :func:`stratified_train_counts`; on CUB, NABirds, Dogs and Cars this gives
+    VPT's per-class sizes exactly (Cars: 24 of 27 classes tied on the remainder keep the extra
+    image; which 24 is drawn). A class of four images can then get no val image (NABirds).
+    ``per_class`` (mmprompt's earlier rule): val_percent % of each class, rounded half up, at
+    least one for a class of two or more, so every class is validated.
+    Which images go to val is drawn with ``random.Random(seed)``; VPT's published images came from
+    a script and seed that were not released and cannot be reproduced. Both lists keep the
+    official order.
+    """
+    if rule not in VAL_CARVES:
+        raise PrepError(f"--val-carve must be one of {', '.join(VAL_CARVES)}; got {rule!r}")
     by_class: Dict[int, List[str]] = defaultdict(list)
     for rel, label in train:
         by_class[label].append(rel)
     rng = random.Random(seed)
-    kept: Items = []
-    val: Items = []
-    for label in sorted(by_class):
-        paths = sorted(by_class[label])
-        rng.shuffle(paths)
-        n_val = (len(paths) * val_percent + 50) // 100
-        if len(paths) >= 2:
-            n_val = min(max(n_val, 1), len(paths) - 1)
-        else:
-            n_val = 0
-        val += [(p, label) for p in paths[:n_val]]
-        kept += [(p, label) for p in paths[n_val:]]
-    return sorted(kept), sorted(val)
+    if rule == "vpt":
+        total = len(train)
+        n_val_total = -(-total * val_percent // 100)  # ceil, as a stratified split sizes its test part
+        kept = stratified_train_counts({c: len(p) for c, p in by_class.items()}, total - n_val_total, rng)
+        n_val = {c: len(by_class[c]) - kept[c] for c in by_class}
+    else:
+        n_val = {}
+        for c, paths in by_class.items():
+            n = (len(paths) * val_percent + 50) // 100
+            n_val[c] = min(max(n, 1), len(paths) - 1) if len(paths) >= 2 else 0
+    to_val = set()
+    for c in sorted(by_class):
+        to_val.update(rng.sample(by_class[c], n_val[c]))
+    return ([(rel, y) for rel, y in train if rel not in to_val], [(rel, y) for rel, y in train if rel in to_val])
 
 
-def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, seed: int):
+def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, seed: int, val_carve: str = "vpt"):
     """(splits {train, val, test: Items}, skipped image paths), after every check."""
     listed = raw.train + raw.test + (raw.val or [])
     require_listed_files(name, image_dir, [rel for rel, _ in listed], "the official lists")
@@ -341,10 +433,10 @@ def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, se
     keep = lambda items: [(rel, y) for rel, y in items if rel not in bad]  # noqa: E731
     train, test = keep(raw.train), keep(raw.test)
     if raw.val is not None:
-        splits = {"train": sorted(train), "val": sorted(keep(raw.val)), "test": sorted(test)}
+        splits = {"train": train, "val": keep(raw.val), "test": test}
     else:
-        tr, va = carve_val(train, val_percent, seed)
-        splits = {"train": tr, "val": va, "test": sorted(test)}
+        tr, va = carve_val(train, val_percent, seed, val_carve)
+        splits = {"train": tr, "val": va, "test": test}
     present = {y for _, y in splits["train"]}
     empty = [f"{k} {c!r}" for k, c in enumerate(raw.classnames) if k not in present]
     if empty:
@@ -371,7 +463,7 @@ def write_all_or_nothing(dataset_dir: str, contents: Dict[str, object]) -> None:
 
 
 def prepare(root: str, name: str, download: bool = False, val_percent: int = 10, seed: int = 0,
-            overwrite: bool = False, out=sys.stdout) -> FGVCDataset:
+            overwrite: bool = False, out=sys.stdout, val_carve: str = "vpt") -> FGVCDataset:
     """Arrange one dataset, write its split files, print and return its summary (the reader)."""
     from mmprompt.config import get_cfg
     info = FGVC_DATASETS[name]
@@ -381,7 +473,7 @@ def prepare(root: str, name: str, download: bool = False, val_percent: int = 10,
     if overwrite or not have_splits:
         obtain_parts(name, root, dataset_dir, download)
         raw = READERS[name](dataset_dir)
-        splits, skipped = build_splits(name, raw, image_dir, val_percent, seed)
+        splits, skipped = build_splits(name, raw, image_dir, val_percent, seed, val_carve)
         contents: Dict[str, object] = {SPLIT_FILES[s]: dict(items) for s, items in splits.items()}
         contents[CLASSNAMES_FILE] = raw.classnames
         write_all_or_nothing(dataset_dir, contents)
@@ -405,6 +497,9 @@ def main(argv=None) -> int:
                         help="fetch missing files from the owners' hosts where they allow it (CUB, Flowers, Dogs)")
     parser.add_argument("--val-percent", type=int, default=10,
                         help="share of each class's training images moved to val where there is no official val")
+    parser.add_argument("--val-carve", choices=VAL_CARVES, default="vpt",
+                        help="vpt: ceil(val-percent %%) of all training images, stratified as VPT's published "
+                             "splits are; per_class: val-percent %% of each class rounded half up, at least one")
     parser.add_argument("--seed", type=int, default=0, help="seed of that val draw")
     parser.add_argument("--overwrite", action="store_true", help="regenerate split files that already exist")
     args = parser.parse_args(argv)
@@ -415,7 +510,8 @@ def main(argv=None) -> int:
         raise PrepError(f"--root {root} does not exist. Create it and put the official downloads in it "
                         f"(or run with --download).")
     names = sorted(FGVC_DATASETS) if args.dataset == "all" else [args.dataset]
-    return prepare_each(names, lambda name: prepare(root, name, args.download, args.val_percent, args.seed, args.overwrite))
+    return prepare_each(names, lambda name: prepare(root, name, args.download, args.val_percent, args.seed,
+                                                         args.overwrite, val_carve=args.val_carve))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import random
 
 import pytest
 import torch
@@ -9,8 +10,8 @@ from PIL import Image
 
 from mmprompt.config import get_cfg
 from mmprompt.data.base import (DataError, DatasetBase, Datum, apply_fewshot, apply_subsample,
-                                fewshot_cache_path, generate_fewshot, read_split_json, subsample_classes,
-                                write_split_json)
+                                coop_fewshot_cache_path, fewshot_cache_path, generate_fewshot_dataset,
+                                read_split_json, subsample_classes, write_split_json)
 from mmprompt.data.build import (CLIP_MEAN, CLIP_STD, build_dataset, build_loader, build_transform,
                                  normalization)
 from mmprompt.errors import ConfigError, RegistryError
@@ -50,15 +51,17 @@ def test_split_json_round_trip_stores_relative_paths(tmp_path):
         read_split_json(str(path), "/x")
 
 
-def test_generate_fewshot_counts_determinism_and_errors():
-    items = _items(4, 6)
-    a = generate_fewshot(items, 3, seed=1)
-    assert [d.label for d in a] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
-    assert a == generate_fewshot(items, 3, seed=1)
-    assert a != generate_fewshot(items, 3, seed=2)
-    assert generate_fewshot(items, -1, seed=1) == items
-    with pytest.raises(DataError, match=r"class 0 'class0' has only 6 items.*at most 6"):
-        generate_fewshot(items, 7, seed=1)
+def test_generate_fewshot_dataset_counts_order_and_short_classes():
+    items = _items(4, 6)[::-1]  # labels first appear as 3, 2, 1, 0
+    a = generate_fewshot_dataset(items, 3, random.Random(1))
+    assert [d.label for d in a] == [3] * 3 + [2] * 3 + [1] * 3 + [0] * 3
+    assert a == generate_fewshot_dataset(items, 3, random.Random(1))
+    assert a != generate_fewshot_dataset(items, 3, random.Random(2))
+    assert generate_fewshot_dataset(items, -1, random.Random(1)) == items
+    short = items + [Datum(label=4, classname="rare", impath="/data/images/rare/0.jpg")]
+    with pytest.warns(UserWarning, match=r"kept whole, as Dassl does: 4 'rare' \(1\)"):
+        b = generate_fewshot_dataset(short, 2, random.Random(1))
+    assert [d.classname for d in b].count("rare") == 1 and len(b) == 9
 
 
 def test_apply_fewshot_val_gets_at_most_four_and_is_cached(tmp_path):
@@ -69,7 +72,9 @@ def test_apply_fewshot_val_gets_at_most_four_and_is_cached(tmp_path):
     assert [per_class(shot.val, c) for c in range(3)] == [4, 4, 4]
     assert shot.test == dataset.test and shot.classnames == dataset.classnames
     cache = fewshot_cache_path(str(tmp_path), 8, 5)
-    assert cache.endswith(os.path.join("split_fewshot", "shot_8-seed_5.pkl")) and os.path.isfile(cache)
+    assert cache.endswith(os.path.join("split_fewshot", "mmprompt_shot_8-seed_5.json")) and os.path.isfile(cache)
+    assert not os.path.exists(coop_fewshot_cache_path(str(tmp_path), 8, 5))  # CoOp's name is left to CoOp
+    assert json.loads(open(cache).read())["train"][0][0].startswith("class")  # relative paths
     again = apply_fewshot(dataset, 8, seed=5)
     assert again.train_x == shot.train_x and again.val == shot.val
 
@@ -79,17 +84,37 @@ class _Exploit:
         return (open, ("/tmp/mmprompt-pwned", "w"))
 
 
-def test_cache_with_python_objects_is_refused(tmp_path):
+def test_coop_cache_with_other_python_objects_is_refused(tmp_path):
     dataset = _dataset(tmp_path, 2, 5)
-    cache = fewshot_cache_path(str(tmp_path), 1, 1)
+    cache = coop_fewshot_cache_path(str(tmp_path), 1, 1)
     os.makedirs(os.path.dirname(cache))
     with open(cache, "wb") as f:
         pickle.dump({"train": [_Exploit()], "val": []}, f)
     if os.path.exists("/tmp/mmprompt-pwned"):
         os.remove("/tmp/mmprompt-pwned")
-    with pytest.raises(DataError, match="not an mmprompt cache.*Delete it"):
+    with pytest.raises(DataError, match="not a CoOp/Dassl cache.*refusing to load io.open.*Delete it"):
         apply_fewshot(dataset, 1, seed=1)
     assert not os.path.exists("/tmp/mmprompt-pwned")
+
+
+def test_old_mmprompt_cache_under_coops_name_is_refused(tmp_path):
+    dataset = _dataset(tmp_path, 2, 5)
+    cache = coop_fewshot_cache_path(str(tmp_path), 1, 1)
+    os.makedirs(os.path.dirname(cache))
+    with open(cache, "wb") as f:  # what mmprompt wrote there before it sampled as Dassl does
+        pickle.dump({"train": [["class0/0.jpg", 0, "class0"]], "val": [["class0/1.jpg", 0, "class0"]]}, f, protocol=4)
+    with pytest.raises(DataError, match="older mmprompt.*Delete it"):
+        apply_fewshot(dataset, 1, seed=1)
+
+
+def test_damaged_mmprompt_cache_is_refused(tmp_path):
+    dataset = _dataset(tmp_path, 2, 5)
+    apply_fewshot(dataset, 1, seed=1)
+    cache = fewshot_cache_path(str(tmp_path), 1, 1)
+    with open(cache, "w") as f:
+        f.write('{"version": 1, "train": []}')
+    with pytest.raises(DataError, match="not an mmprompt 1-shot seed-1 cache.*delete it"):
+        apply_fewshot(dataset, 1, seed=1)
 
 
 def test_subsample_base_new_relabels_from_zero():

@@ -6,7 +6,6 @@ annotation formats: .mat via scipy, txt lists, json) with a few 8-px JPEGs per c
 import io
 import json
 import os
-import pickle
 import shutil
 import tarfile
 import zipfile
@@ -308,9 +307,13 @@ def test_prepare_and_read(tmp_path, name):
         assert os.path.isfile(os.path.join(dataset.dataset_dir, DATASETS.get(name).split_file))
 
     shot = build_dataset(_cfg(tmp_path, name, shots=2))
-    for split, k in ((shot.train_x, 2), (shot.val, 2)):
-        counts = np.bincount([d.label for d in split], minlength=len(classnames))
-        assert counts.tolist() == [k] * len(classnames)
+    counts = np.bincount([d.label for d in shot.train_x], minlength=len(classnames))
+    assert counts.tolist() == [2] * len(classnames)
+    if name == "imagenet":  # CoOp's ImageNet validates on the whole val = test set
+        assert shot.val == shot.test and len(shot.val) == n_val
+    else:
+        counts = np.bincount([d.label for d in shot.val], minlength=len(classnames))
+        assert counts.tolist() == [2] * len(classnames)
     assert len(shot.test) == n_test
 
     base = build_dataset(_cfg(tmp_path, name, shots=2, subsample="base"))
@@ -347,15 +350,15 @@ def test_fewshot_cache_survives_moving_the_root(tmp_path, monkeypatch):
     make_eurosat(str(tmp_path / "data"))
     _prepare(tmp_path / "data", "eurosat")
     first = build_dataset(_cfg(tmp_path / "data", "eurosat", shots=2))
-    cache = tmp_path / "data" / "eurosat" / "split_fewshot" / "shot_2-seed_1.pkl"
+    cache = tmp_path / "data" / "eurosat" / "split_fewshot" / "mmprompt_shot_2-seed_1.json"
     assert cache.is_file()
-    rows = pickle.loads(cache.read_bytes())
+    rows = json.loads(cache.read_text())
     assert all(not os.path.isabs(r[0]) for r in rows["train"])
     shutil.move(str(tmp_path / "data"), str(tmp_path / "moved"))
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("the cached few-shot split should have been read")
-    monkeypatch.setattr(data_base, "generate_fewshot", no_sampling)
+    monkeypatch.setattr(data_base, "sample_fewshot", no_sampling)
     moved = build_dataset(_cfg(tmp_path / "moved", "eurosat", shots=2))
     assert _rel(moved, moved.train_x) == _rel(first, first.train_x)
     assert all(d.impath.startswith(str(tmp_path / "moved")) and os.path.isfile(d.impath) for d in moved.train_x)
@@ -549,12 +552,14 @@ def test_empty_class_is_an_error_and_writes_no_split(tmp_path):
     assert not (tmp_path / "food-101" / "split_zhou_Food101.json").exists()
 
 
-def test_too_many_shots_names_the_class(tmp_path):
+def test_class_smaller_than_the_shots_is_kept_whole_with_a_warning(tmp_path):
     make_oxford_flowers(str(tmp_path))
     _prepare(tmp_path, "oxford_flowers")
-    with pytest.raises(DataError, match=r"class 0 'pink primrose' has only 5 items.*at most 5"):
-        build_dataset(_cfg(tmp_path, "oxford_flowers", shots=6))
-    assert not (tmp_path / "oxford_flowers" / "split_fewshot" / "shot_6-seed_1.pkl").exists()
+    with pytest.warns(UserWarning, match=r"6-shot sampling of the train split: 3 class\(es\).*kept whole, as "
+                                         r"Dassl does: 0 'pink primrose' \(5\)"):
+        shot = build_dataset(_cfg(tmp_path, "oxford_flowers", shots=6))
+    full = build_dataset(_cfg(tmp_path, "oxford_flowers"))
+    assert sorted(d.impath for d in shot.train_x) == sorted(d.impath for d in full.train_x)
 
 
 def test_ucf_videos_need_a_decoder_or_the_midframes_archive(tmp_path):

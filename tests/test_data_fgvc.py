@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import random
 import shutil
 import tarfile
 
@@ -230,13 +231,31 @@ def test_flowers_uses_the_official_val_and_cat_to_name(tmp_path):
     assert ds.classnames == ["pink primrose", "globe thistle", "blanket flower"]
 
 
-def test_val_carving_is_per_class_and_seeded(tmp_path):
-    train = [(f"c{c}/{k}.jpg", c) for c in range(2) for k in range(15)] + [("c2/only.jpg", 2)]
+def test_val_carving_rules_and_seed(tmp_path):
+    # 31 training images: classes of 15, 12 and 4
+    train = [(f"c{c}/{k}.jpg", c) for c, n in ((0, 15), (1, 12), (2, 4)) for k in range(n)]
+    # vpt: ceil(3.1) = 4 to val; 27 kept by largest remainder (13.06, 10.45, 3.48 -> 13, 10, 3 + 1 for
+    # the largest remainder, class 2), so the class of 4 gets no val image, as small NABirds classes
     kept, val = prep.carve_val(train, 10, seed=0)
-    assert [sum(y == c for _, y in val) for c in range(3)] == [2, 2, 0]  # 1.5 rounds up; a lone image stays
-    assert sorted(kept + val) == sorted(train)
-    assert prep.carve_val(train, 10, seed=0) == (kept, val)
-    assert any(prep.carve_val(train, 10, seed=s)[1] != val for s in range(1, 5))
+    assert [sum(y == c for _, y in val) for c in range(3)] == [2, 2, 0]
+    kept, val = prep.carve_val(train, 10, seed=0, rule="per_class")  # 1.5 -> 2, 1.2 -> 1, 0.4 -> at least 1
+    assert [sum(y == c for _, y in val) for c in range(3)] == [2, 1, 1]
+    small = train[:15] + [("c1/lone.jpg", 1)]  # a lone image stays in train under both rules
+    for rule in prep.VAL_CARVES:
+        kept, val = prep.carve_val(small, 10, seed=0, rule=rule)
+        assert sorted(kept + val) == sorted(small) and ("c1/lone.jpg", 1) in kept
+        assert [x for x in small if x in kept] == kept  # official order kept
+        assert prep.carve_val(small, 10, seed=0, rule=rule) == (kept, val)
+        assert any(prep.carve_val(small, 10, seed=s, rule=rule)[1] != val for s in range(1, 5))
+    with pytest.raises(PrepError, match="--val-carve must be one of vpt, per_class"):
+        prep.carve_val(train, 10, seed=0, rule="random")
+
+
+def test_stratified_counts_break_ties_with_the_seed():
+    counts = {0: 10, 1: 10, 2: 10}  # 27 of 30 kept: 9 each, nothing tied
+    assert prep.stratified_train_counts(counts, 27, random.Random(0)) == {0: 9, 1: 9, 2: 9}
+    picks = {tuple(sorted(prep.stratified_train_counts(counts, 28, random.Random(s)).items())) for s in range(20)}
+    assert all(sorted(v for _, v in p) == [9, 9, 10] for p in picks) and len(picks) == 3
 
 
 def test_few_shot_counts_cache_and_moved_root(tmp_path):
@@ -248,15 +267,16 @@ def test_few_shot_counts_cache_and_moved_root(tmp_path):
     ds = build_dataset(cfg)
     assert [sum(d.label == c for d in ds.train_x) for c in range(3)] == [2, 2, 2]
     assert [sum(d.label == c for d in ds.val) for c in range(3)] == [2, 2, 2]
-    assert (root / "CUB_200_2011" / "split_fewshot" / "shot_2-seed_1.pkl").is_file()
+    assert (root / "CUB_200_2011" / "split_fewshot" / "mmprompt_shot_2-seed_1.json").is_file()
     moved = tmp_path / "moved"
     shutil.move(str(root), str(moved))
     again = build_dataset(make_cfg(moved, "cub", NUM_SHOTS=2))
     assert [os.path.relpath(d.impath, moved) for d in again.train_x] == \
         [os.path.relpath(d.impath, root) for d in ds.train_x]
     assert all(os.path.isfile(d.impath) for d in again.train_x)
-    with pytest.raises(DataError, match="only 18 items"):
-        build_dataset(make_cfg(moved, "cub", NUM_SHOTS=19))
+    with pytest.warns(UserWarning, match=r"19-shot sampling of the train split: 3 class\(es\).*kept whole"):
+        whole = build_dataset(make_cfg(moved, "cub", NUM_SHOTS=19))
+    assert len(whole.train_x) == 54
 
 
 def test_trainval_option_and_base_novel(tmp_path):
@@ -362,12 +382,16 @@ def test_reader_errors(tmp_path):
         build_dataset(make_cfg(tmp_path, "cub"))
     folder = tmp_path / "Stanford-dogs"
     folder.mkdir()
-    for split in ("train", "val", "test"):
-        (folder / f"{split}.json").write_text(json.dumps({"Images/a.jpg": 1}))
-    with pytest.raises(DataError, match="class.*0 '0' have no training image"):
+    (folder / "train.json").write_text(json.dumps({"Images/a.jpg": 1}))
+    for split in ("val", "test"):
+        (folder / f"{split}.json").write_text(json.dumps({"Images/b.jpg": 2}))
+    with pytest.raises(DataError, match="class.*2 '2' have no training image"):
         build_dataset(make_cfg(tmp_path, "dogs"))
-    (folder / "train.json").write_text(json.dumps({"Images/a.jpg": "1"}))
-    with pytest.raises(DataError, match="must be an integer"):
+    (folder / "train.json").write_text(json.dumps({"Images/a.jpg": "2"}))
+    with pytest.raises(DataError, match="mix integers and strings"):
+        build_dataset(make_cfg(tmp_path, "dogs"))
+    (folder / "train.json").write_text(json.dumps({"Images/a.jpg": 2.0}))
+    with pytest.raises(DataError, match="must be an integer or a string"):
         build_dataset(make_cfg(tmp_path, "dogs"))
     (folder / "train.json").write_text(json.dumps({"a.jpg": 0}))
     (folder / "val.json").write_text("{}")
@@ -406,3 +430,59 @@ def test_download_fetches_missing_files_then_prepares(tmp_path, monkeypatch):
     assert "flowers: 3 classes, train 12, val 12, test 12" in summary
     assert sorted(os.listdir(root / "OxfordFlower")) == ["102flowers.tgz", "classnames.json", "imagelabels.mat", "jpg",
                                                          "setid.mat", "test.json", "train.json", "val.json"]
+
+
+def make_cars_all_images(root):
+    """Stanford Cars' all-images release: car_ims/ and cars_annos.mat (relative_im_path, class, test)."""
+    folder = os.path.join(root, "Stanford-cars")
+    rows, n = [], 0
+    for label in (1, 2, 3):
+        for k in range(NUM_TRAIN + NUM_TEST):
+            n += 1
+            rel = f"car_ims/{n:06d}.jpg"
+            jpeg(os.path.join(folder, rel), n)
+            rows.append((rel, label, int(k >= NUM_TRAIN)))
+    fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test", "relative_im_path")
+    annos = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, (rel, label, test) in enumerate(rows):
+        annos[0, i] = (*(np.array([[v]]) for v in (1, 1, 7, 7, label, test)), rel)
+    names = np.empty((1, 3), dtype=object)
+    names[0, :] = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Tesla Model S Sedan 2012"]
+    savemat(os.path.join(folder, "cars_annos.mat"), {"annotations": annos, "class_names": names})
+
+
+def test_cars_all_images_release(tmp_path):
+    make_cars_all_images(str(tmp_path))
+    ds, summary = prepare(tmp_path, "cars")
+    assert "cars: 3 classes, train 54, val 6, test 9" in summary
+    assert ds.classnames == EXPECTED["cars"][0]
+    test = json.loads((tmp_path / "Stanford-cars" / "test.json").read_text())
+    assert list(test)[:2] == ["car_ims/000021.jpg", "car_ims/000022.jpg"] and set(test.values()) == {0, 1, 2}
+    train = json.loads((tmp_path / "Stanford-cars" / "train.json").read_text())
+    assert all(p.startswith("car_ims/") for p in train) and len(train) == 54
+
+
+def test_vpt_ids_and_names_without_classnames_json(tmp_path):
+    """VPT's own files: CUB's string ids and Dogs' 1-based ids, names from their image folders."""
+    for folder, subdir, files in (
+            ("CUB_200_2011", "images", {"002.Laysan_Albatross/a.jpg": "002", "001.Black_footed_Albatross/b.jpg": "001"}),
+            ("Stanford-dogs", "Images", {"n02085782-Japanese_spaniel/a.jpg": 2, "n02085620-Chihuahua/b.jpg": 1})):
+        for rel in files:
+            jpeg(os.path.join(tmp_path, folder, subdir, rel))
+        for split in ("train", "val", "test"):
+            (tmp_path / folder / f"{split}.json").write_text(json.dumps(files))
+    cub = build_dataset(make_cfg(tmp_path, "cub"))
+    assert cub.classnames == ["Black footed Albatross", "Laysan Albatross"]
+    assert [d.label for d in cub.train_x] == [1, 0]  # "002" -> 1, "001" -> 0, in the file's order
+    dogs = build_dataset(make_cfg(tmp_path, "dogs"))
+    assert dogs.classnames == ["Chihuahua", "Japanese spaniel"] and [d.label for d in dogs.test] == [1, 0]
+    # NABirds' non-contiguous ids, named by the official classes.txt when the folder has it
+    files = {"0313/a.jpg": 313, "0295/b.jpg": 295}
+    for rel in files:
+        jpeg(os.path.join(tmp_path, "nabirds", "images", rel))
+    for split in ("train", "val", "test"):
+        (tmp_path / "nabirds" / f"{split}.json").write_text(json.dumps(files))
+    assert build_dataset(make_cfg(tmp_path, "nabirds")).classnames == ["295", "313"]
+    write_lines(str(tmp_path / "nabirds"), "classes.txt", ["0 Birds", "295 Black-footed Albatross", "313 Wood Duck"])
+    nabirds = build_dataset(make_cfg(tmp_path, "nabirds"))
+    assert nabirds.classnames == ["Black-footed Albatross", "Wood Duck"] and [d.label for d in nabirds.train_x] == [1, 0]

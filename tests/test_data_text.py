@@ -60,11 +60,12 @@ def test_bbc_news_few_shot_counts_and_seed():
     assert [d.text for d in build_dataset(cfg).train_x] != [d.text for d in ds.train_x]
 
 
-def test_bbc_news_too_many_shots_is_a_clear_error():
+def test_bbc_news_too_many_shots_keeps_the_class_whole_with_a_warning():
     cfg = make_cfg("bbc_news")
-    cfg.DATASET.NUM_SHOTS = 300  # entertainment has 270 training articles
-    with pytest.raises(DataError, match="entertainment.*only 270.*NUM_SHOTS"):
-        build_dataset(cfg)
+    cfg.DATASET.NUM_SHOTS = 300  # entertainment has 270 training articles: kept whole, as Dassl does
+    with pytest.warns(UserWarning, match=r"300-shot sampling of the train split: .*'entertainment' \(270\)"):
+        dataset = build_dataset(cfg)
+    assert sum(d.classname == "entertainment" for d in dataset.train_x) == 270
 
 
 def test_per_class_split_rounds_half_up():
@@ -411,8 +412,9 @@ def test_text_few_shot_per_class(prepared):
     assert [sum(d.label == c for d in ds.val) for c in range(3)] == [2, 2, 2]
     assert len(ds.test) == 15
     cfg.DATASET.NUM_SHOTS = 3
-    with pytest.raises(DataError, match="only 2 items"):
-        build_dataset(cfg)
+    with pytest.warns(UserWarning, match="kept whole, as Dassl does"):  # a class of 2 stays 2
+        ds = build_dataset(cfg)
+    assert [sum(d.label == c for d in ds.train_x) for c in range(3)] == [2, 2, 2]
 
 
 def test_official_files_read_directly_from_the_config(official, tmp_path):

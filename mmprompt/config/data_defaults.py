@@ -9,10 +9,10 @@ def add_data_config(_C):
     _C.DATASET = CN()
     _C.DATASET.ROOT = ""  # root folder holding every dataset (CoOp's $DATA)
     _C.DATASET.NAME = ""  # dataset in the DATASETS registry
-    _C.DATASET.NUM_SHOTS = -1  # training items per class (val gets min(K, 4)); -1 or 0 = all items
-    _C.DATASET.FEWSHOT_SEED = -1  # seed of few-shot sampling; < 0 = use SEED (CoOp's behaviour)
+    _C.DATASET.NUM_SHOTS = -1  # training items per class, picked as Dassl picks them for the seed (val gets min(K, 4), ImageNet keeps val = test; a smaller class is kept whole); -1 or 0 = all items
+    _C.DATASET.FEWSHOT_SEED = -1  # seed of few-shot sampling; < 0 = use SEED (CoOp's --seed: the same images as CoOp/MaPLe runs with that seed)
     _C.DATASET.SUBSAMPLE_CLASSES = "all"  # base-to-novel: all, base (first ceil(n/2) sorted labels) or new (the rest), relabelled from 0
-    _C.DATASET.CACHE_FEWSHOT = True  # keep few-shot splits in <dataset>/split_fewshot/shot_K-seed_S.pkl
+    _C.DATASET.CACHE_FEWSHOT = True  # read CoOp's <dataset>/split_fewshot/shot_K-seed_S.pkl when present, else read/write mmprompt's split_fewshot/mmprompt_shot_K-seed_S.json
     _C.DATASET.TEST_DATASETS = []  # cross-dataset / domain-generalisation targets evaluated after training, read in full with all their classes
 
     # FGVC datasets in VPT's layout (cub, nabirds, flowers, dogs, cars; see mmprompt/data/fgvc.py)

@@ -8,10 +8,14 @@ Split files use CoOp's format, ``{"train": [[relpath, label, classname], ...], "
 with paths relative to the dataset's image folder, so the published ``split_zhou_*.json`` files
 read unchanged and a moved data root keeps working.
 
-Few-shot splits are cached as ``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl`` (CoOp's name).
-The pickle holds only builtins (a dict of lists of ``[relpath, label, classname]``) and is read
-with an unpickler that refuses every class, so a cache file can never run code; CoOp's own cache
-files (pickled ``Datum`` objects) are refused with a message saying to delete them.
+Few-shot sampling is Dassl's ``generate_fewshot_dataset`` as CoOp/MaPLe call it for a ``--seed``
+(:func:`sample_fewshot`): the same images for the same seed and split file. Splits are cached as
+``<dataset_dir>/split_fewshot/mmprompt_shot_{K}-seed_{S}.json`` (relative paths; an mmprompt name,
+so CoOp never meets a file it cannot read). CoOp's own ``shot_{K}-seed_{S}.pkl`` caches are read
+when present, through an unpickler that builds nothing but Dassl's ``Datum`` fields (a cache file
+can never run code), with their absolute paths rebased onto the dataset folder. The pickles of
+lists that mmprompt wrote under CoOp's name before it sampled as Dassl are refused with a message
+saying to delete them: their picks differ from Dassl's and CoOp cannot read them.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import math
 import os
 import pickle
 import random
+import re
 import tempfile
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -64,6 +70,9 @@ class DatasetBase:
     is the folder image paths are stored relative to. Both are "" for datasets that have no files
     (text tasks from ``datasets``), which are then sampled without a cache.
     """
+
+    # val is the test set and few-shot sampling leaves it whole (CoOp's ImageNet).
+    val_is_test = False
 
     def __init__(self, train_x: Sequence[Datum], val: Sequence[Datum] = (), test: Sequence[Datum] = (),
                  classnames: Optional[Sequence[str]] = None, name: str = "",
@@ -162,28 +171,36 @@ def read_split_json(path: str, path_prefix: str):
 # ------------------------------------------------------------------ few-shot sampling
 
 def group_by_label(items: Iterable[Datum]) -> Dict[int, List[Datum]]:
+    """Items per label; labels in the order they first appear, items in list order."""
     groups: Dict[int, List[Datum]] = defaultdict(list)
     for item in items:
         groups[item.label].append(item)
     return dict(groups)
 
 
-def generate_fewshot(data: Sequence[Datum], num_shots: int, seed: int, split: str = "train") -> List[Datum]:
-    """``num_shots`` items per class drawn with ``random.Random(seed)``; classes in label order.
+def generate_fewshot_dataset(data: Sequence[Datum], num_shots: int, rng: random.Random,
+                             split: str = "train") -> List[Datum]:
+    """Dassl's ``generate_fewshot_dataset`` on one list, drawing from ``rng``.
 
-    A class with fewer than ``num_shots`` items is an error (CoOp silently keeps the whole class,
-    which makes a "K-shot" result quietly use fewer shots).
+    Classes are visited in the order their label first appears in ``data`` and each gives
+    ``rng.sample(items, num_shots)``; a class with fewer items is kept whole (no item repeated,
+    Dassl's default ``repeat=False``), with a warning, since that "K-shot" class then trains on
+    fewer shots. ``num_shots`` < 1 returns ``data`` unchanged and draws nothing.
     """
-    if num_shots <= 0:
+    if num_shots < 1:
         return list(data)
-    rng = random.Random(seed)
     out: List[Datum] = []
-    for label, items in sorted(group_by_label(data).items()):
-        if len(items) < num_shots:
-            raise DataError(f"{num_shots}-shot sampling of the {split} split: class {label} "
-                            f"'{items[0].classname}' has only {len(items)} items. Lower "
-                            f"DATASET.NUM_SHOTS to at most {len(items)}.")
-        out.extend(rng.sample(items, num_shots))
+    short = []
+    for label, items in group_by_label(data).items():
+        if len(items) >= num_shots:
+            out.extend(rng.sample(items, num_shots))
+        else:
+            out.extend(items)
+            short.append(f"{label} '{items[0].classname}' ({len(items)})")
+    if short:
+        warnings.warn(f"{num_shots}-shot sampling of the {split} split: {len(short)} class(es) have fewer "
+                      f"items and are kept whole, as Dassl does: {', '.join(short[:5])}"
+                      f"{' ...' if len(short) > 5 else ''}")
     return out
 
 
@@ -192,51 +209,218 @@ def fewshot_val_shots(num_shots: int) -> int:
     return min(num_shots, 4)
 
 
-class _BuiltinsOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+def sample_fewshot(train: Sequence[Datum], val: Sequence[Datum], num_shots: int, seed: int,
+                   val_is_test: bool = False):
+    """(train, val) few-shot lists picked as a CoOp/MaPLe run with ``--seed seed`` picks them.
+
+    Dassl's ``train.py`` seeds the global ``random`` with the seed (``set_random_seed``) and
+    nothing draws from it before the dataset is built when its split file exists; the dataset
+    then samples train with K shots and val with min(K, 4) from that one stream, in that order.
+    ``random.Random(seed)`` is the same stream. (A CoOp run that first *generates* its split
+    file draws the split from the stream too, so its first run picks differently from every
+    later one; mmprompt always picks as the later runs do.) With ``val_is_test`` (CoOp's
+    ImageNet) only train is sampled and val is returned as it is.
+    """
+    rng = random.Random(seed)
+    train = generate_fewshot_dataset(train, num_shots, rng, "train")
+    if val_is_test or not val:
+        return train, list(val)
+    return train, generate_fewshot_dataset(val, fewshot_val_shots(num_shots), rng, "val")
 
 
-def _load_cache(path: str, path_prefix: str):
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        cache = _BuiltinsOnlyUnpickler(io.BytesIO(raw)).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataError(f"Few-shot cache {path} is not an mmprompt cache ({e}); it may be CoOp's, "
-                        f"which pickles Python objects. Delete it and it will be regenerated.") from None
-    if not isinstance(cache, dict) or "train" not in cache or "val" not in cache:
-        raise DataError(f"Few-shot cache {path} lacks 'train'/'val'; delete it to regenerate it.")
-    return (_from_rows(cache["train"], path_prefix, path), _from_rows(cache["val"], path_prefix, path))
+# The few-shot cache. mmprompt writes JSON (relative paths) under a name of its own, so CoOp,
+# which reads split_fewshot/shot_K-seed_S.pkl as pickled Datum objects, never meets a file it
+# cannot read; CoOp's own pickles are read (never executed) through _DasslDatumUnpickler.
+
+FEWSHOT_CACHE_VERSION = 2  # 1 was the pickle of lists mmprompt wrote under CoOp's name, before it sampled as Dassl
 
 
 def fewshot_cache_path(dataset_dir: str, num_shots: int, seed: int) -> str:
+    """mmprompt's cache of the K-shot split for a seed."""
+    return os.path.join(dataset_dir, "split_fewshot", f"mmprompt_shot_{num_shots}-seed_{seed}.json")
+
+
+def coop_fewshot_cache_path(dataset_dir: str, num_shots: int, seed: int) -> str:
+    """The cache CoOp/MaPLe write (pickled Dassl ``Datum`` objects)."""
     return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
 
 
-def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bool = True) -> DatasetBase:
-    """Replace train/val by K-shot subsets (val gets min(K, 4)), read from or written to the cache.
+DASSL_DATUM = ("dassl.data.datasets.base_dataset", "Datum")  # where the pickles say Datum lives
+_DATUM_FIELDS = {"_impath": str, "_label": int, "_domain": int, "_classname": str}  # Dassl's Datum.__init__
 
-    The cache is used when the dataset has files (``image_dir``); it stores paths relative to
-    ``image_dir`` so it survives moving the data root.
+
+class _PickledDatum:
+    """What a Dassl ``Datum`` becomes while unpickling: its four fields and nothing else."""
+
+    __slots__ = ("fields",)
+
+    def __setstate__(self, state):
+        if not (isinstance(state, dict) and set(state) <= set(_DATUM_FIELDS)
+                and {"_impath", "_label"} <= set(state)):
+            raise pickle.UnpicklingError(f"a Datum must hold {sorted(_DATUM_FIELDS)}; got "
+                                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        for key, value in state.items():
+            kind = _DATUM_FIELDS[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise pickle.UnpicklingError(f"Datum.{key} must be a {kind.__name__}; got {type(value).__name__}")
+        self.fields = dict(state)
+
+
+class _DasslDatumUnpickler(pickle.Unpickler):
+    """Builtins (dicts, lists, strings, numbers) and Dassl's ``Datum`` as :class:`_PickledDatum`.
+
+    Every other global, including the ``copyreg`` helpers that old pickle protocols need, is
+    refused, so a cache file cannot construct or call anything.
+    """
+
+    def find_class(self, module, name):
+        if (module, name) == DASSL_DATUM:
+            return _PickledDatum
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing persistent ids")
+
+
+# What a hostile or damaged pickle raises while being loaded with the unpickler above.
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+                    KeyError, OverflowError, RecursionError, MemoryError)
+
+
+def _path_index(items: Sequence[Datum], path_prefix: str) -> Dict[str, Datum]:
+    return {os.path.relpath(d.impath, path_prefix).replace(os.sep, "/"): d for d in items}
+
+
+def _rebase(impath: str, index: Dict[str, Datum]) -> Optional[Datum]:
+    """The item whose path relative to the image folder is the longest tail of ``impath``.
+
+    CoOp stores absolute paths of the machine that wrote the cache; the tail below the
+    dataset's image folder is the part that names the image (the split file's relpath).
+    """
+    parts = [p for p in re.split(r"[\\/]+", impath) if p]
+    for start in range(len(parts)):
+        found = index.get("/".join(parts[start:]))
+        if found is not None:
+            return found
+    return None
+
+
+def load_dassl_pickle(path: str, what: str, remedy: str):
+    """A CoOp/Dassl pickle (a dict of lists of ``Datum``) loaded with :class:`_DasslDatumUnpickler`;
+    ``what`` names the file and ``remedy`` says what to do in the error when it cannot be read."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        data = _DasslDatumUnpickler(io.BytesIO(raw)).load()
+    except _UNPICKLE_ERRORS as e:
+        raise DataError(f"{what} {path} is not a CoOp/Dassl cache mmprompt can read ({e}); only pickled "
+                        f"Dassl Datum objects are accepted. {remedy}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), list):
+        raise DataError(f"{what} {path} is not CoOp's format (a dict with a 'train' list of Datum). {remedy}")
+    return data
+
+
+def rebase_dassl_items(entries, items: Sequence[Datum], path_prefix: str, what: str) -> List[Datum]:
+    """The items of ``items`` that pickled Datum ``entries`` name, in the entries' order.
+
+    Each pickled absolute ``impath`` is matched by its longest tail that is a path of ``items``
+    relative to ``path_prefix``, and must carry the same label; anything else raises, naming
+    ``what`` (the file and split the entries came from).
+    """
+    if not isinstance(entries, list) or not all(isinstance(e, _PickledDatum) and hasattr(e, "fields")
+                                                for e in entries):  # a Datum created but never given its fields
+        raise DataError(f"{what} must be a list of Dassl Datum objects.")
+    index = _path_index(items, path_prefix)
+    out = []
+    for entry in entries:
+        impath, label = entry.fields["_impath"], entry.fields["_label"]
+        item = _rebase(impath, index)
+        if item is None or item.label != label:
+            raise DataError(f"{what} lists {impath} (label {label}), which is not an item under {path_prefix}"
+                            f"{'' if item is None else f' with that label (it has {item.label})'}.")
+        out.append(item)
+    return out
+
+
+def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
+    """(train, val) from CoOp's ``shot_K-seed_S.pkl``, as items of ``dataset``'s own splits.
+
+    Each pickled ``impath`` is rebased onto the dataset's image folder and must name an item of
+    the same split with the same label: a cache written for another split file is refused. A
+    cache without "val" (CoOp's ImageNet) gives ``dataset.val``.
+    """
+    resample = "Delete it and the split will be sampled again (as Dassl samples it)."
+    cache = load_dassl_pickle(path, "Few-shot cache", resample)
+    entries = cache["train"] + (cache.get("val") if isinstance(cache.get("val"), list) else [])
+    if entries and all(isinstance(e, list) for e in entries):
+        raise DataError(f"Few-shot cache {path} was written by an older mmprompt under CoOp's file name; its "
+                        f"picks differ from Dassl's for the same seed and CoOp cannot read it. Delete it; "
+                        f"mmprompt now samples as Dassl does and caches under mmprompt_shot_K-seed_S.json.")
+    out = []
+    for split, items in (("train", dataset.train_x), ("val", dataset.val)):
+        if split not in cache:
+            out.append(list(items))
+            continue
+        where = f"Few-shot cache {path} [{split}]"
+        try:
+            out.append(rebase_dassl_items(cache[split], items, dataset.image_dir, where))
+        except DataError as e:
+            raise DataError(f"{e} The cache was written for another {split} split of {dataset.name} than its "
+                            f"split file's. Delete {path} or restore that split file.") from None
+    return tuple(out)
+
+
+def _load_cache(path: str, dataset: "DatasetBase", num_shots: int, seed: int):
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"Few-shot cache {path} is not valid JSON ({e}); delete it and it will be regenerated.") from None
+    if not (isinstance(cache, dict) and cache.get("version") == FEWSHOT_CACHE_VERSION
+            and cache.get("num_shots") == num_shots and cache.get("seed") == seed
+            and isinstance(cache.get("train"), list) and isinstance(cache.get("val"), list)):
+        raise DataError(f"Few-shot cache {path} is not an mmprompt {num_shots}-shot seed-{seed} cache of "
+                        f"version {FEWSHOT_CACHE_VERSION}; delete it and it will be regenerated.")
+    train = _from_rows(cache["train"], dataset.image_dir, path)
+    val = _from_rows(cache["val"], dataset.image_dir, path) if not cache.get("val_is_test") else list(dataset.val)
+    for split, picked, items in (("train", train, dataset.train_x), ("val", val, dataset.val)):
+        known = {(d.impath, d.label) for d in items}
+        stale = [d for d in picked if (d.impath, d.label) not in known]
+        if stale:
+            raise DataError(f"Few-shot cache {path} lists {stale[0].impath} (label {stale[0].label}), which the "
+                            f"current {split} split does not hold (the split file changed since it was "
+                            f"written). Delete {path} and it will be regenerated.")
+    return train, val
+
+
+def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bool = True) -> DatasetBase:
+    """Replace train/val by the K-shot picks of a CoOp/MaPLe run with this seed (:func:`sample_fewshot`).
+
+    With a cache (datasets with files, ``use_cache``), in this order: CoOp's own
+    ``split_fewshot/shot_K-seed_S.pkl`` when present (the user's CoOp runs trained on it), then
+    mmprompt's ``split_fewshot/mmprompt_shot_K-seed_S.json``, else sample and write the latter
+    (paths relative to ``image_dir``, so it survives moving the data root). A dataset whose
+    ``val_is_test`` is set (CoOp's ImageNet) keeps val = test.
     """
     if num_shots <= 0:
         return dataset
-    cache = fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if dataset.dataset_dir else ""
-    cacheable = use_cache and cache and dataset.image_dir and all(d.impath for d in dataset.train_x)
-    if cacheable and os.path.isfile(cache):
-        train, val = _load_cache(cache, dataset.image_dir)
-        known = {(d.impath, d.label) for d in dataset.train_x + dataset.val}
-        if any((d.impath, d.label) not in known for d in train + val):
-            raise DataError(f"Few-shot cache {cache} lists items that the dataset's current train/val "
-                            f"splits do not hold (the split file changed since it was written). Delete "
-                            f"{os.path.dirname(cache)} and it will be regenerated.")
+    val_is_test = getattr(dataset, "val_is_test", False)
+    cacheable = (use_cache and dataset.dataset_dir and dataset.image_dir
+                 and all(d.impath for d in dataset.train_x))
+    coop_cache = coop_fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
+    cache = fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
+    if coop_cache and os.path.isfile(coop_cache):
+        train, val = read_coop_fewshot_cache(coop_cache, dataset)
+    elif cache and os.path.isfile(cache):
+        train, val = _load_cache(cache, dataset, num_shots, seed)
     else:
-        train = generate_fewshot(dataset.train_x, num_shots, seed, "train")
-        val = generate_fewshot(dataset.val, fewshot_val_shots(num_shots), seed, "val") if dataset.val else []
-        if cacheable:
-            payload = {"train": _to_rows(train, dataset.image_dir), "val": _to_rows(val, dataset.image_dir)}
-            _atomic_write(cache, pickle.dumps(payload, protocol=4))
+        train, val = sample_fewshot(dataset.train_x, dataset.val, num_shots, seed, val_is_test)
+        if cache:
+            payload = {"version": FEWSHOT_CACHE_VERSION, "num_shots": num_shots, "seed": seed,
+                       "val_is_test": bool(val_is_test),
+                       "train": _to_rows(train, dataset.image_dir),
+                       "val": [] if val_is_test else _to_rows(val, dataset.image_dir)}
+            _atomic_write(cache, json.dumps(payload, indent=1).encode())
     return _with_splits(dataset, train, val, dataset.test, dataset.classnames)
 
 

@@ -11,9 +11,16 @@ there, so every later run (and every machine sharing the folder) reads the same 
   CoOp does even where the owners publish lists (Flowers' setid.mat, Food-101's meta, DTD's
   labels): CoOp's published numbers were measured on such splits.
 
-Randomness uses ``random.Random(SPLIT_SEED)`` over items sorted by path, so a generated split
-does not depend on directory listing order. It is not byte-identical to CoOp's published files
-(those came from an unrecorded random state); put the published file in place to use it.
+Generation is CoOp's procedure: items in the order the owners' files list them, classes in the
+order their label first appears, and one ``random.Random(SPLIT_SEED)`` stream (``SPLIT_SEED`` = 1)
+shuffling each class in turn. That reproduces CoOp's published ``split_zhou_*.json`` exactly for
+OxfordPets, StanfordCars, OxfordFlowers and UCF101 (checked row for row against the published
+files, with the owners' lists rebuilt from them; see ``datasets_prep/CLIP_DATASETS.md``).
+Caltech101, DTD, EuroSAT and Food101 cannot be reproduced by anyone: CoOp shuffled each class's
+``os.listdir`` order, which is the order of the authors' filesystem, not of the data; mmprompt
+shuffles the sorted listing instead, so its split is at least the same on every machine (a
+published file put in place is used as it is). SUN397 and FGVCAircraft follow the same rules
+(FGVCAircraft draws nothing); no published file of theirs was at hand to check against.
 
 Images PIL cannot recognise are left out of a generated split with a warning (and listed in
 ``skipped_images``): official archives occasionally contain a broken file, and one bad file
@@ -32,8 +39,8 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
-from .base import (DataError, DatasetBase, DatasetMissingError, Datum, is_decodable, read_split_json,
-                   write_split_json)
+from .base import (DataError, DatasetBase, DatasetMissingError, Datum, group_by_label, is_decodable,
+                   load_dassl_pickle, read_split_json, rebase_dassl_items, write_split_json)
 
 SPLIT_SEED = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -73,10 +80,12 @@ def list_folders(folder: str) -> List[str]:
 
 def split_per_class(groups: Dict[int, List[Datum]], rng: random.Random,
                     p_train: float = 0.5, p_val: float = 0.2):
-    """CoOp's read_and_split_data: shuffle each class, round(n*p) train and val, rest test."""
+    """CoOp's ``read_and_split_data`` (and Flowers' ``read_data``): per class, in the order of
+    ``groups``, shuffle the items as given with ``rng`` (one stream across classes), then
+    round(n*p_train) to train, round(n*p_val) to val, the rest to test."""
     train, val, test = [], [], []
-    for label in sorted(groups):
-        items = sorted(groups[label], key=lambda d: d.impath)
+    for label, group in groups.items():
+        items = list(group)
         rng.shuffle(items)
         n = len(items)
         n_train, n_val = round(n * p_train), round(n * p_val)
@@ -91,18 +100,17 @@ def split_per_class(groups: Dict[int, List[Datum]], rng: random.Random,
 
 
 def split_trainval(trainval: Sequence[Datum], rng: random.Random, p_val: float = 0.2):
-    """CoOp's OxfordPets.split_trainval: round(n*p_val) of each class to val, the rest to train."""
-    groups: Dict[int, List[Datum]] = defaultdict(list)
-    for d in trainval:
-        groups[d.label].append(d)
+    """CoOp's ``OxfordPets.split_trainval``: per class, in the order labels first appear in
+    ``trainval``, shuffle the class's items (in list order) with ``rng``; the first
+    round(n*p_val) go to val, the rest to train."""
     train, val = [], []
-    for label in sorted(groups):
-        items = sorted(groups[label], key=lambda d: d.impath)
-        rng.shuffle(items)
+    for label, group in group_by_label(trainval).items():
+        items = list(group)
         n_val = round(len(items) * p_val)
         if n_val < 1 or n_val >= len(items):
             raise DataError(f"Class {label} '{items[0].classname}' has {len(items)} train image(s); "
                             f"carving a validation set needs at least 3.")
+        rng.shuffle(items)
         val += items[:n_val]
         train += items[n_val:]
     return train, val
@@ -310,7 +318,7 @@ class OxfordFlowers(SplitFileDataset):
         missing = sorted({int(y) for y in labels} - {int(k) for k in cat_to_name})
         if missing:
             raise DataError(f"oxford_flowers: cat_to_name.json has no name for label(s) {missing[:10]}")
-        groups: Dict[int, List[Datum]] = defaultdict(list)
+        groups: Dict[int, List[Datum]] = defaultdict(list)  # classes in first-appearance order, as CoOp
         for i, y in enumerate(labels):  # image_00001.jpg has the first label
             label = int(y) - 1
             groups[label].append(Datum(impath=os.path.join(dataset_dir, "jpg", f"image_{i + 1:05d}.jpg"),
@@ -502,9 +510,18 @@ class ImageNetFamily(DatasetBase):
 
 @DATASETS.register("imagenet")
 class ImageNet(ImageNetFamily):
-    """CoOp's ImageNet: images/train and images/val with one folder per wnid; val is also the test set."""
+    """CoOp's ImageNet: images/train and images/val with one folder per wnid; val is also the test set.
+
+    Item order matters to few-shot sampling, and CoOp listed each class folder with
+    ``os.listdir`` (the order of the filesystem), then saved the lists as ``preprocessed.pkl``.
+    When that file is in the folder it gives the order (read as pickled Datum only, see
+    :func:`mmprompt.data.base.load_dassl_pickle`), so K-shot picks equal the user's CoOp runs' for
+    every seed; without it the sorted listing is used.
+    """
 
     registry_name, folder = "imagenet", "imagenet"
+    val_is_test = True  # CoOp samples K shots of train only and validates on the full val = test
+    item_lists = "preprocessed.pkl"  # CoOp's pickled {"train": [Datum], "test": [Datum]}
 
     def __init__(self, cfg):
         _, dataset_dir, names = self._locate(cfg, ("classnames.txt", "images/train", "images/val"))
@@ -515,6 +532,18 @@ class ImageNet(ImageNetFamily):
         if {d.classname for d in train} != {d.classname for d in test}:
             raise DataError(f"imagenet: images/train and images/val hold different classes in {image_dir}; "
                             f"one of them is incompletely extracted.")
+        lists = os.path.join(dataset_dir, self.item_lists)
+        if os.path.isfile(lists):
+            remedy = (f"Delete it to use the sorted folder listing instead (CoOp's order is recorded only in "
+                      f"that file, so few-shot picks then differ from CoOp's).")
+            data = load_dassl_pickle(lists, "ImageNet item list", remedy)
+            if not isinstance(data.get("test"), list):
+                raise DataError(f"ImageNet item list {lists} has no 'test' list. {remedy}")
+            try:
+                train = rebase_dassl_items(data["train"], train, image_dir, f"ImageNet item list {lists} [train]")
+                test = rebase_dassl_items(data["test"], test, image_dir, f"ImageNet item list {lists} [test]")
+            except DataError as e:
+                raise DataError(f"{e} {remedy}") from None
         super().__init__(train, test, test, name=self.registry_name, dataset_dir=dataset_dir, image_dir=image_dir)
 
 
