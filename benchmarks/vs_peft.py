@@ -63,7 +63,7 @@ PEFT_CANNOT = [
     ("SuperPos / Residual token sources and ADePT/DePT offsets composed with any prompt",
      "configs/demo/superpos.yaml, configs/demo/adept.yaml"),
     ("deep prompts as hidden states on encoders whose layers ignore past_key_values (T5)",
-     "configs/demo/ptuning_v2.yaml, PTUNING_V2 on t5"),
+     "configs/demo/deep_prompt.yaml, DEEP_PROMPT on t5"),
 ]
 
 
