@@ -265,3 +265,23 @@ def test_bad_lengths_are_config_errors():
         built(tiny_encoder_cfg(), "PROMPT.PTUNING_V2.NUM_TOKENS", "0")
     with pytest.raises(ConfigError, match="PROMPT.PTUNING_V2.DEPTH = 5 but the encoder tower has 2 layers"):
         built(tiny_encoder_cfg(), "PROMPT.PTUNING_V2.DEPTH", "5")
+    backbone, stack = built(tiny_encoder_cfg(), "PROMPT.PTUNING_V2.NUM_TOKENS", "60")  # 64 positions
+    tower = backbone.tower("encoder")
+    with pytest.raises(ConfigError, match="numbered after a 60-token prefix.*needs position 65.*64 positions"):
+        tower.run_layers(tower.embed(padded_ids(1, 6, 0, [6], 100)), stack, PromptContext())
+
+
+def test_prefixes_compose_with_hidden_state_prompts():
+    """Prompt tuning's tokens sit in the sequence, numbered after the prefix; both train."""
+    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"), opts=[
+        *prefix_opts(), "PROMPT.METHODS", "['prompt_tuning', 'ptuning_v2']", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "2",
+        "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.POSITION", "adap_pos"])
+    model = build_model(cfg, ["x", "y"]).train()
+    seen = []
+    position_ids = model.tower.position_ids
+    model.tower.position_ids = lambda seq: seen.append(position_ids(seq)) or seen[-1]
+    model({"text": ["one two", "three"], "label": torch.tensor([0, 1])})["loss"].backward()
+    assert seen[0][:, 0].tolist() == [L, L]  # [CLS] after the 3 prefix positions
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "placement" not in n)
+    assert {"prompts.methods.0.sources.0.tokens", "prompts.methods.1.embedding"} <= set(grads)
