@@ -63,7 +63,9 @@ PEFT_CANNOT = [
     ("SuperPos / Residual token sources and ADePT/DePT offsets composed with any prompt",
      "configs/demo/superpos.yaml, configs/demo/adept.yaml"),
     ("deep prompts as hidden states on encoders whose layers ignore past_key_values (T5)",
-     "configs/demo/ptuning_v2.yaml, PTUNING_V2 on t5"),
+     "configs/demo/deep_prompt.yaml, DEEP_PROMPT on t5"),
+    ("P-tuning v2 key/value prefixes in T5's encoder layers (PEFT's prefix tuning passes past_key_values to "
+     "the model, and T5 hands them to its decoder only)", "PROMPT.METHODS [ptuning_v2] on t5"),
 ]
 
 

@@ -14,6 +14,17 @@ A :class:`TokenSeq` is a batch-first sequence ``x`` (B, N, D) together with
 Every edit is batched: positions may differ per sample (padded text, instance-level positions)
 and are handled with one gather, never with a Python loop over the batch.
 Anchors follow the backbone's own tokens: inserting before an anchor's token shifts it.
+
+Key/value prefixes (P-tuning v2, prefix tuning) are the one edit that is not a token: a prompt
+module's ``before_layer(i)`` may attach a :class:`KVPrefix` (``seq.with_kv_prefix``), and the
+tower's ``layer(i)`` then lets every query of that layer's self-attention attend to
+``[prefix keys; the sequence's keys]`` (values alike), takes the prefix off
+(``take_kv_prefix``) and returns a sequence without one, so a prefix acts on exactly one layer.
+The prefix has no hidden state, mask entry, owner or anchor: pooling, anchors and the other
+prompt methods see the sequence unchanged. ``position_offset`` shifts the absolute positions a
+tower adds at layer 0, as transformers numbers the input after the tokens cached before it
+(P-tuning v2's input starts at position l). Only towers whose ``kv_prefix_shape()`` is not None
+accept prefixes (see :class:`mmprompt.backbones.base.TokenTower`).
 """
 from __future__ import annotations
 
@@ -36,6 +47,32 @@ Position = Union[int, str, Tensor]
 
 
 @dataclass
+class KVPrefix:
+    """Keys and values one layer's self-attention puts before the sequence's own.
+
+    ``keys`` and ``values`` are (B, heads, l, head_dim), the layout of transformers' attention
+    caches: they are already projected (they bypass the layer's key/value weights) and every
+    query attends to all l of them (P-tuning v2's all-ones prefix attention mask).
+    """
+
+    keys: Tensor
+    values: Tensor
+
+    def __post_init__(self):
+        if self.keys.dim() != 4 or self.keys.shape != self.values.shape:
+            raise ValueError(f"KVPrefix keys and values must both be (B, heads, l, head_dim); got "
+                             f"{tuple(self.keys.shape)} and {tuple(self.values.shape)}")
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[2]
+
+    def then(self, other: "KVPrefix") -> "KVPrefix":
+        """This prefix followed by ``other`` (two methods prefixing the same layer)."""
+        return KVPrefix(torch.cat([self.keys, other.keys], 2), torch.cat([self.values, other.values], 2))
+
+
+@dataclass
 class TokenSeq:
     x: Tensor
     mask: Tensor
@@ -43,6 +80,11 @@ class TokenSeq:
     anchors: Dict[str, Tensor]
     tower: str = "encoder"
     meta: dict = field(default_factory=dict)
+    #: keys/values the next layer's self-attention prepends (see the module docstring); None = none
+    kv_prefix: Optional[KVPrefix] = None
+    #: absolute positions of the sequence start after this many (set before layer 0; read by
+    #: towers that add absolute positions at layer 0)
+    position_offset: int = 0
 
     @classmethod
     def from_embeddings(cls, x: Tensor, mask: Optional[Tensor] = None, *, tower: str,
@@ -74,6 +116,20 @@ class TokenSeq:
         if x.shape[:2] != self.x.shape[:2]:
             raise ValueError(f"with_x expects (B, N) = {tuple(self.x.shape[:2])}, got {tuple(x.shape[:2])}")
         return dc_replace(self, x=x)
+
+    def with_kv_prefix(self, prefix: KVPrefix) -> "TokenSeq":
+        """The same sequence with ``prefix`` for the next layer's attention, after any prefix
+        another method attached before the same layer."""
+        if prefix.keys.shape[0] != self.batch_size:
+            raise ValueError(f"a KVPrefix for {prefix.keys.shape[0]} samples does not fit a batch of {self.batch_size}")
+        return dc_replace(self, kv_prefix=prefix if self.kv_prefix is None else self.kv_prefix.then(prefix))
+
+    def take_kv_prefix(self):
+        """``(prefix or None, the sequence without it)``: what a tower's ``layer`` starts with."""
+        return self.kv_prefix, (self if self.kv_prefix is None else dc_replace(self, kv_prefix=None))
+
+    def with_position_offset(self, offset: int) -> "TokenSeq":
+        return dc_replace(self, position_offset=int(offset))
 
     def position(self, at: Position) -> Tensor:
         """(B,) long positions from an int, an anchor name or a (B,) tensor."""

@@ -110,7 +110,7 @@ def test_demo_configs_differ_only_where_their_method_says():
     assert counts["prompt_tuning"] == head + 20 * 32
     assert counts["adap_pos"] == counts["prompt_tuning"] + 21  # task level: l + 1 logits
     assert counts["adap_ins_pos"] == counts["prompt_tuning"] + 32 * 21  # instance level: d (l + 1), no bias
-    assert counts["ptuning_v2"] == head + 10 * 32 * 2  # 10 tokens before each of the 2 tiny layers
+    assert counts["deep_prompt"] == head + 10 * 32 * 2  # 10 tokens before each of the 2 tiny layers
     assert counts["superpos"] == head + 20 * (32 * 128 + 128)  # E_i (d x m) and p'_i (m) per token
     assert counts["adept"] == head + 10 * 32 + (32 * 4 + 4) + (4 * 32 + 32)  # prompt + down + up
     shared = demo_cfg("linear_probe")

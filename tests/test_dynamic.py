@@ -635,15 +635,15 @@ def test_length_mask_mode_on_real_backbones_equals_the_shorter_prompt(real_backb
 
 
 @pytest.mark.parametrize("method,position", [("dept", "adap_ins_pos"), ("adept", "adap_pos"),
-                                             ("ptuning_v2", "adap_pos")])
+                                             ("deep_prompt", "adap_pos")])
 def test_dynamic_positions_compose_with_offsets_and_per_layer_prompts(method, position):
-    """DePT/ADePT's short prompt and P-tuning v2's per-layer prompts at learned positions
-    (P-tuning v2 with a position per layer), trained end to end through the task models."""
+    """DePT/ADePT's short prompt and per-layer deep prompts at learned positions
+    (deep prompts with a position per layer), trained end to end through the task models."""
     from _text_backbones import tiny_encoder_cfg, tiny_t5_cfg
     from mmprompt.build import build_model
     key = method.upper()
     opts = ["PROMPT.METHODS", f"['{method}']", f"PROMPT.{key}.POSITION", position, "PROMPT.DYNAMIC.CHOICE_DEPTH", "2"]
-    if method == "ptuning_v2":
+    if method == "deep_prompt":
         cfg = tiny_encoder_cfg()
         opts += ["MODEL.TEXT.TOKENIZER", "byt5", "MODEL.BACKBONE.KWARGS.vocab_size", "384"]
     else:
@@ -654,7 +654,7 @@ def test_dynamic_positions_compose_with_offsets_and_per_layer_prompts(method, po
     model = build_model(cfg, ["no", "yes"]).train()
     ctx = model.new_context()
     model({"text": ["great movie", "bad"], "label": torch.tensor([1, 0])}, ctx)["loss"].backward()
-    layers = 2 if method == "ptuning_v2" else 1
+    layers = 2 if method == "deep_prompt" else 1
     assert sorted(ctx.records) == [f"encoder.layer{i}.dpos" for i in range(layers)]
     heads = [p for n, p in model.named_parameters() if ".placement.heads." in n]
     assert len(heads) == 2 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads[:layers])

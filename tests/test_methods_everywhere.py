@@ -38,7 +38,7 @@ METHODS = [
     ("residual", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
                                      "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.SOURCE", "residual",
                                      "PROMPT.RESIDUAL.HIDDEN", "8"]),
-    ("ptuning_v2", ["ptuning_v2"], ["PROMPT.PTUNING_V2.TOWER", "{T}", "PROMPT.PTUNING_V2.NUM_TOKENS", "3"]),
+    ("deep_prompt", ["deep_prompt"], ["PROMPT.DEEP_PROMPT.TOWER", "{T}", "PROMPT.DEEP_PROMPT.NUM_TOKENS", "3"]),
     ("dept", ["dept"], ["PROMPT.DEPT.TOWER", "{T}", "PROMPT.DEPT.NUM_TOKENS", "3", "PROMPT.DEPT.INIT", "normal",
                         "PROMPT.DEPT.RANK", "2", "PROMPT.DEPT.MAX_LEN", "80", "PROMPT.DEPT.LAYERS", "[0, 1]"]),
     ("adept", ["adept"], ["PROMPT.ADEPT.TOWER", "{T}", "PROMPT.ADEPT.NUM_TOKENS", "3", "PROMPT.ADEPT.INIT", "normal",
@@ -68,6 +68,21 @@ def build(base, methods, opts):
 @pytest.mark.parametrize("method,methods,opts", METHODS, ids=[m[0] for m in METHODS])
 @pytest.mark.parametrize("label,base,tower,batch", TOWERS, ids=[t[0] for t in TOWERS])
 def test_method_trains_on_tower(label, base, tower, batch, method, methods, opts):
+    check_trains(label, base, tower, batch, method, methods, opts)
+
+
+# P-tuning v2's key/value prefixes need a tower whose attention takes extra keys/values: the text
+# encoders (tests/test_prompts_prefix.py checks that the others refuse it)
+KV_PREFIX = ("ptuning_v2", ["ptuning_v2"], ["PROMPT.PTUNING_V2.TOWER", "{T}", "PROMPT.PTUNING_V2.NUM_TOKENS", "3"])
+
+
+@pytest.mark.parametrize("label,base,tower,batch", [t for t in TOWERS if t[0] in ("t5", "bert")],
+                         ids=["t5", "bert"])
+def test_key_value_prefixes_train_on_the_text_encoders(label, base, tower, batch):
+    check_trains(label, base, tower, batch, *KV_PREFIX)
+
+
+def check_trains(label, base, tower, batch, method, methods, opts):
     model = build(base, methods, [o.replace("{T}", tower) for o in opts])
     plain = build(base, [], [])
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()}, strict=False)

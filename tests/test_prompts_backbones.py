@@ -188,10 +188,10 @@ def test_offsets_on_t5_encoder(method):
     assert {f"prompts.methods.0.{g}" for g in groups} == {n for n, _ in model.named_parameters() if ".offsets." in n}
 
 
-def test_ptuning_v2_on_bert_every_layer():
+def test_deep_prompt_on_bert_every_layer():
     cfg = tiny_encoder_cfg()
-    cfg.merge_from_list(["PROMPT.METHODS", "['ptuning_v2']", "PROMPT.PTUNING_V2.NUM_TOKENS", "3",
-                         "PROMPT.PTUNING_V2.DROPOUT", "0.0"])
+    cfg.merge_from_list(["PROMPT.METHODS", "['deep_prompt']", "PROMPT.DEEP_PROMPT.NUM_TOKENS", "3",
+                         "PROMPT.DEEP_PROMPT.DROPOUT", "0.0"])
     backbone = build_backbone(cfg)
     stack = build_prompts(cfg, backbone)
     deep = stack.methods[0]

@@ -104,18 +104,18 @@ def test_vpt_on_missing_tower_names_the_towers():
         build_prompts(vpt_cfg(), fake_encoder())
 
 
-def ptv2_cfg(**kw):
+def deep_prompt_cfg(**kw):
     cfg = get_cfg()
-    cfg.PROMPT.METHODS = ["ptuning_v2"]
-    cfg.PROMPT.PTUNING_V2.DROPOUT = 0.0
+    cfg.PROMPT.METHODS = ["deep_prompt"]
+    cfg.PROMPT.DEEP_PROMPT.DROPOUT = 0.0
     for k, v in kw.items():
-        cfg.PROMPT.PTUNING_V2[k] = v
+        cfg.PROMPT.DEEP_PROMPT[k] = v
     return cfg
 
 
-def test_ptuning_v2_replaces_hidden_states_at_every_layer_of_an_encoder():
+def test_deep_prompt_replaces_hidden_states_at_every_layer_of_an_encoder():
     backbone = fake_encoder(depth=3)
-    stack = build_prompts(ptv2_cfg(NUM_TOKENS=3), backbone)
+    stack = build_prompts(deep_prompt_cfg(NUM_TOKENS=3), backbone)
     deep = stack.methods[0]
     tower = backbone.tower("encoder")
     tower.run(["a b c", "d"], stack, PromptContext())
@@ -127,9 +127,9 @@ def test_ptuning_v2_replaces_hidden_states_at_every_layer_of_an_encoder():
     assert len(grads) == 3
 
 
-def test_ptuning_v2_reparameterisation_produces_every_layer_from_one_prompt():
+def test_deep_prompt_reparameterisation_produces_every_layer_from_one_prompt():
     backbone = fake_encoder(width=12, depth=3)
-    stack = build_prompts(ptv2_cfg(NUM_TOKENS=2, REPARAM=True, REPARAM_HIDDEN=7), backbone)
+    stack = build_prompts(deep_prompt_cfg(NUM_TOKENS=2, REPARAM=True, REPARAM_HIDDEN=7), backbone)
     deep = stack.methods[0]
     tower = backbone.tower("encoder")
     tower.run(["a b"], stack, PromptContext())

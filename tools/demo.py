@@ -34,13 +34,13 @@ from mmprompt.utils.cli import run_cli  # noqa: E402
 
 CONFIG_DIR = os.path.join(REPO, "configs", "demo")
 #: the demo's methods in table order; each is configs/demo/<name>.yaml
-METHODS = ("linear_probe", "prompt_tuning", "adap_pos", "adap_ins_pos", "ptuning_v2", "superpos", "adept")
+METHODS = ("linear_probe", "prompt_tuning", "adap_pos", "adap_ins_pos", "deep_prompt", "superpos", "adept")
 DESCRIPTIONS = {
     "linear_probe": "linear head only (the floor)",
     "prompt_tuning": "20 soft tokens after [CLS]",
     "adap_pos": "prompt tuning + learned split position (task)",
     "adap_ins_pos": "prompt tuning + learned split position (instance)",
-    "ptuning_v2": "10 tokens before each of 6 layers",
+    "deep_prompt": "10 hidden-state tokens before each of 6 layers",
     "superpos": "20 tokens, each a superposition of 128 vocab embeddings",
     "adept": "10 tokens + token-shared offset MLP (r=4)",
 }

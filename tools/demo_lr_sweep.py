@@ -7,7 +7,7 @@ on the whole BBC News validation split (223 articles; never the test split).
 Prints one line per (method, lr) and the best lr per method; the chosen values are written into
 configs/demo/*.yaml by hand. The adaptive-position variants reuse prompt tuning's lr (they add
 21 or 8,064 parameters to the same prompt), so they are not swept separately. The grids of
-ptuning_v2, superpos and adept are here but were not run for the shipped configs (CPU time on the
+deep_prompt, superpos and adept are here but were not run for the shipped configs (CPU time on the
 shared 2-core machine ran out); those configs use prompt tuning's chosen lr.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mmprompt.utils.cli import run_cli  # noqa: E402
 GRID = {
     "linear_probe": [0.01, 0.03, 0.1],
     "prompt_tuning": [0.01, 0.03, 0.1],
-    "ptuning_v2": [0.01, 0.03],
+    "deep_prompt": [0.01, 0.03],
     "superpos": [0.01, 0.03],
     "adept": [0.01, 0.03],
 }

@@ -248,3 +248,25 @@ class LazyTokenizer:
 
     def special_token_ids(self):
         return set(self.get().all_special_ids)
+
+
+# ---------------------------------------------------------------- key/value prefixes
+def prefix_cache(layer_index: int, prefix):
+    """A transformers cache holding ``prefix`` (a :class:`~mmprompt.tokens.KVPrefix`) as layer
+    ``layer_index``'s past keys and values.
+
+    Given to that layer as its ``cache`` argument, it is the library's own way to hand a
+    self-attention extra keys and values: BERT's and T5's attention append the layer's keys and
+    values to the cached ones and attend over ``[prefix; own]``. It is built for one layer call,
+    since that call grows it.
+    """
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(None, None)] * layer_index + [(prefix.keys, prefix.values)])
+
+
+def prefixed_key_mask(mask: torch.Tensor, prefix_length: int) -> torch.Tensor:
+    """(B, l + N) bool key mask: the l prefix keys visible to every query (P-tuning v2's all-ones
+    prefix mask), then the sequence's own ``mask`` (B, N)."""
+    ones = torch.ones(mask.shape[0], prefix_length, dtype=torch.bool, device=mask.device)
+    return torch.cat([ones, mask.bool()], 1)

@@ -12,14 +12,24 @@ calls that object's own modules and owns no weights of its own. It exposes one o
     feat = tower.pool(seq)
 
 With no prompts the result equals the library's own forward (each adapter has a test for it).
+
+Key/value prefixes: a prompt module may attach a :class:`~mmprompt.tokens.KVPrefix` to the
+sequence in ``before_layer(i)``. A tower that accepts them says so with :meth:`TokenTower.kv_prefix_shape`
+(the ``(heads, head_dim)`` a prefix must have) and, in ``layer(i)``, takes the prefix off the
+sequence, runs the layer with its self-attention over ``[prefix; sequence]`` (every query sees
+the whole prefix; padded keys of the sequence stay hidden) and returns the output without a
+prefix. Towers with absolute positions add ``seq.position_offset`` to them at layer 0. A tower
+that returns None from ``kv_prefix_shape`` never sees a prefix: :meth:`TokenTower.run_layers`
+refuses one, and methods that make prefixes refuse such towers when they are set up.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..tokens import TokenSeq
 
 
@@ -49,6 +59,11 @@ class TokenTower(nn.Module):
     def pool(self, seq: TokenSeq) -> torch.Tensor:
         raise NotImplementedError
 
+    def kv_prefix_shape(self) -> Optional[Tuple[int, int]]:
+        """``(heads, head_dim)`` of the key/value prefixes every layer's self-attention takes
+        (``TokenSeq.kv_prefix``), or None when this tower's layers take none (the default)."""
+        return None
+
     def input_embeddings(self) -> Optional[nn.Embedding]:
         """The vocabulary embedding of a text tower (used to initialise prompts from words)."""
         return None
@@ -66,6 +81,10 @@ class TokenTower(nn.Module):
         for i in range(self.num_layers if upto is None else upto):
             if prompts is not None:
                 seq = prompts.before_layer(self.name, i, seq, ctx)
+                if seq.kv_prefix is not None and self.kv_prefix_shape() is None:
+                    raise ConfigError(f"A prompt method gave the {type(self).__name__} '{self.name}' tower "
+                                      f"key/value prefixes, which its layers cannot take; only the "
+                                      f"BERT-family (hf_encoder) and T5 encoder towers accept them.")
             seq = self.layer(i, seq)
         return seq
 
@@ -88,7 +107,6 @@ class TokenBackbone(nn.Module):
 
     def tower(self, name: str) -> TokenTower:
         if name not in self.towers:
-            from ..errors import ConfigError
             raise ConfigError(f"{type(self).__name__} has no '{name}' tower (it has {self.tower_names})")
         return self.towers[name]
 

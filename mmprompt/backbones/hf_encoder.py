@@ -11,6 +11,11 @@ token-sequence backbone with one tower, "encoder".
   Token types: 1 from the first token of a pair's second text up to the last separator, 0
   elsewhere, so a prompt inside the second text belongs to it.
 * ``layer(i)``: ``encoder.layer[i]`` with the additive mask built from the current ``seq.mask``.
+  A key/value prefix on the sequence (``seq.kv_prefix``, P-tuning v2) goes to the layer as the
+  library's ``cache`` (past keys/values), with the key mask extended by ones for the prefix:
+  what ``BertModel`` computes when given ``past_key_values`` and a prefix attention mask.
+  ``seq.position_offset`` shifts the positions at layer 0 (transformers numbers the input from
+  the cache length: BERT's [CLS] at l, RoBERTa's <s> at ``padding_idx + 1 + l``).
 * ``pool``: ``cls`` ([CLS]/<s> state, anchor ``pool``), ``mean`` (masked mean over the input's own
   tokens, prompts excluded, as sentence-transformers pools), ``pooler`` (the model's dense+tanh
   pooler on [CLS], as BERT's sequence classifiers use); ``default`` is ``mean`` for
@@ -36,7 +41,7 @@ from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from . import _hf
-from ._hf import LazyTokenizer, real_token_span, token_inputs
+from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
 
 #: model types whose embeddings module takes (inputs_embeds, position_ids, token_type_ids) and
@@ -70,6 +75,10 @@ class HFEncoderTower(TokenTower):
     def input_embeddings(self) -> nn.Embedding:
         return self.hf.embeddings.word_embeddings
 
+    def kv_prefix_shape(self):
+        attention = self.hf.encoder.layer[0].attention.self
+        return attention.num_attention_heads, attention.attention_head_size
+
     def tokenize(self, texts, texts_b=None, max_length=None):
         """``(ids, mask)`` for a batch of texts (pairs with ``texts_b``), padded and truncated to
         ``max_length`` (default MODEL.TEXT.MAX_LENGTH), on the model's device."""
@@ -94,11 +103,12 @@ class HFEncoderTower(TokenTower):
             "start": first + 1, "end": last, "pool": first, "segment_b": segment_b})
 
     def position_ids(self, seq: TokenSeq) -> torch.Tensor:
+        offset = seq.position_offset
         if self.padding_idx is not None:
             on = seq.mask.long()
-            return torch.cumsum(on, 1) * on + self.padding_idx
+            return (torch.cumsum(on, 1) + offset) * on + self.padding_idx
         counted = (seq.mask | (seq.owner == 0)).long()
-        return (torch.cumsum(counted, 1) - 1).clamp_min(0)
+        return (torch.cumsum(counted, 1) - 1).clamp_min(0) + offset
 
     def token_type_ids(self, seq: TokenSeq) -> torch.Tensor:
         if self.hf.config.type_vocab_size < 2:  # RoBERTa: one segment embedding for both texts
@@ -107,27 +117,36 @@ class HFEncoderTower(TokenTower):
         second = (idx >= seq.anchors["segment_b"][:, None]) & (idx <= seq.anchors["end"][:, None])
         return second.long()
 
-    def _attention_mask(self, seq: TokenSeq):
+    def _attention_mask(self, seq: TokenSeq, prefix_length: int = 0):
+        """The library's mask for this sequence (and a prefix of ``prefix_length`` keys), built
+        once per mask and prefix length and shared by the layers through ``seq.meta``."""
         from transformers.masking_utils import create_bidirectional_mask
 
         cached = seq.meta.get("hf_attention")
-        if cached is not None and cached[0] is seq.mask:
-            return cached[1]
-        mask = create_bidirectional_mask(config=self.hf.config, inputs_embeds=seq.x, attention_mask=seq.mask)
-        seq.meta["hf_attention"] = (seq.mask, mask)
-        return mask
+        if cached is None or cached[0] is not seq.mask:
+            cached = seq.meta["hf_attention"] = (seq.mask, {})
+        if prefix_length not in cached[1]:
+            keys = prefixed_key_mask(seq.mask, prefix_length) if prefix_length else seq.mask
+            cached[1][prefix_length] = create_bidirectional_mask(config=self.hf.config, inputs_embeds=seq.x,
+                                                                 attention_mask=keys)
+        return cached[1][prefix_length]
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        prefix, seq = seq.take_kv_prefix()
         x = seq.x
         if i == 0:
             positions = self.position_ids(seq)
             limit = self.hf.config.max_position_embeddings
             if int(positions.max()) >= limit:
-                raise ConfigError(f"A sequence of {seq.length} tokens (text + prompts) needs position "
+                after = f", numbered after a {seq.position_offset}-token prefix," if seq.position_offset else ""
+                raise ConfigError(f"A sequence of {seq.length} tokens (text + prompts{after}) needs position "
                                   f"{int(positions.max())}, but this model has {limit} positions; lower "
                                   "MODEL.TEXT.MAX_LENGTH or the prompt length.")
             x = self.hf.embeddings(inputs_embeds=x, position_ids=positions, token_type_ids=self.token_type_ids(seq))
-        out = self.hf.encoder.layer[i](x, self._attention_mask(seq))
+        if prefix is None:
+            out = self.hf.encoder.layer[i](x, self._attention_mask(seq))
+        else:
+            out = self.hf.encoder.layer[i](x, self._attention_mask(seq, prefix.length), cache=prefix_cache(i, prefix))
         return seq.with_x(out[0] if isinstance(out, tuple) else out)
 
     def pool(self, seq: TokenSeq, mode: str = "default") -> torch.Tensor:

@@ -9,6 +9,11 @@ are used by the T5 verbalizer to score label words given the prompted encoder st
   once per sequence (and again only when a prompt changes its length or mask). Prompt tokens
   whose mask is off take no relative position, so they change nothing. Layer 0 first
   applies the encoder's input dropout, so prompts inserted before layer 0 get it as inputs do.
+  A key/value prefix on the sequence (``seq.kv_prefix``, P-tuning v2) goes to the block as the
+  library's ``cache`` (past keys/values; T5's encoder stack never passes one, its blocks' attention
+  takes one all the same), the key mask gains ones for the prefix, and the relative position
+  bias places the l prefix keys just before the input, as T5's attention computes it for cached
+  keys (query j at position l + j, prefix key k at k).
 * ``final``: the encoder's final RMS norm and dropout, giving what the decoder cross-attends to;
   ``encode`` runs embed -> prompted layers -> final.
 * ``pool``: T5 pools no single token; the feature is the masked mean of the final states over
@@ -31,7 +36,7 @@ from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from . import _hf
-from ._hf import LazyTokenizer, real_token_span, token_inputs
+from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
 
 # Published T5 v1.1 hyperparameters (the LM-adapted checkpoints share them): gated-GELU FFN,
@@ -78,6 +83,10 @@ class T5EncoderTower(TokenTower):
     def input_embeddings(self) -> nn.Embedding:
         return self.hf.get_input_embeddings()
 
+    def kv_prefix_shape(self):
+        attention = self.stack.block[0].layer[0].SelfAttention
+        return attention.n_heads, attention.key_value_proj_dim
+
     def tokenize(self, texts, texts_b=None, max_length=None):
         """``(ids, mask)`` for a batch of texts (pairs with ``texts_b``), padded and truncated to
         ``max_length`` (default MODEL.TEXT.MAX_LENGTH), on the model's device."""
@@ -99,36 +108,48 @@ class T5EncoderTower(TokenTower):
         x = self.stack.embed_tokens(ids)
         return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": first, "end": last})
 
-    def _attention_inputs(self, seq: TokenSeq):
-        """The additive mask and relative position bias for this sequence, built once per mask."""
+    def _attention_inputs(self, seq: TokenSeq, prefix_length: int = 0):
+        """The additive mask and relative position bias for this sequence (and a key/value prefix
+        of ``prefix_length``), built once per mask and prefix length and shared by the blocks."""
         from transformers.masking_utils import create_bidirectional_mask
 
         cached = seq.meta.get("t5_attention")
-        if cached is not None and cached[0] is seq.mask:
-            return cached[1], cached[2]
-        mask = create_bidirectional_mask(config=self.stack.config, inputs_embeds=seq.x, attention_mask=seq.mask)
-        seq.meta["t5_attention"] = (seq.mask, mask, self._position_bias(seq))
-        return mask, seq.meta["t5_attention"][2]
+        if cached is None or cached[0] is not seq.mask:
+            cached = seq.meta["t5_attention"] = (seq.mask, {})
+        if prefix_length not in cached[1]:
+            keys = prefixed_key_mask(seq.mask, prefix_length) if prefix_length else seq.mask
+            mask = create_bidirectional_mask(config=self.stack.config, inputs_embeds=seq.x, attention_mask=keys)
+            cached[1][prefix_length] = (mask, self._position_bias(seq, prefix_length))
+        return cached[1][prefix_length]
 
-    def _position_bias(self, seq: TokenSeq) -> torch.Tensor:
-        """Block 0's relative position bias. Prompt tokens whose mask is off take no position, so
-        switching a prompt token off leaves the distances between the others, and thus the
-        output, unchanged (the library's own bias is used whenever every token counts)."""
+    def _position_bias(self, seq: TokenSeq, prefix_length: int = 0) -> torch.Tensor:
+        """Block 0's relative position bias, (1 or B, heads, N, prefix_length + N). Prompt tokens
+        whose mask is off take no position, so switching a prompt token off leaves the distances
+        between the others, and thus the output, unchanged (the library's own bias is used
+        whenever every token counts). Prefix keys sit at positions 0..l-1 before the input."""
         attention = self.stack.block[0].layer[0].SelfAttention
         counted = seq.mask | (seq.owner == 0)
         if bool(counted.all()):
-            return attention.compute_bias(seq.length, seq.length, device=seq.x.device)
-        positions = torch.cumsum(counted.long(), 1) - 1
-        relative = positions[:, None, :] - positions[:, :, None]  # (B, query, key): key - query
+            return attention.compute_bias(seq.length, prefix_length + seq.length, device=seq.x.device,
+                                          past_seen_tokens=prefix_length)
+        queries = torch.cumsum(counted.long(), 1) - 1 + prefix_length
+        prefix = torch.arange(prefix_length, device=seq.x.device).expand(seq.batch_size, -1)
+        keys = torch.cat([prefix, queries], 1)
+        relative = keys[:, None, :] - queries[:, :, None]  # (B, query, key): key - query
         buckets = attention._relative_position_bucket(
             relative, bidirectional=True, num_buckets=attention.relative_attention_num_buckets,
             max_distance=attention.relative_attention_max_distance)
         return attention.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # (B, heads, query, key)
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        prefix, seq = seq.take_kv_prefix()
         x = self.stack.dropout(seq.x) if i == 0 else seq.x
-        mask, bias = self._attention_inputs(seq)
-        hidden = self.stack.block[i](x, attention_mask=mask, position_bias=bias)[0]
+        if prefix is None:
+            mask, bias = self._attention_inputs(seq)
+            hidden = self.stack.block[i](x, attention_mask=mask, position_bias=bias)[0]
+        else:
+            mask, bias = self._attention_inputs(seq, prefix.length)
+            hidden = self.stack.block[i](x, attention_mask=mask, position_bias=bias, cache=prefix_cache(i, prefix))[0]
         return seq.with_x(hidden)
 
     def final(self, seq: TokenSeq) -> TokenSeq:

@@ -36,6 +36,7 @@ _C.MODEL.HEAD.DROPOUT = 0.0  # dropout on the pooled feature before the head
 _C.MODEL.TEXT = CN()
 _C.MODEL.TEXT.MAX_LENGTH = 128  # longest tokenized text (longer ones are truncated); prompt tokens come on top of it
 _C.MODEL.TEXT.TOKENIZER = ""  # text models' tokenizer: "" = the backbone's own (beside its weights or config), 'byt5' = byte tokenizer needing no files, or a folder / hub id
+_C.MODEL.TEXT.HEAD_INIT_STD = 0.0  # text_classifier: > 0 starts the linear head at normal(0, this std) with bias 0, as transformers and P-tuning v2 initialise a new classifier (the model's initializer_range, 0.02 for BERT/RoBERTa); 0 = torch's nn.Linear default (uniform +-1/sqrt(d))
 
 _C.MODEL.CLIP = CN()
 _C.MODEL.CLIP.TEMPLATE = "a photo of a {}."  # class prompt when no prompt method edits the text tower (zero-shot CLIP); {} = class name

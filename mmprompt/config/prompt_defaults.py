@@ -50,16 +50,26 @@ def add_method_config(_C):
     _C.PROMPT.PROMPT_TUNING.SOURCE = "param"  # param, superpos (SuperPos-Prompt), residual (Residual PT) ...
     _C.PROMPT.PROMPT_TUNING.POSITION = "prefix"  # where the prompt is inserted
 
-    _C.PROMPT.PTUNING_V2 = CN()
-    _C.PROMPT.PTUNING_V2.NUM_TOKENS = 20  # prompt tokens per layer
-    _C.PROMPT.PTUNING_V2.DEPTH = 0  # layers (from 0) whose prompts are replaced by their own tokens; 0 = every layer
-    _C.PROMPT.PTUNING_V2.INIT = "normal"  # token init of each layer's prompt (or of the reparameterisation's input)
-    _C.PROMPT.PTUNING_V2.DROPOUT = 0.1  # dropout on the prompt tokens (P-tuning v2's hidden dropout)
-    _C.PROMPT.PTUNING_V2.REPARAM = False  # produce every layer's prompt from one prompt by an MLP (P-tuning v2's prefix projection)
-    _C.PROMPT.PTUNING_V2.REPARAM_HIDDEN = 512  # hidden width of that MLP (P-tuning v2's prefix_hidden_size)
-    _C.PROMPT.PTUNING_V2.TOWER = "encoder"  # tower the prompts go into
-    _C.PROMPT.PTUNING_V2.SOURCE = "param"  # where each layer's tokens (or the MLP's input) come from
-    _C.PROMPT.PTUNING_V2.POSITION = "prefix"  # where they are inserted
+    _C.PROMPT.PTUNING_V2 = CN()  # P-tuning v2 as THUDM/P-tuning-v2 computes it: key/value prefixes in every layer's self-attention (hf_encoder and t5 towers only)
+    _C.PROMPT.PTUNING_V2.NUM_TOKENS = 20  # prefix length l: keys and values per layer and head (their pre_seq_len; run_rte_bert.sh 20, run_boolq_bert.sh 40)
+    _C.PROMPT.PTUNING_V2.DEPTH = 0  # layers (from 0) that get a prefix; 0 = every layer (the authors prefix every layer)
+    _C.PROMPT.PTUNING_V2.PROJECTION = False  # their prefix_projection: every layer's keys/values from an (l, d) table through Linear(d, h) -> tanh -> Linear(h, depth*2*d); False = the table holds them directly (2*depth*l*d parameters; their run scripts' setting)
+    _C.PROMPT.PTUNING_V2.PROJECTION_HIDDEN = 512  # h of that MLP (their prefix_hidden_size, default 512)
+    _C.PROMPT.PTUNING_V2.DROPOUT = 0.1  # dropout on the prefix keys/values, each sample its own mask (their hidden_dropout_prob, which their code also gives the frozen model and the head)
+    _C.PROMPT.PTUNING_V2.POSITIONS_AFTER_PREFIX = True  # number the input's absolute positions from l, as transformers does given a prefix (the authors' code: BERT's [CLS] at position l); False = [CLS] at 0 as without a prefix (mmprompt's variant). Absolute-position towers only (not T5)
+    _C.PROMPT.PTUNING_V2.INIT_STD = 0.02  # normal(0, INIT_STD) init of the prefix table and the projection weights, projection biases 0 (their from_pretrained's _init_weights, BERT/RoBERTa initializer_range 0.02)
+    _C.PROMPT.PTUNING_V2.TOWER = "encoder"  # tower whose layers get the prefixes
+
+    _C.PROMPT.DEEP_PROMPT = CN()  # deep prompts as hidden states (mmprompt's former ptuning_v2): own tokens placed before every layer, replacing the previous layer's; any tower, any placement
+    _C.PROMPT.DEEP_PROMPT.NUM_TOKENS = 20  # prompt tokens per layer
+    _C.PROMPT.DEEP_PROMPT.DEPTH = 0  # layers (from 0) whose prompts are replaced by their own tokens; 0 = every layer
+    _C.PROMPT.DEEP_PROMPT.INIT = "normal"  # token init of each layer's prompt (or of the reparameterisation's input)
+    _C.PROMPT.DEEP_PROMPT.DROPOUT = 0.1  # dropout on the prompt tokens
+    _C.PROMPT.DEEP_PROMPT.REPARAM = False  # produce every layer's prompt from one prompt by an MLP Linear(d, h) -> tanh -> Linear(h, depth*d) (shaped like P-tuning v2's prefix projection)
+    _C.PROMPT.DEEP_PROMPT.REPARAM_HIDDEN = 512  # hidden width h of that MLP
+    _C.PROMPT.DEEP_PROMPT.TOWER = "encoder"  # tower the prompts go into
+    _C.PROMPT.DEEP_PROMPT.SOURCE = "param"  # where each layer's tokens (or the MLP's input) come from
+    _C.PROMPT.DEEP_PROMPT.POSITION = "prefix"  # where they are inserted
 
     _C.PROMPT.SUPERPOS = CN()
     _C.PROMPT.SUPERPOS.M = 128  # vocabulary embeddings superposed per prompt token (the paper's plateau)

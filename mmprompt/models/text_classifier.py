@@ -4,6 +4,12 @@ The batch's texts are tokenized inside ``forward`` by the encoder tower's tokeni
 batch has ``text_b``), run through the prompted tower, pooled as ``MODEL.HEAD.POOL`` says (the
 tower's default, ``cls``, ``mean`` ...) and classified by a linear layer; the loss is cross-entropy.
 Works on any backbone with a text tower named "encoder" (BERT-family, T5 encoder).
+
+P-tuning v2's sequence-classification head (THUDM's ``BertPrefixForSequenceClassification``) is
+this model with ``pool="pooler"`` (BERT's frozen dense + tanh on [CLS]), ``dropout`` their
+hidden_dropout_prob (0.1) and ``head_init_std`` 0.02: normal(0, 0.02) weights and a zero bias,
+what their ``from_pretrained`` gives the new classifier. Their RoBERTa head is the same on
+RoBERTa's pooler (which the roberta-large checkpoint lacks, so it is random and frozen there too).
 """
 from __future__ import annotations
 
@@ -40,12 +46,17 @@ def num_outputs(cfg, classnames: Optional[Sequence[str]]) -> int:
 
 class TextClassifier(PromptModel):
     def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0,
-                 max_length: Optional[int] = None):
+                 max_length: Optional[int] = None, head_init_std: float = 0.0):
         super().__init__(backbone, prompts)
         self.pool_mode = pool
         self.max_length = max_length
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.tower.width, num_classes)
+        if head_init_std < 0:
+            raise ConfigError(f"MODEL.TEXT.HEAD_INIT_STD must be >= 0 (0 = torch's default init), got {head_init_std}.")
+        if head_init_std > 0:
+            nn.init.normal_(self.head.weight, std=head_init_std)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def tower(self):
@@ -73,4 +84,5 @@ def build_text_classifier(cfg, classnames=None) -> TextClassifier:
                           f"{backbone.tower_names} (use MODEL.BACKBONE.NAME hf_encoder or t5).")
     prompts = build_prompts(cfg, backbone)
     return TextClassifier(backbone, prompts, num_outputs(cfg, classnames), pool=cfg.MODEL.HEAD.POOL,
-                          dropout=cfg.MODEL.HEAD.DROPOUT, max_length=cfg.MODEL.TEXT.MAX_LENGTH)
+                          dropout=cfg.MODEL.HEAD.DROPOUT, max_length=cfg.MODEL.TEXT.MAX_LENGTH,
+                          head_init_std=cfg.MODEL.TEXT.HEAD_INIT_STD)

@@ -8,7 +8,11 @@ it runs on. Three separable pieces make the methods composable:
   superposition, a Residual MLP, a MaPLe coupling, a prompt pool ...);
 * a :class:`Placement` says *where* they enter the sequence (prefix, suffix, a learned split
   position ...) and how a deep method replaces them at the next layer;
-* offsets (DePT/ADePT) edit tokens already in the sequence.
+* offsets (DePT/ADePT) edit tokens already in the sequence;
+* key/value prefixes (P-tuning v2) are no tokens at all: ``before_layer(i)`` attaches a
+  :class:`~mmprompt.tokens.KVPrefix` with ``seq.with_kv_prefix`` for layer i's self-attention, on
+  towers whose ``kv_prefix_shape()`` is not None (the contract is in :mod:`mmprompt.tokens` and
+  :mod:`mmprompt.backbones.base`).
 
 :class:`PromptStack` runs the configured modules in order at every layer.
 """

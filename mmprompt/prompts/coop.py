@@ -30,7 +30,7 @@ def require_text_tower(backbone, method: str):
         raise ConfigError(f"Prompt method '{method}' learns text context for CLIP-style class prompts and "
                           f"needs a 'text' tower, but the {type(backbone).__name__} backbone has only "
                           f"{backbone.tower_names}. Use an open_clip backbone, or a method that works on "
-                          f"any tower (vpt, prompt_tuning, ptuning_v2, dept, adept).")
+                          f"any tower (vpt, prompt_tuning, deep_prompt, dept, adept).")
     return backbone.tower("text")
 
 

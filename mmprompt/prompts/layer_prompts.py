@@ -1,6 +1,6 @@
 """Prompt tokens in one tower, inserted once and replaced at deeper layers.
 
-:class:`LayerPrompts` is the machinery VPT (shallow and deep), prompt tuning, P-tuning v2 and the
+:class:`LayerPrompts` is the machinery VPT (shallow and deep), prompt tuning, deep prompts and the
 short prompts of DePT/ADePT share: tokens from any registered source, put in by any registered
 placement, before layer 0 and (deep) replaced before every layer up to a depth. It registers no
 method itself; the methods configure it from their own config node.
