@@ -149,7 +149,7 @@ def test_dept_offsets_get_their_own_learning_rate():
     cfg = config("t5_dept.yaml", *TINY_T5, "PROMPT.DEPT.NUM_TOKENS", "4", "PROMPT.DEPT.RANK", "3")
     model = build_model(cfg, ["no", "yes"])
     groups = {g["name"]: g for g in build_param_groups(model, cfg)}
-    assert groups["offsets"]["lr"] == 1e-4 and groups["default"]["lr"] == 0.3
+    assert groups["offsets"]["lr"] == 5e-3 and groups["default"]["lr"] == 0.3  # configs/t5_dept.yaml
     assert set(groups["offsets"]["param_names"]) == {"prompts.methods.0.offsets.0.A", "prompts.methods.0.offsets.0.B"}
 
 

@@ -121,7 +121,8 @@ def test_dept_offsets_content_tokens_by_position_and_prepends_short_prompt():
     embedded = backbone.tower("encoder").embed(TEXTS)
     encode(backbone, stack)
     seq = backbone.tower("encoder").seen[0]
-    AB = off.A @ off.B
+    assert off.scale == pytest.approx(8 / math.sqrt(3))  # the authors' lora_alpha / sqrt(r)
+    AB = off.scale * off.A @ off.B
     owner = dept.prompt.owner_id
     # [SOT, P, P, a+AB0, b+AB1, c+AB2, EOT] and [SOT, P, P, d+AB0, e+AB1, EOT, pad]: SOT/EOT/pad untouched
     assert seq.positions_of(owner)[0].tolist() == [1, 2]
@@ -142,7 +143,7 @@ def test_dept_input_longer_than_max_len_is_a_clear_error():
 
 def test_adept_token_shared_offsets_zero_at_start_and_same_token_same_offset():
     backbone = fake_encoder(width=12)
-    stack = build_prompts(cfg_for("adept", "ADEPT", NUM_TOKENS=3, BOTTLENECK=4), backbone)
+    stack = build_prompts(cfg_for("adept", "ADEPT", NUM_TOKENS=3, BOTTLENECK=4, DROPOUT=0.0), backbone)
     adept = stack.methods[0]
     mlp = adept.offsets["0"]
     assert torch.count_nonzero(mlp.up.weight) == 0
@@ -199,4 +200,4 @@ def test_offsets_on_vision_patches_leave_cls_alone():
     seq = backbone.tower("vision").seen[0]
     off = stack.methods[0].offsets["0"]
     assert torch.equal(seq.x[:, 0], embedded.x[:, 0])
-    assert torch.allclose(seq.x[:, 1:], embedded.x[:, 1:] + off.A @ off.B)
+    assert torch.allclose(seq.x[:, 1:], embedded.x[:, 1:] + off.scale * off.A @ off.B)

@@ -11,7 +11,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from test_data_fgvc import make_cub, prepare  # noqa: E402
+from test_data_fgvc import make_cub, make_flowers, prepare  # noqa: E402
 from test_engine_integration import make_oxford_pets  # noqa: E402
 
 COMMON = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
@@ -40,6 +40,17 @@ def test_vpt_deep_cub_recipe_trains_and_tests(tmp_path):
     assert metrics["dataset"] == "cub" and metrics["methods"] == ["vpt"]
     assert metrics["test"]["num_samples"] > 0 and 0 <= metrics["test"]["accuracy"] <= 100
     assert metrics["num_params"]["trainable"] == 2 * 10 * 64 + 64 * 3 + 3  # deep prompts + head
+
+
+def test_vpt_shallow_flowers_recipe_trains_with_vpts_head_and_schedule(tmp_path):
+    make_flowers(str(tmp_path / "data"))
+    prepare(tmp_path / "data", "flowers")
+    # VPT's warm-up starts at lr 0 for the whole first epoch; 0 warm-up epochs here so the step moves
+    metrics = train_net("vpt_shallow_flowers.yaml", tmp_path / "data", tmp_path / "run", *TINY_VIT,
+                        "OPTIM.WARMUP_EPOCH", "0")
+    assert metrics["dataset"] == "flowers" and metrics["methods"] == ["vpt"]
+    assert metrics["test"]["num_samples"] > 0 and 0 <= metrics["test"]["accuracy"] <= 100
+    assert metrics["num_params"]["trainable"] == 10 * 64 + 64 * 3 + 3  # shallow prompts + head
 
 
 @pytest.mark.parametrize("config", ["coop.yaml", "vpt_deep_adap_pos_cub.yaml"])

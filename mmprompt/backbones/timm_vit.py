@@ -50,6 +50,12 @@ class TimmViTTower(TokenTower):
         return len(self._vit.blocks)
 
     @property
+    def patch_size(self) -> tuple:
+        """(height, width) of a patch, from the model's own patch embedding: prompt inits that
+        depend on it (VPT's xavier bound) read it here, so a /14 or /32 model gets its own."""
+        return tuple(int(p) for p in self._vit.patch_embed.patch_size)
+
+    @property
     def feature_dim(self) -> int:
         """Size of what :meth:`pool` returns (the classifier's input)."""
         return getattr(self._vit, "head_hidden_size", self._vit.num_features)

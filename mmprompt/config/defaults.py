@@ -32,6 +32,8 @@ _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NUM_CLASSES = 0  # classes of a linear head; 0 = take it from the dataset
 _C.MODEL.HEAD.POOL = "default"  # feature the head reads: default (the backbone's own: CLS/EOT/mean), cls, mean, pooler (BERT's dense+tanh on [CLS])
 _C.MODEL.HEAD.DROPOUT = 0.0  # dropout on the pooled feature before the head
+_C.MODEL.HEAD.INIT = "default"  # image_classifier's linear head: default (nn.Linear's init) or vpt (KMnP/vpt's head: kaiming-normal fan-out weights, biases -log(99), a 1% prior per class)
+_C.MODEL.HEAD.BIAS_WEIGHT_DECAY = True  # image_classifier: False exempts the head's bias from OPTIM.WEIGHT_DECAY, as KMnP/vpt's SGD does for its last_layer.bias
 
 _C.MODEL.TEXT = CN()
 _C.MODEL.TEXT.MAX_LENGTH = 128  # longest tokenized text (longer ones are truncated); prompt tokens come on top of it

@@ -18,6 +18,7 @@ def add_engine_config(_C):
     _C.OPTIM.MAX_ITER = 0  # > 0: train for this many optimizer steps instead of MAX_EPOCH epochs
     _C.OPTIM.LR_SCHEDULER = "cosine"  # lr schedule after warm-up: cosine, linear (to 0), constant
     _C.OPTIM.SCHEDULER_UNIT = "epoch"  # how the schedule advances: epoch (Dassl/CoOp: lr fixed within an epoch) or iter (per optimizer step, as HF schedules)
+    _C.OPTIM.EPOCH_DECAY_SPAN = "max_epoch"  # epoch unit: epochs the cosine/linear decay after warm-up spans: max_epoch (Dassl's successor scheduler: MAX_EPOCH, so it never reaches 0) or after_warmup (MAX_EPOCH - WARMUP_EPOCH, reaching 0 at the end: KMnP/vpt's WarmupCosineSchedule; iter units always decay this way)
     _C.OPTIM.WARMUP_EPOCH = -1  # warm-up epochs in epoch units; <= 0 means no warm-up
     _C.OPTIM.WARMUP_ITERS = 0  # warm-up optimizer steps in iter units; 0 means no warm-up
     _C.OPTIM.WARMUP_TYPE = "linear"  # warm-up: constant (lr = WARMUP_CONS_LR) or linear (from WARMUP_MIN_LR up to the base lr)

@@ -18,8 +18,8 @@ def add_method_config(_C):
     _C.PROMPT.VPT.NUM_TOKENS = 10  # prompt tokens per layer (VPT searches 1..200 per task)
     _C.PROMPT.VPT.DEEP = False  # False = VPT-shallow (prompts before layer 0 only); True = VPT-deep (own prompts before every layer < DEPTH)
     _C.PROMPT.VPT.DEPTH = 0  # VPT-deep: layers whose prompts are replaced by fresh ones (0 = all layers); later layers let the last ones flow through
-    _C.PROMPT.VPT.DROPOUT = 0.1  # dropout on the prompt tokens (VPT's released FGVC configs use 0.1)
-    _C.PROMPT.VPT.INIT = "xavier"  # token init: xavier (VPT: uniform with the patch projection's fan), normal, vocab, sampled_vocab, text
+    _C.PROMPT.VPT.DROPOUT = 0.0  # dropout on the prompt tokens; 0.0 is KMnP/vpt's MODEL.PROMPT.DROPOUT default (their demo: no dropout for VPT-shallow; 0.1 in its VPT-deep tuning commands, as the configs/vpt_deep_*.yaml recipes set)
+    _C.PROMPT.VPT.INIT = "xavier"  # token init: xavier (VPT: uniform(+-sqrt(6 / (3 * ph * pw + d))) from the tower's real patch size, 16x16 on towers without patches), normal, vocab, sampled_vocab, text, text_repeat
     _C.PROMPT.VPT.INIT_TEXT = ""  # phrase for INIT text
     _C.PROMPT.VPT.TOWER = "vision"  # tower the prompts go into
     _C.PROMPT.VPT.SOURCE = "param"  # where each layer's tokens come from
@@ -78,25 +78,33 @@ def add_method_config(_C):
     _C.PROMPT.RESIDUAL = CN()
     _C.PROMPT.RESIDUAL.HIDDEN = 400  # bottleneck width of the residual MLP (Razdaibiedina et al.; SuperPos compares at 128)
 
+    # DePT (ZhengxiangShi/DePT, peft/tuners/prompt_tuning_lora.py + peft_model.py): defaults are
+    # what the authors' code computes; the paper's plain x + A B is SCALING none.
     _C.PROMPT.DEPT = CN()
     _C.PROMPT.DEPT.NUM_TOKENS = 40  # short prompt length m (DePT: m=40, r=45 equals vanilla PT l=100 on T5-base)
     _C.PROMPT.DEPT.RANK = 45  # rank r of the offsets A (MAX_LEN x r) B (r x d)
     _C.PROMPT.DEPT.MAX_LEN = 256  # content positions the offsets cover (DePT's maximum input length)
+    _C.PROMPT.DEPT.ALPHA = 8.0  # alpha of the offset scaling (the authors' lora_alpha default, which train.py never changes)
+    _C.PROMPT.DEPT.SCALING = "alpha_sqrt_rank"  # offsets added as s * A B: alpha_sqrt_rank (s = ALPHA / sqrt(RANK), 8/sqrt(45) = 1.19: the authors' code), alpha_rank (s = ALPHA / RANK, LoRA's), none (s = 1, the paper's equation)
     _C.PROMPT.DEPT.LAYERS = [0]  # layers before which the offsets are added (each layer its own A, B)
     _C.PROMPT.DEPT.TOKENS = "content"  # tokens offset: content (backbone tokens between start and end), backbone (also CLS/SOT/EOT), all (also prompts)
-    _C.PROMPT.DEPT.INIT = "vocab"  # init of the short prompt (as PROMPT_TUNING.INIT)
-    _C.PROMPT.DEPT.INIT_TEXT = ""  # phrase for INIT text
+    _C.PROMPT.DEPT.INIT = "text_repeat"  # init of the short prompt (as PROMPT_TUNING.INIT); text_repeat = the authors' default text_init (INIT_TEXT's token ids with </s>, repeated to NUM_TOKENS)
+    _C.PROMPT.DEPT.INIT_TEXT = "Classify this text is postive or not:"  # phrase for INIT text / text_repeat: the authors' train.py default, typo included
     _C.PROMPT.DEPT.TOWER = "encoder"  # tower of the prompt and the offsets
     _C.PROMPT.DEPT.SOURCE = "param"  # where the short prompt comes from
     _C.PROMPT.DEPT.POSITION = "prefix"  # where the short prompt is inserted
 
+    # ADePT (HungerPWAY/ADePT, peft/tuners/prompt_tuning_lorax.py, the PROMPT_TUNING_LORAX branch of
+    # peft_model.py): x + ReLU(dropout(x A + a)) B + b; defaults are what the authors' code computes.
     _C.PROMPT.ADEPT = CN()
     _C.PROMPT.ADEPT.NUM_TOKENS = 60  # short prompt length l (ADePT on T5-base: l=60, r=19, about 76.1K parameters)
     _C.PROMPT.ADEPT.BOTTLENECK = 19  # bottleneck r of the token-shared offset MLP
+    _C.PROMPT.ADEPT.DROPOUT = 0.1  # dropout on the bottleneck (after x A + a, before the ReLU) while training: the authors' fixed p=0.1; 0.0 = none
+    _C.PROMPT.ADEPT.DOWN_INIT = "adept"  # down-projection init: adept (weights U(+-1/sqrt(r)), kaiming_uniform(a=sqrt(5)) of the authors' d x r A; bias 0) or linear (nn.Linear's U(+-1/sqrt(d)) weights and bias)
     _C.PROMPT.ADEPT.LAYERS = [0]  # layers before which the offsets are added (each layer its own MLP)
     _C.PROMPT.ADEPT.TOKENS = "content"  # tokens offset: content, backbone, all (as DEPT.TOKENS)
-    _C.PROMPT.ADEPT.INIT = "vocab"  # init of the short prompt (as PROMPT_TUNING.INIT)
-    _C.PROMPT.ADEPT.INIT_TEXT = ""  # phrase for INIT text
+    _C.PROMPT.ADEPT.INIT = "text_repeat"  # init of the short prompt (as PROMPT_TUNING.INIT); text_repeat = the authors' default text_init (as DEPT.INIT)
+    _C.PROMPT.ADEPT.INIT_TEXT = "Classify this text is postive or not:"  # phrase for INIT text / text_repeat: the authors' train.py default, typo included
     _C.PROMPT.ADEPT.TOWER = "encoder"  # tower of the prompt and the offsets
     _C.PROMPT.ADEPT.SOURCE = "param"  # where the short prompt comes from
     _C.PROMPT.ADEPT.POSITION = "prefix"  # where the short prompt is inserted

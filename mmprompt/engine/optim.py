@@ -125,15 +125,21 @@ class WarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
     In ``epoch`` units the lr is a function of completed epochs only, exactly as Dassl's
     ``ConstantWarmupScheduler``/``LinearWarmupScheduler`` wrapping ``CosineAnnealingLR(MAX_EPOCH)``
     stepped per epoch: epoch ``e >= W`` trains at ``base * (1 + cos(pi * (e - W) / MAX_EPOCH)) / 2``.
+    With ``epoch_decay_span="after_warmup"`` the epoch form spans ``MAX_EPOCH - W`` epochs instead
+    (KMnP/vpt's ``WarmupCosineSchedule`` stepped per epoch, lr 0 after the last one).
     In ``iter`` units it follows the usual per-step form over ``T - W`` steps.
     """
 
     def __init__(self, optimizer, *, schedule: str, unit: str, total: int, warmup: int,
-                 warmup_type: str, warmup_cons_lr: float, warmup_min_lr: float, steps_per_unit: int):
+                 warmup_type: str, warmup_cons_lr: float, warmup_min_lr: float, steps_per_unit: int,
+                 epoch_decay_span: str = "max_epoch"):
         if schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"Unknown OPTIM.LR_SCHEDULER '{schedule}': use cosine, linear or constant.")
         if warmup_type not in ("constant", "linear"):
             raise ConfigError(f"Unknown OPTIM.WARMUP_TYPE '{warmup_type}': use constant or linear.")
+        if epoch_decay_span not in ("max_epoch", "after_warmup"):
+            raise ConfigError(f"Unknown OPTIM.EPOCH_DECAY_SPAN '{epoch_decay_span}': use max_epoch or after_warmup.")
+        self.epoch_decay_span = epoch_decay_span
         self.schedule, self.unit, self.total = schedule, unit, max(int(total), 1)
         self.warmup, self.warmup_type = max(int(warmup), 0), warmup_type
         self.warmup_cons_lr, self.warmup_min_lr = warmup_cons_lr, warmup_min_lr
@@ -148,7 +154,8 @@ class WarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
             return self.warmup_min_lr if t == 0 else base * t / w
         if self.schedule == "constant":
             return base
-        if self.unit == "epoch":  # Dassl: the successor counts from the end of warm-up over MAX_EPOCH
+        if self.unit == "epoch" and self.epoch_decay_span == "max_epoch":
+            # Dassl: the successor counts from the end of warm-up over MAX_EPOCH
             progress = (t - w) / self.total
         else:
             progress = (t - w) / max(self.total - w, 1)
@@ -175,4 +182,5 @@ def build_lr_scheduler(optimizer, cfg, steps_per_epoch: int, total_steps: int) -
     return WarmupScheduler(optimizer, schedule=cfg.OPTIM.LR_SCHEDULER, unit=unit, total=total,
                            warmup=warmup, warmup_type=cfg.OPTIM.WARMUP_TYPE,
                            warmup_cons_lr=cfg.OPTIM.WARMUP_CONS_LR,
-                           warmup_min_lr=cfg.OPTIM.WARMUP_MIN_LR, steps_per_unit=per_unit)
+                           warmup_min_lr=cfg.OPTIM.WARMUP_MIN_LR, steps_per_unit=per_unit,
+                           epoch_decay_span=cfg.OPTIM.EPOCH_DECAY_SPAN)

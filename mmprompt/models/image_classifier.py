@@ -4,10 +4,17 @@ The image batch runs through the backbone's ``vision`` tower with the prompt sta
 every layer; the pooled feature (``MODEL.HEAD.POOL``: the backbone's own pooling, ``cls`` or
 ``mean``) goes through dropout (``MODEL.HEAD.DROPOUT``) and a linear layer. The loss is
 cross-entropy when the batch has labels.
+
+``MODEL.HEAD.INIT`` ``vpt`` initialises that layer as KMnP/vpt's classifier (``src/models/mlp.py``
+``MLP.last_layer`` with ``special_bias=True``): weights ``kaiming_normal_(mode='fan_out')``
+(std ``sqrt(2 / num_classes)``), every bias ``-log((1 - 0.01) / 0.01)`` (a 1 % prior per class);
+``default`` keeps ``nn.Linear``'s own init. ``MODEL.HEAD.BIAS_WEIGHT_DECAY False`` exempts the
+head's bias from weight decay, as VPT's optimizer does for ``last_layer.bias``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +26,19 @@ from ..registry import MODELS
 from .base import PromptModel
 
 TOWER = "vision"
+HEAD_INITS = ("default", "vpt")
+#: KMnP/vpt's special_bias: every class starts at this prior probability
+VPT_PRIOR_PROB = 0.01
+
+
+def init_head_(head: nn.Linear, init: str) -> nn.Linear:
+    """Initialise a linear classifier in place (see the module docstring for the choices)."""
+    if init == "vpt":
+        nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
+        nn.init.constant_(head.bias, -math.log((1 - VPT_PRIOR_PROB) / VPT_PRIOR_PROB))
+    elif init != "default":
+        raise ConfigError(f"MODEL.HEAD.INIT '{init}' is not one of {', '.join(HEAD_INITS)}.")
+    return head
 
 
 def with_num_classes(cfg, classnames: Optional[Sequence[str]]):
@@ -42,12 +62,25 @@ def vision_tower_of(backbone, model_name: str):
 
 
 class ImageClassifier(PromptModel):
-    def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0):
+    def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0,
+                 head_init: str = "default", head_bias_weight_decay: bool = True):
         super().__init__(backbone, prompts)
         self.pool_mode = pool
         tower = vision_tower_of(backbone, "image_classifier")
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(getattr(tower, "feature_dim", tower.width), num_classes)
+        self.head = init_head_(nn.Linear(getattr(tower, "feature_dim", tower.width), num_classes), head_init)
+        self.head_bias_weight_decay = head_bias_weight_decay
+
+    @classmethod
+    def from_config(cls, cfg, backbone, prompts) -> "ImageClassifier":
+        """``cfg`` must already carry MODEL.HEAD.NUM_CLASSES (see :func:`with_num_classes`)."""
+        h = cfg.MODEL.HEAD
+        return cls(backbone, prompts, h.NUM_CLASSES, pool=h.POOL, dropout=h.DROPOUT, head_init=h.INIT,
+                   head_bias_weight_decay=h.BIAS_WEIGHT_DECAY)
+
+    def no_weight_decay(self) -> List[str]:
+        # read by the optimizer's parameter groups (mmprompt/engine/optim.py), names relative to self
+        return [] if self.head_bias_weight_decay else ["head.bias"]
 
     @property
     def tower(self):
@@ -73,5 +106,4 @@ def build_image_classifier(cfg, classnames=None) -> ImageClassifier:
     backbone = build_backbone(cfg)
     vision_tower_of(backbone, "image_classifier")
     prompts = build_prompts(cfg, backbone)
-    return ImageClassifier(backbone, prompts, cfg.MODEL.HEAD.NUM_CLASSES, pool=cfg.MODEL.HEAD.POOL,
-                           dropout=cfg.MODEL.HEAD.DROPOUT)
+    return ImageClassifier.from_config(cfg, backbone, prompts)

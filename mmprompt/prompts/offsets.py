@@ -3,9 +3,13 @@
 Both are a short prompt (prompt tuning's machinery: ``SOURCE``/``POSITION``) plus offsets added
 to tokens already in the sequence:
 
-* DePT, position-based: ``x_j += (A B)_j`` for the j-th offset token, ``A`` (MAX_LEN x r),
-  ``B`` (r x d), ``B`` zero-initialised so training starts from the frozen model;
-* ADePT, token-shared: ``x += ReLU(x W_down + b1) W_up + b2``, ``W_up`` zero-initialised.
+* DePT, position-based: ``x_j += s (A B)_j`` for the j-th offset token, ``A`` (MAX_LEN x r),
+  ``B`` (r x d), ``A`` LoRA's ``kaiming_uniform_(a=sqrt(5))`` and ``B`` zero-initialised so
+  training starts from the frozen model. ``s`` is ``SCALING``: ``ALPHA / sqrt(r)`` in the
+  authors' code (their ``lora_alpha`` 8: 1.19 at r=45), 1 in the paper's equation;
+* ADePT, token-shared: ``x += ReLU(dropout(x W_down + b1)) W_up + b2`` with the authors' dropout
+  0.1 on the bottleneck while training, ``W_down`` U(+-1/sqrt(r)) and ``b1 = 0`` (their d x r
+  ``A`` under ``kaiming_uniform_(a=sqrt(5))``), ``W_up`` and ``b2`` zero-initialised.
 
 Offsets apply before each layer in ``LAYERS`` (each layer its own parameters), so they reach
 deep layers too, e.g. ADePT offsets on a ViT's patch tokens before layers 0-3. ``TOKENS`` says
@@ -42,14 +46,35 @@ def offset_token_mask(seq: TokenSeq, tokens: str) -> torch.Tensor:
     return sel
 
 
-class PositionOffsets(nn.Module):
-    """DePT's ``A B`` for one layer; the j-th selected token of a sample gets row j."""
+#: DePT offset scalings s in x + s A B, by PROMPT.DEPT.SCALING
+DEPT_SCALINGS = ("alpha_sqrt_rank", "alpha_rank", "none")
+#: ADePT down-projection inits, by PROMPT.ADEPT.DOWN_INIT
+ADEPT_DOWN_INITS = ("adept", "linear")
 
-    def __init__(self, max_len: int, rank: int, width: int):
+
+def dept_scale(scaling: str, alpha: float, rank: int) -> float:
+    """The factor ``s`` in ``x + s A B``."""
+    if scaling not in DEPT_SCALINGS:
+        raise ConfigError(f"PROMPT.DEPT.SCALING '{scaling}' is not one of {', '.join(DEPT_SCALINGS)}.")
+    if scaling == "none" or rank == 0:
+        return 1.0
+    return alpha / (math.sqrt(rank) if scaling == "alpha_sqrt_rank" else rank)
+
+
+class PositionOffsets(nn.Module):
+    """DePT's ``scale * A B`` for one layer; the j-th selected token of a sample gets row j."""
+
+    def __init__(self, max_len: int, rank: int, width: int, scale: float = 1.0):
         super().__init__()
         self.A = nn.Parameter(torch.empty(max_len, rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # LoRA-style A; B = 0 keeps A B = 0 at start
         self.B = nn.Parameter(torch.zeros(rank, width))
+        self.scale = scale
+
+    @classmethod
+    def from_config(cls, cfg, width: int) -> "PositionOffsets":
+        c = cfg.PROMPT.DEPT
+        return cls(c.MAX_LEN, c.RANK, width, scale=dept_scale(c.SCALING, c.ALPHA, c.RANK))
 
     def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         index = sel.long().cumsum(1) - 1
@@ -58,22 +83,38 @@ class PositionOffsets(nn.Module):
             raise MMPromptError(f"DePT offsets cover {self.A.shape[0]} tokens (PROMPT.DEPT.MAX_LEN) but a sample "
                                 f"has {count} tokens to offset; raise PROMPT.DEPT.MAX_LEN or truncate inputs "
                                 f"(e.g. MODEL.TEXT max length).")
-        offsets = (self.A @ self.B)[index.clamp_min(0)]
+        offsets = (self.scale * (self.A @ self.B))[index.clamp_min(0)]
         return x + offsets * sel[..., None].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}"
 
 
 class TokenSharedOffsets(nn.Module):
-    """ADePT's ``ReLU(x W_down + b1) W_up + b2`` for one layer."""
+    """ADePT's ``ReLU(dropout(x W_down + b1)) W_up + b2`` for one layer."""
 
-    def __init__(self, width: int, bottleneck: int):
+    def __init__(self, width: int, bottleneck: int, dropout: float = 0.0, down_init: str = "adept"):
         super().__init__()
+        if down_init not in ADEPT_DOWN_INITS:
+            raise ConfigError(f"PROMPT.ADEPT.DOWN_INIT '{down_init}' is not one of {', '.join(ADEPT_DOWN_INITS)}.")
         self.down = nn.Linear(width, bottleneck)
+        if down_init == "adept":
+            # The authors' A is (d, r), so kaiming_uniform_(a=sqrt(5)) takes fan_in = r: U(+-1/sqrt(r)).
+            bound = 1.0 / math.sqrt(bottleneck) if bottleneck else 0.0
+            nn.init.uniform_(self.down.weight, -bound, bound)
+            nn.init.zeros_(self.down.bias)
+        self.dropout = nn.Dropout(dropout)
         self.up = nn.Linear(bottleneck, width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
+    @classmethod
+    def from_config(cls, cfg, width: int) -> "TokenSharedOffsets":
+        c = cfg.PROMPT.ADEPT
+        return cls(width, c.BOTTLENECK, dropout=c.DROPOUT, down_init=c.DOWN_INIT)
+
     def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-        return x + self.up(torch.relu(self.down(x))) * sel[..., None].to(x.dtype)
+        return x + self.up(torch.relu(self.dropout(self.down(x)))) * sel[..., None].to(x.dtype)
 
 
 class OffsetPrompt(PromptModule):
@@ -131,8 +172,7 @@ class DePT(OffsetPrompt):
         super().__init__(cfg, "dept", cfg.PROMPT.DEPT)
 
     def build_offsets(self, width):
-        c = self.cfg.PROMPT.DEPT
-        return PositionOffsets(c.MAX_LEN, c.RANK, width)
+        return PositionOffsets.from_config(self.cfg, width)
 
 
 class ADePT(OffsetPrompt):
@@ -140,7 +180,7 @@ class ADePT(OffsetPrompt):
         super().__init__(cfg, "adept", cfg.PROMPT.ADEPT)
 
     def build_offsets(self, width):
-        return TokenSharedOffsets(width, self.cfg.PROMPT.ADEPT.BOTTLENECK)
+        return TokenSharedOffsets.from_config(self.cfg, width)
 
 
 @PROMPTS.register("dept")
