@@ -184,6 +184,32 @@ def test_every_authors_trainer_yaml_loads_or_names_exactly_its_unmapped_keys(tmp
     assert cfg.TRAIN.PRECISION == "fp16"  # TRAINER.<T>.PREC, their default fp16 where the yaml omits it
 
 
+def test_coop_rn50_val_yaml_keeps_mmprompt_defaults_where_it_is_silent(tmp_path):
+    # configs/trainers/CoOp/rn50_val.yaml (both repositories): no OPTIM, no TRAIN block
+    config = write(tmp_path / "rn50_val.yaml", """\
+DATALOADER:
+  TRAIN_X:
+    BATCH_SIZE: 200
+  TEST:
+    BATCH_SIZE: 200
+  NUM_WORKERS: 8
+
+INPUT:
+  SIZE: (224, 224)
+  INTERPOLATION: "bicubic"
+  PIXEL_MEAN: [0.48145466, 0.4578275, 0.40821073]
+  PIXEL_STD: [0.26862954, 0.26130258, 0.27577711]
+  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
+
+MODEL:
+  BACKBONE:
+    NAME: "RN50"
+""")
+    cfg = load_cfg(config, trainer="CoOp")
+    assert cfg.DATALOADER.TEST.BATCH_SIZE == 200 and cfg.MODEL.BACKBONE.ARCH == "RN50"
+    assert cfg.OPTIM.NAME == get_cfg().OPTIM.NAME  # Dassl's default would be adam (see dassl_compat's docstring)
+
+
 def test_every_dataset_yaml_names_an_mmprompt_dataset(tmp_path):
     import mmprompt.data  # noqa: F401  (fills the DATASETS registry)
     from mmprompt.registry import DATASETS
