@@ -74,6 +74,8 @@ def test_explicit_input_keys_win():
     pre = resolve_preprocess(cfg)
     assert (pre.size, pre.interpolation, pre.resize_size, pre.resize_mode, pre.mean) == (
         (160, 160), "bilinear", 182, "squash", (0.5, 0.5, 0.5))
+    # a ratio (the key runs saved before RESIZE_SIZE carry, as 1.0) when RESIZE_SIZE is 0
+    assert resolve_preprocess(clip_cfg("INPUT.SIZE", "(160, 160)", "INPUT.TEST_RESIZE_RATIO", "1.25")).resize_size == 200
     for bad, match in ((("INPUT.INTERPOLATION", "lanczos"), "INTERPOLATION"), (("INPUT.TEST_RESIZE_MODE", "pad"), "RESIZE_MODE"),
                        (("INPUT.SIZE", "(0, 3)"), "INPUT.SIZE")):
         with pytest.raises(ConfigError, match=match):

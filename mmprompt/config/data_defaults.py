@@ -45,7 +45,8 @@ def add_data_config(_C):
     _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]  # Dassl's names and meaning (CoOp's default here): random_resized_crop, random_crop, random_flip, normalize (train and test, only when listed), center_crop; resize = shorter edge to RESIZE_SIZE before the train crop (VPT). No crop listed: train images are resized to exactly SIZE (Dassl)
     _C.INPUT.RRCROP_SCALE = (0.08, 1.0)  # area range of random_resized_crop
     _C.INPUT.CROP_PADDING = 4  # zero padding on each side before random_crop (Dassl's default; VPT pads nothing: 0)
-    _C.INPUT.RESIZE_SIZE = 0  # shorter edge images are resized to before the test center crop and the train 'resize'; 0 = the backbone's (timm: floor(max(SIZE) / crop_pct); open_clip and Dassl: max(SIZE))
+    _C.INPUT.RESIZE_SIZE = 0  # shorter edge (pixels) images are resized to before the test center crop and the train 'resize'; 0 = round(max(SIZE) * TEST_RESIZE_RATIO)
+    _C.INPUT.TEST_RESIZE_RATIO = 0.0  # RESIZE_SIZE as a multiple of max(SIZE) when RESIZE_SIZE is 0; 0 = the backbone's (timm: floor(max(SIZE) / crop_pct); open_clip and Dassl: 1.0)
     _C.INPUT.TEST_RESIZE_MODE = ""  # test resize: shortest (keep the aspect ratio, then center crop) or squash (both sides, as SigLIP); "" = the backbone's (open_clip resize_mode, timm crop_mode)
 
     _C.DATALOADER = CN()

@@ -184,10 +184,15 @@ def resolve_preprocess(cfg) -> Preprocess:
     if mode not in _RESIZE_MODES:
         raise ConfigError(f"INPUT.TEST_RESIZE_MODE must be one of {list(_RESIZE_MODES)} or \"\" (the backbone's); "
                           f"got {mode!r}")
-    if cfg.INPUT.RESIZE_SIZE < 0:
-        raise ConfigError(f"INPUT.RESIZE_SIZE must be > 0, or 0 to follow the backbone; got {cfg.INPUT.RESIZE_SIZE}")
-    # timm sizes the test resize as floor(size / crop_pct); open_clip and Dassl resize to the size itself
-    resize = cfg.INPUT.RESIZE_SIZE or math.floor(max(size) / own["crop_pct"])
+    if cfg.INPUT.RESIZE_SIZE < 0 or cfg.INPUT.TEST_RESIZE_RATIO < 0:
+        raise ConfigError(f"INPUT.RESIZE_SIZE ({cfg.INPUT.RESIZE_SIZE}) and INPUT.TEST_RESIZE_RATIO "
+                          f"({cfg.INPUT.TEST_RESIZE_RATIO}) must be > 0, or 0 to follow the backbone.")
+    if cfg.INPUT.RESIZE_SIZE:
+        resize = cfg.INPUT.RESIZE_SIZE
+    elif cfg.INPUT.TEST_RESIZE_RATIO:
+        resize = round(max(size) * cfg.INPUT.TEST_RESIZE_RATIO)
+    else:  # timm sizes the test resize as floor(size / crop_pct); open_clip and Dassl resize to the size itself
+        resize = math.floor(max(size) / own["crop_pct"])
     mean, std = normalization(cfg)
     return Preprocess(size=size, mean=mean, std=std, interpolation=interpolation, resize_size=resize, resize_mode=mode)
 
