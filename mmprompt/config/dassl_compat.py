@@ -31,11 +31,11 @@ The tables below are facts read from the authors' code (Dassl ``dassl/config/def
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
+from .config import _parse_literal as _literal  # the overrides' parsing: "(224, 224)" -> a tuple
 
 # --------------------------------------------------------------------------- names
 
@@ -352,15 +352,6 @@ def is_dassl_style(sources: Sequence[Source], trainer: str = "") -> bool:
     return False
 
 
-def _literal(value):
-    if isinstance(value, str):
-        try:
-            return ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return value
-    return value
-
-
 def _same_value(a, b) -> bool:
     a, b = _literal(a), _literal(b)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -398,7 +389,7 @@ def translate_sources(sources: Sequence[Source], trainer: str, is_mmprompt_key: 
             elif is_mmprompt_key(key):
                 own[key] = value
             else:
-                unmapped.append(f"{key} (from {label}): no such key in Dassl's or mmprompt's config")
+                unmapped.append(f"{key} (from {label}): neither a Dassl key mmprompt maps nor an mmprompt key")
         if own:
             native.append((label, nest(own)))
 
