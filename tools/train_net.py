@@ -18,6 +18,14 @@ DATALOADER.TRAIN_X.BATCH_SIZE is the global batch, split evenly over the process
 
 Config merge order: defaults -> --dataset-config-file -> --config-file -> --root/--seed/
 --output-dir -> KEY VALUE overrides. The merged config is written to OUTPUT_DIR/config.yaml.
+
+The authors' CoOp / MaPLe yamls work as they are, with their --trainer flag and TRAINER.* overrides
+(translated by mmprompt/config/dassl_compat.py):
+
+    python tools/train_net.py --root $DATA --seed 1 --trainer MaPLe \
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml \
+        --output-dir output/maple/oxford_pets/seed1 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 """
 from __future__ import annotations
 
@@ -35,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", help="method config (yaml)")
     p.add_argument("--dataset-config-file", default="", help="dataset config (yaml), merged before the method config")
+    p.add_argument("--trainer", default="", help="a Dassl/CoOp trainer name (CoOp, CoCoOp, MaPLe, IVLP, VPT) "
+                                                  "for the authors' trainer yamls; reads the config Dassl-style")
     p.add_argument("--root", default="", help="DATASET.ROOT: the folder holding the datasets")
     p.add_argument("--seed", type=int, default=None, help="SEED")
     p.add_argument("--output-dir", default="", help="OUTPUT_DIR")
@@ -48,15 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    from mmprompt.config import get_cfg, merge_from_file, merge_from_list
+    from mmprompt.config import load_cfg
 
     if not args.config_file:
         raise ConfigError("--config-file is required: the method's yaml, e.g. "
                           "--config-file configs/maple_adap_pos.yaml (see configs/).")
-    cfg = get_cfg()
-    if args.dataset_config_file:
-        merge_from_file(cfg, args.dataset_config_file)
-    merge_from_file(cfg, args.config_file)
     flags = []
     if args.root:
         flags += ["DATASET.ROOT", args.root]
@@ -64,8 +70,7 @@ def setup_cfg(args):
         flags += ["SEED", str(args.seed)]
     if args.output_dir:
         flags += ["OUTPUT_DIR", args.output_dir]
-    merge_from_list(cfg, flags)
-    merge_from_list(cfg, args.opts)
+    cfg = load_cfg(args.config_file, args.dataset_config_file, flags + list(args.opts), trainer=args.trainer)
     cfg.freeze()
     return cfg
 
@@ -83,6 +88,9 @@ def check_args(args, cfg) -> None:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.num_gpus:
             raise ConfigError(f"--num-gpus {args.num_gpus} but this node has {torch.cuda.device_count()} GPU(s). "
                               "Lower --num-gpus, or use USE_CUDA False for CPU processes (gloo).")
+    # An image size the backbone cannot take would otherwise die inside the library's forward.
+    from mmprompt.data.build import check_input_size
+    check_input_size(cfg)
 
 
 def summary(results) -> str:

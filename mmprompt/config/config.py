@@ -5,6 +5,8 @@
 * Keys must exist in :mod:`mmprompt.config.defaults`; an unknown key names the closest valid
   ones, a value of the wrong type names the key and the type expected.
 * Command-line overrides are ``KEY VALUE`` pairs, values parsed as Python literals when they can be.
+* The authors' Dassl/CoOp/MaPLe yamls and overrides (``TRAINER.MAPLE.N_CTX`` ...) are read by
+  :func:`load_cfg` through :mod:`mmprompt.config.dassl_compat`, detected by their keys.
 """
 from __future__ import annotations
 
@@ -41,15 +43,55 @@ def get_cfg() -> CfgNode:
 
 
 def load_cfg(config_file: Optional[str] = None, dataset_config_file: Optional[str] = None,
-             opts: Sequence[str] = ()) -> CfgNode:
-    """defaults -> dataset config -> method config -> KEY VALUE overrides (Dassl's order)."""
-    cfg = get_cfg()
+             opts: Sequence[str] = (), trainer: str = "") -> CfgNode:
+    """defaults -> dataset config -> method config -> KEY VALUE overrides (Dassl's order).
+
+    When the files or overrides are Dassl-style (a ``TRAINER`` node, ``trainer`` given -- their
+    ``--trainer`` flag --, or a CLIP name such as ``ViT-B/16`` as ``MODEL.BACKBONE.NAME``), they
+    are translated to mmprompt's keys by :func:`mmprompt.config.dassl_compat.translate_sources`.
+    """
+    from . import dassl_compat
+
+    sources = []
     if dataset_config_file:
-        merge_from_file(cfg, dataset_config_file)
+        sources.append((os.path.relpath(dataset_config_file), _read_yaml_chain(dataset_config_file, [])))
     if config_file:
-        merge_from_file(cfg, config_file)
-    merge_from_list(cfg, opts)
+        sources.append((os.path.relpath(config_file), _read_yaml_chain(config_file, [])))
+    overrides = _overrides_as_dicts(opts)
+    if not dassl_compat.is_dassl_style(sources + overrides, trainer):
+        cfg = get_cfg()
+        for label, data in sources + overrides:
+            _merge_dict(cfg, data, source=label)
+        return cfg
+    return _load_dassl_style(sources, overrides, trainer)
+
+
+def _load_dassl_style(sources, overrides, trainer: str) -> CfgNode:
+    from . import dassl_compat
+
+    cfg = get_cfg()
+    # Overrides merge key by key, so a later one wins over an earlier one of the same key.
+    result = dassl_compat.translate_sources(sources + overrides, trainer, lambda key: has_key(cfg, key))
+    methods_given = any("METHODS" in data.get("PROMPT", {}) for _, data in result.native)
+    if result.trainer is None and not methods_given:
+        raise ConfigError(dassl_compat.requires_method_message())
+    for key, value, origin in result.translated:
+        _merge_dict(cfg, dassl_compat.nest({key: value}), source=origin)
+    for label, data in result.native:
+        _merge_dict(cfg, data, source=label)
     return cfg
+
+
+def has_key(cfg: _YacsNode, key: str) -> bool:
+    """Whether the dotted ``key`` exists in ``cfg`` (or lies under a node that accepts new keys)."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, _YacsNode):
+            return False
+        if part not in node:
+            return node.is_new_allowed()
+        node = node[part]
+    return True
 
 
 def _read_yaml_chain(path: str, stack: List[str]) -> dict:
@@ -90,9 +132,16 @@ def merge_from_file(cfg: CfgNode, path: str) -> None:
 
 
 def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
+    for label, data in _overrides_as_dicts(opts):
+        _merge_dict(cfg, data, source=label)
+
+
+def _overrides_as_dicts(opts: Sequence[str]) -> List[tuple]:
+    """``KEY VALUE`` pairs as one (source, nested dict) per pair, in order."""
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"Overrides come in KEY VALUE pairs; got an odd number: {opts}")
+    out = []
     for key, raw in zip(opts[0::2], opts[1::2]):
         node = {}
         cur = node
@@ -100,7 +149,8 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> None:
         for p in parts[:-1]:
             cur = cur.setdefault(p, {})
         cur[parts[-1]] = _parse_literal(raw)
-        _merge_dict(cfg, node, source="command line")
+        out.append(("command line", node))
+    return out
 
 
 def _parse_literal(raw):
@@ -136,6 +186,9 @@ def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=No
             if not close:  # a typo'd last part still matches keys of the same node
                 close = [f"{prefix}{c}" for c in difflib.get_close_matches(k, list(cfg.keys()), n=3, cutoff=0.5)]
             hint = f" Did you mean {', '.join(close)}?" if close else ""
+            if full == "TRAINER":
+                hint = (" TRAINER is a Dassl/CoOp node: load such a file with load_cfg(...) or "
+                        "tools/train_net.py, which translate it.")
             raise ConfigError(f"Unknown config key {full} (from {source}).{hint}")
         old = cfg[k]
         if isinstance(old, _YacsNode):

@@ -33,14 +33,21 @@ def add_data_config(_C):
     _C.DATASET.TEXT.SPLIT_SEED = 0  # seed of the fixed train/val/test split (not of few-shot sampling)
     _C.DATASET.TEXT.NUM_VAL_FROM_TRAIN = 1000  # large GLUE/SuperGLUE tasks: training rows moved to the val split (ATTEMPT/DePT rule)
 
+    # Image preprocessing. Keys left at their "unset" value follow the backbone's own preprocess
+    # configuration (open_clip: the model config's image_size and the pretrained tag's mean/std,
+    # interpolation and resize_mode; timm: the pretrained_cfg's input_size, mean/std, interpolation
+    # and crop_pct), so a 32 px or a 336 px CLIP gets images of its size.
     _C.INPUT = CN()
-    _C.INPUT.SIZE = (224, 224)  # (height, width) images are cropped to
-    _C.INPUT.INTERPOLATION = "bicubic"  # resize interpolation: bilinear, bicubic, nearest
-    _C.INPUT.PIXEL_MEAN = []  # per-channel mean; empty = auto (CLIP's for open_clip, the timm model's own for timm)
-    _C.INPUT.PIXEL_STD = []  # per-channel std; empty = auto, as PIXEL_MEAN
-    _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]  # train augmentation (CoOp's default); test is always resize + center crop + normalize
+    _C.INPUT.SIZE = ()  # (height, width) of the images the model gets; () = the backbone's input size
+    _C.INPUT.INTERPOLATION = ""  # resize interpolation: bilinear, bicubic, nearest; "" = the backbone's (CLIP and timm ViTs: bicubic)
+    _C.INPUT.PIXEL_MEAN = []  # per-channel mean; empty = the backbone's (CLIP's for OpenAI CLIP, the timm model's own for timm)
+    _C.INPUT.PIXEL_STD = []  # per-channel std; empty = the backbone's, as PIXEL_MEAN
+    _C.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]  # Dassl's names and meaning (CoOp's default here): random_resized_crop, random_crop, random_flip, normalize (train and test, only when listed), center_crop; resize = shorter edge to RESIZE_SIZE before the train crop (VPT). No crop listed: train images are resized to exactly SIZE (Dassl)
     _C.INPUT.RRCROP_SCALE = (0.08, 1.0)  # area range of random_resized_crop
-    _C.INPUT.TEST_RESIZE_RATIO = 1.0  # test images are resized to SIZE * ratio before the center crop (CoOp: 1.0; timm ViTs often 1/0.875)
+    _C.INPUT.CROP_PADDING = 4  # zero padding on each side before random_crop (Dassl's default; VPT pads nothing: 0)
+    _C.INPUT.RESIZE_SIZE = 0  # shorter edge (pixels) images are resized to before the test center crop and the train 'resize'; 0 = round(max(SIZE) * TEST_RESIZE_RATIO)
+    _C.INPUT.TEST_RESIZE_RATIO = 0.0  # RESIZE_SIZE as a multiple of max(SIZE) when RESIZE_SIZE is 0; 0 = the backbone's (timm: floor(max(SIZE) / crop_pct); open_clip and Dassl: 1.0)
+    _C.INPUT.TEST_RESIZE_MODE = ""  # test resize: shortest (keep the aspect ratio, then center crop) or squash (both sides, as SigLIP); "" = the backbone's (open_clip resize_mode, timm crop_mode)
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes; 0 = load in the main process

@@ -1,13 +1,16 @@
 """Datasets, transforms and loaders from a config.
 
 * :func:`build_dataset` looks ``DATASET.NAME`` up in the DATASETS registry (entries are callables
-  ``fn(cfg) -> DatasetBase`` returning every item), then applies ``DATASET.NUM_SHOTS`` few-shot
+  ``fn(cfg) -> DatasetBase`` returning every item; Dassl's names such as ``OxfordPets`` are read as
+  mmprompt's, see :data:`mmprompt.config.dassl_compat.DASSL_DATASET_NAMES`), then applies ``DATASET.NUM_SHOTS`` few-shot
   sampling (cached, see :mod:`mmprompt.data.base`) and ``DATASET.SUBSAMPLE_CLASSES``, in CoOp's order.
 * :func:`build_test_dataset` reads another dataset in full for cross-dataset or domain
   generalisation evaluation.
-* :func:`build_transform`: CoOp's train augmentation (random resized crop + flip) and test
-  resize + center crop; ``INPUT.PIXEL_MEAN/STD`` empty means the backbone's own normalisation,
-  taken from the library's metadata without downloading anything.
+* :func:`build_transform`: Dassl's transform names and semantics (CoOp's random resized crop +
+  flip, VPT's resize + random crop) and test resize + center crop, on :func:`resolve_preprocess`:
+  ``INPUT`` keys left unset (size, interpolation, mean/std, test resize) follow the backbone's
+  own preprocess configuration, read from the library's metadata without downloading anything.
+* :func:`load_image`: Dassl's ``convert("RGB")``, with 16-bit images scaled instead of clipped.
 * :func:`build_loader`: batches are dicts, ``{"image", "label"}`` or ``{"text", "label"}``
   (+ ``"text_b"`` for pair tasks).
 
@@ -18,12 +21,16 @@ run with an error naming the file: silently dropping it would change the evaluat
 """
 from __future__ import annotations
 
+import math
 import random
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..config.dassl_compat import canonical_dataset_name
 from ..errors import ConfigError
 from ..registry import DATASETS
 from .base import DataError, DatasetBase, Datum, apply_fewshot, apply_subsample
@@ -42,7 +49,7 @@ def build_dataset(cfg, name: Optional[str] = None, num_shots: Optional[int] = No
         raise ConfigError(f"DATASET.NAME is empty; set it to one of: {', '.join(DATASETS.names())}")
     if not cfg.DATASET.ROOT:
         raise ConfigError("DATASET.ROOT is empty; set it (or --root) to the folder holding the datasets.")
-    dataset = DATASETS.get(name)(cfg)
+    dataset = DATASETS.get(canonical_dataset_name(name))(cfg)
     num_shots = cfg.DATASET.NUM_SHOTS if num_shots is None else num_shots
     if num_shots > 0:
         seed = cfg.DATASET.FEWSHOT_SEED if cfg.DATASET.FEWSHOT_SEED >= 0 else cfg.SEED
@@ -60,31 +67,90 @@ def build_test_dataset(cfg, name: str) -> DatasetBase:
 
 # ------------------------------------------------------------------ transforms
 
-def _interpolation(name: str):
-    from torchvision.transforms import InterpolationMode
-    modes = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-             "nearest": InterpolationMode.NEAREST}
-    if name not in modes:
-        raise ConfigError(f"INPUT.INTERPOLATION must be one of {sorted(modes)}; got {name!r}")
-    return modes[name]
+@dataclass(frozen=True)
+class Preprocess:
+    """What the images of a run go through, resolved from ``INPUT.*`` and the backbone's own
+    preprocess configuration (``INPUT`` keys left unset follow the backbone)."""
+    size: Tuple[int, int]  # (height, width) the model gets
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    interpolation: str  # bilinear, bicubic, nearest
+    resize_size: int  # shorter edge before the test center crop (and the train 'resize' step)
+    resize_mode: str  # shortest (keep the aspect ratio) or squash (both sides to resize_size)
 
 
-def _timm_mean_std(arch: str):
-    import timm.models
-    name = timm.models.get_deprecated_models().get(arch) or arch
-    pretrained = timm.models.get_pretrained_cfg(name)
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_RESIZE_MODES = ("shortest", "squash")
+
+
+def _is_weights_file(tag: str) -> bool:
+    return "/" in tag or "\\" in tag or tag.startswith(".") or tag.lower().endswith(
+        (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt"))
+
+
+def _open_clip_preprocess(backbone) -> dict:
+    """open_clip's own choice, as ``create_model`` makes it without building anything: its
+    PreprocessCfg defaults, the model config's ``preprocess_cfg``, the pretrained tag's values,
+    and the image tower's ``image_size`` (or ``force_image_size``)."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    from ..backbones.open_clip import resolve_open_clip_arch
+
+    name = resolve_open_clip_arch(backbone.ARCH)
+    model_cfg = open_clip.get_model_config(name) or {}
+    cfg = merge_preprocess_dict(PreprocessCfg(), model_cfg.get("preprocess_cfg", {}))
+    tag = str(backbone.PRETRAINED or "").strip()
+    if tag and not _is_weights_file(tag):
+        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(name, tag) or {})
+    size = dict(backbone.KWARGS).get("force_image_size") or model_cfg.get("vision_cfg", {}).get("image_size") or cfg["size"]
+    return {"size": size, "mean": cfg["mean"], "std": cfg["std"], "interpolation": cfg["interpolation"],
+            "resize_mode": cfg["resize_mode"], "crop_pct": 1.0}
+
+
+def _timm_preprocess(backbone) -> dict:
+    """timm's pretrained_cfg of the architecture and tag (the default tag for random weights or
+    a local file): input size (or KWARGS img_size), mean/std, interpolation, crop_pct, crop_mode."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    from ..backbones.timm_vit import resolve_timm_name
+
+    name = resolve_timm_name(backbone.ARCH)
+    tag = str(backbone.PRETRAINED or "").strip()
+    if tag and not _is_weights_file(tag) and timm.list_pretrained(f"{name.split('.', 1)[0]}.{tag}"):
+        name = f"{name.split('.', 1)[0]}.{tag}"
+    pretrained = get_pretrained_cfg(name)
     if pretrained is None:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return tuple(pretrained.mean), tuple(pretrained.std)
+        return {}
+    size = dict(backbone.KWARGS).get("img_size") or tuple(pretrained.input_size[1:])
+    crop_mode = getattr(pretrained, "crop_mode", "center") or "center"
+    if crop_mode not in ("center", "squash"):
+        raise ConfigError(f"timm '{name}' evaluates with crop_mode '{crop_mode}', which mmprompt does not build; "
+                          f"set INPUT.TEST_RESIZE_MODE (shortest or squash) and INPUT.RESIZE_SIZE.")
+    return {"size": size, "mean": tuple(pretrained.mean), "std": tuple(pretrained.std),
+            "interpolation": pretrained.interpolation or "bicubic",
+            "resize_mode": "squash" if crop_mode == "squash" else "shortest", "crop_pct": pretrained.crop_pct or 1.0}
 
 
-def _open_clip_mean_std(arch: str, tag: str):
-    if tag and not ("/" in tag or "\\" in tag or tag.endswith((".pt", ".bin", ".safetensors"))):
-        import open_clip
-        pretrained = open_clip.get_pretrained_cfg(arch, tag)
-        if pretrained.get("mean") and pretrained.get("std"):
-            return tuple(pretrained["mean"]), tuple(pretrained["std"])
-    return CLIP_MEAN, CLIP_STD
+def backbone_preprocess(cfg) -> dict:
+    """The backbone's own preprocessing (size, mean, std, interpolation, resize_mode, crop_pct),
+    read from the library's metadata without downloading or building the model. Backbones with no
+    image preprocessing of their own get Dassl's defaults (224, ImageNet mean/std, bilinear)."""
+    backbone = cfg.MODEL.BACKBONE
+    found = {}
+    if backbone.NAME == "open_clip":
+        found = _open_clip_preprocess(backbone)
+    elif backbone.NAME.startswith("timm"):
+        found = _timm_preprocess(backbone)
+    out = {"size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear",
+           "resize_mode": "shortest", "crop_pct": 1.0}
+    out.update(found)
+    size = out["size"]
+    out["size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
+    if out["interpolation"] not in _INTERPOLATIONS:  # open_clip's 'random' (train-time only) and the like
+        out["interpolation"] = "bicubic"
+    return out
 
 
 def normalization(cfg):
@@ -97,52 +163,158 @@ def normalization(cfg):
         if len(mean) != 3 or len(std) != 3:
             raise ConfigError(f"INPUT.PIXEL_MEAN/STD need 3 values each; got {mean} and {std}")
         return tuple(mean), tuple(std)
-    backbone = cfg.MODEL.BACKBONE
-    if backbone.NAME == "open_clip":
-        return _open_clip_mean_std(backbone.ARCH, backbone.PRETRAINED)
-    if backbone.NAME.startswith("timm"):
-        return _timm_mean_std(backbone.ARCH)
-    return IMAGENET_MEAN, IMAGENET_STD
+    own = backbone_preprocess(cfg)
+    return tuple(own["mean"]), tuple(own["std"])
 
 
-TRAIN_TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
+def resolve_preprocess(cfg) -> Preprocess:
+    """INPUT.* where set, the backbone's own preprocessing where not."""
+    own = backbone_preprocess(cfg)
+    size = tuple(cfg.INPUT.SIZE)
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"INPUT.SIZE must be (height, width) in pixels, or () to follow the backbone; got {cfg.INPUT.SIZE}")
+    size = size or own["size"]
+    interpolation = cfg.INPUT.INTERPOLATION or own["interpolation"]
+    if interpolation not in _INTERPOLATIONS:
+        raise ConfigError(f"INPUT.INTERPOLATION must be one of {list(_INTERPOLATIONS)} or \"\" (the backbone's); "
+                          f"got {interpolation!r}")
+    mode = cfg.INPUT.TEST_RESIZE_MODE or own["resize_mode"]
+    if mode not in _RESIZE_MODES:
+        raise ConfigError(f"INPUT.TEST_RESIZE_MODE must be one of {list(_RESIZE_MODES)} or \"\" (the backbone's); "
+                          f"got {mode!r}")
+    if cfg.INPUT.RESIZE_SIZE < 0 or cfg.INPUT.TEST_RESIZE_RATIO < 0:
+        raise ConfigError(f"INPUT.RESIZE_SIZE ({cfg.INPUT.RESIZE_SIZE}) and INPUT.TEST_RESIZE_RATIO "
+                          f"({cfg.INPUT.TEST_RESIZE_RATIO}) must be > 0, or 0 to follow the backbone.")
+    if cfg.INPUT.RESIZE_SIZE:
+        resize = cfg.INPUT.RESIZE_SIZE
+    elif cfg.INPUT.TEST_RESIZE_RATIO:
+        resize = round(max(size) * cfg.INPUT.TEST_RESIZE_RATIO)
+    else:  # timm sizes the test resize as floor(size / crop_pct); open_clip and Dassl resize to the size itself
+        resize = math.floor(max(size) / own["crop_pct"])
+    mean, std = normalization(cfg)
+    return Preprocess(size=size, mean=mean, std=std, interpolation=interpolation, resize_size=resize, resize_mode=mode)
+
+
+# Dassl's build_transform names this module implements, and the ones of Dassl it does not.
+TRANSFORMS = ("random_resized_crop", "random_crop", "random_flip", "normalize", "center_crop", "resize")
+DASSL_ONLY_TRANSFORMS = ("instance_norm", "random_translation", "cutout", "imagenet_policy", "cifar10_policy",
+                         "svhn_policy", "randaugment", "randaugment_fixmatch", "randaugment2", "gaussian_noise",
+                         "colorjitter", "randomgrayscale", "gaussian_blur")
+
+
+def _resize(pre: Preprocess, interp):
+    from torchvision import transforms as T
+    if pre.resize_mode == "squash":
+        h, w = pre.size
+        scale = pre.resize_size / max(pre.size)
+        return T.Resize((round(h * scale), round(w * scale)), interpolation=interp)
+    return T.Resize(pre.resize_size, interpolation=interp)
 
 
 def build_transform(cfg, is_train: bool):
+    """Dassl's ``build_transform`` semantics on mmprompt's resolved preprocessing.
+
+    Train, in this order whatever the order of ``INPUT.TRANSFORMS``: ``resize`` (mmprompt / VPT:
+    shorter edge to RESIZE_SIZE; it needs a crop after it), ``random_crop`` (RandomCrop(SIZE,
+    padding=CROP_PADDING)), ``random_resized_crop``, ``center_crop`` (only after ``resize``; alone it
+    is Dassl's test-time crop and adds no train step); with no crop, images are resized to exactly
+    SIZE (Dassl); then ``random_flip``, to tensor, ``normalize`` if listed.
+    Test: resize (RESIZE_SIZE, TEST_RESIZE_MODE) + center crop SIZE, to tensor, ``normalize`` if
+    listed (Dassl normalises at test only when ``normalize`` is in INPUT.TRANSFORMS).
+    """
     from torchvision import transforms as T
-    size = tuple(cfg.INPUT.SIZE)
-    if len(size) != 2:
-        raise ConfigError(f"INPUT.SIZE must be (height, width); got {cfg.INPUT.SIZE}")
-    interp = _interpolation(cfg.INPUT.INTERPOLATION)
-    mean, std = normalization(cfg)
     names = list(cfg.INPUT.TRANSFORMS)
-    unknown = [n for n in names if n not in TRAIN_TRANSFORMS]
+    dassl_only = [n for n in names if n in DASSL_ONLY_TRANSFORMS]
+    if dassl_only:
+        raise ConfigError(f"INPUT.TRANSFORMS: {dassl_only} are Dassl transforms mmprompt does not implement; "
+                          f"mmprompt has {list(TRANSFORMS)}.")
+    unknown = [n for n in names if n not in TRANSFORMS]
     if unknown:
-        raise ConfigError(f"INPUT.TRANSFORMS: unknown {unknown}; choose from {list(TRAIN_TRANSFORMS)}")
+        raise ConfigError(f"INPUT.TRANSFORMS: unknown {unknown}; choose from {list(TRANSFORMS)}")
+    pre = resolve_preprocess(cfg)
+    interp = _interpolation(pre.interpolation)
     steps = []
-    if is_train and "random_resized_crop" in names:
-        steps.append(T.RandomResizedCrop(size, scale=tuple(cfg.INPUT.RRCROP_SCALE), interpolation=interp))
+    if is_train:
+        crops = [n for n in ("random_crop", "random_resized_crop") if n in names]
+        if "resize" in names:
+            if not crops and "center_crop" not in names:
+                raise ConfigError("INPUT.TRANSFORMS: 'resize' needs a crop to SIZE after it "
+                                  "(random_crop, random_resized_crop or center_crop).")
+            steps.append(_resize(pre, interp))
+        elif not crops:
+            steps.append(T.Resize(pre.size, interpolation=interp))  # Dassl: exactly SIZE, no crop
+        if "random_crop" in names:
+            steps.append(T.RandomCrop(pre.size, padding=cfg.INPUT.CROP_PADDING or None))
+        if "random_resized_crop" in names:
+            steps.append(T.RandomResizedCrop(pre.size, scale=tuple(cfg.INPUT.RRCROP_SCALE), interpolation=interp))
+        if "resize" in names and not crops:
+            steps.append(T.CenterCrop(pre.size))
+        if "random_flip" in names:
+            steps.append(T.RandomHorizontalFlip())
     else:
-        steps += [T.Resize(round(max(size) * cfg.INPUT.TEST_RESIZE_RATIO), interpolation=interp),
-                  T.CenterCrop(size)]
-    if is_train and "random_flip" in names:
-        steps.append(T.RandomHorizontalFlip())
+        steps += [_resize(pre, interp), T.CenterCrop(pre.size)]
     steps.append(T.ToTensor())
-    if not is_train or "normalize" in names:
-        steps.append(T.Normalize(mean, std))
+    if "normalize" in names:
+        steps.append(T.Normalize(pre.mean, pre.std))
     return T.Compose(steps)
+
+
+def _interpolation(name: str):
+    from torchvision.transforms import InterpolationMode
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+            "nearest": InterpolationMode.NEAREST}[name]
+
+
+def check_input_size(cfg) -> None:
+    """Refuse an explicit INPUT.SIZE that the backbone cannot take, before anything is built.
+
+    open_clip ViTs and timm ViTs (unless built with ``dynamic_img_size``) have position
+    embeddings for one image size: another size dies inside the library's forward.
+    """
+    if not cfg.INPUT.SIZE or not (cfg.MODEL.BACKBONE.NAME == "open_clip" or cfg.MODEL.BACKBONE.NAME.startswith("timm")):
+        return
+    if dict(cfg.MODEL.BACKBONE.KWARGS).get("dynamic_img_size"):
+        return
+    own, wanted = backbone_preprocess(cfg)["size"], resolve_preprocess(cfg).size
+    if own != wanted:
+        raise ConfigError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} but {cfg.MODEL.BACKBONE.NAME} '{cfg.MODEL.BACKBONE.ARCH}' "
+                          f"takes {own[0]}x{own[1]} images. Remove INPUT.SIZE (it then follows the backbone) "
+                          f"or set it to ({own[0]}, {own[1]}).")
 
 
 # ------------------------------------------------------------------ loaders
 
+# PIL modes whose values are 16-bit intensities ("I" is what PIL gives for 16-bit PGM and older
+# 16-bit PNG); convert("RGB") would clip them at 255, i.e. turn almost every pixel white.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB image as Dassl/CoOp read it (``Image.open(path).convert("RGB")``), except where that
+    is wrong: 16-bit intensities are scaled to 8 bits (x 255/65535) instead of clipped.
+
+    Like Dassl: alpha (RGBA, LA, PA, palette transparency) is dropped, keeping the stored colour;
+    CMYK, YCbCr, palette and 1-bit images use PIL's conversion; 32-bit float ("F") values are
+    taken as 0..255, as PIL does; EXIF orientation is not applied; a multi-frame file gives its
+    first frame.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise DataError(f"Image {path} is listed in the split but does not exist. Check DATASET.ROOT "
                         f"or rerun the prep script for this dataset.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"Image {path} cannot be decoded ({e}). Replace the file, or rerun the prep "
                         f"script, which leaves undecodable images out of the split.") from None
 
