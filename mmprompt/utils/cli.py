@@ -27,7 +27,7 @@ def call_cli(main: Callable[..., Optional[int]], argv: Optional[Sequence[str]] =
     try:
         code = main() if argv is None else main(list(argv))
     except MMPromptError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"{_error_prefix()}: {e}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
@@ -41,10 +41,17 @@ def call_cli(main: Callable[..., Optional[int]], argv: Optional[Sequence[str]] =
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = f" {e.filename}" if e.filename else ""
-        print(f"error: cannot write or read{where}: {e.strerror}. Free some space or fix the permissions, "
+        print(f"{_error_prefix()}: cannot write or read{where}: {e.strerror}. Free some space or fix the permissions, "
               "then run the command again (a training run continues with --resume).", file=sys.stderr, flush=True)
         return 2
     return code or 0
+
+
+def _error_prefix() -> str:
+    """``error``, or ``error (rank R)`` in one of several torchrun workers (each prints its own)."""
+    if os.environ.get("RANK") is not None and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        return f"error (rank {os.environ['RANK']})"
+    return "error"
 
 
 def run_cli(main: Callable[..., Optional[int]]) -> None:
