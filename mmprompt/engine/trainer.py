@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -225,10 +226,14 @@ class Trainer:
             raise NonFiniteError(self._nonfinite_message(
                 f"every step's loss or gradient for {self._skipped_in_a_row} steps in a row (all skipped)"))
         if not skipped and not _all_finite(self._trainable):
-            raise NonFiniteError(self._nonfinite_message("the weights after the update"))
+            raise NonFiniteError(self._nonfinite_message("the weights after the update", saved_nothing=True))
         self.step += 1
         self.model.step = self.step  # dynamic prompting's temperature reads it
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # a skipped step still advances the schedule, as with AMP; torch warns when the
+            # first optimizer step is the one skipped
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            self.scheduler.step()
         return not skipped
 
     def _any_rank(self, flag: bool) -> bool:
@@ -238,7 +243,7 @@ class Trainer:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
-    def _nonfinite_message(self, what: str) -> str:
+    def _nonfinite_message(self, what: str, saved_nothing: bool = False) -> str:
         where = f"optimizer step {self.step + 1} (epoch {self._epoch + 1}, iteration {self._iter + 1})"
         pointer = None
         try:
@@ -250,7 +255,8 @@ class Trainer:
                     f"{pointer['step']}): --resume continues from it (add TRAIN.NONFINITE skip to drop bad steps)")
         else:
             last = "No checkpoint was saved before it"
-        return (f"NaN or inf in {what} at {where}; the weights were not updated with it. {last}. Or lower "
+        done = "nothing of this step was saved" if saved_nothing else "the weights were not updated with it"
+        return (f"NaN or inf in {what} at {where}; {done}. {last}. Or lower "
                 "OPTIM.LR, set TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32, and start again with --overwrite.")
 
     def _plan(self) -> None:
