@@ -179,6 +179,13 @@ def run(args, cfg) -> int:
             print(summary(results), flush=True)
             print(f"results in {os.path.join(cfg.OUTPUT_DIR, 'metrics.json')}", flush=True)
         succeeded = True
+    except RuntimeError as e:
+        if not du.is_peer_failure(e):
+            raise
+        # a consequence, not a cause: the rank that failed printed its own error
+        print(f"error (rank {du.rank()}): another rank stopped, so this one stops too ({type(e).__name__}).",
+              file=sys.stderr, flush=True)
+        return 1
     finally:
         if trainer is not None:
             trainer.close()

@@ -86,6 +86,18 @@ def cleanup_distributed(succeeded: bool = True) -> None:
         dist.destroy_process_group()
 
 
+# how gloo / NCCL / the TCP store report that another rank went away
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "Socket Timeout", "failed to recv", "Connection refused")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is this rank noticing that another rank died (which reports its own error)."""
+    dist_error = getattr(dist, "DistError", ())
+    return world_size() > 1 and (isinstance(error, dist_error) or
+                                 (isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE)))
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
