@@ -65,9 +65,9 @@ def dataset_paths(root: str, info: FGVCInfo):
 def read_vpt_json(path: str) -> Dict[str, int]:
     """A VPT split file: {relative image path: class id}."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}); delete it and run the prep script again.") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must map image paths to class ids; got a {type(data).__name__}.")
@@ -81,8 +81,11 @@ def read_classnames(dataset_dir: str) -> Optional[List[str]]:
     path = os.path.join(dataset_dir, CLASSNAMES_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        names = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); delete it or restore it.") from None
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise DataError(f"{path} must be a JSON list of class names by class id.")
     return names
