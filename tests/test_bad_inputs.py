@@ -8,7 +8,9 @@ problems are found before anything is built, so no case here trains a model.
 import io
 import json
 import os
+import struct
 import warnings
+import zlib
 
 import pytest
 from PIL import Image
@@ -256,7 +258,12 @@ def _truncated_jpeg(path):
 
 
 def _bomb_png(path):
-    Image.new("1", (20000, 20000)).save(path, "PNG")  # 400 M pixels, a few KB: over PIL's bomb limit
+    """A PNG that declares 40000 x 40000 pixels (over PIL's decompression-bomb limit) in 60 bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
 
 
 def test_truncated_jpeg_and_bomb_are_left_out_at_prep(sandbox):
@@ -475,3 +482,35 @@ def test_model_info_on_bad_overrides(sandbox, capsys, opts, needle):
     from _sandbox import REPO
     refused(call(capsys, "model_info", ["--config-file", os.path.join(REPO, "configs", "_base_", "tiny_vit.yaml"),
                                         *opts]), needle)
+
+
+# ---------------------------------------------------------------- the machine
+
+def test_a_full_disk_mid_run_is_one_message_naming_the_file(sandbox, capsys, monkeypatch):
+    import errno
+
+    from mmprompt.engine import checkpoint
+
+    def full(path, state):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+    monkeypatch.setattr(checkpoint, "save_trainer_state", full)
+    err = refused(train_net(capsys, sandbox), "No space left on device", "trainer-step2.pt", "--resume").err
+    assert err.count("error:") == 1
+
+
+def test_num_workers_default_fits_the_machine():
+    from mmprompt.config import get_cfg
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert get_cfg().DATALOADER.NUM_WORKERS == min(4, usable)
+
+
+def test_hub_rows_with_wrongly_typed_fields_name_the_row():
+    from mmprompt.config import get_cfg
+    from mmprompt.data.base import DataError
+    from mmprompt.data.text import task_items
+    from mmprompt.data.text_tasks import get_task
+
+    task = get_task("superglue_multirc")
+    rows = [{"paragraph": "p", "question": "q", "answer": "a", "idx": 7, "label": 1}]  # idx should be a mapping
+    with pytest.raises(DataError, match="superglue_multirc train row 0 from disk has a missing or wrongly typed field"):
+        task_items(get_cfg(), task, rows, ["False", "True"], "pair", "train", "disk")

@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -82,25 +83,27 @@ def cmd_eval(args, entry, path) -> int:
         raise zoo.MMPromptError(f"{path} carries no config; it was not saved by mmprompt's trainer.")
     try:
         config = yaml.safe_load(meta["config"])
-    except yaml.YAMLError as e:
-        config = e
+    except yaml.YAMLError:
+        config = None
     if not isinstance(config, dict):
         raise zoo.MMPromptError(f"The config stored in {path} is not a yaml mapping; the checkpoint was not "
                                 "saved by mmprompt's trainer.")
     if args.dataset_config_file:
         config.pop("DATASET", None)
     out = args.output_dir or os.path.join("output", "zoo_eval", entry["name"])
-    os.makedirs(out, exist_ok=True)
-    config_file = os.path.join(out, f"{entry['name']}.yaml")  # the recipe name metrics.json records
-    with open(config_file, "w") as f:
-        yaml.safe_dump(config, f)
-    argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
-            "--eval-only", "--model-dir", path]
-    if args.dataset_config_file:
-        argv += ["--dataset-config-file", args.dataset_config_file]
-    if args.overwrite:
-        argv.append("--overwrite")
-    return _train_net().main(argv + list(args.opts))
+    # the recipe name metrics.json records is the config file's; it lives outside OUTPUT_DIR so a
+    # refused output dir (train_net checks it) is left as it was
+    with tempfile.TemporaryDirectory(prefix="mmprompt-zoo-") as tmp:
+        config_file = os.path.join(tmp, f"{entry['name']}.yaml")
+        with open(config_file, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f)
+        argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
+                "--eval-only", "--model-dir", path]
+        if args.dataset_config_file:
+            argv += ["--dataset-config-file", args.dataset_config_file]
+        if args.overwrite:
+            argv.append("--overwrite")
+        return _train_net().main(argv + list(args.opts))
 
 
 def parse_args(argv=None):
