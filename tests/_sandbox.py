@@ -39,6 +39,7 @@ def tool(name: str):
         folder = "datasets_prep" if name.startswith("prepare_") else "tools"
         spec = importlib.util.spec_from_file_location(f"_matrix_{name}", os.path.join(REPO, folder, f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         _TOOLS[name] = module
     return _TOOLS[name]

@@ -90,6 +90,8 @@ CONFIG_VALUES = [
     (["PROMPT.DYNAMIC.POOL_SIZE", "0"], "PROMPT.DYNAMIC.POOL_SIZE must be >= 1"),
     (["MODEL.INIT_WEIGHTS", "missing.safetensors"], "MODEL.INIT_WEIGHTS missing.safetensors is not a file"),
     (["SEED", "abc"], "SEED (from command line) expects int"),
+    (["SEED", "100000000000000000000000"], "SEED 100000000000000000000000 does not fit in 64 bits"),
+    (["OUTPUT_DIR", "'out\\x00put'"], "OUTPUT_DIR 'out\\x00put' contains a NUL character"),
     (["MODEL.BACKBONE.ARC", "x"], "Unknown config key MODEL.BACKBONE.ARC"),
     (["OPTIM.LR"], "KEY VALUE pairs"),
     (["OPTIM", "5"], "is a group of keys"),
@@ -106,6 +108,12 @@ def test_every_config_problem_in_one_message(sandbox, capsys):
     err = refused(train_net(capsys, sandbox, "OPTIM.LR", "-1.0", "DATALOADER.TRAIN_X.BATCH_SIZE", "0",
                             "TEST.SPLIT", "tset"), "The config has 3 problems").err
     assert "OPTIM.LR" in err and "BATCH_SIZE" in err and "TEST.SPLIT" in err
+
+
+def test_a_main_metric_the_evaluator_lacks_is_found_before_training(sandbox, capsys):
+    refused(train_net(capsys, sandbox, "TEST.MAIN_METRIC", "f1"),
+            "TEST.MAIN_METRIC f1 is not a metric of the ClassificationEvaluator; it gives accuracy")
+    assert not (sandbox.root / "out" / "checkpoints").exists()
 
 
 def test_root_that_does_not_exist(sandbox, capsys):
@@ -400,6 +408,13 @@ def test_parse_results_lists_every_bad_file_and_other_refusals(sandbox, capsys):
     refused(call(capsys, "parse_results", [sandbox.root / "empty"]), "No metrics.json under")
 
 
+@pytest.mark.parametrize("target", ["missing_folder", "a_folder"])
+def test_parse_results_json_output_that_cannot_be_written(sandbox, capsys, target):
+    run_dir(sandbox, "a", GOOD)
+    out = sandbox.root / "nodir" / "t.json" if target == "missing_folder" else sandbox.root / "runs"
+    refused(call(capsys, "parse_results", [sandbox.root / "runs", "--json", out]), f"Cannot write --json {out}")
+
+
 def test_parse_results_with_runs_that_have_no_test(sandbox, capsys):
     run_dir(sandbox, "a", {"dataset": "dtd", "methods": ["coop"], "step": 10})
     refused(call(capsys, "parse_results", [sandbox.root / "runs"]), "hold no test results")
@@ -439,6 +454,14 @@ def test_plot_run_skips_a_cut_off_last_line_and_a_corrupt_metrics_file(sandbox, 
     assert "skipped 1 line(s)" in outcome.err and "metrics.json is unreadable" in outcome.err
     assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
     refused(call(capsys, "plot_run", [sandbox.root]), "No log.jsonl")
+
+
+def test_plot_run_out_is_a_missing_folder_or_a_folder(sandbox, capsys):
+    folder = log_dir(sandbox, TRAIN_LINE)
+    refused(call(capsys, "plot_run", [folder, "--out", sandbox.root / "nodir" / "c.png"]), "Cannot write the plot")
+    (sandbox.root / "plots").mkdir()
+    assert call(capsys, "plot_run", [folder, "--out", sandbox.root / "plots"]).code == 0
+    assert os.listdir(sandbox.root / "plots") == ["curves.png"]
 
 
 RECORDS = {

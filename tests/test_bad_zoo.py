@@ -164,6 +164,18 @@ def test_add_needs_a_finished_run_with_readable_metrics(sandbox, capsys):
     refused(call(capsys, "model_zoo", args), "is not the metrics.json")
 
 
+def test_add_refuses_an_entry_name_that_is_a_path(sandbox, capsys):
+    index = write_index(sandbox, [])
+    run = sandbox.root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "model-final.safetensors").write_bytes(PAYLOAD)
+    (run / "metrics.json").write_text('{"main_metric": "accuracy", "split": "test", "test": {"accuracy": 5.0}}')
+    refused(call(capsys, "model_zoo", ["--index", index, "add", run, "--name", "../../x", "--url", "http://h/x",
+                                       "--config", "c.yaml", "--command", "c"]), "cannot enter the index",
+            "is not a plain name")
+    assert json.loads(open(index).read()) == []
+
+
 def _zoo_checkpoint(box, metadata):
     folder = box.root / "zoo"
     folder.mkdir(exist_ok=True)

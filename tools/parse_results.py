@@ -160,8 +160,11 @@ def main(argv=None) -> int:
                             "TEST.NO_TEST?): nothing to tabulate.")
     print("\n\n".join(markdown(method, summary) for method, summary in result.items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+        except OSError as e:
+            raise MMPromptError(f"Cannot write --json {args.json}: {e.strerror}.") from None
     return 0
 
 

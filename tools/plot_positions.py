@@ -65,7 +65,10 @@ def plot(records: dict, out_dir: str, source: str = RECORDS):
     if not counts_of:
         raise MMPromptError(f"{source}: every record ({', '.join(sorted(records)[:5])}) is empty, so there is "
                             "nothing to plot. Were there no test samples, or no dynamic prompt recording them?")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise MMPromptError(f"Cannot make the plot folder {out_dir}: {e.strerror}.") from None
     written = []
     for key, counts in counts_of.items():
         lo, hi = min(0, min(counts)), max(counts)

@@ -71,17 +71,24 @@ def plot(output_dir: str, out: str) -> str:
         ax.grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.abspath(output_dir)))
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise MMPromptError(f"Cannot write the plot {out}: {e.strerror}.") from None
+    finally:
+        plt.close(fig)
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output_dir")
-    p.add_argument("--out", default="", help="PNG path (default OUTPUT_DIR/curves.png)")
+    p.add_argument("--out", default="", help="PNG path, or a folder for curves.png (default OUTPUT_DIR/curves.png)")
     args = p.parse_args(argv)
-    print(plot(args.output_dir, args.out or os.path.join(args.output_dir, "curves.png")))
+    out = args.out or os.path.join(args.output_dir, "curves.png")
+    if os.path.isdir(out):  # a folder: the plot goes inside it
+        out = os.path.join(out, "curves.png")
+    print(plot(args.output_dir, out))
     return 0
 
 

@@ -63,6 +63,10 @@ def _finite_numbers(node, prefix: str, problems: List[str]) -> None:
             _finite_numbers(value, full + ".", problems)
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{full} is {value}: every number must be finite")
+        elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            problems.append(f"{full} {value} does not fit in 64 bits")
+        elif isinstance(value, str) and "\x00" in value:
+            problems.append(f"{full} {value!r} contains a NUL character")
         elif isinstance(value, (list, tuple)) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
             problems.append(f"{full} {list(value)} holds a NaN or infinite number")
 

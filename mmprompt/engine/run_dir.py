@@ -218,6 +218,8 @@ def _make_dir(output_dir: str) -> None:
         with open(probe, "w") as f:
             f.write("x")
         os.remove(probe)
+    except ValueError as e:  # e.g. a NUL character in the path
+        raise ConfigError(f"The output dir {output_dir!r} is not a usable path ({e}).") from None
     except OSError as e:
         why = {errno.ENOSPC: "the disk is full", errno.EROFS: "it is on a read-only file system",
                errno.ENOTDIR: "a file is in the way", errno.EEXIST: "a file is in the way"}.get(

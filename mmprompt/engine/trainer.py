@@ -105,6 +105,8 @@ class Trainer:
         if not getattr(self.dataset, split):
             raise MMPromptError(f"The dataset {cfg.DATASET.NAME} has no {split} split to evaluate (TEST.SPLIT "
                                 f"{split}); set TEST.SPLIT to a split it has, or TEST.NO_TEST True.")
+        if cfg.TEST.MAIN_METRIC:
+            self._probe_main_metric()
         from ..data.build import build_test_dataset
         saved = ckpt.rng_state()
         try:
@@ -475,6 +477,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _probe_main_metric(self) -> None:
+        """TEST.MAIN_METRIC checked against what the evaluator returns for one made-up sample, so a
+        typo fails before training. Evaluators that need more than logits and labels (task
+        metadata) cannot be probed; their check comes with the first evaluation."""
+        evaluator = self._build_evaluator(self.dataset, self.classnames)
+        try:
+            evaluator.process(torch.zeros(1, len(self.classnames)), torch.zeros(1, dtype=torch.long), meta={})
+            probe = evaluator.evaluate()
+        except Exception:  # needs task metadata: checked at the first evaluation instead
+            return
+        _check_main_metric(self.cfg.TEST.MAIN_METRIC, probe, type(evaluator).__name__)
+
     def evaluator_name(self, dataset) -> str:
         return self.cfg.TEST.EVALUATOR or getattr(dataset, "evaluator_name", "") or "classification"
 
@@ -524,7 +538,9 @@ class Trainer:
                 for key, per_entry in part.items():
                     for j, values in per_entry.items():
                         records.setdefault(key, {}).setdefault(j, []).extend(values)
-        return evaluator.evaluate()
+        result = evaluator.evaluate()
+        _check_main_metric(cfg.TEST.MAIN_METRIC, result, type(evaluator).__name__)
+        return result
 
     def _variant(self, **changes):
         """A copy of the config with some DATASET keys changed, its dataset and the trained
@@ -594,6 +610,12 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _check_main_metric(name: str, metrics: Dict, evaluator: str) -> None:
+    if name and name not in metrics:
+        raise ConfigError(f"TEST.MAIN_METRIC {name} is not a metric of the {evaluator}; it gives "
+                          f"{', '.join(k for k, v in metrics.items() if isinstance(v, (int, float)))}.")
 
 
 def _all_finite(tensors) -> bool:

@@ -303,6 +303,9 @@ def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: s
 
 
 def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
+    problems = _entry_problems(entry)
+    if problems:
+        raise MMPromptError(f"The new entry cannot enter the index: {'; '.join(problems)}.")
     entries = load_index(index_path)
     if any(e["name"] == entry["name"] for e in entries):
         raise MMPromptError(f"The index {index_path} already has an entry named {entry['name']}.")
