@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from _sandbox import HERE, call, refused, sandbox  # noqa: F401  (sandbox is a fixture)
-from mmprompt import zoo
 
 sys.path.insert(0, HERE)
 PAYLOAD = b"prompt weights " * 64
