@@ -354,3 +354,14 @@ def test_nan_in_the_yaml_is_caught_by_validation(sandbox, capsys, finished_run):
     open(cfg, "w").write(text)
     refused(train(capsys, sandbox, cfg, sandbox.root / "x"), "OPTIM.LR is nan")
     assert not (sandbox.root / "x").exists()
+
+
+def test_fp16_skips_a_nan_step_as_amp_does_even_in_stop_mode(sandbox, capsys, finished_run, monkeypatch):
+    cfg, _ = setup(sandbox, finished_run)
+    monkeypatch.setenv("FAULT_NAN_LOSS_AT", "3")
+    out = sandbox.root / "fp16"
+    outcome = train(capsys, sandbox, cfg, out, "MODEL.NAME", "fault_test_model", "TRAIN.PRECISION", "fp16",
+                    "USE_CUDA", "False")
+    assert outcome.code == 0, outcome.err
+    # the GradScaler skipped the NaN step (and any step whose gradients overflowed its scale)
+    assert metrics(out)["skipped_steps"] >= 1 and metrics(out)["step"] == 18
