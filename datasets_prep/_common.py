@@ -1,20 +1,24 @@
 """Shared pieces of the prep scripts: safe extraction, verification, downloads, summaries.
 
-Extraction is all-or-nothing: every member of an archive is checked before anything is written
-(no absolute paths, no ``..`` that leaves the target, no links pointing outside it, no device
-files), the archive is extracted into a temporary folder beside the target and its top-level
-entries are renamed into place only once extraction finished. A truncated archive or a refused
-member leaves the target as it was.
+Extraction is all-or-nothing and cannot leave the target: only folders and regular files are
+written (links, devices and fifos are refused), never through a link, at paths checked against
+the real target before and after each member; the archive is extracted into a temporary folder
+beside the target and its top-level entries are renamed into place only once extraction
+finished. A truncated archive or a refused member leaves the target as it was.
 """
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -26,33 +30,142 @@ class PrepError(MMPromptError):
 
 
 # ------------------------------------------------------------------ archives
+#
+# Members are written by this module, never by tarfile's or zipfile's extractall: those create
+# links (which a later member can then write through, link after link), and tarfile's safety
+# ``filter`` exists only on some Python releases and has been escaped more than once. Official
+# dataset archives hold only folders and regular files, so anything else (symbolic or hard links,
+# devices, fifos, unknown member types) is refused. A member's name must be relative with no
+# ``..`` part; before and after each write its resolved path is checked against the real staging
+# folder, and files are opened without following links.
 
-def _inside(root: str, path: str) -> bool:
-    root = os.path.realpath(root)
-    return os.path.commonpath([root, os.path.realpath(path)]) == root
-
-
-def _check_member(archive: str, name: str, target: str) -> None:
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise PrepError(f"{archive}: refusing member with an absolute path: {name!r}. "
-                        f"The archive is not safe to extract; get it again from the official source.")
-    if not _inside(target, os.path.join(target, name)):
-        raise PrepError(f"{archive}: refusing member {name!r}, whose path escapes the target "
-                        f"folder. The archive is not safe to extract; get it again from the official source.")
+_CHUNK = 1 << 20
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _tar_members(archive: str, tar: tarfile.TarFile, target: str) -> List[tarfile.TarInfo]:
-    members = tar.getmembers()
-    for m in members:
-        _check_member(archive, m.name, target)
-        if m.issym() or m.islnk():
-            link_base = os.path.dirname(os.path.join(target, m.name)) if m.issym() else target
-            if os.path.isabs(m.linkname) or not _inside(target, os.path.join(link_base, m.linkname)):
-                raise PrepError(f"{archive}: refusing link {m.name!r} -> {m.linkname!r}, which points "
-                                f"outside the target folder.")
-        elif not (m.isfile() or m.isdir()):
-            raise PrepError(f"{archive}: refusing special file {m.name!r} (device or fifo).")
-    return members
+def _refuse(archive: str, what: str) -> PrepError:
+    return PrepError(f"{archive}: refusing {what}. Official dataset archives hold only folders and regular "
+                     f"files, so this one is not safe to extract; nothing was extracted. Get the archive "
+                     f"again from the official source.")
+
+
+class _WriteFailed(PrepError):
+    """The disk, not the archive: no space, no permission."""
+
+
+def _write_failed(archive: str, path: str, error: OSError) -> PrepError:
+    return _WriteFailed(f"Extracting {archive} failed writing {path}: {error.strerror or error}. Free some "
+                        f"space or fix the folder's permissions and run again; nothing was extracted.")
+
+
+def _member_relpath(archive: str, name: str) -> str:
+    """The relative path (``/``-separated, normalised) a member name stands for; "" for the root."""
+    raw = name.replace("\\", "/")  # archives made on Windows may use either separator
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":") or "\x00" in raw:
+        raise _refuse(archive, f"member {name!r}, which has an absolute path")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(archive, f"member {name!r}, whose path contains '..' (a member that escapes the "
+                              "target folder is never extracted)")
+    return "/".join(parts)
+
+
+def _inside(root_real: str, path: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real + os.sep)
+
+
+def _checked_target(archive: str, root_real: str, rel: str, name: str) -> str:
+    target = os.path.join(root_real, *rel.split("/"))
+    parent = os.path.dirname(target)
+    if not _inside(root_real, parent):
+        raise _refuse(archive, f"member {name!r}, whose folder resolves outside the target")
+    return target
+
+
+def _write_dir(archive: str, root_real: str, rel: str, name: str) -> None:
+    target = _checked_target(archive, root_real, rel, name)
+    if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+        raise _refuse(archive, f"folder {name!r}, which is also a file in the archive")
+    os.makedirs(target, exist_ok=True)
+    if not _inside(root_real, target):
+        raise _refuse(archive, f"folder {name!r}, which resolves outside the target")
+
+
+def _write_file(archive: str, root_real: str, rel: str, name: str, source, executable: bool,
+                mtime: Optional[float]) -> None:
+    target = _checked_target(archive, root_real, rel, name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if not _inside(root_real, os.path.dirname(target)):
+        raise _refuse(archive, f"member {name!r}, whose folder resolves outside the target")
+    if os.path.islink(target) or os.path.isdir(target):
+        raise _refuse(archive, f"file {name!r}, which is also a folder in the archive")
+    try:
+        fd = os.open(target, _OPEN_FLAGS, 0o755 if executable else 0o644)
+    except OSError as e:
+        raise _write_failed(archive, target, e) from None
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            block = source.read(_CHUNK)  # a read error is the archive's (truncated, corrupt)
+            if not block:
+                break
+            try:
+                out.write(block)
+            except OSError as e:
+                raise _write_failed(archive, target, e) from None
+    if mtime is not None:
+        os.utime(target, (mtime, mtime))
+    if not _inside(root_real, target):
+        raise _refuse(archive, f"file {name!r}, which resolves outside the target")
+
+
+def _extract_tar(archive: str, root_real: str) -> None:
+    with tarfile.open(archive) as tar:
+        for m in tar:
+            rel = _member_relpath(archive, m.name)
+            if m.issym() or m.islnk():
+                kind = "symbolic link" if m.issym() else "hard link"
+                raise _refuse(archive, f"{kind} {m.name!r} -> {m.linkname!r}")
+            if m.isdir():
+                if rel:
+                    _write_dir(archive, root_real, rel, m.name)
+            elif m.isreg():
+                if not rel:
+                    raise _refuse(archive, f"file member {m.name!r} without a name")
+                with tar.extractfile(m) as source:
+                    _write_file(archive, root_real, rel, m.name, source, bool(m.mode & 0o111), m.mtime)
+            else:
+                kind = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+                        tarfile.FIFOTYPE: "fifo"}.get(m.type, f"member of type {m.type!r}")
+                raise _refuse(archive, f"{kind} {m.name!r}")
+
+
+def _extract_zip(archive: str, root_real: str) -> None:
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            rel = _member_relpath(archive, info.filename)
+            file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when made without unix modes
+            if file_type == stat.S_IFLNK:
+                raise _refuse(archive, f"symbolic link {info.filename!r}")
+            if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise _refuse(archive, f"special file {info.filename!r}")
+            if info.is_dir():
+                if rel:
+                    _write_dir(archive, root_real, rel, info.filename)
+                continue
+            if not rel:
+                raise _refuse(archive, f"file member {info.filename!r} without a name")
+            with z.open(info) as source:
+                mtime = _zip_mtime(info)
+                _write_file(archive, root_real, rel, info.filename, source,
+                            bool((info.external_attr >> 16) & 0o111), mtime)
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> Optional[float]:
+    try:
+        return time.mktime(info.date_time + (0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
 
 
 def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
@@ -60,25 +173,30 @@ def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
 
     ``strip``: a folder inside the archive whose contents are what belongs in ``dest`` (e.g.
     ``food-101`` or ``fgvc-aircraft-2013b/data``); used only when the archive has it. Refuses, and
-    writes nothing, when a member would escape or when an entry already exists in ``dest``.
+    writes nothing, when a member is not a plain folder or file, when its path would escape, or
+    when an entry already exists in ``dest``.
     """
     parent = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".extracting-")
     try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent, prefix=".extracting-")
+    except OSError as e:
+        raise PrepError(f"Cannot extract {archive} next to {dest}: {e.strerror or e} ({parent}). "
+                        "Choose a writable --root.") from None
+    try:
+        root_real = os.path.realpath(staging)
         try:
             if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as z:
-                    for name in z.namelist():
-                        _check_member(archive, name, staging)
-                    z.extractall(staging)
+                _extract_zip(archive, root_real)
             else:
-                with tarfile.open(archive) as t:
-                    members = _tar_members(archive, t, staging)
-                    t.extractall(staging, members=members, filter="data")
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+                _extract_tar(archive, root_real)
+        except _WriteFailed:
+            raise
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError,
+                RuntimeError, ValueError) as e:  # RuntimeError: an encrypted zip member
             raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt "
-                            f"({type(e).__name__}: {e}). Download it again; nothing was extracted.") from None
+                            f"({type(e).__name__}: {' '.join(str(e).split())}). Download it again; nothing was "
+                            "extracted.") from None
         source = os.path.join(staging, strip) if strip and os.path.isdir(os.path.join(staging, strip)) else staging
         return move_into(source, dest, what=f"Extracting {archive}")
     finally:

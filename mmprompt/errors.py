@@ -23,3 +23,8 @@ class RegistryError(MMPromptError, KeyError):
 
 class OfflineError(MMPromptError):
     """Weights or data that must be downloaded, on a machine that cannot download them."""
+
+
+class NonFiniteError(MMPromptError):
+    """A NaN or infinite loss, weight or metric: training stops (the message names the step and
+    the last good checkpoint)."""

@@ -31,11 +31,11 @@ GRID = {
 }
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(GRID))
+    p.add_argument("--methods", nargs="+", default=list(GRID), choices=list(GRID))
     p.add_argument("--output-dir", default=os.path.join("output", "demo_lr_sweep"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     demo.quiet_libraries()
     scores = {}
     for method in args.methods:

@@ -18,13 +18,13 @@ from mmprompt.config import load_cfg  # noqa: E402
 from mmprompt.utils.cli import run_cli  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="method config (yaml, _BASE_ allowed)")
     parser.add_argument("--num-classes", type=int, default=0,
                         help="classes to size heads / class prompts for; 0 = MODEL.HEAD.NUM_CLASSES or 10")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = load_cfg(args.config_file, opts=args.opts)
     n = args.num_classes or cfg.MODEL.HEAD.NUM_CLASSES or 10
     model = build_model(cfg, [f"class {i}" for i in range(n)])
@@ -35,6 +35,7 @@ def main():
     info["prompt_methods"] = list(cfg.PROMPT.METHODS)
     info["num_classes"] = n
     print(json.dumps(info, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

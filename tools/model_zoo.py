@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--root", required=True, help="DATASET.ROOT of your data")
     e.add_argument("--dataset-config-file", default="", help="evaluate on this dataset instead of the training one")
     e.add_argument("--output-dir", default="", help="where metrics.json goes (default output/zoo_eval/NAME)")
-    e.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    e.add_argument("--overwrite", action="store_true", help="replace the results already in --output-dir")
+    e.add_argument("opts", nargs="*", help="KEY VALUE config overrides (before or after the flags)")
     a = sub.add_parser("add", help="add a finished run's final weights to the index")
     a.add_argument("run_dir")
     a.add_argument("--name", required=True)
@@ -79,23 +81,45 @@ def cmd_eval(args, entry, path) -> int:
     _, meta = load_weights(path)
     if "config" not in meta:
         raise zoo.MMPromptError(f"{path} carries no config; it was not saved by mmprompt's trainer.")
-    config = yaml.safe_load(meta["config"])
+    try:
+        config = yaml.safe_load(meta["config"])
+    except yaml.YAMLError:
+        config = None
+    if not isinstance(config, dict):
+        raise zoo.MMPromptError(f"The config stored in {path} is not a yaml mapping; the checkpoint was not "
+                                "saved by mmprompt's trainer.")
     if args.dataset_config_file:
         config.pop("DATASET", None)
     out = args.output_dir or os.path.join("output", "zoo_eval", entry["name"])
-    os.makedirs(out, exist_ok=True)
-    config_file = os.path.join(out, f"{entry['name']}.yaml")  # the recipe name metrics.json records
-    with open(config_file, "w") as f:
-        yaml.safe_dump(config, f)
-    argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
-            "--eval-only", "--model-dir", path]
-    if args.dataset_config_file:
-        argv += ["--dataset-config-file", args.dataset_config_file]
-    return _train_net().main(argv + list(args.opts))
+    # the recipe name metrics.json records is the config file's; it lives outside OUTPUT_DIR so a
+    # refused output dir (train_net checks it) is left as it was
+    with tempfile.TemporaryDirectory(prefix="mmprompt-zoo-") as tmp:
+        config_file = os.path.join(tmp, f"{entry['name']}.yaml")
+        with open(config_file, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f)
+        argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
+                "--eval-only", "--model-dir", path]
+        if args.dataset_config_file:
+            argv += ["--dataset-config-file", args.dataset_config_file]
+        if args.overwrite:
+            argv.append("--overwrite")
+        return _train_net().main(argv + list(args.opts))
+
+
+def parse_args(argv=None):
+    """The documented ``eval NAME --root R KEY VALUE`` order: argparse fills the eval parser's
+    KEY VALUE positionals before it sees --root, so pairs after the flags arrive as extras."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and (args.action != "eval" or any(x.startswith("--") for x in extras)):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if args.action == "eval":
+        args.opts = list(args.opts) + extras
+    return args
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.action == "add":
         entry = zoo.entry_from_run(args.run_dir, name=args.name, url=args.url, config=args.config,
                                    command=args.train_command)

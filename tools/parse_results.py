@@ -52,15 +52,50 @@ def _hm(b: float, n: float) -> float:
     return 2 * b * n / (b + n) if b + n > 0 else 0.0
 
 
-def collect(files: List[str]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
-    """{method: {row: {column: [value per run]}}}."""
-    table: Dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for path in files:
-        with open(path) as f:
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_metrics(path: str) -> Dict:
+    """One metrics.json, or MMPromptError saying what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
             m = json.load(f)
-        method = m.get("recipe") or "+".join(m.get("methods") or []) or m.get("model", "?")
+    except UnicodeDecodeError as e:
+        raise MMPromptError(f"{path} is not valid UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise MMPromptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if not isinstance(m, dict):
+        raise MMPromptError(f"{path} holds a {type(m).__name__}, not the object train_net writes")
+    main = m.get("main_metric", "accuracy")
+    needed = ["base", "new"] if "hm" in m else [m.get("split", "test")] if m.get("split", "test") in m else []
+    for key in needed:
+        if not (isinstance(m.get(key), dict) and _number(m[key].get(main))):
+            raise MMPromptError(f"{path}: {key}.{main} is missing or not a number")
+    cross = m.get("cross") or {}
+    if not isinstance(cross, dict) or not all(isinstance(v, dict) and _number(v.get(main)) for v in cross.values()):
+        raise MMPromptError(f"{path}: cross must map each target dataset to its metrics, with {main}")
+    return m
+
+
+def collect(files: List[str]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
+    """{method: {row: {column: [value per run]}}}. Every file is checked first; one message
+    lists all that cannot be used (a table silently missing runs would be wrong)."""
+    runs, problems = [], []
+    for path in files:
+        try:
+            runs.append((path, read_metrics(path)))
+        except MMPromptError as e:
+            problems.append(str(e))
+    if problems:
+        raise MMPromptError(f"{len(problems)} of {len(files)} metrics.json file(s) cannot be used:\n  "
+                            + "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
+                            + "\nRemove or fix them (or pass only the runs you want) and run again.")
+    table: Dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for path, m in runs:
+        method = m.get("recipe") or "+".join(map(str, m.get("methods") or [])) or str(m.get("model", "?"))
         main = m.get("main_metric", "accuracy")
-        row = table[method][m.get("dataset", os.path.dirname(path))]
+        row = table[method][str(m.get("dataset", os.path.dirname(path)))]
         if "hm" in m:
             row["base"].append(m["base"][main])
             row["new"].append(m["new"][main])
@@ -120,10 +155,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     table = collect(find_metrics(args.dirs))
     result = {method: summarise(rows) for method, rows in sorted(table.items())}
+    if not any(columns for summary in result.values() for columns in summary.values()):
+        raise MMPromptError(f"The metrics.json files under {', '.join(args.dirs)} hold no test results (runs with "
+                            "TEST.NO_TEST?): nothing to tabulate.")
     print("\n\n".join(markdown(method, summary) for method, summary in result.items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+        except OSError as e:
+            raise MMPromptError(f"Cannot write --json {args.json}: {e.strerror}.") from None
     return 0
 
 

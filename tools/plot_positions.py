@@ -12,7 +12,9 @@ summary per key (most frequent value and its share).
 """
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections import Counter
 
@@ -31,8 +33,10 @@ def read_records(run_dir: str) -> dict:
                             f"prompts (tools/train_net.py ... --eval-only, with TEST.SAVE_RECORDS True); "
                             f"pass that run's output directory.")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             records = json.load(f)
+    except UnicodeDecodeError as e:
+        raise MMPromptError(f"{path} is not UTF-8 text (byte {e.start}); it is not a {RECORDS} of mmprompt.") from None
     except json.JSONDecodeError as e:
         raise MMPromptError(f"{path} is not valid JSON ({e}); was the run interrupted while writing it?") from None
     if not isinstance(records, dict) or not records:
@@ -40,26 +44,33 @@ def read_records(run_dir: str) -> dict:
     return records
 
 
-def flatten(values):
+def flatten(values, key: str = "", path: str = RECORDS):
     """All integer choices under a key, whatever the nesting of entries (one per layer call)."""
     if isinstance(values, (list, tuple)):
         for v in values:
-            yield from flatten(v)
-    else:
+            yield from flatten(v, key, path)
+    elif isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values):
         yield int(round(float(values)))
+    else:
+        raise MMPromptError(f"{path}: record {key} holds {values!r:.40}, not a chosen position / length (a number).")
 
 
-def plot(records: dict, out_dir: str):
+def plot(records: dict, out_dir: str, source: str = RECORDS):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(out_dir, exist_ok=True)
+    counts_of = {key: Counter(flatten(records[key], key, source)) for key in sorted(records)}
+    counts_of = {key: counts for key, counts in counts_of.items() if counts}
+    if not counts_of:
+        raise MMPromptError(f"{source}: every record ({', '.join(sorted(records)[:5])}) is empty, so there is "
+                            "nothing to plot. Were there no test samples, or no dynamic prompt recording them?")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise MMPromptError(f"Cannot make the plot folder {out_dir}: {e.strerror}.") from None
     written = []
-    for key in sorted(records):
-        counts = Counter(flatten(records[key]))
-        if not counts:
-            continue
+    for key, counts in counts_of.items():
         lo, hi = min(0, min(counts)), max(counts)
         xs = list(range(lo, hi + 1))
         fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(xs) + 2), 3))
@@ -71,7 +82,7 @@ def plot(records: dict, out_dir: str):
         ax.set_title(key)
         ax.set_xticks(xs if len(xs) <= 25 else xs[:: max(1, len(xs) // 20)])
         fig.tight_layout()
-        path = os.path.join(out_dir, f"{key}.png")
+        path = os.path.join(out_dir, re.sub(r"[^A-Za-z0-9_.+-]", "_", key).lstrip(".") + ".png")  # keys are not paths
         fig.savefig(path, dpi=100)
         plt.close(fig)
         total = sum(counts.values())
@@ -81,14 +92,16 @@ def plot(records: dict, out_dir: str):
     return written
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help=f"a run's output directory (or its {RECORDS})")
     parser.add_argument("--out", default="", help="where the PNGs go (default RUN_DIR/position_plots)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     records = read_records(args.run_dir)
     base = os.path.dirname(args.run_dir) if args.run_dir.endswith(".json") else args.run_dir
-    plot(records, args.out or os.path.join(base, "position_plots"))
+    source = args.run_dir if args.run_dir.endswith(".json") else os.path.join(args.run_dir, RECORDS)
+    plot(records, args.out or os.path.join(base, "position_plots"), source)
+    return 0
 
 
 if __name__ == "__main__":

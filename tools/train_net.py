@@ -5,8 +5,9 @@
         --output-dir output/maple_adap_pos/oxford_pets/seed1 DATASET.NAME oxford_pets \\
         DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
-    # continue a killed run / evaluate a finished one
+    # continue a killed run / replace a run / evaluate a finished one
     python tools/train_net.py ... --resume
+    python tools/train_net.py ... --overwrite
     python tools/train_net.py ... --eval-only --model-dir output/maple_adap_pos/oxford_pets/seed1 [--load-epoch 5]
 
     # N processes on this node through torchrun; several nodes: call torchrun yourself
@@ -17,7 +18,12 @@
 DATALOADER.TRAIN_X.BATCH_SIZE is the global batch, split evenly over the processes.
 
 Config merge order: defaults -> --dataset-config-file -> --config-file -> --root/--seed/
---output-dir -> KEY VALUE overrides. The merged config is written to OUTPUT_DIR/config.yaml.
+--output-dir -> KEY VALUE overrides. The whole merged config is validated before anything is
+built (mmprompt.config.validate). The merged config is written to OUTPUT_DIR/config.yaml.
+
+One run per output dir (mmprompt.engine.run_dir): a dir that holds another run's results is
+refused unless --resume (the same config: seed, shots, dataset ... all must match) or --overwrite;
+a lock keeps two runs out of one dir.
 
 The authors' CoOp / MaPLe yamls work as they are, with their --trainer flag and TRAINER.* overrides
 (translated by mmprompt/config/dassl_compat.py):
@@ -48,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="", help="DATASET.ROOT: the folder holding the datasets")
     p.add_argument("--seed", type=int, default=None, help="SEED")
     p.add_argument("--output-dir", default="", help="OUTPUT_DIR")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR (same config)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT_DIR (its results are deleted)")
     p.add_argument("--eval-only", action="store_true", help="evaluate weights instead of training")
     p.add_argument("--model-dir", default="", help="weights for --eval-only: a run's output dir or a .safetensors file")
     p.add_argument("--load-epoch", type=int, default=None, help="with --model-dir: the weights after this epoch (default: the final ones)")
@@ -81,16 +88,52 @@ def check_args(args, cfg) -> None:
     if args.eval_only and not (args.model_dir or cfg.MODEL.INIT_WEIGHTS):
         raise ConfigError("--eval-only needs weights to evaluate: --model-dir OUTPUT_DIR_OF_A_RUN "
                           "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS.")
+    if args.resume and (args.overwrite or args.eval_only):
+        raise ConfigError(f"--resume cannot be combined with {'--overwrite' if args.overwrite else '--eval-only'}: "
+                          "choose one.")
     if args.num_gpus < 1:
         raise ConfigError(f"--num-gpus must be >= 1, got {args.num_gpus}.")
-    if args.num_gpus > 1 and cfg.USE_CUDA:
+    from mmprompt.engine import distributed as du
+    if args.num_gpus > 1 and not du.is_torchrun_worker():
         import torch
-        if torch.cuda.is_available() and torch.cuda.device_count() < args.num_gpus:
+        if cfg.USE_CUDA and not torch.cuda.is_available():
+            raise ConfigError(f"--num-gpus {args.num_gpus}, but no GPU is visible (torch.cuda.is_available() is "
+                              f"False). Add USE_CUDA False to run {args.num_gpus} CPU processes (gloo), or drop "
+                              "--num-gpus.")
+        if cfg.USE_CUDA and torch.cuda.device_count() < args.num_gpus:
             raise ConfigError(f"--num-gpus {args.num_gpus} but this node has {torch.cuda.device_count()} GPU(s). "
                               "Lower --num-gpus, or use USE_CUDA False for CPU processes (gloo).")
+        du.check_backend(cfg.TRAIN.DIST_BACKEND, cfg.USE_CUDA)
+        if not cfg.USE_CUDA:
+            print(f"--num-gpus {args.num_gpus} with USE_CUDA False: {args.num_gpus} CPU processes on this node "
+                  "(torch.distributed, gloo), each taking its share of every batch.", flush=True)
     # An image size the backbone cannot take would otherwise die inside the library's forward.
     from mmprompt.data.build import check_input_size
     check_input_size(cfg)
+
+
+def output_dir_mode(args) -> str:
+    if args.eval_only:
+        return "eval"
+    return "resume" if args.resume else "overwrite" if args.overwrite else "fresh"
+
+
+def open_output_dir(args, cfg):
+    """Lock and check OUTPUT_DIR for this run (see mmprompt.engine.run_dir); None in processes
+    that leave that to another (torchrun workers of a launching process, ranks > 0)."""
+    from mmprompt.engine import distributed as du
+    from mmprompt.engine.checkpoint import weights_path
+    from mmprompt.engine.run_dir import open_run_dir
+
+    if not du.owns_output_dir():
+        return None
+    mode = output_dir_mode(args)
+    weights = None
+    if args.eval_only:
+        weights = weights_path(args.model_dir, args.load_epoch) if args.model_dir else cfg.MODEL.INIT_WEIGHTS
+    if mode == "eval" and args.overwrite:
+        mode = "overwrite"
+    return open_run_dir(cfg, mode, eval_weights=weights)
 
 
 def summary(results) -> str:
@@ -110,19 +153,29 @@ def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = setup_cfg(args)
     check_args(args, cfg)
+    from mmprompt.config.validate import validate_config
+    validate_config(cfg, training=not args.eval_only)
 
     from mmprompt.engine import distributed as du
-    if args.num_gpus > 1 and not du.is_torchrun_worker():
-        return du.relaunch_with_torchrun(args.num_gpus)
-
-    from mmprompt.engine.trainer import Trainer
-    trainer = Trainer(cfg)
-    # parse_results.py groups runs by recipe: MaPLe and MaPLe + adap_pos share PROMPT.METHODS
-    trainer.run_info["recipe"] = os.path.splitext(os.path.basename(args.config_file))[0]
+    run_dir = open_output_dir(args, cfg)
     try:
-        if trainer.is_main:
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-                f.write(trainer.cfg_text)
+        if args.num_gpus > 1 and not du.is_torchrun_worker():
+            return du.relaunch_with_torchrun(args.num_gpus)
+        return run(args, cfg)
+    finally:
+        if run_dir is not None:
+            run_dir.close()
+
+
+def run(args, cfg) -> int:
+    from mmprompt.engine import distributed as du
+    from mmprompt.engine.trainer import Trainer
+
+    trainer, succeeded = None, False
+    try:
+        trainer = Trainer(cfg)
+        # parse_results.py groups runs by recipe: MaPLe and MaPLe + adap_pos share PROMPT.METHODS
+        trainer.run_info["recipe"] = os.path.splitext(os.path.basename(args.config_file))[0]
         if cfg.MODEL.INIT_WEIGHTS:
             trainer.load_weights(cfg.MODEL.INIT_WEIGHTS)
         if args.eval_only:
@@ -133,9 +186,18 @@ def main(argv=None) -> int:
         if trainer.is_main:
             print(summary(results), flush=True)
             print(f"results in {os.path.join(cfg.OUTPUT_DIR, 'metrics.json')}", flush=True)
+        succeeded = True
+    except RuntimeError as e:
+        if not du.is_peer_failure(e):
+            raise
+        # a consequence, not a cause: the rank that failed printed its own error
+        print(f"error (rank {du.rank()}): another rank stopped, so this one stops too ({type(e).__name__}).",
+              file=sys.stderr, flush=True)
+        return 1
     finally:
-        trainer.close()
-        du.cleanup_distributed()
+        if trainer is not None:
+            trainer.close()
+        du.cleanup_distributed(succeeded)
     return 0
 
 

@@ -101,18 +101,28 @@ def _read_yaml_chain(path: str, stack: List[str]) -> dict:
     if path in stack:
         chain = " -> ".join(os.path.relpath(p) for p in stack + [path])
         raise ConfigError(f"_BASE_ cycle in configs: {chain}. Remove one of these _BASE_ links.")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8.") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read config file {path}: {e.strerror}.") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not (isinstance(bases, list) and bases and all(isinstance(b, str) and b for b in bases)):
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path of a yaml file (or a list of paths), got {bases!r}")
     merged: dict = {}
-    for base in [bases] if isinstance(bases, str) else list(bases):
+    for base in bases:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         _deep_update(merged, _read_yaml_chain(base_path, stack + [path]))
     _deep_update(merged, data)

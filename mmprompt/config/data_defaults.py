@@ -2,7 +2,16 @@
 
 Names follow CoOp/Dassl so their yaml files read with few changes.
 """
+import os
+
 from .config import CfgNode as CN
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def add_data_config(_C):
@@ -50,7 +59,7 @@ def add_data_config(_C):
     _C.INPUT.TEST_RESIZE_MODE = ""  # test resize: shortest (keep the aspect ratio, then center crop) or squash (both sides, as SigLIP); "" = the backbone's (open_clip resize_mode, timm crop_mode)
 
     _C.DATALOADER = CN()
-    _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes; 0 = load in the main process
+    _C.DATALOADER.NUM_WORKERS = min(4, _usable_cpus())  # loader worker processes; 0 = load in the main process; default 4, or fewer on a machine with fewer usable cores (more would only warn and compete)
     _C.DATALOADER.PIN_MEMORY = True  # pin batches in page-locked memory when a GPU is used
     _C.DATALOADER.TRAIN_X = CN()
     _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # training batch size

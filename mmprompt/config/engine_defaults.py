@@ -37,7 +37,9 @@ def add_engine_config(_C):
     _C.TRAIN.VERBOSE = True  # print one summary line per epoch (mean loss, lr, step, val metric) on rank 0
     _C.TRAIN.TENSORBOARD = True  # write tensorboard scalars under OUTPUT_DIR/tensorboard
     _C.TRAIN.FIND_UNUSED_PARAMETERS = False  # DDP find_unused_parameters: set True for methods that leave some trainable parameters without gradient in a step
-    _C.TRAIN.DIST_BACKEND = "auto"  # torch.distributed backend: auto (nccl on GPU, gloo on CPU), nccl, gloo
+    _C.TRAIN.DIST_BACKEND = "auto"  # torch.distributed backend: auto (nccl on GPU, gloo on CPU), nccl (GPUs only), gloo
+    _C.TRAIN.NONFINITE = "stop"  # a NaN/inf training loss or gradient (fp32, bf16): stop (before the weights change; the message names the step and the last good checkpoint) or skip (drop that update, as fp16's GradScaler does by itself; the step still counts). fp16 always skips, as AMP does
+    _C.TRAIN.MAX_SKIPPED_STEPS = 20  # stop anyway after this many skipped steps in a row (skip mode and fp16), when skipping no longer recovers
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = ""  # evaluator in the EVALUATORS registry; "" = the dataset's own (its evaluator_name, else classification)

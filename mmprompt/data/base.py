@@ -26,6 +26,7 @@ import os
 import pickle
 import random
 import re
+import sys
 import tempfile
 import warnings
 from collections import defaultdict
@@ -158,11 +159,13 @@ def write_split_json(path: str, train: Sequence[Datum], val: Sequence[Datum], te
 def read_split_json(path: str, path_prefix: str):
     """Read a CoOp split file -> (train, val, test) lists of :class:`Datum` with absolute paths."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             split = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"Split file {path} is not valid JSON ({e}). Delete it to regenerate it "
                         f"with the prep script, or restore the published file.") from None
+    except OSError as e:
+        raise DataError(f"Split file {path} cannot be read: {e.strerror}.") from None
     if not isinstance(split, dict) or not all(k in split for k in SPLITS):
         raise DataError(f"Split file {path} must be a JSON object with keys {list(SPLITS)}")
     return tuple(_from_rows(split[k], path_prefix, f"{path} [{k}]") for k in SPLITS)
@@ -420,7 +423,11 @@ def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bo
                        "val_is_test": bool(val_is_test),
                        "train": _to_rows(train, dataset.image_dir),
                        "val": [] if val_is_test else _to_rows(val, dataset.image_dir)}
-            _atomic_write(cache, json.dumps(payload, indent=1).encode())
+            try:
+                _atomic_write(cache, json.dumps(payload, indent=1).encode())
+            except OSError as e:  # a read-only dataset folder: the split is recomputed next time, same seed
+                print(f"warning: cannot write the few-shot cache {cache} ({e.strerror}); continuing without it.",
+                      file=sys.stderr)
     return _with_splits(dataset, train, val, dataset.test, dataset.classnames)
 
 
@@ -465,11 +472,21 @@ def _with_splits(dataset: DatasetBase, train, val, test, classnames) -> DatasetB
 
 
 def is_decodable(path: str) -> bool:
-    """PIL recognises the file as an image and its structure checks out (no full decode)."""
+    """PIL recognises the file as an image and its structure checks out; a JPEG that does not end
+    with its end-of-image marker (truncated, which ``verify`` does not see) is decoded in full to
+    decide. Decompression bombs (PIL's pixel limit) count as undecodable."""
     from PIL import Image
     try:
         with Image.open(path) as im:
+            fmt = im.format
             im.verify()
+        if fmt == "JPEG":
+            with open(path, "rb") as f:
+                f.seek(max(os.path.getsize(path) - 64, 0))
+                complete = b"\xff\xd9" in f.read()
+            if not complete:
+                with Image.open(path) as im:
+                    im.load()
         return True
     except Exception:  # PIL raises many types for a bad file; each means "leave it out"
         return False

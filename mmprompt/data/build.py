@@ -314,7 +314,7 @@ def load_image(path: str) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"Image {path} is listed in the split but does not exist. Check DATASET.ROOT "
                         f"or rerun the prep script for this dataset.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"Image {path} cannot be decoded ({e}). Replace the file, or rerun the prep "
                         f"script, which leaves undecodable images out of the split.") from None
 

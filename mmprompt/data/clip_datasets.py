@@ -135,8 +135,17 @@ def read_class_folders(image_dir: str, ignored: Sequence[str] = (), renamed: Opt
 
 
 def _read_lines(path: str) -> List[str]:
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    with open(path, "rb") as f:
+        raw = f.read().splitlines()
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}, line {number}: not UTF-8 text. Is it the official file?") from None
+        if text.strip() and not text.startswith("#"):
+            lines.append(text.strip())
+    return lines
 
 
 def _loadmat(path: str):
@@ -313,8 +322,14 @@ class OxfordFlowers(SplitFileDataset):
 
     def generate(self, dataset_dir):
         labels = _loadmat(os.path.join(dataset_dir, "imagelabels.mat"))["labels"][0]
-        with open(os.path.join(dataset_dir, "cat_to_name.json")) as f:
-            cat_to_name = json.load(f)
+        try:
+            with open(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
+                cat_to_name = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"oxford_flowers: {os.path.join(dataset_dir, 'cat_to_name.json')} is not valid JSON "
+                            f"({e}); get CoOp's copy again.") from None
+        if not isinstance(cat_to_name, dict):
+            raise DataError("oxford_flowers: cat_to_name.json must map labels '1'..'102' to names.")
         missing = sorted({int(y) for y in labels} - {int(k) for k in cat_to_name})
         if missing:
             raise DataError(f"oxford_flowers: cat_to_name.json has no name for label(s) {missing[:10]}")

@@ -103,8 +103,11 @@ def read_classnames(dataset_dir: str) -> Optional[List[str]]:
     path = os.path.join(dataset_dir, CLASSNAMES_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        names = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); delete it or restore it.") from None
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise DataError(f"{path} must be a JSON list of class names by class id.")
     return names

@@ -280,8 +280,13 @@ def task_items(cfg, task: TextTask, rows: Sequence[dict], classnames: Sequence[s
         template = text_cfg.TEMPLATE or task.pair_template[0]
         template_b = text_cfg.TEMPLATE_B or task.pair_template[1]
     items = []
-    for row in rows:
-        for ex in examples_from_row(task, row):
+    for index, row in enumerate(rows):
+        try:
+            examples = examples_from_row(task, row)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DataError(f"{task.name} {split} row {index} from {source} has a missing or wrongly typed field "
+                            f"({type(e).__name__}: {e}); expected the hub's {task.hub_path}/{task.config} schema.") from None
+        for ex in examples:
             if not 0 <= ex.label < len(classnames):
                 raise DataError(f"{task.name} {split} rows from {source} include label {ex.label}; expected 0.."
                                 f"{len(classnames) - 1}. Unlabelled rows (the official test files) cannot be "

@@ -243,6 +243,9 @@ def _superglue_rows(task: TextTask, records: Iterable[Tuple[str, dict]]) -> List
         except KeyError as e:
             raise DataError(f"{where}: a {task.folder} record lacks the field {e.args[0]!r}; is this the "
                             f"official SuperGLUE {task.folder} file?") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise DataError(f"{where}: a {task.folder} record has a field of the wrong type ({e}); is this the "
+                            f"official SuperGLUE {task.folder} file?") from None
     return rows
 
 
@@ -296,7 +299,10 @@ def _glue_rows(task: TextTask, text: str, source: str) -> List[dict]:
         if raw is None:
             row["label"] = -1.0 if task.config == "stsb" else -1
         elif task.config == "stsb":
-            row["label"] = float(raw)
+            try:
+                row["label"] = float(raw)
+            except ValueError:
+                raise DataError(f"{where}: score {raw!r} is not a number") from None
         elif task.config in ("mnli", "qnli", "rte"):
             row["label"] = _named_label(raw, task.label_names, where)
         else:
@@ -322,6 +328,12 @@ def parse_official(task: TextTask, text: str, source: str) -> List[dict]:
     return _superglue_rows(task, records)
 
 
+def text_line_of(path: str, offset: int) -> int:
+    """The 1-based line of byte ``offset`` of a file (to name where a decode error is)."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
 def read_official_file(task: TextTask, path: str) -> List[dict]:
     expected = "." + task.official_format
     if not path.endswith(expected):
@@ -331,4 +343,9 @@ def read_official_file(task: TextTask, path: str) -> List[dict]:
             text = f.read()
     except FileNotFoundError:
         raise DataError(f"{task.name}: data file {path} does not exist.") from None
+    except UnicodeDecodeError as e:
+        line = text_line_of(path, e.start)
+        raise DataError(f"{path}:{line} is not UTF-8 text (byte {e.start}); is this the official file?") from None
+    except OSError as e:
+        raise DataError(f"{task.name}: data file {path} cannot be read: {e.strerror}.") from None
     return parse_official(task, text, path)

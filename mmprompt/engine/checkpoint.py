@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -43,6 +44,13 @@ def _atomic(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic(path, write)
 
 
 def method_signature(cfg) -> Dict[str, str]:
@@ -73,6 +81,11 @@ def load_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise MMPromptError(f"{path} is not a readable safetensors checkpoint ({e}). "
                             "Was the download or the save cut short?") from None
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise MMPromptError(f"{path} holds NaN or infinite values in {', '.join(sorted(bad)[:5])}"
+                            f"{' ...' if len(bad) > 5 else ''}: these weights are unusable (the run that saved "
+                            "them diverged). Use an earlier checkpoint of that run.")
     return state, metadata
 
 
@@ -133,23 +146,68 @@ def save_trainer_state(path: str, state: Dict[str, object]) -> None:
     _atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+# what every trainer state holds (the trainer writes more; these are what resuming reads)
+TRAINER_STATE_KEYS = {"epoch": int, "iter": int, "step": int, "optimizer": dict, "scheduler": dict,
+                      "rng": list, "best": dict, "seed": int}
+
+
 def load_trainer_state(path: str) -> Dict[str, object]:
+    """The trainer state at ``path``, checked: loaded with ``weights_only`` (no code runs), every
+    key resuming needs present with its type."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise MMPromptError(f"Trainer state {path} is missing; cannot resume from it.") from None
+        raise MMPromptError(f"Trainer state {path} is missing; cannot resume from it. Start the run again "
+                            "with --overwrite.") from None
+    except Exception as e:  # truncated zip, pickle refused by weights_only, not a torch file at all
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise MMPromptError(f"Trainer state {path} is unreadable ({type(e).__name__}: {first}): truncated, "
+                            "corrupt or not written by mmprompt. Start the run again with --overwrite.") from None
+    if not isinstance(state, dict):
+        raise MMPromptError(f"Trainer state {path} holds a {type(state).__name__}, not mmprompt's trainer state.")
+    wrong = [f"{k} (missing)" if k not in state else f"{k} ({type(state[k]).__name__}, not {t.__name__})"
+             for k, t in TRAINER_STATE_KEYS.items()
+             if k not in state or not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
+    if wrong:
+        raise MMPromptError(f"Trainer state {path} is incomplete: {', '.join(wrong)}. It was not written by "
+                            "this version of mmprompt's trainer; start the run again with --overwrite.")
+    return state
 
 
 def write_pointer(folder: str, record: Dict[str, object]) -> None:
     def write(tmp):
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f)
     _atomic(os.path.join(folder, POINTER), write)
 
 
+_POINTER_FILES = {"model": re.compile(r"^model-[A-Za-z0-9_.-]+\.safetensors$"),
+                  "trainer": re.compile(r"^trainer-[A-Za-z0-9_.-]+\.pt$")}
+
+
 def read_pointer(folder: str) -> Optional[Dict[str, object]]:
+    """``last_checkpoint.json`` of ``folder`` (None when there is none), checked: it names two
+    files of this folder and the epoch / iteration / step they hold."""
     path = os.path.join(folder, POINTER)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MMPromptError(f"{path} is corrupt ({e}). Delete it to resume from scratch, or start the run "
+                            "again with --overwrite.") from None
+    problems = []
+    if not isinstance(record, dict):
+        problems.append(f"it holds a {type(record).__name__}, not an object")
+    else:
+        for key, pattern in _POINTER_FILES.items():
+            if not isinstance(record.get(key), str) or not pattern.match(record[key]):
+                problems.append(f"{key} {record.get(key)!r} is not a {key} file name of this folder")
+        for key in ("epoch", "iter", "step"):
+            if isinstance(record.get(key), bool) or not isinstance(record.get(key), int) or record[key] < 0:
+                problems.append(f"{key} {record.get(key)!r} is not a count")
+    if problems:
+        raise MMPromptError(f"{path} is corrupt: {'; '.join(problems)}. Delete it to resume from scratch, or "
+                            "start the run again with --overwrite.")
+    return record

@@ -4,6 +4,10 @@ gathering evaluation outputs across ranks.
 Processes are started by ``torch.distributed.run`` (torchrun), never by a home-made spawner:
 ``--num-gpus N`` on one node re-runs the same command under torchrun with N processes; for
 several nodes users call torchrun themselves and the trainer reads its environment.
+
+Errors: a rank that fails prints its error at once and exits without waiting for the others
+(:func:`cleanup_distributed` waits in a barrier only after success); torchrun then stops the
+other ranks, and :func:`relaunch_with_torchrun` names the rank that failed first.
 """
 from __future__ import annotations
 
@@ -29,13 +33,40 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+# set by the launching process for its torchrun workers: it holds the output dir's lock
+OUTPUT_DIR_OWNED_BY_LAUNCHER = "MMPROMPT_OUTPUT_DIR_OWNED_BY_LAUNCHER"
+
+
+def owns_output_dir() -> bool:
+    """Whether this process checks and locks the output dir: a single process, the process that
+    launches torchrun workers, or rank 0 of workers started by the user's own torchrun."""
+    if not is_torchrun_worker():
+        return True
+    return os.environ.get(OUTPUT_DIR_OWNED_BY_LAUNCHER) != "1" and os.environ.get("RANK") == "0"
+
+
+def check_backend(backend: str, use_cuda: bool) -> str:
+    """The backend for ``backend`` (auto, nccl, gloo) on this machine; nccl without a usable GPU
+    is a ConfigError instead of a crash inside the process-group set-up."""
+    from ..errors import ConfigError
+    cuda = use_cuda and torch.cuda.is_available()
+    if backend == "auto":
+        return "nccl" if cuda else "gloo"
+    if backend == "nccl" and not cuda:
+        why = "USE_CUDA is False" if not use_cuda else "no GPU is visible to this process"
+        raise ConfigError(f"TRAIN.DIST_BACKEND nccl needs GPUs, but {why}. Use TRAIN.DIST_BACKEND gloo (or auto) "
+                          "for CPU processes.")
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise ConfigError("TRAIN.DIST_BACKEND nccl: this PyTorch build has no NCCL. Use gloo (or auto).")
+    return backend
+
+
 def init_distributed(backend: str, use_cuda: bool) -> torch.device:
     """Join the process group torchrun describes (no-op for a single process); the device."""
     cuda = use_cuda and torch.cuda.is_available()
     if not is_torchrun_worker() or int(os.environ["WORLD_SIZE"]) == 1:
         return torch.device("cuda" if cuda else "cpu")
-    if backend == "auto":
-        backend = "nccl" if cuda else "gloo"
+    backend = check_backend(backend, use_cuda)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -44,10 +75,27 @@ def init_distributed(backend: str, use_cuda: bool) -> torch.device:
     return torch.device("cuda", local_rank) if cuda else torch.device("cpu")
 
 
-def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+def cleanup_distributed(succeeded: bool = True) -> None:
+    """Leave the process group. After success every rank waits for the others first; after an
+    error this rank leaves at once (the others may be inside a collective that will never
+    complete; torchrun stops them when this process exits)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if succeeded:
         dist.barrier()
         dist.destroy_process_group()
+
+
+# how gloo / NCCL / the TCP store report that another rank went away
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "Socket Timeout", "failed to recv", "Connection refused")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is this rank noticing that another rank died (which reports its own error)."""
+    dist_error = getattr(dist, "DistError", ())
+    return world_size() > 1 and (isinstance(error, dist_error) or
+                                 (isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE)))
 
 
 def barrier() -> None:
@@ -56,17 +104,30 @@ def barrier() -> None:
 
 
 def relaunch_with_torchrun(nproc: int, argv: Optional[List[str]] = None) -> int:
-    """Re-run this script under torchrun with ``nproc`` processes on this node."""
+    """Re-run this script under torchrun with ``nproc`` processes on this node; the exit code
+    (that of the first rank that failed, whose own error message is printed above)."""
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     argv = list(sys.argv if argv is None else argv)
     args = torchrun.get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", argv[0], *argv[1:]])
+    previous = os.environ.get(OUTPUT_DIR_OWNED_BY_LAUNCHER)
+    os.environ[OUTPUT_DIR_OWNED_BY_LAUNCHER] = "1"
     try:
         torchrun.run(args)
-    except Exception as e:  # ChildFailedError: the workers already printed their own errors
-        print(f"error: a distributed worker failed: {type(e).__name__}", file=sys.stderr)
-        return 1
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        code = failure.exitcode
+        how = f"was killed by signal {-code}" if code < 0 else f"stopped with exit code {code}"
+        print(f"error: rank {rank} of {nproc} {how} (its error is printed above); the other ranks were "
+              "stopped.", file=sys.stderr, flush=True)
+        return code if code > 0 else 1
+    finally:
+        if previous is None:
+            os.environ.pop(OUTPUT_DIR_OWNED_BY_LAUNCHER, None)
+        else:
+            os.environ[OUTPUT_DIR_OWNED_BY_LAUNCHER] = previous
     return 0
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..build import build_model
-from ..errors import ConfigError, MMPromptError
+from ..errors import ConfigError, MMPromptError, NonFiniteError
 from . import checkpoint as ckpt
 from . import distributed as du
 from .logger import RunLogger
@@ -89,6 +90,35 @@ class Trainer:
         from ..data.build import build_dataset
         self.dataset = build_dataset(self.cfg)
         self.classnames = list(self.dataset.classnames)
+        self.check_eval_data()
+
+    def check_eval_data(self) -> None:
+        """Fail now, not after training, when the final evaluation could not run: the split
+        TEST.SPLIT names must have items and every DATASET.TEST_DATASETS target must be readable
+        (each is read here once and dropped; the random state is left as it was)."""
+        cfg = self.cfg
+        if cfg.TEST.NO_TEST:
+            return
+        split = cfg.TEST.SPLIT
+        if split not in ("test", "val"):
+            raise ConfigError(f"TEST.SPLIT must be test or val, got '{split}'.")
+        if not getattr(self.dataset, split):
+            raise MMPromptError(f"The dataset {cfg.DATASET.NAME} has no {split} split to evaluate (TEST.SPLIT "
+                                f"{split}); set TEST.SPLIT to a split it has, or TEST.NO_TEST True.")
+        if cfg.TEST.MAIN_METRIC:
+            self._probe_main_metric()
+        from ..data.build import build_test_dataset
+        saved = ckpt.rng_state()
+        try:
+            for name in cfg.DATASET.TEST_DATASETS:
+                try:
+                    target = build_test_dataset(cfg, name)
+                except MMPromptError as e:
+                    raise MMPromptError(f"DATASET.TEST_DATASETS target {name}: {e}") from None
+                if not target.test:
+                    raise MMPromptError(f"DATASET.TEST_DATASETS target {name} has no test split to evaluate.")
+        finally:
+            ckpt.set_rng_state(saved)
 
     def build_model(self) -> None:
         self.model = build_model(self.cfg, self.classnames).to(self.device)
@@ -163,22 +193,73 @@ class Trainer:
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return loss.detach()
 
-    def optimizer_step(self) -> None:
+    def optimizer_step(self, bad_loss: bool = False) -> bool:
+        """One optimizer step from the accumulated gradients; False when it was skipped.
+
+        A non-finite loss (``bad_loss``, this process's) or gradient is decided on by all ranks
+        together. Without a GradScaler it stops the run (TRAIN.NONFINITE stop, the default:
+        :class:`NonFiniteError` is raised before the weights change) or skips the update (skip).
+        The fp16 GradScaler skips such steps by itself and lowers its scale, as AMP does. Either
+        way more than TRAIN.MAX_SKIPPED_STEPS skips in a row stop the run.
+        """
         clip = self.cfg.TRAIN.GRAD_CLIP_NORM
+        skipped = False
         if self.scaler is not None:
             if clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self._trainable, clip)
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            skipped = self.scaler.get_scale() < scale  # it lowers the scale exactly when it skipped
         else:
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(self._trainable, clip)
-            self.optimizer.step()
+            if self._any_rank(bad_loss or not _all_finite(p.grad for p in self._trainable)):
+                if self.cfg.TRAIN.NONFINITE == "stop":
+                    raise NonFiniteError(self._nonfinite_message("the training loss or its gradient"))
+                skipped = True
+            else:
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self._trainable, clip)
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
+        self.skipped_steps += int(skipped)
+        if self._skipped_in_a_row > self.cfg.TRAIN.MAX_SKIPPED_STEPS:
+            raise NonFiniteError(self._nonfinite_message(
+                f"every step's loss or gradient for {self._skipped_in_a_row} steps in a row (all skipped)"))
+        if not skipped and not _all_finite(self._trainable):
+            raise NonFiniteError(self._nonfinite_message("the weights after the update", saved_nothing=True))
         self.step += 1
         self.model.step = self.step  # dynamic prompting's temperature reads it
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # a skipped step still advances the schedule, as with AMP; torch warns when the
+            # first optimizer step is the one skipped
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            self.scheduler.step()
+        return not skipped
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _nonfinite_message(self, what: str, saved_nothing: bool = False) -> str:
+        where = f"optimizer step {self.step + 1} (epoch {self._epoch + 1}, iteration {self._iter + 1})"
+        pointer = None
+        try:
+            pointer = ckpt.read_pointer(self.ckpt_dir)
+        except MMPromptError:
+            pass
+        if pointer:
+            last = (f"The last good checkpoint is {os.path.join(self.ckpt_dir, pointer['model'])} (step "
+                    f"{pointer['step']}): --resume continues from it (add TRAIN.NONFINITE skip to drop bad steps)")
+        else:
+            last = "No checkpoint was saved before it"
+        done = "nothing of this step was saved" if saved_nothing else "the weights were not updated with it"
+        return (f"NaN or inf in {what} at {where}; {done}. {last}. Or lower "
+                "OPTIM.LR, set TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32, and start again with --overwrite.")
 
     def _plan(self) -> None:
         accum = self.cfg.TRAIN.GRAD_ACCUM_STEPS
@@ -213,6 +294,8 @@ class Trainer:
         self.step, self.start_epoch, self.start_iter = 0, 0, 0
         self.best = {"metric": None, "epoch": None, "bad_evals": 0}
         self.stopped_early = False
+        self.skipped_steps, self._skipped_in_a_row, self._bad_loss_in_group = 0, 0, False
+        self._epoch, self._iter = self.start_epoch, 0
         if resume:
             self.resume_from_last()
         if self.world > 1 and self.step == 0:
@@ -234,6 +317,7 @@ class Trainer:
         period = self.cfg.TRAIN.CHECKPOINT_PERIOD
         self._epoch_losses, self._epoch_lr = [], float("nan")
         for i, batch in enumerate(loader, start=skip):
+            self._epoch, self._iter = epoch, i
             group_start = (i // self.accum) * self.accum
             group_size = min(self.accum, self.batches_per_epoch - group_start)
             is_step = i + 1 == group_start + group_size
@@ -241,13 +325,15 @@ class Trainer:
             with sync:
                 loss = self.forward_backward(to_device(batch, self.device), 1.0 / group_size)
             lr = self.optimizer.param_groups[0]["lr"]
-            if is_step:
-                self.optimizer_step()
             loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                raise MMPromptError(f"The loss became {loss_value} at epoch {epoch + 1}, iteration {i + 1}. "
-                                    "Lower OPTIM.LR, enable TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32.")
-            self._epoch_losses.append(loss_value)
+            self._bad_loss_in_group = self._bad_loss_in_group or not math.isfinite(loss_value)
+            if is_step:
+                if not self.optimizer_step(self._bad_loss_in_group) and self.is_main:
+                    tqdm.write(f"skipped optimizer step {self.step} (epoch {epoch + 1}, iteration {i + 1}): "
+                               f"NaN or inf in the loss or gradient ({self.skipped_steps} skipped so far)")
+                self._bad_loss_in_group = False
+            if math.isfinite(loss_value):
+                self._epoch_losses.append(loss_value)
             self._epoch_lr = lr
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
@@ -269,6 +355,9 @@ class Trainer:
         if period > 0 and self.dataset.val and (epoch + 1) % period == 0:
             metrics = self.evaluate(self.cfg, self.model, self.dataset.val, self.classnames)
             main = metrics[self.main_metric(self.cfg)]
+            if not math.isfinite(main):
+                self._epoch, self._iter = epoch, self.batches_per_epoch - 1
+                raise NonFiniteError(self._nonfinite_message(f"the validation {self.main_metric(self.cfg)}"))
             line += f", val {self.main_metric(self.cfg)} {main:.2f}"
             self.logger.log("val", self.step, _scalars(metrics), epoch=epoch + 1)
             if self.best["metric"] is None or main > self.best["metric"]:
@@ -297,7 +386,7 @@ class Trainer:
         if self.is_main:
             ckpt.save_weights(os.path.join(self.ckpt_dir, "model-final.safetensors"),
                               self.model.trainable_state_dict(), self.cfg, self.cfg_text, step=self.step)
-        extra = {"step": self.step, "stopped_early": self.stopped_early}
+        extra = {"step": self.step, "stopped_early": self.stopped_early, "skipped_steps": self.skipped_steps}
         if self.best["epoch"] is not None:
             extra.update(best_val_epoch=self.best["epoch"], best_val_metric=self.best["metric"])
         if self.cfg.TEST.NO_TEST:
@@ -320,6 +409,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": rng_states, "best": dict(self.best), "world_size": self.world, "seed": self.seed,
+            "optimizer_name": type(self.optimizer).__name__, "skipped_steps": self.skipped_steps,
         }
         ckpt.save_trainer_state(os.path.join(self.ckpt_dir, trainer_file), state)
         ckpt.write_pointer(self.ckpt_dir, {"model": model_file, "trainer": trainer_file,
@@ -342,18 +432,34 @@ class Trainer:
         state_dict, meta = ckpt.load_weights(weights)
         ckpt.check_fits_config(meta, self.cfg, weights)
         self.model.load_trainable_state_dict(state_dict, source=weights)
-        state = ckpt.load_trainer_state(os.path.join(self.ckpt_dir, pointer["trainer"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
+        trainer_file = os.path.join(self.ckpt_dir, pointer["trainer"])
+        state = ckpt.load_trainer_state(trainer_file)
+        saved_optimizer = state.get("optimizer_name", type(self.optimizer).__name__)
+        if saved_optimizer != type(self.optimizer).__name__:
+            raise MMPromptError(f"{trainer_file} holds the state of a {saved_optimizer} optimizer, this run builds "
+                                f"{type(self.optimizer).__name__} (OPTIM.NAME changed?). Resume with the run's own "
+                                "config, or start again with --overwrite.")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            raise MMPromptError(f"The optimizer or scheduler state in {trainer_file} does not fit this run "
+                                f"({type(e).__name__}: {e}): were the trainable parameters or OPTIM changed, or "
+                                "the checkpoint copied from another run? Start again with --overwrite.") from None
         self.step, self.start_epoch, self.start_iter = state["step"], state["epoch"], state["iter"]
         self.best = dict(state["best"])
         # a drawn random seed (SEED < 0) stays
         self.seed = self.train_sampler.seed = self._train_items.seed = state["seed"]
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         rng = state["rng"]
         if len(rng) == self.world:
-            ckpt.set_rng_state(rng[self.rank])
+            try:
+                ckpt.set_rng_state(rng[self.rank])
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                raise MMPromptError(f"The random states in {trainer_file} are malformed ({type(e).__name__}: {e}); "
+                                    "it was not written by mmprompt's trainer. Start again with --overwrite.") from None
         elif self.is_main:
             print(f"--resume: the checkpoint was written by {len(rng)} processes, this run has {self.world}; "
                   "random states start afresh.", flush=True)
@@ -370,6 +476,18 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ evaluation
+
+    def _probe_main_metric(self) -> None:
+        """TEST.MAIN_METRIC checked against what the evaluator returns for one made-up sample, so a
+        typo fails before training. Evaluators that need more than logits and labels (task
+        metadata) cannot be probed; their check comes with the first evaluation."""
+        evaluator = self._build_evaluator(self.dataset, self.classnames)
+        try:
+            evaluator.process(torch.zeros(1, len(self.classnames)), torch.zeros(1, dtype=torch.long), meta={})
+            probe = evaluator.evaluate()
+        except Exception:  # needs task metadata: checked at the first evaluation instead
+            return
+        _check_main_metric(self.cfg.TEST.MAIN_METRIC, probe, type(evaluator).__name__)
 
     def evaluator_name(self, dataset) -> str:
         return self.cfg.TEST.EVALUATOR or getattr(dataset, "evaluator_name", "") or "classification"
@@ -406,6 +524,12 @@ class Trainer:
                     rec.setdefault(key, {}).setdefault(j, []).append(v.float().cpu().reshape(-1))
         model.train(was_training)
         parts = du.gather_objects((logits, labels, metas))
+        bad = sum(int((~torch.isfinite(lg)).any(dim=-1).sum()) for part in parts for lg in part[0])
+        if bad:
+            total = sum(lg.shape[0] for part in parts for lg in part[0])
+            raise NonFiniteError(f"The model gave NaN or inf logits for {bad} of {total} evaluation samples (step "
+                                 f"{self.step}): its weights are unusable, and any metric of them would be "
+                                 "meaningless. Evaluate an earlier checkpoint, or train again with a lower OPTIM.LR.")
         for part_logits, part_labels, part_metas in parts:
             for lg, lb, mt in zip(part_logits, part_labels, part_metas):
                 evaluator.process(lg, lb, meta={**mt, "label": lb})
@@ -414,7 +538,9 @@ class Trainer:
                 for key, per_entry in part.items():
                     for j, values in per_entry.items():
                         records.setdefault(key, {}).setdefault(j, []).extend(values)
-        return evaluator.evaluate()
+        result = evaluator.evaluate()
+        _check_main_metric(cfg.TEST.MAIN_METRIC, result, type(evaluator).__name__)
+        return result
 
     def _variant(self, **changes):
         """A copy of the config with some DATASET keys changed, its dataset and the trained
@@ -484,6 +610,18 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _check_main_metric(name: str, metrics: Dict, evaluator: str) -> None:
+    if name and name not in metrics:
+        raise ConfigError(f"TEST.MAIN_METRIC {name} is not a metric of the {evaluator}; it gives "
+                          f"{', '.join(k for k, v in metrics.items() if isinstance(v, (int, float)))}.")
+
+
+def _all_finite(tensors) -> bool:
+    """Whether every given tensor (None entries aside) is free of NaN and inf, with one sync."""
+    checks = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def _scalars(metrics: Dict) -> Dict[str, float]:

@@ -14,6 +14,10 @@ It lists only checkpoints that exist; ``model_zoo.md`` is its readable form. Dow
 resumes with an HTTP Range request; the file enters the cache only when its sha256 matches.
 With ``MMPROMPT_OFFLINE=1`` only cached files are used.
 A checksum mismatch or a transfer that stays short after the retries deletes what was fetched.
+
+Everything stays inside ``<cache>/zoo``: entry names and file names must be plain names (one path
+component), every path is checked to resolve inside the cache before it is written or deleted,
+and only files the download itself wrote are ever removed.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,24 +46,74 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get("MMPROMPT_CACHE") or os.path.join("~", ".cache", "mmprompt"))
 
 
+# A zoo name or file name is one path component of the cache: no separators, no leading dot
+# (so neither "." nor ".." nor a hidden file), no drive letters.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
 def load_index(path: Optional[str] = None) -> List[Dict]:
-    """The zoo entries (``path`` or ``$MMPROMPT_ZOO_INDEX`` to read another index)."""
+    """The zoo entries (``path`` or ``$MMPROMPT_ZOO_INDEX`` to read another index).
+
+    Every entry is checked before any is used; one message lists every problem of the file.
+    """
     path = path or os.environ.get("MMPROMPT_ZOO_INDEX") or INDEX_PATH
     try:
-        with open(path) as f:
-            entries = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise MMPromptError(f"Model-zoo index {path} does not exist.") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise MMPromptError(f"Model-zoo index {path} cannot be read: {e.strerror}.") from None
+    try:
+        entries = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise MMPromptError(f"Model-zoo index {path} is not UTF-8 text (byte {e.start}: {e.reason}).") from None
     except json.JSONDecodeError as e:
-        raise MMPromptError(f"Model-zoo index {path} is not valid JSON: {e}") from None
+        raise MMPromptError(f"Model-zoo index {path} is not valid JSON: {e.msg} at line {e.lineno}, "
+                            f"column {e.colno}.") from None
     if not isinstance(entries, list):
-        raise MMPromptError(f"Model-zoo index {path} must be a JSON list of entries.")
+        raise MMPromptError(f"Model-zoo index {path} must be a JSON list of entries, got {type(entries).__name__}.")
+    problems = [f"entry {i}: {p}" for i, e in enumerate(entries) for p in _entry_problems(e)]
+    names = [e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
+    problems += [f"the name {n!r} appears {names.count(n)} times" for n in sorted(set(names)) if names.count(n) > 1]
+    if problems:
+        raise MMPromptError(f"Model-zoo index {path} has invalid entries:\n  " + "\n  ".join(problems))
     for e in entries:
-        missing = [k for k in ("name", "url", "sha256") if k not in e]
-        if missing:
-            raise MMPromptError(f"Model-zoo index {path}: entry {e.get('name', e)} lacks {', '.join(missing)}.")
         e["source"] = _source_url(e["url"], os.path.dirname(os.path.abspath(path)))
     return entries
+
+
+def _entry_problems(e) -> List[str]:
+    """What is wrong with one index entry (empty when nothing)."""
+    if not isinstance(e, dict):
+        return [f"must be an object with name, url and sha256, got {type(e).__name__} {e!r:.60}"]
+    label = repr(e["name"]) if isinstance(e.get("name"), str) else ""
+    problems = [f"{label} lacks {k}".lstrip() for k in ("name", "url", "sha256") if k not in e]
+    for key, want in (("name", str), ("url", str), ("sha256", str), ("filename", str), ("config", str),
+                      ("dataset", str), ("command", str), ("metrics", dict)):
+        if key in e and not isinstance(e[key], want):
+            problems.append(f"{label} {key} must be a {want.__name__}, got {type(e[key]).__name__} {e[key]!r:.60}".lstrip())
+    if isinstance(e.get("name"), str) and not SAFE_NAME.match(e["name"]):
+        problems.append(f"name {e['name']!r} is not a plain name (letters, digits, . _ + -; no path): "
+                        "it becomes a folder of the download cache")
+    if isinstance(e.get("filename"), str) and not SAFE_NAME.match(e["filename"]):
+        problems.append(f"{label} filename {e['filename']!r} is not a plain file name (no folders, no '..')".lstrip())
+    if isinstance(e.get("sha256"), str) and not SHA256.match(e["sha256"]):
+        problems.append(f"{label} sha256 must be 64 hex digits, got {e['sha256']!r:.80}".lstrip())
+    if isinstance(e.get("url"), str):
+        parsed = urllib.parse.urlparse(e["url"])
+        if not e["url"] or parsed.scheme not in ("", "http", "https", "file"):
+            problems.append(f"{label} url {e['url']!r:.80} must be http(s)://, file:// or a path beside the index".lstrip())
+        elif not parsed.scheme and (os.path.isabs(e["url"]) or ".." in e["url"].replace("\\", "/").split("/")):
+            problems.append(f"{label} url {e['url']!r} must be a path inside the index's folder".lstrip())
+    if "size" in e and (isinstance(e["size"], bool) or not isinstance(e["size"], int) or e["size"] < 0):
+        problems.append(f"{label} size must be a number of bytes, got {e['size']!r:.60}".lstrip())
+    if isinstance(e.get("metrics"), dict):
+        bad = [k for k, v in e["metrics"].items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            problems.append(f"{label} metrics {', '.join(bad)} must be numbers".lstrip())
+    return problems
 
 
 def _source_url(url: str, index_dir: str) -> str:
@@ -93,16 +148,36 @@ def sha256_of(path: str) -> str:
 
 
 def _filename(entry: Dict) -> str:
-    return entry.get("filename") or os.path.basename(urllib.parse.urlparse(entry["url"]).path) or "checkpoint.safetensors"
+    name = entry.get("filename") or os.path.basename(urllib.parse.urlparse(entry["url"]).path)
+    return name if name and SAFE_NAME.match(name) else "checkpoint.safetensors"
+
+
+def _zoo_root(cache: Optional[str]) -> str:
+    return os.path.realpath(os.path.join(cache or cache_dir(), "zoo"))
 
 
 def cached_path(entry: Dict, cache: Optional[str] = None) -> str:
-    return os.path.join(cache or cache_dir(), "zoo", entry["name"], _filename(entry))
+    """``<cache>/zoo/<name>/<filename>``; refused unless it resolves inside ``<cache>/zoo``."""
+    if not isinstance(entry.get("name"), str) or not SAFE_NAME.match(entry["name"]):
+        raise MMPromptError(f"Model-zoo entry name {entry.get('name')!r} is not a plain name; refusing to "
+                            "use it as a cache folder.")
+    root = _zoo_root(cache)
+    path = os.path.join(root, entry["name"], _filename(entry))
+    if not _inside(root, path):
+        raise MMPromptError(f"The cache path of {entry['name']} ({path}) resolves outside the cache {root} "
+                            "(a link in the cache?); remove it and run again.")
+    return path
 
 
-def _remove(*paths: str) -> None:
+def _inside(root: str, path: str) -> bool:
+    real = os.path.realpath(path)
+    return real.startswith(root + os.sep)
+
+
+def _remove(root: str, *paths: str) -> None:
+    """Delete files of the cache, never anything that resolves outside it."""
     for p in paths:
-        if os.path.exists(p):
+        if os.path.lexists(p) and _inside(root, p) and not os.path.isdir(p):
             os.remove(p)
 
 
@@ -143,16 +218,25 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
              timeout: float = 60.0) -> str:
     """The verified checkpoint file of ``entry`` in the cache, downloading what is missing."""
     dest = cached_path(entry, cache)
+    root = _zoo_root(cache)
     expected = entry["sha256"].lower()
     if os.path.isfile(dest):
         if sha256_of(dest) == expected:
             return dest
-        os.remove(dest)  # a file that changed in the cache is fetched again
+        _remove(root, dest)  # a file that changed in the cache is fetched again
     if os.environ.get("MMPROMPT_OFFLINE", "") not in ("", "0"):
         raise OfflineError(f"{entry['name']} is not in the cache ({dest}) and MMPROMPT_OFFLINE is set. "
                            f"Download it on a connected machine ({entry['url']}) and put it at that path.")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest + ".part", "ab"):
+            pass
+    except OSError as e:
+        raise DownloadError(f"The model-zoo cache {os.path.dirname(dest)} is not writable ({e.strerror}). Set "
+                            "MMPROMPT_CACHE (or --cache-dir) to a folder you can write.") from None
     part = dest + ".part"
+    if not _inside(root, part):
+        raise DownloadError(f"{part} resolves outside the cache {root} (a link?); remove it and run again.")
     size = entry.get("size")
     reason = ""
     for _ in range(retries + 1):
@@ -168,14 +252,14 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
             continue
         break
     else:
-        _remove(part)
+        _remove(root, part)
         _cleanup_empty(dest)
         raise DownloadError(f"Could not download {entry['name']} from {entry['url']}: {reason} "
                             f"(after {retries + 1} attempts). Nothing was kept in the cache; run the "
                             "command again when the connection is stable.")
     digest = sha256_of(part)
     if digest != expected:
-        _remove(part)
+        _remove(root, part)
         _cleanup_empty(dest)
         raise DownloadError(f"Checksum mismatch for {entry['name']}: expected sha256 {expected}, got {digest}. "
                             "The downloaded file was deleted. The file on the server is not the one the "
@@ -200,13 +284,17 @@ def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: s
         if not os.path.isfile(path):
             raise MMPromptError(f"{path} is missing: only a finished run (train_net wrote its final "
                                 "weights and metrics.json) can enter the model zoo.")
-    with open(metrics_file) as f:
-        run = json.load(f)
-    main = run.get("main_metric", "accuracy")
-    if "hm" in run:
-        metrics = {"base": run["base"][main], "new": run["new"][main], "hm": run["hm"]}
-    else:
-        metrics = {main: run[run.get("split", "test")][main]}
+    try:
+        with open(metrics_file, encoding="utf-8") as f:
+            run = json.load(f)
+        main = run.get("main_metric", "accuracy")
+        if "hm" in run:
+            metrics = {"base": run["base"][main], "new": run["new"][main], "hm": run["hm"]}
+        else:
+            metrics = {main: run[run.get("split", "test")][main]}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise MMPromptError(f"{metrics_file} is not the metrics.json of a finished train_net run "
+                            f"({type(e).__name__}: {e}).") from None
     return {"name": name, "url": url, "filename": os.path.basename(weights), "sha256": sha256_of(weights),
             "size": os.path.getsize(weights), "config": config, "dataset": run.get("dataset", ""),
             "num_shots": run.get("num_shots"), "seed": run.get("seed"),
@@ -215,6 +303,9 @@ def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: s
 
 
 def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
+    problems = _entry_problems(entry)
+    if problems:
+        raise MMPromptError(f"The new entry cannot enter the index: {'; '.join(problems)}.")
     entries = load_index(index_path)
     if any(e["name"] == entry["name"] for e in entries):
         raise MMPromptError(f"The index {index_path} already has an entry named {entry['name']}.")
