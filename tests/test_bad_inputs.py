@@ -45,9 +45,10 @@ CONFIG_VALUES = [
     (["INPUT.PIXEL_STD", "[0.2, 0.2]"], "INPUT.PIXEL_STD must be 3 numbers"),
     (["INPUT.PIXEL_MEAN", "['a', 'b', 'c']"], "INPUT.PIXEL_MEAN must be 3 numbers"),
     (["INPUT.RRCROP_SCALE", "(0.9, 0.1)"], "INPUT.RRCROP_SCALE must be (min, max)"),
-    (["INPUT.TEST_RESIZE_RATIO", "0.0"], "INPUT.TEST_RESIZE_RATIO must be > 0"),
+    (["INPUT.TEST_RESIZE_RATIO", "-1.0"], "INPUT.TEST_RESIZE_RATIO must be >= 0"),
+    (["INPUT.RESIZE_SIZE", "-256"], "INPUT.RESIZE_SIZE must be >= 0"),
     (["INPUT.INTERPOLATION", "lanczos"], "INPUT.INTERPOLATION"),
-    (["INPUT.TRANSFORMS", "['random_crop']"], "INPUT.TRANSFORMS"),
+    (["INPUT.TRANSFORMS", "['random_rotate']"], "INPUT.TRANSFORMS"),
     (["TEST.SPLIT", "tset"], "TEST.SPLIT must be one of test, val; got 'tset'"),
     (["TEST.FINAL_MODEL", "best"], "TEST.FINAL_MODEL must be one of last_step, best_val"),
     (["TEST.EVALUATOR", "bogus"], "TEST.EVALUATOR: Unknown evaluator 'bogus'"),
@@ -246,14 +247,15 @@ def test_read_only_dataset_folder_skips_the_few_shot_cache_with_a_warning(sandbo
     assert "cannot write the few-shot cache" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["not_utf8", "not_json", "negative_label"])
+@pytest.mark.parametrize("case", ["not_utf8", "not_json", "fractional_label"])
 def test_bad_vpt_split_file(sandbox, capsys, case):
     folder = sandbox.root / "CUB_200_2011"
     (folder / "images").mkdir(parents=True)
-    raw = {"not_utf8": b'{"caf\xe9.jpg": 0}', "not_json": b"{", "negative_label": b'{"a.jpg": -1}'}[case]
+    raw = {"not_utf8": b'{"caf\xe9.jpg": 0}', "not_json": b"{", "fractional_label": b'{"a.jpg": 1.5}'}[case]
     for split in ("train", "val", "test"):
         (folder / f"{split}.json").write_bytes(raw)
-    needle = "is not valid JSON" if case != "negative_label" else "must be an integer >= 0"
+    # VPT maps any integer or string ids through sorted(set(ids)); a fraction is no id at all
+    needle = "is not valid JSON" if case != "fractional_label" else "must be an integer or a string"
     refused(train_net(capsys, sandbox, "DATASET.NAME", "cub"), "train.json", needle)
 
 

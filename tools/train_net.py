@@ -107,9 +107,6 @@ def check_args(args, cfg) -> None:
         if not cfg.USE_CUDA:
             print(f"--num-gpus {args.num_gpus} with USE_CUDA False: {args.num_gpus} CPU processes on this node "
                   "(torch.distributed, gloo), each taking its share of every batch.", flush=True)
-    # An image size the backbone cannot take would otherwise die inside the library's forward.
-    from mmprompt.data.build import check_input_size
-    check_input_size(cfg)
 
 
 def output_dir_mode(args) -> str:

@@ -173,8 +173,9 @@ def _input(cfg, problems: List[str]) -> None:
     i = cfg.INPUT
     before = len(problems)
     size = list(i.SIZE)
-    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-        problems.append(f"INPUT.SIZE must be (height, width), two whole numbers > 0; got {i.SIZE}")
+    if size and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        problems.append(f"INPUT.SIZE must be (height, width), two whole numbers > 0; got {i.SIZE} "
+                        f"(or () to follow the backbone's input size)")
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         value = list(i[key])
         if value and value != ["auto"] and (not _numbers(value) or len(value) != 3):
@@ -185,12 +186,16 @@ def _input(cfg, problems: List[str]) -> None:
     scale = list(i.RRCROP_SCALE)
     if not (_numbers(scale) and len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
         problems.append(f"INPUT.RRCROP_SCALE must be (min, max) area fractions with 0 < min <= max <= 1; got {i.RRCROP_SCALE}")
-    _check(problems, "INPUT.TEST_RESIZE_RATIO", i.TEST_RESIZE_RATIO, lambda v: v > 0, "> 0")
-    if len(problems) == before:  # the rest (interpolation, transform names) as the transform builder sees it
-        from ..data.build import build_transform
-        for is_train in (True, False):
+    # 0 = the backbone's own resize (mmprompt.data.build.resolve_preprocess)
+    _check(problems, "INPUT.TEST_RESIZE_RATIO", i.TEST_RESIZE_RATIO, lambda v: v >= 0, ">= 0 (0 = the backbone's)")
+    _check(problems, "INPUT.RESIZE_SIZE", i.RESIZE_SIZE, lambda v: v >= 0, ">= 0 (0 = from SIZE)")
+    if len(problems) == before:  # the rest (interpolation, transform names, a size the backbone
+        # cannot take) as the transform builder and the backbone's preprocess metadata see it
+        from ..data.build import build_transform, check_input_size
+        checks = [lambda: build_transform(cfg, True), lambda: build_transform(cfg, False), lambda: check_input_size(cfg)]
+        for check in checks:
             try:
-                build_transform(cfg, is_train)
+                check()
             except ConfigError as e:
                 if str(e) not in problems:
                     problems.append(str(e))
