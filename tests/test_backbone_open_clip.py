@@ -218,7 +218,7 @@ def test_build_from_config(clip):
 def test_local_checkpoint_file_is_loaded(clip, tmp_path):
     path = tmp_path / "tiny_clip.pt"
     torch.save(clip.model.state_dict(), path)
-    loaded = create_open_clip(TINY_JSON, str(path)).eval()
+    loaded = create_open_clip(TINY_JSON, str(path), activation="gelu").eval()
     ids, _ = clip.tokenize(TEXTS)
     assert torch.equal(loaded.model.encode_text(ids), clip.model.encode_text(ids))
 
