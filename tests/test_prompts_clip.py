@@ -171,8 +171,8 @@ def test_maple_bad_depth_and_mode_messages():
         build_prompts(maple_cfg(PROMPT_DEPTH=7), fake_clip())
     with pytest.raises(ConfigError, match="MODE 'vpt' is not one of"):
         build_prompts(maple_cfg(MODE="vpt"), fake_clip())
-    with pytest.raises(ConfigError, match="has 4 tokens but 5 context tokens"):
-        build_prompts(maple_cfg(N_CTX=5), fake_clip())
+    with pytest.raises(ConfigError, match="has 2 tokens but 3 context tokens"):
+        build_prompts(maple_cfg(N_CTX=3, CTX_INIT="a photo"), fake_clip())
 
 
 def test_fake_text_tower_layout():
