@@ -19,8 +19,8 @@ open_clip model-config JSON. ``MODEL.BACKBONE.PRETRAINED``: ``""`` random, an op
 (``openai``, ``laion2b_s34b_b88k`` ...), or a local checkpoint file.
 
 ``MODEL.BACKBONE.ACTIVATION`` (:func:`resolve_quick_gelu`): the MLP activation must be the one the
-weights were trained with -- OpenAI's CLIPs use QuickGELU, most LAION ones GELU; the wrong one moves
-ViT-B/16 logits by ~6 % without any error. A tag says which (``auto`` follows it, and a
+weights were trained with -- OpenAI's CLIPs use QuickGELU, most LAION ones GELU; the wrong one changes
+every logit without any error. A tag says which (``auto`` follows it, and a
 contradicting explicit value is refused); a checkpoint file does not, so with a file ``auto`` is
 refused unless the architecture's own config names the activation.
 """
@@ -351,8 +351,8 @@ def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str 
         if explicit is not None and explicit != trained:
             raise ConfigError(
                 f"open_clip '{name}' tag '{tag}' was trained with {_activation_name(trained)} but "
-                f"MODEL.BACKBONE.ACTIVATION is {activation}, which would change every logit (~6 % on "
-                f"ViT-B/16) without an error. Set MODEL.BACKBONE.ACTIVATION auto (or {_activation_name(trained)}).")
+                f"MODEL.BACKBONE.ACTIVATION is {activation}, which would change every logit "
+                f"without an error. Set MODEL.BACKBONE.ACTIVATION auto (or {_activation_name(trained)}).")
         return trained
     if explicit is not None:
         return explicit
@@ -360,9 +360,9 @@ def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str 
         raise ConfigError(
             f"MODEL.BACKBONE.PRETRAINED is a checkpoint file ({checkpoint_file}), which does not say which "
             f"activation its weights were trained with, and MODEL.BACKBONE.ACTIVATION is auto. Set "
-            f"MODEL.BACKBONE.ACTIVATION quick_gelu for OpenAI's CLIP weights (a file saved from the 'openai' "
-            f"tag, or the ViT-B-16.pt that CoOp's/MaPLe's code downloads) or gelu for weights trained with "
-            f"GELU (e.g. most LAION tags); the wrong one moves the logits by several percent.")
+            f"MODEL.BACKBONE.ACTIVATION quick_gelu for OpenAI's CLIP weights (e.g. a file of the 'openai' tag) "
+            f"or gelu for weights trained with GELU (e.g. most LAION tags); the wrong one changes every logit "
+            f"without an error.")
     return bool(model_cfg.get("quick_gelu", False))
 
 
