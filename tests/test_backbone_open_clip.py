@@ -40,7 +40,41 @@ def padded(rows, length=77):
 
 def test_image_tower_equals_encode_image(clip):
     x = images()
-    assert torch.allclose(clip.tower("vision").run(x), clip.model.encode_image(x), atol=1e-6)
+    assert torch.equal(clip.tower("vision").run(x), clip.model.encode_image(x))  # ln_pre deferred, same ops
+
+
+@pytest.fixture(scope="module")
+def clip_random_norms() -> OpenCLIP:
+    """Gains and biases away from 1 / 0, so a misplaced normalisation cannot hide."""
+    torch.manual_seed(1)
+    bb = create_open_clip(TINY_JSON).eval()
+    with torch.no_grad():
+        for m in bb.model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn_like(m.weight))
+                m.bias.copy_(0.3 * torch.randn_like(m.bias))
+    return bb
+
+
+def test_layer0_vision_prompts_pass_through_ln_pre(clip_random_norms):
+    """[CLS, patches, P] concatenated *before* ln_pre, as the CLIP fork of MaPLe/IVLP/VPT does:
+    written out here with the library's modules."""
+    visual = clip_random_norms.model.visual
+    vision = clip_random_norms.tower("vision")
+    assert vision.deferred_input_norm
+    x, prompts = images(), torch.randn(3, 64)
+    seq = vision.embed(x).insert(prompts, "end", new_owner_id())
+    ours = vision.pool(vision.run_layers(seq))
+    with torch.no_grad():
+        tokens = visual.conv1(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([visual.class_embedding.expand(2, 1, -1), tokens], 1) + visual.positional_embedding
+        before_ln = torch.cat([tokens, prompts.expand(2, -1, -1)], 1)
+        expected = visual.ln_post(visual.transformer(visual.ln_pre(before_ln))[:, 0]) @ visual.proj
+        # prompts inserted after ln_pre instead (mmprompt before this was fixed): not the same
+        after_ln = torch.cat([visual.ln_pre(tokens), prompts.expand(2, -1, -1)], 1)
+        misplaced = visual.ln_post(visual.transformer(after_ln)[:, 0]) @ visual.proj
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert not torch.allclose(misplaced, expected, atol=1e-2)
 
 
 def test_text_tower_equals_encode_text(clip):
@@ -218,9 +252,55 @@ def test_build_from_config(clip):
 def test_local_checkpoint_file_is_loaded(clip, tmp_path):
     path = tmp_path / "tiny_clip.pt"
     torch.save(clip.model.state_dict(), path)
-    loaded = create_open_clip(TINY_JSON, str(path)).eval()
+    loaded = create_open_clip(TINY_JSON, str(path), activation="gelu").eval()
     ids, _ = clip.tokenize(TEXTS)
     assert torch.equal(loaded.model.encode_text(ids), clip.model.encode_text(ids))
+
+
+@pytest.fixture
+def fake_openai_tag(monkeypatch, tmp_path):
+    """The tiny architecture gets an 'openai' tag (QuickGELU, as open_clip's real one) whose
+    download is a file of random weights: what an offline user copies from the tag."""
+    import open_clip
+
+    torch.manual_seed(2)
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(create_open_clip(TINY_JSON, activation="quick_gelu").model.state_dict(), path)
+    real_cfg = open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda name, tag: (
+        {"hf_hub": "timm/tiny_clip.openai/", "quick_gelu": True} if tag == "openai" else real_cfg(name, tag)))
+    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, cache_dir=None: str(path))
+    return str(path)
+
+
+def test_file_saved_from_the_openai_tag_gives_the_tags_logits_with_quick_gelu(fake_openai_tag):
+    tag = create_open_clip(TINY_JSON, "openai").eval()  # auto follows the tag: QuickGELU
+    from_file = create_open_clip(TINY_JSON, fake_openai_tag, activation="quick_gelu").eval()
+    with_gelu = create_open_clip(TINY_JSON, fake_openai_tag, activation="gelu").eval()
+    assert tag.activation == from_file.activation == "quick_gelu" and with_gelu.activation == "gelu"
+    x = images()
+    ids, _ = tag.tokenize(TEXTS)
+    for bb in (from_file, with_gelu):
+        same = torch.equal(bb.tower("vision").run(x), tag.tower("vision").run(x)) and \
+            torch.equal(bb.tower("text").run(TEXTS), tag.tower("text").run(TEXTS))
+        assert same == (bb is from_file)
+
+
+def test_activation_must_be_stated_for_a_file_and_agree_with_a_tag(fake_openai_tag):
+    with pytest.raises(ConfigError, match="does not say which activation.*ACTIVATION quick_gelu for OpenAI"):
+        create_open_clip(TINY_JSON, fake_openai_tag)
+    with pytest.raises(ConfigError, match="tag 'openai' was trained with quick_gelu but MODEL.BACKBONE.ACTIVATION is gelu"):
+        create_open_clip(TINY_JSON, "openai", activation="gelu")
+    with pytest.raises(ConfigError, match="MODEL.BACKBONE.ACTIVATION"):
+        create_open_clip(TINY_JSON, "", {"force_quick_gelu": True})
+    with pytest.raises(ConfigError, match="'swish' is not one of auto, quick_gelu, gelu"):
+        create_open_clip(TINY_JSON, "", activation="swish")
+    assert create_open_clip(TINY_JSON).activation == "gelu"  # random weights: the architecture's own
+
+
+def test_clip_vit_b16_recipes_state_openai_quick_gelu():
+    cfg = load_cfg("configs/_base_/clip_vit_b16.yaml")
+    assert (cfg.MODEL.BACKBONE.PRETRAINED, cfg.MODEL.BACKBONE.ACTIVATION) == ("openai", "quick_gelu")
 
 
 def test_unknown_arch_suggests_close_names():

@@ -119,8 +119,9 @@ def test_maple_on_open_clip_couples_text_to_vision_per_layer(clip_json):
 
 
 def test_coop_on_open_clip_class_prompts(clip_json):
+    # CSC with a random init: with CTX_INIT, CoOp's context is generic (test_prompts_clip.py)
     model = clip_model(clip_json, "PROMPT.METHODS", "['coop']", "PROMPT.COOP.N_CTX", "4",
-                       "PROMPT.COOP.CTX_INIT", "a photo of a", "PROMPT.COOP.CSC", "True")
+                       "PROMPT.COOP.CTX_INIT", "", "PROMPT.COOP.CSC", "True")
     coop = model.prompts.methods[0]
     assert coop.source.tokens.shape == (2 * 4, 48)
     seen = record_layers(model.backbone.tower("text"))

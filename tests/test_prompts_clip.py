@@ -171,8 +171,8 @@ def test_maple_bad_depth_and_mode_messages():
         build_prompts(maple_cfg(PROMPT_DEPTH=7), fake_clip())
     with pytest.raises(ConfigError, match="MODE 'vpt' is not one of"):
         build_prompts(maple_cfg(MODE="vpt"), fake_clip())
-    with pytest.raises(ConfigError, match="has 4 tokens but 5 context tokens"):
-        build_prompts(maple_cfg(N_CTX=5), fake_clip())
+    with pytest.raises(ConfigError, match="has 2 tokens but 3 context tokens"):
+        build_prompts(maple_cfg(N_CTX=3, CTX_INIT="a photo"), fake_clip())
 
 
 def test_fake_text_tower_layout():
@@ -180,3 +180,61 @@ def test_fake_text_tower_layout():
     seq = backbone.tower("text").embed(["cat"])
     ids, _ = backbone.tower("text").tokenize(["cat"])
     assert ids[0].tolist()[0] == SOT and ids[0].tolist()[-1] == EOT and seq.length == 3
+
+
+def test_coop_ctx_init_rule_one_token_per_word_and_generic_context():
+    """CoOp's code: with CTX_INIT, n_ctx = the phrase's word count whatever N_CTX says (its ctxv1
+    recipes keep N_CTX 16), "_" reads as a space, and the context is generic even with CSC."""
+    backbone = fake_clip()
+    cfg = coop_cfg(N_CTX=16, CTX_INIT="a_photo of a", CSC=True)
+    cfg.MODEL.HEAD.NUM_CLASSES = 3
+    coop = build_prompts(cfg, backbone).methods[0]
+    emb = backbone.tower("text").token_embedding.weight
+    assert coop.n_ctx == 4 and not coop.csc
+    assert torch.equal(coop.source.tokens, emb[words(backbone, "a photo of a")])
+    random = build_prompts(coop_cfg(N_CTX=5), backbone).methods[0]
+    assert random.source.tokens.shape == (5, 12) and abs(float(random.source.tokens.detach().std()) - 0.02) < 0.01
+    with pytest.raises(ConfigError, match="has 2 tokens but 3 context tokens"):
+        build_prompts(coop_cfg(CTX_INIT="a  photo"), backbone)  # split(" ") counts 3 words, as CoOp
+
+
+def test_maple_ctx_init_only_up_to_4_tokens_else_random_without_fixed_words():
+    backbone = fake_clip()
+    emb = backbone.tower("text").token_embedding.weight
+    phrase = "for sure this is a photo of"
+    four = build_prompts(maple_cfg(N_CTX=4, CTX_INIT=phrase), backbone).methods[0]
+    assert torch.equal(four.text_sources[0].tokens, emb[words(backbone, "for sure this is")])
+    assert four.fixed_words.ids.tolist() == words(backbone, "a photo of")
+    five = build_prompts(maple_cfg(N_CTX=5, CTX_INIT=phrase), backbone).methods[0]
+    assert five.fixed_words is None and five.text_sources[0].tokens.shape == (5, 12)
+    assert not any(torch.allclose(five.text_sources[0].tokens[i], emb[w]) for i, w in enumerate(words(backbone, phrase)[:5]))
+    stack = build_prompts(maple_cfg(N_CTX=5, CTX_INIT=phrase), backbone)
+    clip_logits(backbone, stack)
+    seq = backbone.tower("text").seen[0]  # "cat": [SOT, ctx x5, cat, EOT], no fixed words
+    assert seq.owner[0, :8].tolist() == [0] + [stack.methods[0].text_owner] * 5 + [0, 0]
+    assert int(seq.anchors["pool"][0]) == 7
+
+
+def test_maple_deep_couplings_start_as_copies_of_one_linear():
+    maple = build_prompts(maple_cfg(PROMPT_DEPTH=3), fake_clip(depth=3)).methods[0]
+    first, deep = maple.couplings[0], list(maple.couplings[1:])
+    assert len(deep) == 2
+    assert all(torch.equal(d.weight, deep[0].weight) and torch.equal(d.bias, deep[0].bias) for d in deep)
+    assert not torch.equal(first.weight, deep[0].weight)  # the layer-0 coupling is a Linear of its own
+    assert deep[0].weight.data_ptr() != deep[1].weight.data_ptr()  # copies, trained separately
+
+
+def test_ivlp_vision_and_text_depths_and_lengths_differ():
+    backbone = fake_clip(depth=3)
+    stack = build_prompts(maple_cfg(MODE="ivlp", N_CTX=2, N_CTX_VISION=3, PROMPT_DEPTH=1, PROMPT_DEPTH_VISION=3), backbone)
+    maple = stack.methods[0]
+    assert (maple.text_depth, maple.vision_depth) == (1, 3)
+    assert len(maple.text_sources) == 1 and len(maple.vision_sources) == 3
+    backbone.eval()
+    clip_logits(backbone, stack)
+    text_seen, vision_seen = backbone.tower("text").seen, backbone.tower("vision").seen
+    assert not torch.equal(tokens_at(text_seen[1], maple.text_owner)[0], maple.text_sources[0].tokens)  # flowed on
+    for i in range(3):
+        assert torch.equal(tokens_at(vision_seen[i], maple.vision_owner)[0], maple.vision_sources[i].tokens)
+    with pytest.raises(ConfigError, match="PROMPT_DEPTH_VISION = 4; it must be between 1 and 3"):
+        build_prompts(maple_cfg(MODE="deep_vision", PROMPT_DEPTH_VISION=4), fake_clip(depth=3))

@@ -73,11 +73,12 @@ def test_t5_base_budget_of_dept_adept_and_prompt_tuning(config, opts, expected):
     assert expected in (76_800, 76_051)
 
 
-def test_maple_ablations_counts():
-    counts = {mode: trainable(build_prompts(method_cfg(f"maple_{mode}.yaml", "PROMPT.MAPLE.CTX_INIT", ""),
+def test_maple_repository_baselines_counts():
+    # the authors' recipes: VPT 8 vision tokens, language-only 4 text tokens, IVLP 2 + 2; all 12 layers
+    counts = {name: trainable(build_prompts(method_cfg(f"{name}.yaml", "PROMPT.MAPLE.CTX_INIT", ""),
                                             ShapeBackbone(**CLIP_B16)))
-              for mode in ("deep_vision", "deep_language", "ivlp")}
-    assert counts == {"deep_vision": 9 * 2 * 768, "deep_language": 9 * 2 * 512, "ivlp": 9 * 2 * (768 + 512)}
+              for name in ("vpt_clip", "ivlp_language_only", "ivlp")}
+    assert counts == {"vpt_clip": 12 * 8 * 768, "ivlp_language_only": 12 * 4 * 512, "ivlp": 12 * 2 * (768 + 512)}
 
 
 def model_info(capsys, *args):

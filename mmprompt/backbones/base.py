@@ -13,6 +13,15 @@ calls that object's own modules and owns no weights of its own. It exposes one o
 
 With no prompts the result equals the library's own forward (each adapter has a test for it).
 
+Whatever a library does to the input tokens *before its first block* but which a prompt method's
+authors apply to their prompts too is deferred from :meth:`TokenTower.embed` to the start of
+``layer(0)``, so a prompt inserted by ``before_layer(name, 0, ...)`` gets it like the tokens it sits
+among: text towers add positional embeddings there (``deferred_position``: CoOp's context gets
+positions like words), CLIP's image tower applies ``ln_pre`` there (``deferred_input_norm``:
+MaPLe/IVLP/VPT-in-CLIP concatenate their layer-0 prompts before ``ln_pre``). Consequently what
+``embed`` returns is not yet what block 0 sees: code that reads ``seq.x`` before layer 0 (the
+``embed_mean`` instance feature) reads the un-normalised / position-free embeddings.
+
 Key/value prefixes: a prompt module may attach a :class:`~mmprompt.tokens.KVPrefix` to the
 sequence in ``before_layer(i)``. A tower that accepts them says so with :meth:`TokenTower.kv_prefix_shape`
 (the ``(heads, head_dim)`` a prefix must have) and, in ``layer(i)``, takes the prefix off the
@@ -41,6 +50,10 @@ class TokenTower(nn.Module):
     #: embeddings added at layer 0 (text towers), so prompts inserted before layer 0 are placed
     #: like words and get positions as words do
     deferred_position: bool = False
+    #: whether the tower's input normalisation (CLIP's ``ln_pre``) runs at the start of layer 0 over
+    #: every token then in the sequence, so prompts inserted before layer 0 are normalised with
+    #: the patches (as MaPLe's CLIP fork does)
+    deferred_input_norm: bool = False
 
     @property
     def width(self) -> int:

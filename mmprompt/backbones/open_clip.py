@@ -1,8 +1,11 @@
 """open_clip CLIP models (ViT image tower + transformer text tower) as two token-sequence towers.
 
-``vision`` calls the image tower's own ``_embeds`` (conv1 patches, class embedding, position
-embedding, patch dropout, ln_pre), ``transformer.resblocks[i]`` per layer and ``_pool`` (ln_post
-and the model's pooling) + ``proj`` -- what ``model.encode_image`` does.
+``vision`` embeds with the image tower's own modules (conv1 patches, class embedding, position
+embedding, patch dropout) and defers ``ln_pre`` to the start of layer 0, where it normalises every
+token then in the sequence: prompts inserted before layer 0 go through ``ln_pre`` with the patches,
+as in the CLIP fork of MaPLe / IVLP / VPT-in-CLIP (they concatenate their layer-0 vision prompts
+before ``ln_pre``). Then ``transformer.resblocks[i]`` per layer and ``_pool`` (ln_post and the
+model's pooling) + ``proj`` -- with no prompts, exactly what ``model.encode_image`` does.
 
 ``text`` embeds words with ``token_embedding`` and defers the position embedding to the start of
 layer 0, so prompts inserted before layer 0 sit in word-embedding space and get positions like
@@ -14,6 +17,12 @@ tokens are inserted -- then ``text_projection``: what ``model.encode_text`` does
 ``MODEL.BACKBONE.ARCH``: an open_clip model name (``open_clip.list_models()``) or a path to an
 open_clip model-config JSON. ``MODEL.BACKBONE.PRETRAINED``: ``""`` random, an open_clip tag
 (``openai``, ``laion2b_s34b_b88k`` ...), or a local checkpoint file.
+
+``MODEL.BACKBONE.ACTIVATION`` (:func:`resolve_quick_gelu`): the MLP activation must be the one the
+weights were trained with -- OpenAI's CLIPs use QuickGELU, most LAION ones GELU; the wrong one changes
+every logit without any error. A tag says which (``auto`` follows it, and a
+contradicting explicit value is refused); a checkpoint file does not, so with a file ``auto`` is
+refused unless the architecture's own config names the activation.
 """
 from __future__ import annotations
 
@@ -48,6 +57,7 @@ def _num_heads(block: nn.Module) -> int:
 
 class OpenCLIPVisionTower(TokenTower):
     name = "vision"
+    deferred_input_norm = True
 
     def __init__(self, visual: nn.Module):
         super().__init__()
@@ -67,10 +77,19 @@ class OpenCLIPVisionTower(TokenTower):
         return self._visual.proj.shape[1] if self._visual.proj is not None else self.width
 
     def embed(self, images: torch.Tensor) -> TokenSeq:
-        x = self._visual._embeds(images)
+        """``[CLS, patches]`` with positions added, before ``ln_pre`` (applied at layer 0).
+        The steps of the library's ``VisionTransformer._embeds`` up to its ``ln_pre``."""
+        visual = self._visual
+        x = visual.conv1(images)  # (B, width, grid, grid)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # (B, grid**2, width)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
         return TokenSeq.from_embeddings(x, tower=self.name, anchors={"start": 1, "end": x.shape[1], "pool": 0})
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        if i == 0:  # deferred from embed: normalises the prompts inserted before layer 0 too
+            seq = seq.with_x(self._visual.ln_pre(seq.x))
         transformer = self._visual.transformer
         block = transformer.resblocks[i]
         attn_mask = None
@@ -158,10 +177,13 @@ class OpenCLIPTextTower(TokenTower):
         return (ids == self.eos_id).int().argmax(dim=-1)
 
     def embed(self, inputs) -> TokenSeq:
-        """From token ids (B, L), an ``(ids, mask)`` pair from :meth:`tokenize`, or raw strings.
-        The mask is rebuilt from the ids, as the library finds EOT from them too."""
+        """From token ids (B, L), an ``(ids, mask)`` pair from :meth:`tokenize`, an
+        ``(ids, mask, anchors)`` triple whose dict adds (B,) anchors in token positions (the CLIP
+        classifier's ``class_end``), or raw strings. The mask is rebuilt from the ids, as the
+        library finds EOT from them too."""
         if isinstance(inputs, (str, list)):
             inputs = self.tokenize(inputs)
+        extra_anchors = inputs[2] if isinstance(inputs, tuple) and len(inputs) > 2 else {}
         ids = inputs[0] if isinstance(inputs, tuple) else inputs
         root = self._root
         ids = ids.to(root.token_embedding.weight.device)
@@ -174,8 +196,8 @@ class OpenCLIPTextTower(TokenTower):
             mask = ids != self.pad_id
         else:
             mask = torch.ones_like(ids, dtype=torch.bool)  # the library attends to padding too
-        return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": 1, "end": eot, "pool": eot},
-                                        meta={"token_ids": ids})
+        anchors = {"start": 1, "end": eot, "pool": eot, **extra_anchors}
+        return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors=anchors, meta={"token_ids": ids})
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
         if i == 0:
@@ -241,6 +263,13 @@ class OpenCLIP(TokenBackbone):
                                      "text": OpenCLIPTextTower(model, tokenizer)})
 
     @property
+    def activation(self) -> str:
+        """The MLP activation the model was built with (``quick_gelu`` or ``gelu``), read from it."""
+        block = self.model.visual.transformer.resblocks[0]
+        act = getattr(getattr(block, "mlp", None), "gelu", None)
+        return "quick_gelu" if type(act).__name__ == "QuickGELU" else "gelu"
+
+    @property
     def logit_scale(self) -> nn.Parameter:
         return self.model.logit_scale
 
@@ -296,38 +325,89 @@ def _check_vit_based(name: str, model_cfg: dict) -> None:
                           f"backbone does not wrap; pick a CLIP with its own text transformer.")
 
 
+ACTIVATIONS = ("auto", "quick_gelu", "gelu")
+
+
+def _activation_name(quick_gelu: bool) -> str:
+    return "quick_gelu" if quick_gelu else "gelu"
+
+
+def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str = "",
+                       tag_cfg: Optional[dict] = None, checkpoint_file: str = "") -> bool:
+    """Whether to build ``name`` with QuickGELU, from ``MODEL.BACKBONE.ACTIVATION``.
+
+    * a tag (``tag_cfg``): the activation the tag was trained with (open_clip's pretrained config
+      says, e.g. ``openai`` -> QuickGELU); ``auto`` follows it, a contradicting value is refused;
+    * a checkpoint file: the file cannot say, so ``auto`` needs the architecture's config to name
+      it (``quick_gelu`` in the model config, as the ``-quickgelu`` architectures do) and is refused
+      otherwise: a file saved from the ``openai`` tag needs ``quick_gelu`` to give the tag's logits;
+    * random weights: ``auto`` is the architecture's default.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"MODEL.BACKBONE.ACTIVATION '{activation}' is not one of {', '.join(ACTIVATIONS)}.")
+    explicit = None if activation == "auto" else activation == "quick_gelu"
+    if tag_cfg is not None:
+        trained = bool(tag_cfg.get("quick_gelu", False))
+        if explicit is not None and explicit != trained:
+            raise ConfigError(
+                f"open_clip '{name}' tag '{tag}' was trained with {_activation_name(trained)} but "
+                f"MODEL.BACKBONE.ACTIVATION is {activation}, which would change every logit "
+                f"without an error. Set MODEL.BACKBONE.ACTIVATION auto (or {_activation_name(trained)}).")
+        return trained
+    if explicit is not None:
+        return explicit
+    if checkpoint_file and "quick_gelu" not in model_cfg:
+        raise ConfigError(
+            f"MODEL.BACKBONE.PRETRAINED is a checkpoint file ({checkpoint_file}), which does not say which "
+            f"activation its weights were trained with, and MODEL.BACKBONE.ACTIVATION is auto. Set "
+            f"MODEL.BACKBONE.ACTIVATION quick_gelu for OpenAI's CLIP weights (e.g. a file of the 'openai' tag) "
+            f"or gelu for weights trained with GELU (e.g. most LAION tags); the wrong one changes every logit "
+            f"without an error.")
+    return bool(model_cfg.get("quick_gelu", False))
+
+
 def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
-                     cache_dir: str = "") -> OpenCLIP:
+                     cache_dir: str = "", activation: str = "auto") -> OpenCLIP:
     import open_clip
 
     name = resolve_open_clip_arch(arch)
-    _check_vit_based(name, open_clip.get_model_config(name))
+    model_cfg = open_clip.get_model_config(name)
+    _check_vit_based(name, model_cfg)
     kwargs = dict(kwargs or {})
+    clash = sorted({"quick_gelu", "force_quick_gelu"} & set(kwargs))
+    if clash:
+        raise ConfigError(f"MODEL.BACKBONE.KWARGS sets {', '.join(clash)}: choose the activation with "
+                          f"MODEL.BACKBONE.ACTIVATION (auto, quick_gelu or gelu) instead.")
     weights = str(pretrained or "").strip()
     checkpoint = None
+    tag_cfg = None
     if weights:
         if os.path.isfile(weights):
             checkpoint = weights
         else:
-            pcfg = open_clip.get_pretrained_cfg(name, weights)
-            if not pcfg:
+            tag_cfg = open_clip.get_pretrained_cfg(name, weights)
+            if not tag_cfg:
                 if os.path.sep in weights or weights.startswith("."):
                     raise ConfigError(f"MODEL.BACKBONE.PRETRAINED file not found: {weights}")
                 tags = open_clip.list_pretrained_tags_by_model(name)
                 raise ConfigError(f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor an open_clip "
                                   f"tag of {name} (tags: {', '.join(tags) or 'none'}). Use \"\" for random weights.")
-            # OpenAI's CLIPs were trained with QuickGELU: build the activation the weights expect.
-            kwargs.setdefault("force_quick_gelu", bool(pcfg.get("quick_gelu", False)))
-            source = f"{hf_endpoint()}/{pcfg['hf_hub'].rstrip('/')}" if pcfg.get("hf_hub") else pcfg.get("url", "")
-            what = f"open_clip '{name}' tag '{weights}'"
-            hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}-{weights}.bin (open_clip checkpoint file)"
-            check_download_possible(what, source, hint)
-            try:
-                checkpoint = open_clip.download_pretrained(pcfg, cache_dir=cache_dir or None)
-            except OSError as e:
-                raise offline_error(what, source, hint, cause=type(e).__name__) from None
+    quick_gelu = resolve_quick_gelu(name, model_cfg, activation, tag=weights, tag_cfg=tag_cfg,
+                                    checkpoint_file=checkpoint or "")
+    if tag_cfg is not None:
+        source = f"{hf_endpoint()}/{tag_cfg['hf_hub'].rstrip('/')}" if tag_cfg.get("hf_hub") else tag_cfg.get("url", "")
+        what = f"open_clip '{name}' tag '{weights}'"
+        hint = (f"MODEL.BACKBONE.PRETRAINED /path/to/{name}-{weights}.bin (open_clip checkpoint file) with "
+                f"MODEL.BACKBONE.ACTIVATION {_activation_name(quick_gelu)}")
+        check_download_possible(what, source, hint)
+        try:
+            checkpoint = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir or None)
+        except OSError as e:
+            raise offline_error(what, source, hint, cause=type(e).__name__) from None
     try:
-        model = open_clip.create_model(name, pretrained=checkpoint, cache_dir=cache_dir or None, **kwargs)
+        # quick_gelu as a model kwarg overrides the architecture's config in both directions
+        model = open_clip.create_model(name, pretrained=checkpoint, cache_dir=cache_dir or None,
+                                       quick_gelu=quick_gelu, **kwargs)
     except TypeError as e:
         raise ConfigError(f"open_clip '{name}' does not accept MODEL.BACKBONE.KWARGS {kwargs}: {e}") from None
     except RuntimeError as e:
@@ -340,7 +420,8 @@ def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = N
 @BACKBONES.register("open_clip")
 def build_open_clip(cfg) -> OpenCLIP:
     b = cfg.MODEL.BACKBONE
-    return create_open_clip(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR)
+    return create_open_clip(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR, b.ACTIVATION)
 
 
-__all__ = ["OpenCLIP", "OpenCLIPVisionTower", "OpenCLIPTextTower", "create_open_clip", "resolve_open_clip_arch"]
+__all__ = ["OpenCLIP", "OpenCLIPVisionTower", "OpenCLIPTextTower", "create_open_clip", "resolve_open_clip_arch",
+           "resolve_quick_gelu"]

@@ -23,6 +23,7 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "timm_vit"  # adapter in the BACKBONES registry (timm_vit, open_clip, t5, hf_encoder)
 _C.MODEL.BACKBONE.ARCH = "vit_base_patch16_224_in21k"  # architecture: timm model name, open_clip model name or config JSON path, HF config name or folder
 _C.MODEL.BACKBONE.PRETRAINED = ""  # "" = random init; a library tag (open_clip 'openai', timm 'True'), a hub id, or a local file/folder
+_C.MODEL.BACKBONE.ACTIVATION = "auto"  # open_clip MLP activation: auto (a tag's own: QuickGELU for openai; random weights: the architecture's; a checkpoint file: refused unless the architecture names it), quick_gelu (OpenAI's CLIP weights), gelu (most LAION weights); other backbones ignore it
 _C.MODEL.BACKBONE.KWARGS = CN(new_allowed=True)  # extra architecture arguments passed to the library (e.g. embed_dim, depth, img_size for tiny test models)
 _C.MODEL.BACKBONE.FREEZE = True  # freeze every backbone weight (prompt learning); False fine-tunes it
 _C.MODEL.BACKBONE.DROPOUT_OFF = False  # keep the frozen backbone's dropout off while training (SuperPos-Prompt finding)

@@ -25,22 +25,27 @@ def add_method_config(_C):
     _C.PROMPT.VPT.SOURCE = "param"  # where each layer's tokens come from
     _C.PROMPT.VPT.POSITION = "prefix"  # where they are inserted: prefix = [CLS, P, patches]
 
+    # CoOp, as KaiyangZhou/CoOp's trainers/coop.py computes it (TRAINER.COOP.* there)
     _C.PROMPT.COOP = CN()
-    _C.PROMPT.COOP.N_CTX = 16  # learned context tokens (CoOp's main setting: 16, random init)
-    _C.PROMPT.COOP.CTX_INIT = ""  # phrase to initialise the context from, e.g. "a photo of a"; words beyond N_CTX stay as fixed words after the context; "" = normal(0, 0.02)
-    _C.PROMPT.COOP.CSC = False  # class-specific context: one context per class (needs MODEL.HEAD.NUM_CLASSES > 0, set by the model builder)
-    _C.PROMPT.COOP.CLASS_TOKEN_POSITION = "end"  # class name after the context (end), between its halves (middle) or before it (front)
+    _C.PROMPT.COOP.N_CTX = 16  # learned context tokens when CTX_INIT is "" (CoOp's main setting: 16, normal(0, 0.02)); ignored with CTX_INIT, as in CoOp
+    _C.PROMPT.COOP.CTX_INIT = ""  # phrase initialising the context, e.g. "a photo of a" (CoOp's ctxv1 recipes): one learned token per word (CoOp's rule, N_CTX ignored), "_" read as space; "" = N_CTX tokens from normal(0, 0.02)
+    _C.PROMPT.COOP.CSC = False  # class-specific context, one per class (needs MODEL.HEAD.NUM_CLASSES > 0, set by the model builder); as in CoOp, a CTX_INIT context is always generic
+    _C.PROMPT.COOP.CLASS_TOKEN_POSITION = "end"  # where the class name sits relative to the context, "." always after both (CoOp): end [SOT, ctx, name, ., EOT], middle [SOT, ctx/2, name, ctx/2, ., EOT], front [SOT, name, ctx, ., EOT]
     _C.PROMPT.COOP.SOURCE = "param"  # where the context tokens come from
 
+    # MaPLe and the baselines of its repository (muzairkhattak/multimodal-prompt-learning), as its
+    # trainers compute them: maple = trainers/maple.py (TRAINER.MAPLE.*), ivlp / deep_language =
+    # trainers/independentVL.py (TRAINER.IVLP.*), deep_vision = trainers/vpt.py (TRAINER.VPT.*)
     _C.PROMPT.MAPLE = CN()
-    _C.PROMPT.MAPLE.MODE = "maple"  # maple (vision prompts coupled from text prompts), deep_vision, deep_language, ivlp (independent V-L prompts): MaPLe's ablations
-    _C.PROMPT.MAPLE.N_CTX = 2  # text context tokens per layer (and vision tokens in maple mode)
-    _C.PROMPT.MAPLE.N_CTX_VISION = 0  # vision prompt tokens for deep_vision / ivlp; 0 = N_CTX (maple mode always uses N_CTX)
-    _C.PROMPT.MAPLE.CTX_INIT = "a photo of a"  # phrase initialising the layer-0 text context; its first N_CTX tokens are learned, the rest stay as fixed words (MaPLe's code)
-    _C.PROMPT.MAPLE.PROMPT_DEPTH = 9  # layers (from 0) that get prompts in each prompted tower; deeper layers let them flow through
+    _C.PROMPT.MAPLE.MODE = "maple"  # maple (vision prompts coupled from text prompts), ivlp (independent vision and text prompts), deep_language (text only: IVLP's language_only recipe), deep_vision (vision only: the VPT trainer, VPT-deep inside CLIP)
+    _C.PROMPT.MAPLE.N_CTX = 2  # text prompt tokens per layer (MAPLE.N_CTX / IVLP.N_CTX_TEXT); in maple mode also the vision tokens
+    _C.PROMPT.MAPLE.N_CTX_VISION = 0  # vision prompt tokens per layer for ivlp / deep_vision (IVLP/VPT.N_CTX_VISION); 0 = N_CTX (maple mode always uses N_CTX). The authors' 0 = "no vision prompts" is MODE deep_language here
+    _C.PROMPT.MAPLE.CTX_INIT = "a photo of a"  # phrase initialising the layer-0 text context when N_CTX <= 4: its first N_CTX tokens are learned, the rest stay as fixed words; with N_CTX > 4 the authors' code ignores it (normal(0, 0.02), no fixed words), and so does this
+    _C.PROMPT.MAPLE.PROMPT_DEPTH = 9  # layers 0..J-1 that get text prompts (MAPLE.PROMPT_DEPTH / IVLP.PROMPT_DEPTH_TEXT); in maple mode the vision prompts too; deeper layers let them flow through
+    _C.PROMPT.MAPLE.PROMPT_DEPTH_VISION = 0  # layers that get vision prompts in ivlp / deep_vision (IVLP/VPT.PROMPT_DEPTH_VISION); 0 = PROMPT_DEPTH (maple mode always uses PROMPT_DEPTH)
     _C.PROMPT.MAPLE.SOURCE = "param"  # where the text prompts (and in deep_vision / ivlp the vision prompts) come from
-    _C.PROMPT.MAPLE.POSITION = "prefix"  # placement of the text context (prefix = after SOT, before the class name)
-    _C.PROMPT.MAPLE.VISION_POSITION = "suffix"  # placement of the vision prompts (MaPLe appends them after the patches; with no positional embedding prefix is equivalent)
+    _C.PROMPT.MAPLE.POSITION = "prefix"  # placement of the text context (prefix = after SOT, before the fixed words and the class name, as the authors)
+    _C.PROMPT.MAPLE.VISION_POSITION = "suffix"  # placement of the vision prompts (the authors append them after the patches; layer-0 ones go through ln_pre with them)
 
     _C.PROMPT.PROMPT_TUNING = CN()
     _C.PROMPT.PROMPT_TUNING.NUM_TOKENS = 20  # soft prompt length l (Lester et al.)

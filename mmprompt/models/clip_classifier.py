@@ -5,7 +5,10 @@
 The class texts are tokenized once, when the model is built:
 
 * when a prompt method edits the text tower, each class is ``MODEL.CLIP.PROMPT_TEMPLATE``
-  (``"{}."``, as CoOp tokenizes "name.") and the method inserts its learned context;
+  (``"{}."``, as CoOp tokenizes "name.") and the method inserts its learned context; the text
+  tower gets the ``class_end`` anchor (one past the class name's tokens, i.e. at the "."), which
+  CoOp's middle/front placements need. It counts the name's tokens on the name alone, as CoOp's
+  ``name_lens`` does;
 * otherwise each class is ``MODEL.CLIP.TEMPLATE`` (``"a photo of a {}."``): zero-shot CLIP.
 
 Which case applies is found by asking the prompt stack once, on the tokenized class texts,
@@ -28,6 +31,8 @@ import torch.nn.functional as F
 from ..build import build_backbone, build_prompts
 from ..errors import ConfigError
 from ..prompts.base import PromptContext
+from ..prompts.placement import CLASS_END
+from ..prompts.sources import phrase_token_ids
 from ..registry import MODELS
 from .base import PromptModel
 from .image_classifier import with_num_classes
@@ -58,7 +63,24 @@ class CLIPPromptClassifier(PromptModel):
         self.class_texts = [(prompt_template if self.text_prompted else template).format(c) for c in self.classnames]
         self.register_buffer("class_token_ids", ids, persistent=False)
         self.register_buffer("class_token_mask", mask, persistent=False)
+        self.register_buffer("class_name_end", self._class_name_end(prompt_template if self.text_prompted else template,
+                                                                    ids, mask), persistent=False)
         self._text_cache: Optional[torch.Tensor] = None
+
+    @torch.no_grad()
+    def _class_name_end(self, template: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(C,) position one past each class name in the tokenized class texts: the content start
+        plus the tokens of the template's text before "{}" and of the name (each counted alone)."""
+        text = self.backbone.tower("text")
+        anchors = text.embed((ids, mask)).anchors
+        before = len(phrase_token_ids(text, template.split("{}")[0]))
+        lengths = torch.as_tensor([before + len(phrase_token_ids(text, c)) for c in self.classnames],
+                                  dtype=torch.long, device=anchors["start"].device)
+        return torch.minimum(anchors["start"] + lengths, anchors["end"])  # a truncated text ends at EOT
+
+    def class_text_inputs(self):
+        """What the text tower embeds: the class token ids, their mask and the ``class_end`` anchor."""
+        return self.class_token_ids, self.class_token_mask, {CLASS_END: self.class_name_end}
 
     @torch.no_grad()
     def _prompts_edit_text(self, ids: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -80,8 +102,7 @@ class CLIPPromptClassifier(PromptModel):
         if self._text_cache is not None:
             return self._text_cache
         text = self.backbone.tower("text")
-        features = text.run((self.class_token_ids, self.class_token_mask), self.prompts,
-                            ctx if ctx is not None else self.new_context())
+        features = text.run(self.class_text_inputs(), self.prompts, ctx if ctx is not None else self.new_context())
         if self._text_cacheable():
             self._text_cache = features.detach()
         return features

@@ -2,11 +2,23 @@
 
 The text tower's batch is the list of class prompts, so a unified context is one ``(1, l, D)``
 tensor shared by the classes and a class-specific context (CSC) is ``(C, l, D)``, one row per
-class. The class token position maps to a placement: ``end`` = ``[SOT, ctx, class, EOT]``
-(prefix), ``middle`` = ``[SOT, ctx[:l//2], class, ctx[l//2:], EOT]``, ``front`` =
-``[SOT, class, ctx, EOT]`` (suffix: after the class text, before EOT; the class text is
-``MODEL.CLIP.PROMPT_TEMPLATE`` = "name.", so the context follows the full stop, where CoOp puts it
-between the name and the full stop).
+class. The class prompt is ``MODEL.CLIP.PROMPT_TEMPLATE`` = "name.", and the class token position
+places the context around the class *name*, keeping the full stop after it, as CoOp's
+``PromptLearner`` builds its prompts (``trainers/coop.py``):
+
+* ``end``    = ``[SOT, ctx, name, ., EOT]``
+* ``middle`` = ``[SOT, ctx[:l//2], name, ctx[l//2:], ., EOT]``
+* ``front``  = ``[SOT, name, ctx, ., EOT]``
+
+The name's end is the ``class_end`` anchor the CLIP classifier sets (see
+:mod:`mmprompt.prompts.placement`).
+
+Context rules (CoOp's code): with ``CTX_INIT`` the context has one token per word of the phrase
+(``N_CTX`` is ignored, so the ``ctxv1`` recipes that keep ``N_CTX 16`` learn 4 tokens from
+"a photo of a"), initialised from the phrase's token embeddings, and it is generic even when
+``CSC`` is set; without it, ``N_CTX`` tokens from normal(0, 0.02), class-specific with ``CSC``.
+Underscores in the phrase are spaces. CoOp keeps its CLIP in fp16 unless ``PREC`` is fp32; the
+context here is computed in the backbone's dtype, which matches CoOp's fp32 computation.
 """
 from __future__ import annotations
 
@@ -22,7 +34,7 @@ from .base import PromptModule
 from .placement import build_placement
 from .sources import build_source, phrase_token_ids
 
-CLASS_TOKEN_PLACEMENTS = {"end": "prefix", "middle": "middle", "front": "suffix"}
+CLASS_TOKEN_PLACEMENTS = {"end": "prefix", "middle": "class_middle", "front": "after_class"}
 
 
 def require_text_tower(backbone, method: str):
@@ -36,8 +48,9 @@ def require_text_tower(backbone, method: str):
 
 def split_context_phrase(tower, phrase: str, n_ctx: int, key: str) -> Tuple[str, List[int]]:
     """Split an init phrase into the words whose tokens initialise ``n_ctx`` learned tokens and the
-    token ids of the words after them, which stay as fixed words after the context (MaPLe's code
-    learns the first ``n_ctx`` tokens of "a photo of a" and keeps "of a" as text)."""
+    token ids of the tokens after them, which stay as fixed words after the context (the authors'
+    code learns the first ``n_ctx`` tokens of the phrase and keeps the rest as text: MaPLe's "a photo"
+    learned, "of a" kept)."""
     ids = phrase_token_ids(tower, phrase)
     if n_ctx > len(ids):
         raise ConfigError(f"{key} '{phrase}' has {len(ids)} tokens but {n_ctx} context tokens are learned; "
@@ -49,6 +62,12 @@ def split_context_phrase(tower, phrase: str, n_ctx: int, key: str) -> Tuple[str,
             return head, ids[n_ctx:]
     raise ConfigError(f"The first {n_ctx} tokens of {key} '{phrase}' split a word; choose a number of "
                       f"context tokens that ends on a word boundary.")
+
+
+def coop_context_length(phrase: str, n_ctx: int) -> int:
+    """CoOp's number of context tokens: the phrase's word count (split on single spaces, as its
+    code does) when there is an init phrase, else ``N_CTX``."""
+    return len(phrase.split(" ")) if phrase else n_ctx
 
 
 class FixedWords(nn.Module):
@@ -78,10 +97,13 @@ class CoOp(PromptModule):
         if c.CLASS_TOKEN_POSITION not in CLASS_TOKEN_PLACEMENTS:
             raise ConfigError(f"PROMPT.COOP.CLASS_TOKEN_POSITION '{c.CLASS_TOKEN_POSITION}' is not one of "
                               f"{', '.join(CLASS_TOKEN_PLACEMENTS)}.")
-        self.n_ctx = c.N_CTX
-        self.csc = c.CSC
-        self.num_classes = cfg.MODEL.HEAD.NUM_CLASSES if c.CSC else 1
-        if c.CSC and self.num_classes <= 0:
+        self.init_phrase = c.CTX_INIT.replace("_", " ")
+        self.n_ctx = coop_context_length(self.init_phrase, c.N_CTX)
+        if self.n_ctx < 1:
+            raise ConfigError(f"PROMPT.COOP.N_CTX = {c.N_CTX}: CoOp learns at least one context token.")
+        self.csc = c.CSC and not self.init_phrase  # CoOp's phrase-initialised context is always generic
+        self.num_classes = cfg.MODEL.HEAD.NUM_CLASSES if self.csc else 1
+        if self.csc and self.num_classes <= 0:
             raise ConfigError("PROMPT.COOP.CSC needs the number of classes: set MODEL.HEAD.NUM_CLASSES "
                               "(the CLIP model builder sets it from the class names).")
         self.owner_id = new_owner_id()
@@ -93,12 +115,18 @@ class CoOp(PromptModule):
         c = self.cfg.PROMPT.COOP
         tower = require_text_tower(backbone, "coop")
         init, init_text, rest = "normal", "", []
-        if c.CTX_INIT:
+        if self.init_phrase:
             init = "text"
-            init_text, rest = split_context_phrase(tower, c.CTX_INIT, self.n_ctx, "PROMPT.COOP.CTX_INIT")
+            init_text, rest = split_context_phrase(tower, self.init_phrase, self.n_ctx, "PROMPT.COOP.CTX_INIT")
+        if rest and c.CLASS_TOKEN_POSITION != "end":
+            raise ConfigError(
+                f"PROMPT.COOP.CTX_INIT '{c.CTX_INIT}' has more tokens than words, so some of its tokens stay as "
+                f"fixed words after the context; CoOp's code then cuts the class name wrongly for "
+                f"CLASS_TOKEN_POSITION {c.CLASS_TOKEN_POSITION}. Use a phrase of one token per word or "
+                f"CLASS_TOKEN_POSITION end.")
         # CSC: one source of C*l tokens, viewed as (C, l, D), so any source can be class-specific
         self.source = build_source(c.SOURCE, self.cfg, length=self.n_ctx * self.num_classes, width=tower.width,
-                                   tower=tower, init=init, init_text=" ".join([init_text] * self.num_classes))
+                                   tower=tower, init=init, init_text=init_text)
         self.placement = build_placement(CLASS_TOKEN_PLACEMENTS[c.CLASS_TOKEN_POSITION], self.cfg,
                                          length=self.n_ctx, width=tower.width)
         self.fixed_words = FixedWords(tower, rest) if rest else None

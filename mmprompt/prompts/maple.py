@@ -1,19 +1,35 @@
-"""MaPLe (Khattak et al. 2023) and the ablations its model zoo reports.
+"""MaPLe (Khattak et al. 2023) and the baselines its repository ships beside it (IVLP, VPT in CLIP).
 
-Modes (``PROMPT.MAPLE.MODE``):
+Modes (``PROMPT.MAPLE.MODE``), each the model of one trainer of muzairkhattak/multimodal-prompt-learning:
 
-* ``maple``: text context of ``N_CTX`` tokens before text layer 0 and own deep text prompts before
-  text layers 1..J-1 (J = ``PROMPT_DEPTH``); the vision prompts of layer j are produced from the
-  text prompts of layer j by a coupling function ``Linear(text width -> vision width)``, one per
-  layer. Deep prompts replace the previous layer's prompt outputs.
-* ``deep_vision``: deep vision prompts only (VPT-deep inside CLIP's image tower).
-* ``deep_language``: deep text prompts only.
-* ``ivlp``: independent deep vision and deep text prompts, no coupling.
+* ``maple`` (``trainers/maple.py``): text context of ``N_CTX`` tokens before text layer 0 and own
+  deep text prompts before text layers 1..J-1 (J = ``PROMPT_DEPTH``); the vision prompts of layer j
+  are produced from the text prompts of layer j by a coupling ``Linear(text width -> vision width)``,
+  one per layer. The layer-0 coupling is a Linear of its own; the deeper ones start as copies of
+  one Linear (the authors clone a single layer), so they are equal at init.
+* ``ivlp`` (``trainers/independentVL.py``, "2+2ctx"): independent deep vision and deep text
+  prompts, no coupling; vision and text may differ in length (``N_CTX_VISION``) and depth
+  (``PROMPT_DEPTH_VISION``), as IVLP's N_CTX_VISION / N_CTX_TEXT and PROMPT_DEPTH_VISION / _TEXT.
+* ``deep_language`` (IVLP's "language_only" recipe): deep text prompts only.
+* ``deep_vision`` (``trainers/vpt.py``, VPT-deep inside CLIP): deep vision prompts only; the class
+  texts stay the hand-written ``MODEL.CLIP.TEMPLATE`` "a photo of a {}." (the VPT trainer's).
 
-Known difference from MaPLe's code: there the layer-0 vision prompts are concatenated before
-CLIP's ``ln_pre``; here every prompt enters after the tower's ``embed`` (which ends with
-``ln_pre`` in the open_clip adapter), as VPT prompts do, so layer-0 vision prompts are not
-normalised by ``ln_pre``. Deep prompts (layers >= 1) are placed as in MaPLe.
+Placement, as the authors' CLIP fork: text prompts right after SOT (``[SOT, ctx, fixed words,
+name, ., EOT]``); vision prompts after the patches, the layer-0 ones concatenated *before*
+``ln_pre`` (the open_clip tower defers ``ln_pre`` to layer 0, see ``backbones/base.py``), deeper
+ones replacing the previous layer's prompt outputs.
+
+Context init (their ``if ctx_init and n_ctx <= 4``): with ``CTX_INIT`` and ``N_CTX <= 4`` the
+text context starts from the first ``N_CTX`` tokens of the phrase and the phrase's other tokens
+stay as fixed words after it ("a photo" learned, "of a" kept); with ``N_CTX > 4`` the authors'
+code ignores ``CTX_INIT``: normal(0, 0.02) and no fixed words. Deep text prompts and all vision
+prompts start from normal(0, 0.02).
+
+Precision: the authors' code casts prompts and the layer-0 coupling to fp16 (``.half()``) even
+when the rest runs at fp32 (with ``PREC fp32`` their MaPLe does not even run: an fp16 Linear gets
+fp32 input). That is an artifact of their fp16 CLIP; here everything runs in the backbone's dtype,
+which equals their computation with those casts removed (what ``benchmarks/official/clip_family.py``
+compares against).
 
 Widths come from the towers. The coupled vision tokens are computed once per forward pass and
 shared through ``ctx.cache``, whichever tower runs first. Parameters on ViT-B/16 CLIP with
@@ -21,6 +37,7 @@ N_CTX 2 and depth 9: 2x512 + 8x2x512 text tokens + 9 x (512x768 + 768) couplings
 """
 from __future__ import annotations
 
+import copy
 from typing import List
 
 from torch import nn
@@ -35,6 +52,8 @@ from .placement import build_placement
 from .sources import build_source
 
 MODES = ("maple", "deep_vision", "deep_language", "ivlp")
+#: the authors' trainers initialise the text context from CTX_INIT only up to this many tokens
+MAX_PHRASE_INIT_CTX = 4
 
 
 class MaPLe(PromptModule):
@@ -46,12 +65,18 @@ class MaPLe(PromptModule):
         self.cfg = cfg
         self.mode = c.MODE
         self.n_ctx = c.N_CTX
-        self.n_ctx_vision = c.N_CTX if c.MODE == "maple" or c.N_CTX_VISION <= 0 else c.N_CTX_VISION
+        coupled = c.MODE == "maple"
+        self.n_ctx_vision = c.N_CTX if coupled or c.N_CTX_VISION <= 0 else c.N_CTX_VISION
         self.text_prompts = c.MODE in ("maple", "deep_language", "ivlp")
         self.vision_prompts = c.MODE in ("maple", "deep_vision", "ivlp")
+        for key, value, used in (("N_CTX", self.n_ctx, self.text_prompts),
+                                 ("N_CTX_VISION", self.n_ctx_vision, self.vision_prompts)):
+            if used and value < 1:
+                raise ConfigError(f"PROMPT.MAPLE.{key} = {value}: mode {c.MODE} needs at least one prompt token.")
         self.text_owner = new_owner_id()
         self.vision_owner = new_owner_id()
-        self.depth = 0
+        self.text_depth = 0
+        self.vision_depth = 0
         self.text_sources = nn.ModuleList()
         self.vision_sources = nn.ModuleList()
         self.couplings = nn.ModuleList()
@@ -59,37 +84,55 @@ class MaPLe(PromptModule):
         self.vision_placement = None
         self.fixed_words = None
 
+    def _depth(self, key: str, depth: int, towers) -> int:
+        max_depth = min(t.num_layers for t in towers)
+        if not 1 <= depth <= max_depth:
+            raise ConfigError(f"PROMPT.MAPLE.{key} = {depth}; it must be between 1 and {max_depth} "
+                              f"(the layers of the prompted towers).")
+        return depth
+
     def setup(self, backbone):
         c = self.cfg.PROMPT.MAPLE
-        text = require_text_tower(backbone, f"maple (mode {self.mode})") if self.text_prompts or self.mode == "maple" else None
-        vision = method_tower(backbone, "vision", f"maple (mode {self.mode})") if self.vision_prompts else None
-        towers = [t for t in (text, vision) if t is not None]
-        max_depth = min(t.num_layers for t in towers)
-        if not 1 <= c.PROMPT_DEPTH <= max_depth:
-            raise ConfigError(f"PROMPT.MAPLE.PROMPT_DEPTH = {c.PROMPT_DEPTH}; it must be between 1 and "
-                              f"{max_depth} (the layers of the prompted towers).")
-        self.depth = c.PROMPT_DEPTH
+        what = f"maple (mode {self.mode})"
+        text = require_text_tower(backbone, what) if self.text_prompts else None
+        vision = method_tower(backbone, "vision", what) if self.vision_prompts else None
+        if self.mode == "maple":  # one depth: layer j's vision prompts come from layer j's text prompts
+            self.text_depth = self.vision_depth = self._depth("PROMPT_DEPTH", c.PROMPT_DEPTH, [text, vision])
+        else:
+            if text is not None:
+                self.text_depth = self._depth("PROMPT_DEPTH", c.PROMPT_DEPTH, [text])
+            if vision is not None:
+                key = "PROMPT_DEPTH_VISION" if c.PROMPT_DEPTH_VISION > 0 else "PROMPT_DEPTH"
+                self.vision_depth = self._depth(key, c.PROMPT_DEPTH_VISION or c.PROMPT_DEPTH, [vision])
         if self.text_prompts:
             init_text, rest = "", []
-            if c.CTX_INIT:
-                init_text, rest = split_context_phrase(text, c.CTX_INIT, self.n_ctx, "PROMPT.MAPLE.CTX_INIT")
+            phrase = c.CTX_INIT.replace("_", " ")
+            if phrase and self.n_ctx <= MAX_PHRASE_INIT_CTX:
+                init_text, rest = split_context_phrase(text, phrase, self.n_ctx, "PROMPT.MAPLE.CTX_INIT")
             # layer 0 starts from the phrase, deeper text prompts from normal(0, 0.02) as in MaPLe
             self.text_sources = nn.ModuleList([
                 build_source(c.SOURCE, self.cfg, length=self.n_ctx, width=text.width, tower=text,
                              init="text" if (i == 0 and init_text) else "normal", init_text=init_text if i == 0 else "")
-                for i in range(self.depth)])
+                for i in range(self.text_depth)])
             self.text_placement = build_placement(c.POSITION, self.cfg, length=self.n_ctx, width=text.width)
             self.fixed_words = FixedWords(text, rest) if rest else None
         if self.vision_prompts:
             if self.mode == "maple":
-                self.couplings = nn.ModuleList([nn.Linear(text.width, vision.width) for _ in range(self.depth)])
+                deep = nn.Linear(text.width, vision.width)
+                self.couplings = nn.ModuleList([nn.Linear(text.width, vision.width)] +
+                                               [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)])
             else:
                 self.vision_sources = nn.ModuleList([
                     build_source(c.SOURCE, self.cfg, length=self.n_ctx_vision, width=vision.width, tower=vision,
                                  init="normal", patch_size=getattr(vision, "patch_size", None))
-                    for _ in range(self.depth)])
+                    for _ in range(self.vision_depth)])
             self.vision_placement = build_placement(c.VISION_POSITION, self.cfg, length=self.n_ctx_vision,
                                                     width=vision.width)
+
+    @property
+    def depth(self) -> int:
+        """The deepest prompted layer + 1, over both towers."""
+        return max(self.text_depth, self.vision_depth)
 
     def _tokens(self, ctx, tower: str) -> List:
         """Every prompted layer's tokens for ``tower``, computed once per forward pass."""
@@ -104,13 +147,11 @@ class MaPLe(PromptModule):
         return ctx.cache[key]
 
     def before_layer(self, tower, i, seq, ctx):
-        if i >= self.depth:
-            return seq
-        if tower == "text" and self.text_prompts:
+        if tower == "text" and self.text_prompts and i < self.text_depth:
             seq = self.text_placement.place(seq, self._tokens(ctx, "text")[i], self.text_owner, ctx)
             if i == 0 and self.fixed_words is not None:
                 seq = self.fixed_words.place_after_context(seq)
-        elif tower == "vision" and self.vision_prompts:
+        elif tower == "vision" and self.vision_prompts and i < self.vision_depth:
             seq = self.vision_placement.place(seq, self._tokens(ctx, "vision")[i], self.vision_owner, ctx)
         return seq
 
