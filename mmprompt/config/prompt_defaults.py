@@ -32,6 +32,11 @@ def add_method_config(_C):
     _C.PROMPT.COOP.CLASS_TOKEN_POSITION = "end"  # class name after the context (end), between its halves (middle) or before it (front)
     _C.PROMPT.COOP.SOURCE = "param"  # where the context tokens come from
 
+    _C.PROMPT.COCOOP = CN()  # CoCoOp: CoOp's context plus a per-image shift from a meta-net of the image embedding
+    _C.PROMPT.COCOOP.N_CTX = 4  # learned context tokens without CTX_INIT; with CTX_INIT the phrase's word count is used instead (the authors' rule)
+    _C.PROMPT.COCOOP.CTX_INIT = "a photo of a"  # phrase whose first tokens (one per word) initialise the context; "" = normal(0, 0.02). Default: the authors' released recipe (vit_b16_c4_ep10_batch1_ctxv1)
+    _C.PROMPT.COCOOP.META_NET_RATIO = 16  # meta-net hidden width = image embedding width // this (CoCoOp: vis_dim // 16)
+
     _C.PROMPT.MAPLE = CN()
     _C.PROMPT.MAPLE.MODE = "maple"  # maple (vision prompts coupled from text prompts), deep_vision, deep_language, ivlp (independent V-L prompts): MaPLe's ablations
     _C.PROMPT.MAPLE.N_CTX = 2  # text context tokens per layer (and vision tokens in maple mode)
