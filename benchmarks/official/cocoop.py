@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import types
+import warnings
 from typing import Dict, List
 
 import torch
@@ -269,3 +270,63 @@ def zsclip_vs_coop_repo(args) -> List[Result]:
 def zsclip_vs_maple_repo(args) -> List[Result]:
     path = require_checkout(args.maple_repo, "--maple-repo", ["trainers/zsclip.py", "trainers/maple.py", "clip/model.py"])
     return compare_zero_shot(args, "multimodal-prompt-learning", path, maple_fork=True)
+
+
+# ---------------------------------------------------------------------- linear-probe CLIP
+def lpclip_features(seed: int, classes: int = 30, dim: int = 16, counts=(20, 8, 10)):
+    """Overlapping Gaussian classes, so that C matters (with 5 well-separated classes every round
+    ties and keeps the same C): {split: (features, labels)}."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    means = rng.randn(classes, dim)
+    out = {}
+    for split, n in zip(("train", "val", "test"), counts):
+        labels = np.repeat(np.arange(classes), n)
+        out[split] = ((means[labels] + 1.5 * rng.randn(len(labels), dim)).astype(np.float32), labels)
+    return out
+
+
+@recipe("lpclip C search", "coop_repo")
+def lpclip_vs_coop_repo(args) -> List[Result]:
+    """Their linear_probe.py run as a script on features in their format, ours on the same files."""
+    import re
+    import subprocess
+
+    import numpy as np
+
+    from mmprompt.evaluation.linear_probe import accuracy, lpclip_split, search_c
+
+    path = require_checkout(args.coop_repo, "--coop-repo", ["lpclip/linear_probe.py"])
+    steps, runs, shots_list = 8, 2, (1, 2, 4, 8, 16)
+    features = lpclip_features(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "clip_feat", "Synthetic")
+        os.makedirs(folder)
+        for split, (x, y) in features.items():
+            np.savez(os.path.join(folder, split), feature_list=x, label_list=y)
+        proc = subprocess.run([sys.executable, os.path.join(path, "lpclip", "linear_probe.py"), "--dataset", "Synthetic",
+                               "--feature_dir", "clip_feat", "--num_step", str(steps), "--num_run", str(runs)],
+                              cwd=tmp, capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            raise RuntimeError(f"their linear_probe.py failed:\n{proc.stderr[-2000:]}")
+        with open(os.path.join(tmp, "report", f"clip_feat_s{steps}r{runs}_details.txt")) as f:
+            theirs = [(float(c), float(acc)) for c, acc in
+                      re.findall(r"weight ([0-9.e+-]+), test_acc ([0-9.]+)", f.read())]
+    ours = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs stops at max_iter for the large C values, theirs too
+        for shots in shots_list:
+            for seed in range(1, runs + 1):
+                (tx, ty), (vx, vy) = lpclip_split(features["train"], features["val"], shots, seed)
+                search = search_c(tx, ty, vx, vy, steps=steps)
+                for r, clf in zip(search.rounds, search.classifiers):
+                    ours.append((float(r.chosen), 100 * accuracy(clf, *features["test"])))
+    # their report prints accuracies with 2 decimals and C in full
+    ours_acc = torch.tensor([round(a, 2) for _, a in ours])
+    theirs_acc = torch.tensor([a for _, a in theirs])
+    chosen = {"chosen C per round": rel_diff(torch.tensor([c for c, _ in ours]), torch.tensor([c for c, _ in theirs]))}
+    return [Result(recipe="tools/lpclip.py --sampling lpclip (C search)",
+                   compared_with="CoOp lpclip/linear_probe.py (subprocess, their report file)",
+                   logits_rel=rel_diff(ours_acc, theirs_acc), grads_rel=chosen,
+                   note=f"{len(theirs)} rounds ({len(shots_list)} shot counts x {runs} seeds x {steps}); "
+                        "'logits' = test accuracy of each round's classifier, 'grads' = the C each round keeps")]
