@@ -53,8 +53,8 @@ def _format(template: str, key: str, classname: str) -> str:
 
 
 class CLIPPromptClassifier(PromptModel):
-    """``templates``: the zero-shot class-prompt templates averaged over (default ``[template]``);
-    used only when no prompt method edits the text tower."""
+    """``templates``: the zero-shot class-prompt templates averaged over (None: ``[template]``);
+    only for a CLIP whose text tower no prompt method edits."""
 
     def __init__(self, backbone, prompts, classnames: Sequence[str], template: str = "a photo of a {}.",
                  prompt_template: str = "{}.", templates: Optional[Sequence[str]] = None,
@@ -75,15 +75,15 @@ class CLIPPromptClassifier(PromptModel):
         text = self.backbone.tower("text")
         ids, mask = text.tokenize([_format(prompt_template, "MODEL.CLIP.PROMPT_TEMPLATE", c) for c in self.classnames])
         self.text_prompted = self._prompts_edit_text(ids, mask)
-        templates = list(templates) if templates else [template]
         if self.text_prompted:
-            if templates != [template]:
+            if templates is not None:
                 raise ConfigError("MODEL.CLIP.ZERO_SHOT_TEMPLATES chooses the class prompts of a CLIP whose text "
                                   "tower no prompt method edits; here a method learns text context (class prompts "
                                   "are MODEL.CLIP.PROMPT_TEMPLATE). Set MODEL.CLIP.ZERO_SHOT_TEMPLATES \"\".")
             self.class_texts = [prompt_template.format(c) for c in self.classnames]
             self.num_templates = 1
         else:
+            templates = list(templates) if templates else [template]
             # template-major: the C class texts of template 0, then those of template 1 ...
             self.class_texts = [_format(t, "MODEL.CLIP.TEMPLATE", c) for t in templates for c in self.classnames]
             self.num_templates = len(templates)
@@ -188,7 +188,7 @@ def build_clip_prompt_classifier(cfg, classnames=None) -> CLIPPromptClassifier:
     backbone = build_backbone(cfg)
     prompts = build_prompts(cfg, backbone)
     clip = cfg.MODEL.CLIP
-    templates = zero_shot_templates(clip.ZERO_SHOT_TEMPLATES, cfg.DATASET.NAME, clip.TEMPLATE)
+    templates = zero_shot_templates(clip.ZERO_SHOT_TEMPLATES, cfg.DATASET.NAME) if clip.ZERO_SHOT_TEMPLATES else None
     return CLIPPromptClassifier(backbone, prompts, classnames, template=clip.TEMPLATE,
                                 prompt_template=clip.PROMPT_TEMPLATE, templates=templates,
                                 max_text_prompts_per_pass=clip.MAX_TEXT_PROMPTS_PER_PASS)

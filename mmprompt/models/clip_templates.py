@@ -166,13 +166,9 @@ def dassl_dataset_name(dataset: str) -> str:
                       f"prompt as MODEL.CLIP.TEMPLATE.")
 
 
-def zero_shot_templates(template_set: str, dataset: str, template: str = "a photo of a {}.") -> List[str]:
-    """The class-prompt templates a zero-shot CLIP averages over (one template: no averaging).
-
-    ``template_set`` is a MODEL.CLIP.ZERO_SHOT_TEMPLATES value; ``""`` gives ``[template]``.
-    """
-    if not template_set:
-        return [template]
+def zero_shot_templates(template_set: str, dataset: str) -> List[str]:
+    """The class-prompt templates a zero-shot CLIP averages over (one template: no averaging);
+    ``template_set`` is one of :data:`TEMPLATE_SETS` (MODEL.CLIP.ZERO_SHOT_TEMPLATES)."""
     if template_set not in TEMPLATE_SETS:
         raise ConfigError(f"Unknown MODEL.CLIP.ZERO_SHOT_TEMPLATES '{template_set}': use \"\" (MODEL.CLIP.TEMPLATE), "
                           f"{', '.join(TEMPLATE_SETS)}.")
