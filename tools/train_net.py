@@ -82,10 +82,20 @@ def setup_cfg(args):
     return cfg
 
 
+def nothing_to_train(cfg) -> bool:
+    """Zero-shot CLIP: the CLIP classifier has no head, so with no prompt method and a frozen
+    backbone there are no weights to train or load."""
+    return cfg.MODEL.NAME == "clip_prompt_classifier" and not cfg.PROMPT.METHODS and cfg.MODEL.BACKBONE.FREEZE
+
+
 def check_args(args, cfg) -> None:
     if args.load_epoch is not None and not args.model_dir:
         raise ConfigError("--load-epoch needs --model-dir (the run whose epoch to load).")
-    if args.eval_only and not (args.model_dir or cfg.MODEL.INIT_WEIGHTS):
+    if nothing_to_train(cfg):
+        if not args.eval_only:
+            raise ConfigError("A frozen CLIP with no prompt method (zero-shot CLIP) has nothing to train: "
+                              "evaluate it with --eval-only (no --model-dir needed).")
+    elif args.eval_only and not (args.model_dir or cfg.MODEL.INIT_WEIGHTS):
         raise ConfigError("--eval-only needs weights to evaluate: --model-dir OUTPUT_DIR_OF_A_RUN "
                           "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS.")
     if args.resume and (args.overwrite or args.eval_only):
@@ -177,7 +187,8 @@ def run(args, cfg) -> int:
             trainer.load_weights(cfg.MODEL.INIT_WEIGHTS)
         if args.eval_only:
             weights = trainer.load_weights(args.model_dir, args.load_epoch) if args.model_dir else cfg.MODEL.INIT_WEIGHTS
-            results = trainer.test({"eval_only": True, "weights": os.path.abspath(weights)})
+            # zero-shot CLIP evaluates with no weights of its own
+            results = trainer.test({"eval_only": True, "weights": os.path.abspath(weights) if weights else None})
         else:
             results = trainer.train(resume=args.resume)
         if trainer.is_main:

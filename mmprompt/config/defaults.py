@@ -44,6 +44,8 @@ _C.MODEL.TEXT.HEAD_INIT_STD = 0.0  # text_classifier: > 0 starts the linear head
 _C.MODEL.CLIP = CN()
 _C.MODEL.CLIP.TEMPLATE = "a photo of a {}."  # class prompt when no prompt method edits the text tower (zero-shot CLIP); {} = class name
 _C.MODEL.CLIP.PROMPT_TEMPLATE = "{}."  # class prompt when a prompt method edits the text tower (CoOp: learned context + "name.")
+_C.MODEL.CLIP.ZERO_SHOT_TEMPLATES = ""  # class prompts of a CLIP no method prompts in the text tower: "" = TEMPLATE; coop = CoOp's ZeroshotCLIP template of DATASET.NAME; coop_ensemble = ZeroshotCLIP2 (7 ImageNet templates + the dataset's own, features normalised and averaged); coop_ensemble_80 = the same with the 80 ImageNet templates
+_C.MODEL.CLIP.MAX_TEXT_PROMPTS_PER_PASS = 1024  # image-conditioned text prompts (CoCoOp: images x classes prompts): most prompts one text-tower pass holds, whole images per pass (at least one); 0 = all in one pass
 
 add_prompt_config(_C)
 add_data_config(_C)

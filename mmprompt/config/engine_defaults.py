@@ -26,7 +26,7 @@ def add_engine_config(_C):
     _C.OPTIM.WARMUP_MIN_LR = 1e-5  # starting lr of a linear warm-up
 
     _C.TRAIN = CN()
-    _C.TRAIN.PRECISION = "auto"  # fp32, fp16, bf16 (autocast), or auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU
+    _C.TRAIN.PRECISION = "auto"  # Dassl's PREC: fp32; amp (fp16 autocast + GradScaler); fp16 (frozen backbone weights in half precision as CoOp's CLIP loading gives, prompts kept in fp32, fp16 autocast + GradScaler); fp16 and amp need a CUDA GPU. Also bf16 (autocast) and auto: bf16 on GPUs that support it, else amp on GPU, fp32 on CPU
     _C.TRAIN.GRAD_ACCUM_STEPS = 1  # batches whose gradients are summed before one optimizer step
     _C.TRAIN.GRAD_CLIP_NORM = 0.0  # clip the global gradient norm to this value; 0 disables clipping
     _C.TRAIN.CHECKPOINT_PERIOD = 0  # also save a resumable checkpoint every this many optimizer steps inside an epoch; 0 = only at epoch ends

@@ -33,6 +33,11 @@ def add_method_config(_C):
     _C.PROMPT.COOP.CLASS_TOKEN_POSITION = "end"  # where the class name sits relative to the context, "." always after both (CoOp): end [SOT, ctx, name, ., EOT], middle [SOT, ctx/2, name, ctx/2, ., EOT], front [SOT, name, ctx, ., EOT]
     _C.PROMPT.COOP.SOURCE = "param"  # where the context tokens come from
 
+    _C.PROMPT.COCOOP = CN()  # CoCoOp: CoOp's context plus a per-image shift from a meta-net of the image embedding
+    _C.PROMPT.COCOOP.N_CTX = 4  # learned context tokens without CTX_INIT; with CTX_INIT the phrase's word count is used instead (the authors' rule)
+    _C.PROMPT.COCOOP.CTX_INIT = "a photo of a"  # phrase whose first tokens (one per word) initialise the context; "" = normal(0, 0.02). Default: the authors' released recipe (vit_b16_c4_ep10_batch1_ctxv1)
+    _C.PROMPT.COCOOP.META_NET_RATIO = 16  # meta-net hidden width = image embedding width // this (CoCoOp: vis_dim // 16)
+
     # MaPLe and the baselines of its repository (muzairkhattak/multimodal-prompt-learning), as its
     # trainers compute them: maple = trainers/maple.py (TRAINER.MAPLE.*), ivlp / deep_language =
     # trainers/independentVL.py (TRAINER.IVLP.*), deep_vision = trainers/vpt.py (TRAINER.VPT.*)

@@ -122,8 +122,10 @@ def _train(cfg, problems: List[str]) -> None:
     t = cfg.TRAIN
     from ..engine.trainer import resolve_precision
     import torch
+    # the device the trainer will pick (mmprompt.engine.distributed.init_distributed)
+    device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
     try:
-        resolve_precision(t.PRECISION, torch.device("cpu"))
+        resolve_precision(t.PRECISION, device, cfg.MODEL.BACKBONE.FREEZE)
     except ConfigError as e:
         problems.append(str(e))
     _one_of(problems, "TRAIN.DIST_BACKEND", t.DIST_BACKEND, DIST_BACKENDS)

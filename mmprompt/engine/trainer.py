@@ -18,6 +18,7 @@ import math
 import os
 import random
 import warnings
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -47,20 +48,53 @@ def to_device(batch: Dict, device: torch.device) -> Dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype, or None for fp32."""
-    precision = precision.lower()
-    if precision == "auto":
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: ``autocast`` dtype (None = fp32), ``backbone_dtype`` the frozen backbone's
+    weights are cast to (None = kept in fp32), and whether a GradScaler scales the loss."""
+
+    name: str
+    autocast: Optional[torch.dtype] = None
+    backbone_dtype: Optional[torch.dtype] = None
+    grad_scaler: bool = False
+
+
+def resolve_precision(precision: str, device: torch.device, backbone_frozen: bool = True) -> Precision:
+    """TRAIN.PRECISION for this device, checked before anything is built.
+
+    Dassl's ``PREC`` values: ``fp32``; ``amp`` = fp16 autocast + GradScaler; ``fp16`` = the frozen
+    backbone's weights in half precision (as CoOp's CLIP loading gives) with the prompts kept and
+    trained in fp32, under fp16 autocast (so fp32 prompt tokens meet fp16 weights) + GradScaler.
+    Besides them ``bf16`` (autocast) and ``auto`` (bf16 autocast on GPUs that support it, else
+    amp on GPU, fp32 on CPU).
+    """
+    name = precision.lower()
+    if name == "auto":
         if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision in ("fp32", "float32"):
-        return None
-    if precision in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if precision in ("fp16", "float16", "amp"):
-        return torch.float16
-    raise ConfigError(f"Unknown TRAIN.PRECISION '{precision}': use auto, fp32, fp16 or bf16.")
+            return Precision("fp32")
+        name = "bf16" if torch.cuda.is_bf16_supported() else "amp"
+    if name in ("fp32", "float32"):
+        return Precision("fp32")
+    if name in ("bf16", "bfloat16"):
+        return Precision("bf16", autocast=torch.bfloat16)
+    if name in ("fp16", "float16", "amp"):
+        if device.type != "cuda":
+            raise ConfigError(f"TRAIN.PRECISION {precision} computes in float16, which needs a CUDA GPU; this run is "
+                              f"on {device.type} (no GPU, or USE_CUDA False). Use TRAIN.PRECISION fp32 (or bf16).")
+        if name == "amp":
+            return Precision("amp", autocast=torch.float16, grad_scaler=True)
+        if not backbone_frozen:
+            raise ConfigError("TRAIN.PRECISION fp16 keeps the frozen backbone's weights in half precision, but "
+                              "MODEL.BACKBONE.FREEZE is False (its weights would train in fp16). Use TRAIN.PRECISION amp.")
+        return Precision("fp16", autocast=torch.float16, backbone_dtype=torch.float16, grad_scaler=True)
+    raise ConfigError(f"Unknown TRAIN.PRECISION '{precision}': use auto, fp32, fp16, amp or bf16.")
+
+
+def cast_backbone(model, precision: Precision):
+    """The model with its frozen backbone in ``precision.backbone_dtype`` (prompts, heads untouched)."""
+    if precision.backbone_dtype is not None:
+        model.backbone.to(precision.backbone_dtype)
+    return model
 
 
 class Trainer:
@@ -76,7 +110,8 @@ class Trainer:
         # SEED < 0: a random seed, drawn once (the same on every rank) and reported in metrics.json
         self.seed = cfg.SEED if cfg.SEED >= 0 else du.gather_objects(random.SystemRandom().randrange(2**31))[0]
         seed_everything(self.seed)
-        self.autocast_dtype = resolve_precision(cfg.TRAIN.PRECISION, self.device)
+        self.precision = resolve_precision(cfg.TRAIN.PRECISION, self.device, cfg.MODEL.BACKBONE.FREEZE)
+        self.autocast_dtype = self.precision.autocast
         self.build_data()
         self.build_model()
         if self.is_main:
@@ -121,7 +156,7 @@ class Trainer:
             ckpt.set_rng_state(saved)
 
     def build_model(self) -> None:
-        self.model = build_model(self.cfg, self.classnames).to(self.device)
+        self.model = cast_backbone(build_model(self.cfg, self.classnames).to(self.device), self.precision)
         self.ddp_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -132,8 +167,7 @@ class Trainer:
     def build_optimizer(self) -> None:
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = build_lr_scheduler(self.optimizer, self.cfg, self.steps_per_epoch, self.total_steps)
-        fp16 = self.autocast_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
 
     def build_train_loader(self) -> None:
         """The data helper's loader, re-batched by :class:`EpochBatchSampler` so the order of an
@@ -556,7 +590,7 @@ class Trainer:
         # (test-size) backbones are equal too
         seed_everything(self.seed)
         dataset = build_dataset(cfg)
-        model = build_model(cfg, list(dataset.classnames)).to(self.device)
+        model = cast_backbone(build_model(cfg, list(dataset.classnames)).to(self.device), self.precision)
         ckpt.set_rng_state(saved)
         model.load_trainable_state_dict(self.model.trainable_state_dict(), source="trained weights")
         model.step = self.model.step
