@@ -394,6 +394,8 @@ DPT_CODE = dict(ARRANGEMENT="dpt", SCHEDULE="compound", LOGIT_INIT="uniform", IN
     ("t5_adap_len.yaml", dict(LENGTH_MODE="surrogate")),
     ("t5_adap_ins_pos.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
                                   INSTANCE_RELU=True)),
+    ("t5_adap_ins_vec.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
+                                  POOL_ACTIVATION="tanh", POOL_INIT="", POOL_SIZE=8)),
     ("t5_adap_pos_ins_vec.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
                                       POOL_ACTIVATION="none", POOL_INIT="uniform", POOL_SIZE=8)),
     ("t5_adap_ins_vec_pos.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
@@ -410,6 +412,28 @@ def test_t5_recipes_default_to_the_authors_code(name, extra):
     o, t = cfg.OPTIM, cfg.TRAIN
     assert (o.NAME, o.LR, o.WEIGHT_DECAY, o.MAX_ITER, o.WARMUP_ITERS, o.WARMUP_MIN_LR) == ("adafactor", 0.3, 0.0, 20000, 500, 0.0)
     assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, t.GRAD_ACCUM_STEPS, t.GRAD_CLIP_NORM) == (8, 4, 0.25)
+
+
+def test_adap_ins_vec_recipe_trains_its_pool_from_vocabulary_windows():
+    """k pool members from the first k * l vocabulary rows (the authors' init), tanh router with
+    bias on the frozen-output feature, prefix placement; trained through the T5 verbalizer."""
+    from _text_backbones import TINY_T5
+    from mmprompt.build import build_model
+    cfg = load_cfg(os.path.join(ROOT, "configs", "t5_adap_ins_vec.yaml"),
+                   opts=["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5",
+                         "MODEL.TEXT.MAX_LENGTH", "64", "PROMPT.DYNAMIC.FEATURE_LENGTH", "64"])
+    cfg.MODEL.BACKBONE.KWARGS.update(TINY_T5)
+    model = build_model(cfg, ["no", "yes"])
+    pool = model.prompts.methods[0].sources[0]
+    vocab = model.backbone.model.get_input_embeddings().weight
+    k, length = pool.size, pool.length
+    assert torch.equal(pool.prompts.detach(), vocab[: k * length].reshape(k, length, -1))
+    assert pool.router.activation == "tanh" and pool.router.linear.bias is not None
+    model.train()
+    ctx = model.new_context()
+    model({"text": ["great movie", "bad"], "label": torch.tensor([1, 0])}, ctx)["loss"].backward()
+    assert pool.prompts.grad.abs().sum() > 0 and pool.router.linear.weight.grad.abs().sum() > 0
+    assert list(ctx.records) == ["encoder.pool.top"]
 
 
 @pytest.mark.parametrize("name", ["maple_adap_pos.yaml", "vpt_deep_adap_pos_cub.yaml"])
