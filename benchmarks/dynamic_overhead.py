@@ -11,6 +11,8 @@ l = 20 tokens on pre-tokenized padded batches:
 * ``adap_pos``, ``adap_ins_pos``, ``adap_len``, ``adap_ins_vec`` (pool source, prefix),
   ``adap_ins_vec_pos`` (pool source + instance position): mmprompt's dynamic prompting, one
   backbone forward, one batched gather, the straight-through gradient computed in backward;
+  ``adap_pos_dpt``, ``adap_ins_pos_dpt``: the same with ``ARRANGEMENT dpt`` (the authors' code's
+  rotated prompt, whose choice gradient needs (l, l) products instead of prefix sums);
 * ``naive_ins_pos``: the same instance-level position computed the direct way: a second,
   prompt-free forward of the frozen model for the instance feature, and a Python loop over
   samples and positions building the one-hot-weighted sum of all l+1 arrangements.
@@ -43,13 +45,15 @@ from mmprompt.tokens import TokenSeq  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LENGTH = 20
-VARIANTS = {  # name: (SOURCE, POSITION, level)
+VARIANTS = {  # name: (SOURCE, POSITION, level[, PROMPT.DYNAMIC overrides])
     "fixed": ("param", "prefix", "-"),
     "adap_pos": ("param", "adap_pos", "task"),
     "adap_len": ("param", "adap_len", "task"),
     "adap_ins_pos": ("param", "adap_ins_pos", "instance"),
     "adap_ins_vec": ("pool", "prefix", "instance"),
     "adap_ins_vec_pos": ("pool", "adap_ins_pos", "instance"),
+    "adap_pos_dpt": ("param", "adap_pos", "task", {"ARRANGEMENT": "dpt"}),
+    "adap_ins_pos_dpt": ("param", "adap_ins_pos", "instance", {"ARRANGEMENT": "dpt"}),
 }
 WORDS = ("the market rose sharply after the central bank said it would hold rates while the "
          "football club signed a striker and the film won prizes at the festival").split()
@@ -72,9 +76,11 @@ class Setup:
         self.labels = torch.arange(batch) % classes
         self.classes = classes
 
-    def prompts(self, source, position):
+    def prompts(self, source, position, dynamic=None):
         cfg = self.cfg.clone()
         cfg.defrost()
+        for key, value in (dynamic or {}).items():
+            setattr(cfg.PROMPT.DYNAMIC, key, value)
         cfg.PROMPT.METHODS = ["prompt_tuning"]
         cfg.PROMPT.PROMPT_TUNING.NUM_TOKENS = LENGTH
         cfg.PROMPT.PROMPT_TUNING.SOURCE = source
@@ -141,8 +147,8 @@ def bench(setup, reps, warmup):
     torch.manual_seed(0)
     width = setup.tower.width
     runners = {}
-    for name, (source, position, _) in VARIANTS.items():
-        stack = setup.prompts(source, position)
+    for name, (source, position, _, *dynamic) in VARIANTS.items():
+        stack = setup.prompts(source, position, *dynamic)
         head = nn.Linear(width, setup.classes)
         opt = torch.optim.SGD(list(stack.parameters()) + list(head.parameters()), lr=0.01)
         counter = iter(range(10 ** 9))

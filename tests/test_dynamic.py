@@ -379,9 +379,10 @@ def test_frozen_forward_feature_is_computed_once_and_used_by_every_layer():
     tower.run(TEXT_ROWS, stack, ctx)
     assert [p for p in passes if not p] == [()]  # exactly one prompt-free pass for the batch
     plain = real_run_layers(tower.embed(TEXT_ROWS))
+    feature = ctx.cache[("dynamic.frozen_forward", "text", 0)]
     # (allclose: torch's eval-mode fast path of the encoder layer rounds differently)
-    torch.testing.assert_close(ctx.features["text"], masked_mean(plain.x, plain.mask))
-    expected = module.placement.heads[0](ctx.features["text"]).argmax(-1)
+    torch.testing.assert_close(feature, masked_mean(plain.x, plain.mask))
+    expected = module.placement.heads[0](feature).argmax(-1)
     assert torch.equal(ctx.records["text.layer0.dpos"][0], expected)
     assert torch.equal(ctx.records["text.layer1.dpos"][0], expected)
 
@@ -499,9 +500,9 @@ def _recipe_model(name):
     ("maple_adap_pos.yaml", lambda d, l: l + 1),
     ("vpt_deep_adap_pos_cub.yaml", lambda d, l: l + 1),
     ("t5_adap_pos.yaml", lambda d, l: l + 1),
-    ("t5_adap_ins_pos.yaml", lambda d, l: d * (l + 1)),
+    ("t5_adap_ins_pos.yaml", lambda d, l: d * (l + 1) + l + 1),  # the authors' Linear has a bias
     ("t5_adap_pos_ins_vec.yaml", lambda d, l: l + 1),
-    ("t5_adap_ins_vec_pos.yaml", lambda d, l: d * (l + 1)),
+    ("t5_adap_ins_vec_pos.yaml", lambda d, l: d * (l + 1) + l + 1),
     ("t5_adap_len.yaml", lambda d, l: l + 1),
 ])
 def test_dynamic_recipes_build_train_and_record(name, dynamic_params):

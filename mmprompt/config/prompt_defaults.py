@@ -127,15 +127,26 @@ def add_dynamic_config(_C):
     (pool); these keys tune them.
     """
     _C.PROMPT.DYNAMIC = CN()
-    _C.PROMPT.DYNAMIC.TAU0 = 1.0  # initial Gumbel-softmax temperature tau0 (paper: 1.0)
-    _C.PROMPT.DYNAMIC.TAU_MIN = 0.5  # floor of the temperature (paper: 0.5)
-    _C.PROMPT.DYNAMIC.GAMMA = 3e-5  # annealing rate gamma in tau = max(tau0 * exp(-gamma * step / s), tau_min) (paper: 3e-7, 3e-5 or 3e-3)
-    _C.PROMPT.DYNAMIC.STEP_SCALE = 1.0  # s in that formula: optimizer steps per annealing unit (paper picks from 0.1 .. 600)
+    # Where the defaults below differ from the seed paper's released code (Xianjun-Yang/DPT,
+    # OpenPrompt on T5), the key names the choice of the code ("dpt") next to the paper's text;
+    # configs/t5_adap_*.yaml select the code's behaviour, which produced the paper's T5 numbers.
+    _C.PROMPT.DYNAMIC.TAU0 = 1.0  # initial Gumbel-softmax temperature tau0 (paper and DPT code: 1.0)
+    _C.PROMPT.DYNAMIC.TAU_MIN = 0.5  # floor of the temperature (paper and DPT code: 0.5)
+    _C.PROMPT.DYNAMIC.GAMMA = 3e-5  # annealing rate gamma of the schedule below (paper: 3e-7, 3e-5 or 3e-3; DPT code: 3e-5)
+    _C.PROMPT.DYNAMIC.STEP_SCALE = 1.0  # s of the schedule below: optimizer steps per annealing unit (paper picks from 0.1 .. 600; DPT code's --aneal default: 10)
+    _C.PROMPT.DYNAMIC.SCHEDULE = "closed_form"  # temperature at optimizer step n: closed_form = max(tau0 * exp(-gamma * n / s), tau_min) (mmprompt's reading of eq. 28); compound = tau <- max(tau * exp(-gamma * t / s), tau_min) applied at every step t = 1..n, i.e. max(tau0 * exp(-gamma * n(n+1) / (2s)), tau_min) (eq. 28 as written and the DPT code: 0.5 after 680 steps at gamma 3e-5, s 10, against 231,050 for closed_form)
     _C.PROMPT.DYNAMIC.NOISE = True  # add Gumbel noise to the logits while training (False = deterministic argmax forward, softmax backward)
-    _C.PROMPT.DYNAMIC.INSTANCE_RELU = True  # instance-level networks are Linear then ReLU, as in the paper's appendix E.2
-    _C.PROMPT.DYNAMIC.INSTANCE_BIAS = False  # give those Linear layers a bias (False = exactly d*(l+1) parameters, the paper's Table 9)
-    _C.PROMPT.DYNAMIC.INSTANCE_FEATURE = "embed_mean"  # instance feature: embed_mean (masked mean of the input token embeddings, free) or frozen_forward (mean of a prompt-free frozen pass, the paper's LM(X))
+    _C.PROMPT.DYNAMIC.EVAL_NOISE = False  # also add Gumbel noise at evaluation (the DPT code samples the choice in eval too); False = evaluation takes the argmax
+    _C.PROMPT.DYNAMIC.ARRANGEMENT = "paper"  # adap_pos / adap_ins_pos, choice j in [0, l]: paper = [P[:j]; X; P[j:]] (eq. 6: the first j tokens before the input); dpt = [P[j:]; X; P[:j]] (the DPT code: the prompt rotated, its first j tokens after the input, before </s>). Records (.dpos) count the tokens before the input either way
+    _C.PROMPT.DYNAMIC.LOGIT_INIT = "zeros"  # task-level position/length logits: zeros (every choice equally likely) or uniform (U(-INIT_RANGE, INIT_RANGE), the DPT code); instance networks keep nn.Linear's init in both
+    _C.PROMPT.DYNAMIC.INIT_RANGE = 0.5  # bound of the uniform inits (LOGIT_INIT / POOL_INIT uniform; the DPT code's random_range 0.5)
+    _C.PROMPT.DYNAMIC.INSTANCE_RELU = True  # position/length instance networks are Linear then ReLU (paper appendix E.2 and DPT code)
+    _C.PROMPT.DYNAMIC.INSTANCE_BIAS = False  # give the instance networks' Linear layers (position, length, pool router) a bias (False = exactly d*(l+1) and d*k parameters, the paper's Table 9; the DPT code's nn.Linear has one: True)
+    _C.PROMPT.DYNAMIC.INSTANCE_FEATURE = "embed_mean"  # instance feature: embed_mean (masked mean of the input token embeddings, free; the paper's appendix F variant); frozen_forward (masked mean of the last layer's states of a prompt-free frozen pass in eval mode, before any final norm); frozen_output (the DPT code's LM(X): mean over every position, padding included, of the tower's output after its final norm, from a prompt-free pass in the backbone's own train/eval mode; towers exposing final(), i.e. T5)
+    _C.PROMPT.DYNAMIC.FEATURE_LENGTH = 0  # frozen_output: pad the prompt-free pass to this many tokens, so the mean divides by it as OpenPrompt pads every input to max_seq_length (DPT's scripts: 480); 0 = the batch's own padded length (then a sample's feature depends on the batch)
     _C.PROMPT.DYNAMIC.LENGTH_MODE = "surrogate"  # adap_len: surrogate ([0*P_before; P_after], the paper's appendix D) or mask (dropped tokens also masked out of attention)
-    _C.PROMPT.DYNAMIC.POOL_SIZE = 8  # prompts k in the pool source (paper: 8)
+    _C.PROMPT.DYNAMIC.POOL_SIZE = 8  # prompts k in the pool source (paper and DPT code: 8)
+    _C.PROMPT.DYNAMIC.POOL_ACTIVATION = "relu"  # pool router beta = softmax(act(Po(x))): relu (paper appendix E.2's one-layer networks), none (the DPT code's adap_ins_vec_pos / adap_pos_ins_vec), tanh (the DPT code's adap_ins_vec alone)
+    _C.PROMPT.DYNAMIC.POOL_INIT = ""  # pool prompts' init: "" = the method's INIT (vocab: k different vocabulary windows, as the DPT code's adap_ins_vec); uniform = U(-INIT_RANGE, INIT_RANGE) (the DPT code's adap_ins_vec_pos / adap_pos_ins_vec)
     _C.PROMPT.DYNAMIC.CHOICE_DEPTH = 1  # layers with their own learned position/length, from the first layer a placement acts on; deeper ones reuse the last (1 = one choice for all layers, the paper's VPT-deep)
     _C.PROMPT.DYNAMIC.RECORD = True  # record the chosen position/length per layer and sample in the forward context (saved as prompt_records.json)

@@ -47,6 +47,11 @@ class PromptContext:
         self.records.setdefault(key, []).append(value.detach())
 
 
+#: ctx.cache key of a tower's prompt-free layer-0 input, ``(FROZEN_PASS_INPUT, tower) -> (backbone,
+#: seq)``, kept for modules that run a frozen pass over it (see PromptStack.attach)
+FROZEN_PASS_INPUT = "frozen_pass_input"
+
+
 class PromptModule(nn.Module):
     """Base of every prompt method; override :meth:`before_layer` (and :meth:`setup`)."""
 
@@ -106,8 +111,10 @@ class PromptStack(nn.Module):
         """Remember the backbone (for the frozen instance-feature pass) without owning it:
         the stack must not register or checkpoint backbone weights."""
         self.__dict__["_backbone"] = backbone
-        self.frozen_pass = any(getattr(m, "feature_mode", None) == "frozen_forward" and getattr(m, "instance", True)
-                               for m in self.modules())
+        # Contract: a module whose ``frozen_pass_mode`` is set conditions on a prompt-free pass
+        # of the frozen tower (dynamic prompting's LM(X)); it runs that pass itself, on the
+        # backbone and layer-0 input the stack keeps in ctx.cache[(FROZEN_PASS_INPUT, tower)].
+        self.frozen_pass = any(getattr(m, "frozen_pass_mode", None) for m in self.modules())
         return self
 
     def before_layer(self, tower: str, i: int, seq: TokenSeq, ctx: Optional[PromptContext]) -> TokenSeq:
@@ -117,30 +124,13 @@ class PromptStack(nn.Module):
         if i == 0 and tower not in ctx.features:
             ctx.features[tower] = masked_mean(seq.x, seq.mask)
             if getattr(self, "frozen_pass", False):
-                self._frozen_feature(tower, seq, ctx)
+                ctx.cache[(FROZEN_PASS_INPUT, tower)] = (self._backbone, seq)
         for m in self.methods:
             seq = m.before_layer(tower, i, seq, ctx)
         return seq
 
     def __len__(self):
         return len(self.methods)
-
-    def _frozen_feature(self, tower: str, seq: TokenSeq, ctx: PromptContext) -> None:
-        """The paper's instance feature LM(X): one prompt-free pass of the frozen tower over the
-        embedded input (this very ``seq``, before any prompt acts), once per forward, shared by
-        every dynamic module and layer through ``ctx.cache``."""
-        key = ("dynamic.frozen_forward", tower)
-        if key in ctx.cache:
-            return
-        module = self._backbone.tower(tower)
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                out = module.run_layers(seq)
-        finally:
-            module.train(was_training)
-        ctx.cache[key] = ctx.features[tower] = masked_mean(out.x, out.mask)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

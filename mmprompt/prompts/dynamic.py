@@ -3,23 +3,30 @@
 Pieces, each plugging into the seams every prompt method already uses:
 
 * placements (a method's ``POSITION``):
-  ``adap_pos`` / ``adap_ins_pos`` split the prompt at a learned ``dpos`` in ``[0, l]`` into
-  ``[P_before; X; P_after]`` (task level: l+1 logits; instance level: Linear d -> l+1 + ReLU on
-  the instance feature); ``adap_len`` / ``adap_ins_len`` keep a learned length ``l*`` of the
-  prompt as a prefix, either with the paper's surrogate ``[0*P_before; P_after]`` or also
-  masking the dropped tokens out of attention;
+  ``adap_pos`` / ``adap_ins_pos`` place the prompt around the input by a learned choice j in
+  ``[0, l]`` (task level: l+1 logits; instance level: Linear d -> l+1 + ReLU on the instance
+  feature), in one of two arrangements (``PROMPT.DYNAMIC.ARRANGEMENT``): the paper's eq. 6
+  ``[P[:j]; X; P[j:]]``, or the authors' code's ``[P[j:]; X; P[:j]]`` (Xianjun-Yang/DPT's
+  ``assemble_soft_template``: the prompt rotated by j, its first j tokens after the input);
+  ``adap_len`` / ``adap_ins_len`` keep a learned length ``l*`` of the prompt as a prefix, either
+  with the paper's surrogate ``[0*P_before; P_after]`` or also masking the dropped tokens out
+  of attention;
 * a source (a method's ``SOURCE``): ``pool``, k prompts mixed per instance by
-  ``softmax(Po(x))``. ``adap_ins_vec_pos`` = ``pool`` + ``adap_ins_pos``, ``adap_pos_ins_vec`` =
-  ``pool`` + ``adap_pos``.
+  ``softmax(act(Po(x)))``. ``adap_ins_vec_pos`` = ``pool`` + ``adap_ins_pos``,
+  ``adap_pos_ins_vec`` = ``pool`` + ``adap_pos``.
 
 The categorical choice is a straight-through Gumbel-softmax: the hard one-hot on the forward
 pass (so the sequence is exactly one arrangement, built by one batched gather), the softmax's
-gradient on the backward pass. The temperature follows the paper's schedule and lives in
-module buffers, so checkpoints carry it.
+gradient on the backward pass, and for the choice the exact gradient of the one-hot-weighted
+sum of all l+1 arrangements (computed in the backward pass without building them). The
+temperature follows the paper's eq. 28, in closed form or compounded per step as the authors'
+code runs it, and lives in module buffers, so checkpoints carry it.
 
 Instance features come from ``ctx.features[tower]`` (the masked mean of the input embeddings,
-free). For the paper's variant (``INSTANCE_FEATURE: frozen_forward``) the prompt stack runs one
-prompt-free frozen pass of the tower before layer 0 and shares it (PromptStack._frozen_feature).
+free). For a frozen pass (``INSTANCE_FEATURE: frozen_forward`` or ``frozen_output``) the prompt
+stack keeps the prompt-free layer-0 input in ``ctx.cache`` and the first module asking runs one
+pass of the tower over it, shared by every module and layer of that forward
+(:func:`frozen_feature`).
 """
 from __future__ import annotations
 
@@ -34,27 +41,53 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import PLACEMENTS, PROMPT_SOURCES
 from ..tokens import TokenSeq
-from .base import Placement, PromptContext, TokenSource, masked_mean
+from .base import FROZEN_PASS_INPUT, Placement, PromptContext, TokenSource, masked_mean
 from .placement import split_positions
 from .sources import initial_tokens
 
-INSTANCE_FEATURES = ("embed_mean", "frozen_forward")
+#: instance features; the last two come from a prompt-free pass of the frozen tower
+INSTANCE_FEATURES = ("embed_mean", "frozen_forward", "frozen_output")
+FROZEN_FEATURES = ("frozen_forward", "frozen_output")
 LENGTH_MODES = ("surrogate", "mask")
+ARRANGEMENTS = ("paper", "dpt")
+SCHEDULES = ("closed_form", "compound")
+LOGIT_INITS = ("zeros", "uniform")
+ACTIVATIONS = ("relu", "tanh", "none")
+POOL_INITS = ("", "uniform")
+
+
+def check_choice(key: str, value: str, choices) -> str:
+    """``value`` if it is one of ``choices``, else a ConfigError naming the key and the choices."""
+    if value not in choices:
+        shown = ", ".join(repr(c) if c == "" else c for c in choices)
+        raise ConfigError(f"PROMPT.DYNAMIC.{key} '{value}' is unknown; choose one of {shown}.")
+    return value
 
 
 # --------------------------------------------------------------------------- temperature
 class TemperatureSchedule(nn.Module):
-    """``tau = max(tau0 * exp(-gamma * step / s), tau_min)`` (the paper's eq. 28).
+    """The Gumbel-softmax temperature at optimizer step n (the paper's eq. 28), two readings:
+
+    * ``closed_form``: ``max(tau0 * exp(-gamma * n / s), tau_min)``;
+    * ``compound``: ``tau <- max(tau * exp(-gamma * t / s), tau_min)`` applied after every
+      optimizer step t = 1, 2, ..., n, as eq. 28 is written (tau on both sides) and as the
+      authors' training scripts run it. The product of those factors is
+      ``exp(-gamma * n(n+1) / (2s))`` and the floor, once reached, holds, so the value is
+      computed directly: ``max(tau0 * exp(-gamma * n(n+1) / (2s)), tau_min)``. A resumed run
+      thus continues the schedule from its step counter without replaying it.
 
     Constants and the last step/temperature used are buffers: a checkpoint restores the same
-    schedule, and a resumed run continues it from the model's optimizer-step counter.
+    schedule. (Which reading is a config choice, not a buffer, so checkpoints made before it
+    existed still load.)
     """
 
-    def __init__(self, tau0: float = 1.0, tau_min: float = 0.5, gamma: float = 3e-5, step_scale: float = 1.0):
+    def __init__(self, tau0: float = 1.0, tau_min: float = 0.5, gamma: float = 3e-5, step_scale: float = 1.0,
+                 kind: str = "closed_form"):
         super().__init__()
         if tau0 <= 0 or tau_min <= 0 or step_scale <= 0 or gamma < 0:
             raise ConfigError(f"PROMPT.DYNAMIC temperature needs TAU0 > 0, TAU_MIN > 0, STEP_SCALE > 0 "
                               f"and GAMMA >= 0; got {tau0}, {tau_min}, {step_scale}, {gamma}.")
+        self.kind = check_choice("SCHEDULE", kind, SCHEDULES)
         self.register_buffer("tau0", torch.tensor(float(tau0), dtype=torch.float64))
         self.register_buffer("tau_min", torch.tensor(float(tau_min), dtype=torch.float64))
         self.register_buffer("gamma", torch.tensor(float(gamma), dtype=torch.float64))
@@ -65,10 +98,12 @@ class TemperatureSchedule(nn.Module):
     @classmethod
     def from_cfg(cls, cfg) -> "TemperatureSchedule":
         d = cfg.PROMPT.DYNAMIC
-        return cls(d.TAU0, d.TAU_MIN, d.GAMMA, d.STEP_SCALE)
+        return cls(d.TAU0, d.TAU_MIN, d.GAMMA, d.STEP_SCALE, d.SCHEDULE)
 
     def value(self, step: int) -> float:
-        return max(float(self.tau0) * math.exp(-float(self.gamma) * step / float(self.step_scale)),
+        # "annealing units" elapsed after `step` optimizer steps
+        units = step * (step + 1) / 2 if self.kind == "compound" else step
+        return max(float(self.tau0) * math.exp(-float(self.gamma) * units / float(self.step_scale)),
                    float(self.tau_min))
 
     def update(self, step: int) -> float:
@@ -105,26 +140,32 @@ class _SplitChoiceGradient(torch.autograd.Function):
     """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient.
 
     The sequence the paper's estimator differentiates is the one-hot-weighted sum of all l+1
-    arrangements, ``S = sum_j y_j A_j`` with ``A_j = [P[:j]; X; P[j:]]``. With a hard ``y`` the
-    forward value is the single chosen arrangement (built elsewhere by one gather) and the
-    gradient to ``X`` and ``P`` flows through that gather alone; the gradient to ``y_j`` is
-    ``<dL/dS, A_j>`` for every j, also the ones not chosen. That is what makes the position
-    learnable: it is the first-order change of the loss if the prompt were split at j instead
-    (merely scaling the chosen tokens by ``y_dpos`` would only say whether the current choice's
-    tokens help, and nothing about the other positions). It is computed here without building
-    the l+1 arrangements:
+    arrangements, ``S = sum_j y_j A_j``, with ``A_j = [P[:j]; X; P[j:]]`` (the paper's eq. 6) or
+    ``A_j = [P[j:]; X; P[:j]]`` (the authors' code, ``rotate``). With a hard ``y`` the forward
+    value is the single chosen arrangement (built elsewhere by one gather) and the gradient to
+    ``X`` and ``P`` flows through that gather alone; the gradient to ``y_j`` is ``<dL/dS, A_j>``
+    for every j, also the ones not chosen. That is what makes the position learnable: it is the
+    first-order change of the loss if the prompt were placed by j instead (merely scaling the
+    chosen tokens by ``y_dpos`` would only say whether the current choice's tokens help, and
+    nothing about the other positions). It is computed here without building the l+1
+    arrangements. With ``G = dL/dS``, ``start``/``end`` the content span before insertion:
 
-    * prompt token t sits at ``start + t`` when t < j and at ``end + t`` otherwise: prefix and
-      suffix sums of ``<G[start+t], P[t]>`` and ``<G[end+t], P[t]>``;
-    * content token m (start <= m < end) sits at ``m + j``: the band of ``X G^T``;
+    * eq. 6: prompt token t sits at ``start + t`` when t < j and at ``end + t`` otherwise:
+      prefix and suffix sums of ``<G[start+t], P[t]>`` and ``<G[end+t], P[t]>``;
+    * rotated: token t >= j sits at ``start + (t - j)``, token t < j at ``end + (l - j) + t``:
+      diagonal sums of the (l, l) products ``<G[start+s], P[t]>`` (diagonal t - s = j) and
+      ``<G[end+u], P[t]>`` (diagonal t - u = j - l);
+    * content token m (start <= m < end) sits at ``m + b`` with b the number of prompt tokens
+      before the input (j for eq. 6, l - j rotated): the band of ``X G^T``;
     * the tokens before ``start`` and from ``end`` on do not move with j: a per-sample constant
       that the softmax Jacobian cancels (so ``grad_choice`` equals ``<dL/dS, A_j>`` up to it).
     """
 
     @staticmethod
-    def forward(fctx, arranged, choice, base, tokens, start, end):
+    def forward(fctx, arranged, choice, base, tokens, start, end, rotate):
         fctx.save_for_backward(base, tokens, start, end)
         fctx.choice_dtype = choice.dtype
+        fctx.rotate = bool(rotate)
         return arranged.view_as(arranged)
 
     @staticmethod
@@ -134,20 +175,44 @@ class _SplitChoiceGradient(torch.autograd.Function):
         k = tokens.shape[1]
         g = grad.to(base.dtype)
         offsets, band_index, m = _index_tensors(N, k, base.device)
-        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t) X:
-        # sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
+        # G at the l slots from start on and the l slots from end on (output coordinates)
         slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
         at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
-        a, b = (at_slots * tokens.expand(B, -1, -1)[:, None]).sum(-1).unbind(1)
-        prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
-        # content token m (start <= m < end) sits at m + j: sum_m <G[m + j], X[m]>, read off the
-        # band of one (N, N+k) product per sample
+        prompt = tokens.expand(B, -1, -1)
+        if fctx.rotate:
+            prompt_term = _rotated_prompt_term(at_slots, prompt)
+        else:
+            # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t)
+            # X: sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
+            a, b = (at_slots * prompt[:, None]).sum(-1).unbind(1)
+            prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
+        # content token m (start <= m < end) sits at m + (tokens before X): sum_m <G[m + b], X[m]>,
+        # read off the band of one (N, N+k) product per sample, for b = 0..k
         band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
         content = (m >= start[:, None]) & (m < end[:, None])
         content_term = (band * content[..., None]).sum(1)
+        if fctx.rotate:  # choice j puts l - j tokens before the input
+            content_term = content_term.flip(-1)
         # Tokens before start and from end on sit at the same place for every j: their term is a
         # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-        return grad, (prompt_term + content_term).to(fctx.choice_dtype), None, None, None, None
+        return grad, (prompt_term + content_term).to(fctx.choice_dtype), None, None, None, None, None
+
+
+def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """(B, l+1) ``sum_t <G[slot of token t under choice j], P_t>`` for ``[P[j:]; X; P[:j]]``.
+
+    ``at_slots`` (B, 2, l, D): G at ``start + s`` and at ``end + u`` (s, u < l); ``prompt``
+    (B, l, D). Token t >= j sits at ``start + (t - j)``: diagonal t - s = j of the first
+    product; token t < j at ``end + (l - j) + t``: diagonal t - u = j - l of the second.
+    """
+    B, _, k, _ = at_slots.shape
+    products = torch.einsum("bhsd,btd->bhst", at_slots, prompt).reshape(B, 2, k * k)
+    offsets = torch.arange(k, device=prompt.device)
+    diagonal = (offsets[None, :] - offsets[:, None] + (k - 1)).reshape(1, 1, k * k)  # t - s + l - 1
+    sums = products.new_zeros(B, 2, 2 * k - 1).scatter_add_(2, diagonal.expand(B, 2, -1), products)
+    before = F.pad(sums[:, 0, k - 1:], (0, 1))  # j = 0..l-1; j = l leaves no token before X
+    after = F.pad(sums[:, 1, :k], (1, 0))  # j = 1..l; j = 0 leaves no token after X
+    return before + after
 
 
 @functools.lru_cache(maxsize=64)
@@ -157,42 +222,70 @@ def _index_tensors(N: int, k: int, device: torch.device):
     return torch.arange(k, device=device), (m[:, None] + torch.arange(k + 1, device=device))[None], m
 
 
-def insert_split(seq: TokenSeq, tokens: torch.Tensor, dpos: torch.Tensor, owner_id: int,
-                 choice: Optional[torch.Tensor] = None) -> TokenSeq:
-    """``[P[:dpos]; X; P[dpos:]]`` per sample (``dpos`` (B,)) with one gather.
+def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens in sequence order (B, l, D), tokens before the input (B,))`` for choice ``index``.
 
-    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``dpos``, receives the
+    Eq. 6 keeps the order and puts ``index`` tokens before the input; the rotated arrangement
+    ``[P[j:]; X; P[:j]]`` orders them ``[P[j:], P[:j]]`` with ``l - j`` before the input.
+    """
+    if not rotate:
+        return tokens, index
+    B, k, D = tokens.shape
+    order = (torch.arange(k, device=tokens.device)[None] + index[:, None].to(tokens.device)) % k
+    return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
+
+
+def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner_id: int,
+                 choice: Optional[torch.Tensor] = None, rotate: bool = False) -> TokenSeq:
+    """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
+    ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
+
+    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index``, receives the
     gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
     """
     tokens = seq._batch_tokens(tokens)
     length = tokens.shape[1]
-    out = seq.insert_at(tokens, split_positions(seq, length, dpos), owner_id)
+    if length == 0:
+        return seq
+    placed, before = arrange_tokens(tokens, index, rotate)
+    out = seq.insert_at(placed, split_positions(seq, length, before), owner_id)
     if choice is None or not torch.is_grad_enabled() or not choice.requires_grad:
         return out
     x = _SplitChoiceGradient.apply(out.x, choice.expand(seq.batch_size, -1), seq.x.detach(),
-                                   tokens.detach(), seq.anchors["start"], seq.anchors["end"])
+                                   tokens.detach(), seq.anchors["start"], seq.anchors["end"], rotate)
     return out.with_x(x)
 
 
 # --------------------------------------------------------------------------- logits
 class TaskLogits(nn.Module):
-    """One learned vector of ``n`` logits for the whole task (adap_pos: n = l+1 parameters)."""
+    """One learned vector of ``n`` logits for the whole task (adap_pos: n = l+1 parameters).
 
-    def __init__(self, n: int):
+    ``init``: ``zeros`` (every choice equally likely at the start) or ``uniform``
+    (U(-init_range, init_range), the authors' code's ``position_emb``).
+    """
+
+    def __init__(self, n: int, init: str = "zeros", init_range: float = 0.5):
         super().__init__()
-        self.logits = nn.Parameter(torch.zeros(n))
+        logits = torch.zeros(n)
+        if check_choice("LOGIT_INIT", init, LOGIT_INITS) == "uniform":
+            logits.uniform_(-init_range, init_range)
+        self.logits = nn.Parameter(logits)
 
     def forward(self, feature: Optional[torch.Tensor]) -> torch.Tensor:
         return self.logits[None]
 
 
 class InstanceLogits(nn.Module):
-    """Linear d -> n (+ ReLU, the paper's one-layer network) on the instance feature."""
+    """Linear d -> n, then an activation (the paper's one-layer networks: ReLU), on the
+    instance feature."""
 
-    def __init__(self, d: int, n: int, bias: bool = False, relu: bool = True):
+    def __init__(self, d: int, n: int, bias: bool = False, activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"Instance network activation '{activation}' is unknown; choose one of "
+                              f"{', '.join(ACTIVATIONS)}.")
         self.linear = nn.Linear(d, n, bias=bias)
-        self.relu = relu
+        self.activation = activation
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         if feature.shape[-1] != self.linear.in_features:
@@ -200,32 +293,97 @@ class InstanceLogits(nn.Module):
                               f"prompt network made for width {self.linear.in_features}; the prompt "
                               f"and the tower it conditions on must have the same width.")
         out = self.linear(feature.to(self.linear.weight.dtype))
-        return F.relu(out) if self.relu else out
+        if self.activation == "relu":
+            return F.relu(out)
+        return torch.tanh(out) if self.activation == "tanh" else out
 
 
+# --------------------------------------------------------------------------- instance features
 def check_feature_mode(mode: str) -> str:
-    if mode not in INSTANCE_FEATURES:
-        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE '{mode}' is unknown; choose one of {', '.join(INSTANCE_FEATURES)}.")
-    return mode
+    return check_choice("INSTANCE_FEATURE", mode, INSTANCE_FEATURES)
+
+
+def frozen_pass_mode(feature_mode: str, instance: bool = True) -> Optional[str]:
+    """The frozen pass a module needs (the prompt stack's ``frozen_pass_mode`` contract), or None."""
+    return feature_mode if instance and feature_mode in FROZEN_FEATURES else None
+
+
+def frozen_feature(tower: str, ctx: PromptContext, mode: str, feature_length: int = 0) -> torch.Tensor:
+    """The instance feature from a prompt-free pass of the frozen tower, once per forward.
+
+    The prompt stack stores the backbone and the tower's layer-0 input, before any prompt acted,
+    under ``ctx.cache[(FROZEN_PASS_INPUT, tower)]`` when one of its modules declares a
+    ``frozen_pass_mode``; the first module asking for ``mode`` runs the pass, the others reuse it.
+
+    * ``frozen_forward``: the masked mean of the last layer's states, in eval mode (no dropout);
+    * ``frozen_output``: what the authors' code conditions on (``torch.mean(encoder_last_hidden_state,
+      1)`` of a full T5 forward): the mean over every position, padding included, of the tower's
+      output after its final norm, in the backbone's own train/eval mode (its dropout as in the
+      prompted pass). ``feature_length`` > 0 pads the input to that many tokens first, as
+      OpenPrompt pads every input to ``max_seq_length``, so the mean divides by it.
+    """
+    key = ("dynamic." + mode, tower, feature_length)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    stored = ctx.cache.get((FROZEN_PASS_INPUT, tower))
+    if stored is None:
+        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is {mode}, but no frozen pass of the "
+                          f"'{tower}' tower ran: the prompt stack runs it before layer 0 once it knows "
+                          f"the backbone (mmprompt.build.build_prompts does that; a hand-built "
+                          f"PromptStack needs .setup(backbone) or .attach(backbone)).")
+    backbone, seq = stored
+    module = backbone.tower(tower)
+    with torch.no_grad():
+        if mode == "frozen_forward":
+            # eval mode for the whole backbone: a tower's library modules (T5, BERT) belong to
+            # the backbone's module tree, not to the tower's
+            switched = backbone if isinstance(backbone, nn.Module) else module
+            was_training = switched.training
+            switched.eval()
+            try:
+                out = module.run_layers(seq)
+            finally:
+                switched.train(was_training)
+            feature = masked_mean(out.x, out.mask)
+        else:
+            final = getattr(module, "final", None)
+            if final is None:
+                raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE frozen_output reads the tower's output "
+                                  f"after its final norm, which the '{tower}' tower does not expose "
+                                  f"(only T5's encoder does); use frozen_forward or embed_mean.")
+            feature = final(module.run_layers(_pad_to(seq, feature_length, module))).x.mean(1)
+    ctx.cache[key] = feature
+    return feature
+
+
+def _pad_to(seq: TokenSeq, length: int, tower) -> TokenSeq:
+    """``seq`` with padding tokens (the pad id's embedding, mask off) appended up to ``length``."""
+    missing = length - seq.length
+    if missing <= 0:
+        return seq
+    embeddings = tower.input_embeddings()
+    pad_id = getattr(getattr(getattr(tower, "hf", None), "config", None), "pad_token_id", None)
+    if embeddings is None or pad_id is None:
+        raise ConfigError(f"PROMPT.DYNAMIC.FEATURE_LENGTH pads the frozen pass with the padding token, "
+                          f"which the '{seq.tower}' tower does not name; set FEATURE_LENGTH 0.")
+    B = seq.batch_size
+    pad = embeddings.weight[pad_id].to(seq.x.dtype).expand(B, missing, -1)
+    off = torch.zeros(B, missing, dtype=torch.bool, device=seq.x.device)
+    return TokenSeq(torch.cat([seq.x, pad], 1), torch.cat([seq.mask, off], 1),
+                    torch.cat([seq.owner, off.long()], 1), dict(seq.anchors), seq.tower, {})
 
 
 def instance_feature(tower: str, ctx: PromptContext, mode: str = "embed_mean",
-                     seq: Optional[TokenSeq] = None) -> torch.Tensor:
+                     seq: Optional[TokenSeq] = None, feature_length: int = 0) -> torch.Tensor:
     """The tower's instance feature for this pass.
 
     ``embed_mean``: ``ctx.features[tower]``, which the prompt stack sets before layer 0 (or the
-    masked mean of ``seq`` when a placement runs outside a stack). ``frozen_forward``: the
-    feature :func:`prepare_instance_features` stored; a model that never called it is refused
-    rather than silently given the other feature.
+    masked mean of ``seq`` when a placement runs outside a stack). ``frozen_forward`` /
+    ``frozen_output``: :func:`frozen_feature`; a model whose stack never stored the prompt-free
+    input is refused rather than silently given another feature.
     """
-    if mode == "frozen_forward":
-        key = ("dynamic.frozen_forward", tower)
-        if key not in ctx.cache:
-            raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is frozen_forward, but no frozen pass of the "
-                              f"'{tower}' tower ran: the prompt stack runs it before layer 0 once it knows "
-                              f"the backbone (mmprompt.build.build_prompts does that; a hand-built "
-                              f"PromptStack needs .setup(backbone) or .attach(backbone)).")
-        return ctx.cache[key]
+    if mode in FROZEN_FEATURES:
+        return frozen_feature(tower, ctx, mode, feature_length)
     if tower not in ctx.features:
         if seq is None:
             raise ConfigError(f"No instance feature for the '{tower}' tower: dynamic prompt modules must run "
@@ -250,15 +408,26 @@ class _LearnedChoice(Placement):
         self.length = int(length)
         self.instance = instance
         self.sample_noise = bool(d.NOISE)
+        self.eval_noise = bool(d.EVAL_NOISE)
         self.record_choices = bool(d.RECORD)
         self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
+        self.feature_length = int(d.FEATURE_LENGTH)
         if instance:
-            heads = [InstanceLogits(width, self.length + 1, bool(d.INSTANCE_BIAS), bool(d.INSTANCE_RELU))
+            activation = "relu" if d.INSTANCE_RELU else "none"
+            heads = [InstanceLogits(width, self.length + 1, bool(d.INSTANCE_BIAS), activation)
                      for _ in range(depth)]
         else:
-            heads = [TaskLogits(self.length + 1) for _ in range(depth)]
+            heads = [TaskLogits(self.length + 1, d.LOGIT_INIT, float(d.INIT_RANGE)) for _ in range(depth)]
         self.heads = nn.ModuleList(heads)
         self.temperature = TemperatureSchedule.from_cfg(cfg)
+
+    @property
+    def frozen_pass_mode(self) -> Optional[str]:
+        return frozen_pass_mode(self.feature_mode, self.instance)
+
+    def recorded(self, index: torch.Tensor) -> torch.Tensor:
+        """What the records hold for a choice (the choice itself; positions override)."""
+        return index
 
     def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """``(one_hot (B or 1, l+1), index (B,), head)`` for this layer, drawn once per pass and head."""
@@ -270,13 +439,14 @@ class _LearnedChoice(Placement):
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else float(self.temperature.tau)
-            feature = instance_feature(seq.tower, ctx, self.feature_mode, seq) if self.instance else None
-            one_hot, index = straight_through_gumbel(self.heads[head](feature), tau,
-                                                     sample=self.training and self.sample_noise)
+            feature = (instance_feature(seq.tower, ctx, self.feature_mode, seq, self.feature_length)
+                       if self.instance else None)
+            sample = self.sample_noise if self.training else self.eval_noise
+            one_hot, index = straight_through_gumbel(self.heads[head](feature), tau, sample=sample)
             ctx.cache[key] = (one_hot, index.expand(seq.batch_size))
         one_hot, index = ctx.cache[key]
         if self.record_choices:
-            ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", index)
+            ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", self.recorded(index))
         return one_hot, index, head
 
     def keeps_slots(self, seq: TokenSeq, owner_id: int, head: int, ctx: PromptContext) -> bool:
@@ -295,35 +465,43 @@ class _LearnedChoice(Placement):
 
 @PLACEMENTS.register("adap_pos")
 class AdaptivePosition(_LearnedChoice):
-    """``[P_before; X; P_after]`` split at a task-level learned ``dpos`` (l+1 parameters).
+    """The prompt placed around the input by a task-level learned choice j (l+1 parameters):
+    ``[P[:j]; X; P[j:]]`` (eq. 6) or, with ``PROMPT.DYNAMIC.ARRANGEMENT dpt``, the authors'
+    code's ``[P[j:]; X; P[:j]]``.
 
-    ``P_before`` goes to the ``start`` anchor (after CLS / SOT / [CLS]), ``P_after`` to the
-    ``end`` anchor (before EOT / [SEP] / </s>, right after each sample's last real token in
-    padded batches); pooled anchors move with the insertion. At deeper layers the previous
+    The tokens before the input go to the ``start`` anchor (after CLS / SOT / [CLS]), the others
+    to the ``end`` anchor (before EOT / [SEP] / </s>, right after each sample's last real token
+    in padded batches); pooled anchors move with the insertion. At deeper layers the previous
     layer's tokens are overwritten in place when the layer shares the choice
-    (``PROMPT.DYNAMIC.CHOICE_DEPTH``), else removed and inserted at that layer's own split.
+    (``PROMPT.DYNAMIC.CHOICE_DEPTH``), else removed and inserted at that layer's own choice.
+    Records (``<tower>.layer<i>.dpos``) hold the number of tokens before the input.
     """
 
     def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
         super().__init__(cfg, length=length, width=width, instance=instance)
+        self.rotate = check_choice("ARRANGEMENT", cfg.PROMPT.DYNAMIC.ARRANGEMENT, ARRANGEMENTS) == "dpt"
+
+    def recorded(self, index: torch.Tensor) -> torch.Tensor:
+        return self.length - index if self.rotate else index
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         tokens = seq._batch_tokens(tokens)
         if tokens.shape[1] != self.length:
             raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
                               f"{tokens.shape[1]}.")
-        one_hot, dpos, head = self.choose(seq, ctx)
+        one_hot, index, head = self.choose(seq, ctx)
         if self.keeps_slots(seq, owner_id, head, ctx):
-            return seq.replace(owner_id, tokens)
+            # the slots hold the tokens in sequence order, which the rotation permutes
+            return seq.replace(owner_id, arrange_tokens(tokens, index, self.rotate)[0])
         if seq.has(owner_id):
             seq = seq.remove(owner_id)
-        return insert_split(seq, tokens, dpos, owner_id, one_hot)
+        return insert_split(seq, tokens, index, owner_id, one_hot, self.rotate)
 
 
 @PLACEMENTS.register("adap_ins_pos")
 class AdaptiveInstancePosition(AdaptivePosition):
-    """``adap_pos`` with ``dpos`` per instance from Linear d -> l+1 (+ ReLU): d*(l+1) parameters
-    (plus l+1 with PROMPT.DYNAMIC.INSTANCE_BIAS)."""
+    """``adap_pos`` with the choice per instance from Linear d -> l+1 (+ ReLU) on the instance
+    feature: d*(l+1) parameters (plus l+1 with PROMPT.DYNAMIC.INSTANCE_BIAS)."""
 
     def __init__(self, cfg, *, length=None, width=None):
         super().__init__(cfg, length=length, width=width, instance=True)
@@ -375,11 +553,13 @@ class AdaptiveInstanceLength(AdaptiveLength):
 # --------------------------------------------------------------------------- prompt pool
 @PROMPT_SOURCES.register("pool")
 class PromptPool(TokenSource):
-    """adap_ins_vec: ``P_new = sum_i beta_i P^(i)``, ``beta = softmax(ReLU(Po(x)))``.
+    """adap_ins_vec: ``P_new = sum_i beta_i P^(i)``, ``beta = softmax(act(Po(x)))``.
 
     k prompts of (length, width) and Po: Linear d -> k (d*k parameters without bias, the
-    paper's Table 9; + ReLU as its one-layer networks). The mixing weights are computed once per
-    pass and tower, so deep methods that draw tokens at every layer reuse them.
+    paper's Table 9) with ``PROMPT.DYNAMIC.POOL_ACTIVATION`` (relu as the paper's one-layer
+    networks; the authors' code uses none in adap_ins_vec_pos / adap_pos_ins_vec, tanh in
+    adap_ins_vec). The mixing weights are computed once per pass and tower, so deep methods that
+    draw tokens at every layer reuse them.
     """
 
     def __init__(self, cfg, *, length: int, width: int, tower=None, init: str = "normal",
@@ -392,23 +572,34 @@ class PromptPool(TokenSource):
         self.length, self.width, self.size = length, width, k
         self.record_choices = bool(d.RECORD)
         self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
-        members = []
-        for i in range(k):
-            if init == "vocab" and tower is not None and tower.input_embeddings() is not None:
-                # k different vocabulary windows: identical members would receive identical
-                # updates and the mixing could never tell them apart.
-                weight = tower.input_embeddings().weight.detach()
-                ids = (torch.arange(length) + i * length) % weight.shape[0]
-                members.append(weight[ids].clone().float())
-            else:
-                members.append(initial_tokens(length, width, tower, init, init_text, patch_size))
-        self.prompts = nn.Parameter(torch.stack(members))
-        self.router = InstanceLogits(width, k, bool(d.INSTANCE_BIAS), bool(d.INSTANCE_RELU))
+        self.feature_length = int(d.FEATURE_LENGTH)
+        if check_choice("POOL_INIT", d.POOL_INIT, POOL_INITS) == "uniform":
+            bound = float(d.INIT_RANGE)
+            self.prompts = nn.Parameter(torch.empty(k, length, width).uniform_(-bound, bound))
+        else:
+            self.prompts = nn.Parameter(torch.stack([self._member(i, init, tower, init_text, patch_size)
+                                                     for i in range(k)]))
+        activation = check_choice("POOL_ACTIVATION", d.POOL_ACTIVATION, ACTIVATIONS)
+        self.router = InstanceLogits(width, k, bool(d.INSTANCE_BIAS), activation)
+
+    def _member(self, i: int, init: str, tower, init_text: str, patch_size: Optional[int]) -> torch.Tensor:
+        if init == "vocab" and tower is not None and tower.input_embeddings() is not None:
+            # k different vocabulary windows: identical members would receive identical
+            # updates and the mixing could never tell them apart.
+            weight = tower.input_embeddings().weight.detach()
+            ids = (torch.arange(self.length) + i * self.length) % weight.shape[0]
+            return weight[ids].clone().float()
+        return initial_tokens(self.length, self.width, tower, init, init_text, patch_size)
+
+    @property
+    def frozen_pass_mode(self) -> Optional[str]:
+        return frozen_pass_mode(self.feature_mode)
 
     def mixing_weights(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         key = ("dynamic.pool", id(self), tower)
         if key not in ctx.cache:
-            beta = torch.softmax(self.router(instance_feature(tower, ctx, self.feature_mode)), -1)
+            feature = instance_feature(tower, ctx, self.feature_mode, feature_length=self.feature_length)
+            beta = torch.softmax(self.router(feature), -1)
             ctx.cache[key] = beta
             if self.record_choices:
                 ctx.record(f"{tower}.pool.top", beta.argmax(-1))
