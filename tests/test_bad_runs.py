@@ -359,8 +359,13 @@ def test_nan_in_the_yaml_is_caught_by_validation(sandbox, capsys, finished_run):
 def test_fp16_skips_a_nan_step_as_amp_does_even_in_stop_mode(sandbox, capsys, finished_run, monkeypatch):
     cfg, _ = setup(sandbox, finished_run)
     monkeypatch.setenv("FAULT_NAN_LOSS_AT", "3")
+    # Users get fp16 / amp only on CUDA; the GradScaler's skipping is the same on any device, so
+    # this test lets amp (fp16 autocast + GradScaler) run on the CPU.
+    from mmprompt.engine import trainer as trainer_module
+    cpu_amp = trainer_module.Precision("amp", autocast=torch.float16, grad_scaler=True)
+    monkeypatch.setattr(trainer_module, "resolve_precision", lambda *args, **kwargs: cpu_amp)
     out = sandbox.root / "fp16"
-    outcome = train(capsys, sandbox, cfg, out, "MODEL.NAME", "fault_test_model", "TRAIN.PRECISION", "fp16",
+    outcome = train(capsys, sandbox, cfg, out, "MODEL.NAME", "fault_test_model", "TRAIN.PRECISION", "amp",
                     "USE_CUDA", "False")
     assert outcome.code == 0, outcome.err
     # the GradScaler skipped the NaN step (and any step whose gradients overflowed its scale)
