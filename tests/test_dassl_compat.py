@@ -105,12 +105,12 @@ TRAINER_YAMLS = [
      {"PROMPT.MAPLE.MODE": "maple", "PROMPT.MAPLE.PROMPT_DEPTH": 3, "OPTIM.MAX_EPOCH": 2}),
     ("IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml", "IVLP", clip_b4(0.0035, 5, IVLP_NODE.format(nv=2, nt=2, dv=12)),
      {"PROMPT.METHODS": ["maple"], "PROMPT.MAPLE.MODE": "ivlp", "PROMPT.MAPLE.N_CTX": 2,
-      "PROMPT.MAPLE.N_CTX_VISION": 2, "PROMPT.MAPLE.PROMPT_DEPTH": 12}),
+      "PROMPT.MAPLE.N_CTX_VISION": 2, "PROMPT.MAPLE.PROMPT_DEPTH": 12, "PROMPT.MAPLE.PROMPT_DEPTH_VISION": 12}),
     ("IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml", "IVLP",
      clip_b4(0.0025, 5, IVLP_NODE.format(nv=0, nt=4, dv=0)),
      {"PROMPT.MAPLE.MODE": "deep_language", "PROMPT.MAPLE.N_CTX": 4, "PROMPT.MAPLE.PROMPT_DEPTH": 12}),
     ("VPT/vit_b16_c2_ep5_batch4_4.yaml", "VPT", clip_b4(0.0025, 5, VPT_NODE),
-     {"PROMPT.MAPLE.MODE": "deep_vision", "PROMPT.MAPLE.N_CTX_VISION": 8, "PROMPT.MAPLE.PROMPT_DEPTH": 12,
+     {"PROMPT.MAPLE.MODE": "deep_vision", "PROMPT.MAPLE.N_CTX_VISION": 8, "PROMPT.MAPLE.PROMPT_DEPTH_VISION": 12,
       "MODEL.CLIP.TEMPLATE": "a photo of a {}."}),
     *[(f"CoCoOp/vit_b16_c{n}_ep10_batch1{suffix}.yaml", "CoCoOp",
        coop(batch=1, epochs=10, print_freq=20, node=COCOOP_NODE.format(n_ctx=n, init=init)),
@@ -269,11 +269,24 @@ def test_trainer_flag_defaults_and_overrides(tmp_path):
     # a node the yaml leaves out starts from their extend_cfg defaults (VPT: one shallow layer of 2 tokens)
     vpt = write(tmp_path / "vpt.yaml", DASSL_YAML.format(**clip_b4(0.0025, 5, "")))
     cfg = load_cfg(vpt, trainer="VPT")
-    assert (cfg.PROMPT.MAPLE.MODE, cfg.PROMPT.MAPLE.N_CTX_VISION, cfg.PROMPT.MAPLE.PROMPT_DEPTH) == ("deep_vision", 2, 1)
+    assert (cfg.PROMPT.MAPLE.MODE, cfg.PROMPT.MAPLE.N_CTX_VISION, cfg.PROMPT.MAPLE.PROMPT_DEPTH_VISION) == \
+        ("deep_vision", 2, 1)
     with pytest.raises(ConfigError, match="not one mmprompt reads"):
         load_cfg(vpt, trainer="DAEL")
-    with pytest.raises(ConfigError, match="one PROMPT.MAPLE.PROMPT_DEPTH"):
-        load_cfg(vpt, opts=["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3"], trainer="IVLP")
+    # IVLP's vision and text depths may differ (their independentVL.py reads them separately)
+    cfg = load_cfg(vpt, opts=["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3"], trainer="IVLP")
+    assert (cfg.PROMPT.MAPLE.MODE, cfg.PROMPT.MAPLE.PROMPT_DEPTH, cfg.PROMPT.MAPLE.PROMPT_DEPTH_VISION) == ("ivlp", 9, 3)
+    with pytest.raises(ConfigError, match="--trainer VPT"):
+        load_cfg(vpt, opts=["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "0"], trainer="IVLP")
+
+
+def test_zero_shot_trainers_are_the_zsclip_recipes(tmp_path):
+    # scripts/coop/zeroshot.sh: --trainer ZeroshotCLIP --config-file configs/trainers/CoOp/vit_b16_ep50.yaml --eval-only
+    coop_yaml = write(tmp_path / "vit_b16_ep50.yaml", DASSL_YAML.format(**coop(epochs=50)))
+    for trainer, recipe in (("ZeroshotCLIP", "zsclip.yaml"), ("ZeroshotCLIP2", "zsclip_ensemble.yaml")):
+        cfg = load_cfg(coop_yaml, trainer=trainer)
+        ours = load_cfg(os.path.join(REPO, "configs", recipe))
+        assert cfg.PROMPT.METHODS == [] and cfg.MODEL.CLIP.ZERO_SHOT_TEMPLATES == ours.MODEL.CLIP.ZERO_SHOT_TEMPLATES
 
 
 def test_mmprompt_keys_beside_dassl_keys_override_them(tmp_path):

@@ -108,8 +108,11 @@ def _dataset_name(value) -> Dict[str, Any]:
 
 def _clip_backbone(value) -> Dict[str, Any]:
     if value in CLIP_BACKBONES:
+        # clip.load's models are OpenAI's, trained with QuickGELU: stated, so that a local file
+        # given as MODEL.BACKBONE.PRETRAINED (offline) builds the same activation as the tag
         return {"MODEL.NAME": "clip_prompt_classifier", "MODEL.BACKBONE.NAME": "open_clip",
-                "MODEL.BACKBONE.ARCH": CLIP_BACKBONES[value], "MODEL.BACKBONE.PRETRAINED": "openai"}
+                "MODEL.BACKBONE.ARCH": CLIP_BACKBONES[value], "MODEL.BACKBONE.PRETRAINED": "openai",
+                "MODEL.BACKBONE.ACTIVATION": "quick_gelu"}
     if value == "":
         return {}
     # An mmprompt adapter name given with Dassl keys (e.g. a mixed user file) keeps its meaning.
@@ -272,14 +275,15 @@ def _ivlp(node) -> Mapped:
         # language-only deep prompting.
         return out + [("PROMPT.MAPLE.MODE", "deep_language", "PROMPT_DEPTH_VISION"),
                       ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT")]
-    if vision_depth != text_depth:
-        raise Unmapped(f"PROMPT_DEPTH_VISION {vision_depth} != PROMPT_DEPTH_TEXT {text_depth}: this mmprompt has one "
-                       f"PROMPT.MAPLE.PROMPT_DEPTH for both towers")
     if node["N_CTX_VISION"] <= 0:
         raise Unmapped(f"N_CTX_VISION {node['N_CTX_VISION']} with vision depth {vision_depth}: PROMPT.MAPLE.N_CTX_VISION "
                        f"<= 0 means 'as many as the text' in mmprompt")
+    if text_depth == 0:
+        raise Unmapped("PROMPT_DEPTH_TEXT 0 with vision prompts: vision-only prompting is their VPT trainer "
+                       "(--trainer VPT), mmprompt's PROMPT.MAPLE.MODE deep_vision")
     return out + [("PROMPT.MAPLE.MODE", "ivlp", ""), ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
-                  ("PROMPT.MAPLE.PROMPT_DEPTH", vision_depth, "PROMPT_DEPTH_VISION")]
+                  ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT"),
+                  ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", vision_depth, "PROMPT_DEPTH_VISION")]
 
 
 def _vision_prompting(node) -> Mapped:
@@ -288,8 +292,13 @@ def _vision_prompting(node) -> Mapped:
         raise Unmapped(f"N_CTX_VISION {node['N_CTX_VISION']}: vision prompting needs at least one token")
     return [("PROMPT.METHODS", ["maple"], ""), ("PROMPT.MAPLE.MODE", "deep_vision", ""),
             ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
-            ("PROMPT.MAPLE.PROMPT_DEPTH", node["PROMPT_DEPTH_VISION"], "PROMPT_DEPTH_VISION"),
+            ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", node["PROMPT_DEPTH_VISION"], "PROMPT_DEPTH_VISION"),
             ("MODEL.CLIP.TEMPLATE", "a photo of a {}.", ""), *_precision(node)]
+
+
+def _zero_shot(templates: str) -> Callable[[Dict[str, Any]], Mapped]:
+    # Their zero-shot trainers read no TRAINER node (the CoOp yaml they are run with is ignored).
+    return lambda node: [("PROMPT.METHODS", [], ""), ("MODEL.CLIP.ZERO_SHOT_TEMPLATES", templates, "")]
 
 
 # Defaults: the extend_cfg of CoOp's and MaPLe's train.py (identical where both define a node).
@@ -303,10 +312,8 @@ TRAINERS: Dict[str, DasslTrainer] = {t.name.lower(): t for t in (
                                   "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9}, _ivlp),
     DasslTrainer("VPT", "VPT", {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
                                 "PROMPT_DEPTH_VISION": 1}, _vision_prompting),
-    DasslTrainer("ZeroshotCLIP", "", unmapped_reason="zero-shot CLIP with CoOp's per-dataset templates has no "
-                                                     "mmprompt recipe in this build"),
-    DasslTrainer("ZeroshotCLIP2", "", unmapped_reason="zero-shot CLIP with CoOp's template ensemble has no "
-                                                      "mmprompt recipe in this build"),
+    DasslTrainer("ZeroshotCLIP", "", translate=_zero_shot("coop")),  # configs/zsclip.yaml
+    DasslTrainer("ZeroshotCLIP2", "", translate=_zero_shot("coop_ensemble")),  # configs/zsclip_ensemble.yaml
 )}
 _TRAINER_NODES = {t.node: t for t in TRAINERS.values() if t.node}
 
