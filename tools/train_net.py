@@ -77,7 +77,8 @@ def setup_cfg(args):
         flags += ["SEED", str(args.seed)]
     if args.output_dir:
         flags += ["OUTPUT_DIR", args.output_dir]
-    cfg = load_cfg(args.config_file, args.dataset_config_file, flags + list(args.opts), trainer=args.trainer)
+    cfg = load_cfg(args.config_file, args.dataset_config_file, flags + list(args.opts),
+                   trainer=getattr(args, "trainer", ""))  # tools reusing setup_cfg may have no --trainer
     cfg.freeze()
     return cfg
 
