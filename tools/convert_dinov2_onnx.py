@@ -294,11 +294,13 @@ def onnx_backbone_tokens(model, images: np.ndarray) -> np.ndarray:
     return session.run([name], {tapped.graph.input[0].name: images})[0]
 
 
-def build_timm(state: Mapping[str, np.ndarray], img_size: int, arch: str = TIMM_ARCH):
+def build_timm(state: Mapping[str, np.ndarray], img_size: int, arch: str = TIMM_ARCH, **model_kwargs):
+    """timm ``arch`` at ``img_size`` (``model_kwargs`` change its shape, e.g. a tiny test model)
+    with ``state`` loaded strictly."""
     import timm
     import torch
 
-    model = timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=0).eval()
+    model = timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=0, **model_kwargs).eval()
     tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items()

