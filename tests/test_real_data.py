@@ -342,3 +342,27 @@ def test_snli_recipe_trains_a_step_on_minilm(tmp_path):
         trainer.close()
     assert extra["step"] == 1 and results["test"]["num_samples"] == 9
     assert trainer.model.num_params()["trainable"] == 8 * 20 * 384 + 384 * 8 + 384 * 21 + 384 * 3 + 3
+
+
+def test_on_a_vit_the_split_position_does_not_change_the_prediction():
+    """Why the vision table's +adap_pos rows can only differ from plain VPT by training noise: a ViT
+    adds its position embedding before the prompts go in and attends bidirectionally without a mask,
+    so [CLS, P_before, patches, P_after] is a permutation of [CLS, P, patches] and the class token's
+    output is the same for every dpos (the text tower numbers positions after insertion, so there
+    the split point matters)."""
+    from mmprompt.build import build_model
+    from mmprompt.prompts.dynamic import TaskLogits
+
+    cfg = load_cfg(os.path.join(REPO, "configs", "real", "dinov2_fashion", "vpt_deep_adap_pos.yaml"), opts=[
+        "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS", "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}"])
+    model = build_model(cfg, classnames=list(fm.CLASSNAMES)).eval()
+    choice = [m for m in model.modules() if isinstance(m, TaskLogits)]
+    assert len(choice) == 1 and choice[0].logits.numel() == 11
+    batch = {"image": torch.randn(3, 3, 28, 28)}
+    outputs = []
+    with torch.no_grad():
+        for dpos in range(11):
+            choice[0].logits.copy_(torch.nn.functional.one_hot(torch.tensor(dpos), 11).float() * 10)
+            outputs.append(model(batch))
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=1e-5, atol=1e-5)
