@@ -303,7 +303,7 @@ def test_vision_table_tool_runs_grid_then_seeds_resumes_and_plots(tmp_path, monk
     make_idx_folder(str(tmp_path / "src"), per_class_train=4, per_class_test=1)
     prep.prepare(str(tmp_path / "data"), str(tmp_path / "src"), val_per_class=1, test_per_class=1)
     spec = dataclasses.replace(results_vision.SPEC, grids=dict(results_vision.SPEC.grids,
-                                                               vpt_deep_adap_pos=rt.lr_grid([0.05, 0.25])))
+                                                               vpt_deep_adap_pos=rt.lr_grid([0.001, 0.003])))
     monkeypatch.setattr(results_vision, "SPEC", spec)
     doc, plot = str(tmp_path / "doc.md"), str(tmp_path / "positions.png")
     tiny = ["DATASET.ROOT", str(tmp_path / "data"), "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS",
