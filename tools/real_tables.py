@@ -302,15 +302,19 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
             if not path or not os.path.isfile(path):
                 continue
             records = pp.read_records(path)
-            for key in sorted(records):
-                if key.endswith(".dpos"):
-                    panels.append((f"{m}, {k} shots ({key})", list(pp.flatten(records[key]))))
+            # the first layer's choice: with PROMPT.DYNAMIC.CHOICE_DEPTH 1 (the tables' setting)
+            # every deeper layer records the same value
+            keys = sorted((key for key in records if key.endswith(".dpos")),
+                          key=lambda key: int("".join(c for c in key.split(".")[-2] if c.isdigit()) or 0))
+            if keys:
+                panels.append((f"{m}, {k} shots ({keys[0]})", list(pp.flatten(records[keys[0]]))))
     if not spec.plot or not panels:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from collections import Counter
+    from matplotlib.ticker import MaxNLocator
 
     cols = 2
     rows = (len(panels) + cols - 1) // cols
@@ -322,6 +326,7 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("dpos (prompt tokens before the input)", fontsize=7)
         ax.set_ylabel("test samples", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
