@@ -170,13 +170,17 @@ class FGVCDataset(DatasetBase):
     from :func:`names_from_vpt_files`.
     """
 
-    def __init__(self, cfg, name: str):
-        info = FGVC_DATASETS[name]
+    def __init__(self, cfg, name: str, info: Optional[FGVCInfo] = None, prep: str = ""):
+        """``info`` / ``prep``: another dataset in the same layout (e.g. Fashion-MNIST, see
+        :mod:`mmprompt.data.fashion_mnist`) and the command that prepares it; default the five
+        VPT datasets and ``prepare_fgvc.py``."""
+        info = info or FGVC_DATASETS[name]
         root = cfg.DATASET.ROOT
+        prep = prep or prep_command(root, name)
         dataset_dir, image_dir = dataset_paths(root, info)
         missing = [f for f in SPLIT_FILES.values() if not os.path.isfile(os.path.join(dataset_dir, f))]
         if missing:
-            raise DatasetMissingError(name, dataset_dir, missing, prep_command(root, name))
+            raise DatasetMissingError(name, dataset_dir, missing, prep)
         splits = {s: read_vpt_json(os.path.join(dataset_dir, f)) for s, f in SPLIT_FILES.items()}
         label_of = vpt_label_map(splits, dataset_dir)
         classnames = read_classnames(dataset_dir)
@@ -196,7 +200,7 @@ class FGVCDataset(DatasetBase):
         if absent:
             listed = sum(len(v) for v in items.values())
             raise DatasetMissingError(name, image_dir, [f"{len(absent)} of the {listed} images its split files "
-                                                        f"list (first: {absent[0]})"], prep_command(root, name))
+                                                        f"list (first: {absent[0]})"], prep)
         train = items["train"] + (items["val"] if cfg.DATASET.FGVC.TRAINVAL else [])
         super().__init__(train, items["val"], items["test"], classnames=classnames, name=name,
                          dataset_dir=dataset_dir, image_dir=image_dir)

