@@ -12,7 +12,8 @@ as skipped. For each recipe it prints the max relative difference of the logits 
 prompt gradient (float32), a verdict (SAME within 1e-4 relative) and the forward+backward time
 ratio, ours / theirs. Both sides get the same random weights with every normalisation gain and
 bias and every bias randomised (see ``benchmarks/official/common.py``). Exit status 1 when any
-recipe is DIFFERENT. ``docs/equivalence.md`` holds an output of this command.
+recipe is DIFFERENT (INTENDED: a difference mmprompt makes on purpose, with the reason printed,
+does not count). ``docs/equivalence.md`` holds an output of this command.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def format_result(r: common.Result) -> str:
     ratio = f"ratio {r.ratio:.2f}x" if r.ratio is not None else "ratio -"
     return (f"{r.recipe:<44} logits {r.logits_rel:.1e}  grads max {max(r.grads_rel.values(), default=0.0):.1e}  "
             f"{r.verdict:<9} {ratio}\n    vs {r.compared_with}" + (f"\n    grads: {grads}" if grads else "")
-            + (f"\n    note: {r.note}" if r.note else ""))
+            + (f"\n    note: {r.note}" if r.note else "") + (f"\n    intended: {r.intended}" if r.intended else ""))
 
 
 def main(argv=None) -> int:
@@ -114,9 +115,12 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump([{**vars(r), "verdict": r.verdict} for r in results], f, indent=1)
-    different = [r.recipe for r in results if r.verdict != "SAME"]
-    print(f"\n{len(results)} compared: {len(results) - len(different)} SAME, {len(different)} DIFFERENT"
-          + (f" ({', '.join(different)})" if different else "") + f"; {len(skipped)} skipped, {len(failed)} failed")
+    different = [r.recipe for r in results if r.verdict == "DIFFERENT"]
+    intended = [r.recipe for r in results if r.verdict == "INTENDED"]
+    print(f"\n{len(results)} compared: {len(results) - len(different) - len(intended)} SAME, "
+          f"{len(intended)} different on purpose" + (f" ({', '.join(intended)})" if intended else "")
+          + f", {len(different)} DIFFERENT" + (f" ({', '.join(different)})" if different else "")
+          + f"; {len(skipped)} skipped, {len(failed)} failed")
     return 1 if different or failed else 0
 
 

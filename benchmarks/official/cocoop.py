@@ -104,7 +104,7 @@ def ours_model(arch: str, seed: int, methods, dataset="oxford_pets", **keys):
     cfg = get_cfg()
     merge_from_list(cfg, ["MODEL.NAME", "clip_prompt_classifier", "MODEL.BACKBONE.NAME", "open_clip",
                           "MODEL.BACKBONE.ARCH", arch, "MODEL.BACKBONE.PRETRAINED", "",
-                          "MODEL.BACKBONE.KWARGS", "{'force_quick_gelu': True}", "DATASET.NAME", dataset])
+                          "MODEL.BACKBONE.ACTIVATION", "quick_gelu", "DATASET.NAME", dataset])
     cfg.PROMPT.METHODS = list(methods)
     merge_from_list(cfg, [str(x) for kv in keys.items() for x in kv])
     torch.manual_seed(seed)

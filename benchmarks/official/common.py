@@ -40,8 +40,9 @@ class Result:
     logits_rel: float
     grads_rel: Dict[str, float] = field(default_factory=dict)
     ratio: Optional[float] = None  # ours / theirs, forward + backward
-    note: str = ""  # what differs on purpose, or how the two were aligned
+    note: str = ""  # how the two were aligned
     tolerance: float = TOLERANCE
+    intended: str = ""  # why mmprompt differs on purpose (e.g. a bug of theirs it does not copy); "" = none
 
     @property
     def worst(self) -> float:
@@ -49,7 +50,9 @@ class Result:
 
     @property
     def verdict(self) -> str:
-        return "SAME" if self.worst <= self.tolerance else "DIFFERENT"
+        if self.worst <= self.tolerance:
+            return "SAME"
+        return "INTENDED" if self.intended else "DIFFERENT"
 
 
 @dataclass

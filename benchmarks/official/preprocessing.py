@@ -133,10 +133,10 @@ def dassl_read_image(args) -> List[Result]:
                 image.info["transparency"] = 0
             image.save(path, fmt)
             rel = rel_diff(pil_to_tensor(load_image(path)).float(), pil_to_tensor(tools.read_image(path)).float())
-            note = ("on purpose: Dassl's convert('RGB') clips 16-bit values at 255 (a white image); mmprompt "
-                    "scales them by 255/65535" if label.startswith("16-bit") else "decoded pixels")
+            intended = ("Dassl's convert('RGB') clips 16-bit values at 255 (a white image); mmprompt scales "
+                        "them by 255/65535" if label.startswith("16-bit") else "")
             results.append(Result(recipe=f"read_image {label}", compared_with="Dassl.pytorch dassl/utils/tools.py "
-                                  "read_image", logits_rel=rel, note=note))
+                                  "read_image", logits_rel=rel, note="decoded pixels", intended=intended))
     return results
 
 
