@@ -109,6 +109,9 @@ def pets(tmp_path_factory):
     ("vpt_clip.yaml", ["maple"], DEPTH2),
     ("coop_ctxv1.yaml", ["coop"], []),
     ("coop_csc.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2", "PROMPT.COOP.CLASS_TOKEN_POSITION", "middle"]),
+    ("coop_middle.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
+    ("coop_ep50.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
+    ("coop_ep50_ctxv1.yaml", ["coop"], []),
 ])
 def test_recipe_trains_and_tests_through_train_net(pets, tmp_path, config, methods, extra):
     out = tmp_path / "run"
