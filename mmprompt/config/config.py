@@ -20,6 +20,7 @@ import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from ..errors import ConfigError
+from ..recipes import packaged_path
 
 BASE_KEY = "_BASE_"
 
@@ -95,7 +96,8 @@ def has_key(cfg: _YacsNode, key: str) -> bool:
 
 
 def _read_yaml_chain(path: str, stack: List[str]) -> dict:
-    path = os.path.abspath(path)
+    # configs/... names a packaged recipe when the working directory has no such file (installed)
+    path = os.path.abspath(packaged_path(path) or path)
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     if path in stack:
