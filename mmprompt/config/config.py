@@ -184,6 +184,12 @@ def all_keys(cfg: _YacsNode, prefix: str = "") -> List[str]:
     return keys
 
 
+def merge_dict(cfg: CfgNode, data: dict, source: str) -> None:
+    """Merge a nested dict of keys into ``cfg`` with the checks of a yaml merge: unknown keys
+    (with close names), values coerced to the default's type; ``source`` names where they came from."""
+    _merge_dict(cfg, data, source=source)
+
+
 def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=None) -> None:
     root = cfg if root is None else root
     root_keys: Optional[Iterable[str]] = None
