@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from typing import Dict, List, Optional, Tuple
