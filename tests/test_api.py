@@ -217,3 +217,17 @@ def test_create_model_takes_recipe_names():
         mmprompt.create_model("maple_adap")
     with pytest.raises(ConfigError, match="KEY VALUE pairs"):
         mmprompt.create_model("maple_adap_pos", "PROMPT.MAPLE.N_CTX")
+
+
+def test_t5_is_wrapped_as_a_verbalizer_or_a_classifier():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.T5Config(vocab_size=384, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
+                                   num_decoder_layers=2, decoder_start_token_id=0)
+    t5 = transformers.T5ForConditionalGeneration(config)
+    tokenizer = transformers.ByT5Tokenizer()
+    verbalizer = mmprompt.wrap(t5, "prompt_tuning", classnames=["yes", "no"], tokenizer=tokenizer, num_tokens=3)
+    classifier = mmprompt.wrap(t5, "prompt_tuning", num_classes=2, tokenizer=tokenizer, num_tokens=3)
+    assert (type(verbalizer).__name__, type(classifier).__name__) == ("T5Verbalizer", "TextClassifier")
+    batch = {"text": ["is it?", "no way"], "label": torch.tensor([0, 1])}
+    with torch.no_grad():
+        assert verbalizer(batch)["logits"].shape == classifier(batch)["logits"].shape == (2, 2)
