@@ -231,3 +231,8 @@ def test_t5_is_wrapped_as_a_verbalizer_or_a_classifier():
     batch = {"text": ["is it?", "no way"], "label": torch.tensor([0, 1])}
     with torch.no_grad():
         assert verbalizer(batch)["logits"].shape == classifier(batch)["logits"].shape == (2, 2)
+
+
+def test_a_method_needing_a_text_tower_is_refused_on_a_vision_backbone():
+    with pytest.raises(ConfigError, match="CoOp needs the text tower"):
+        mmprompt.wrap(tiny_vit(), "coop", num_classes=2)
