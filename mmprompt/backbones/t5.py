@@ -38,6 +38,7 @@ from ..tokens import TokenSeq
 from . import _hf
 from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
+from ..utils.extras import require
 
 # Published T5 v1.1 hyperparameters (the LM-adapted checkpoints share them): gated-GELU FFN,
 # untied output projection in the original checkpoints (no decoder-output rescaling).
@@ -205,6 +206,7 @@ class T5Backbone(TokenBackbone):
 
 @BACKBONES.register("t5")
 def build_t5(cfg) -> T5Backbone:
+    require("transformers", "T5 backbones")
     from transformers import T5ForConditionalGeneration
 
     bb = cfg.MODEL.BACKBONE

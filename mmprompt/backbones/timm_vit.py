@@ -26,6 +26,7 @@ from ..tokens import TokenSeq
 from ._common import backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_cached, hf_endpoint, hub_offline, offline_error
 from .base import TokenBackbone, TokenTower
+from ..utils.extras import require
 
 _DEFAULT_WEIGHTS = {"true", "timm", "1", "yes", "default"}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
@@ -106,7 +107,7 @@ def resolve_timm_name(arch: str) -> str:
     """A current timm model name ('arch' or 'arch.tag') for ``arch``; old names are mapped
     through timm's own deprecation table (e.g. ``vit_base_patch16_224_in21k`` ->
     ``vit_base_patch16_224.augreg_in21k``)."""
-    import timm
+    timm = require("timm", "timm ViT backbones")
     from timm.models import get_deprecated_models
 
     deprecated = get_deprecated_models()
@@ -130,7 +131,7 @@ def _is_path(value: str) -> bool:
 
 def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
                     cache_dir: str = "") -> TimmViT:
-    import timm
+    timm = require("timm", "timm ViT backbones")
     from timm.models import get_pretrained_cfg
     from timm.models.vision_transformer import VisionTransformer
 

@@ -20,6 +20,7 @@ import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from ..errors import ConfigError
+from ..recipes import packaged_path
 
 BASE_KEY = "_BASE_"
 
@@ -95,7 +96,8 @@ def has_key(cfg: _YacsNode, key: str) -> bool:
 
 
 def _read_yaml_chain(path: str, stack: List[str]) -> dict:
-    path = os.path.abspath(path)
+    # configs/... names a packaged recipe when the working directory has no such file (installed)
+    path = os.path.abspath(packaged_path(path) or path)
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     if path in stack:
@@ -180,6 +182,12 @@ def all_keys(cfg: _YacsNode, prefix: str = "") -> List[str]:
         if isinstance(v, _YacsNode):
             keys.extend(all_keys(v, full + "."))
     return keys
+
+
+def merge_dict(cfg: CfgNode, data: dict, source: str) -> None:
+    """Merge a nested dict of keys into ``cfg`` with the checks of a yaml merge: unknown keys
+    (with close names), values coerced to the default's type; ``source`` names where they came from."""
+    _merge_dict(cfg, data, source=source)
 
 
 def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=None) -> None:

@@ -5,6 +5,10 @@ from .config import CfgNode as CN
 def add_prompt_config(_C):
     _C.PROMPT = CN()
     _C.PROMPT.METHODS = []  # prompt modules to compose, in order, by PROMPTS registry name; [] = frozen backbone only (linear probe)
+    # Per-method values of the shared nodes: PER_METHOD.<METHOD>.<NODE>.<KEY> overrides PROMPT.<NODE>.<KEY> for
+    # that method only, NODE one of DYNAMIC, SUPERPOS, RESIDUAL (e.g. PER_METHOD.VPT.DYNAMIC.GAMMA 0.1 gives VPT's
+    # adap_pos its own annealing while MaPLe's keeps PROMPT.DYNAMIC's); checked by mmprompt.build.build_prompts
+    _C.PROMPT.PER_METHOD = CN(new_allowed=True)
     add_method_config(_C)
     add_dynamic_config(_C)
 

@@ -34,6 +34,7 @@ from ..config.dassl_compat import canonical_dataset_name
 from ..errors import ConfigError
 from ..registry import DATASETS
 from .base import DataError, DatasetBase, Datum, apply_fewshot, apply_subsample
+from ..utils.extras import require
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -92,7 +93,7 @@ def _open_clip_preprocess(backbone) -> dict:
     """open_clip's own choice, as ``create_model`` makes it without building anything: its
     PreprocessCfg defaults, the model config's ``preprocess_cfg``, the pretrained tag's values,
     and the image tower's ``image_size`` (or ``force_image_size``)."""
-    import open_clip
+    open_clip = require("open_clip", "CLIP preprocessing")
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     from ..backbones.open_clip import resolve_open_clip_arch
@@ -111,7 +112,7 @@ def _open_clip_preprocess(backbone) -> dict:
 def _timm_preprocess(backbone) -> dict:
     """timm's pretrained_cfg of the architecture and tag (the default tag for random weights or
     a local file): input size (or KWARGS img_size), mean/std, interpolation, crop_pct, crop_mode."""
-    import timm
+    timm = require("timm", "timm preprocessing")
     from timm.models import get_pretrained_cfg
 
     from ..backbones.timm_vit import resolve_timm_name

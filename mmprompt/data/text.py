@@ -54,6 +54,7 @@ from ..utils.cli import is_offline
 from .base import DataError, DatasetBase, DatasetMissingError, Datum
 from .text_tasks import (SNLI, SNLI_FILES, TASKS, TextTask, examples_from_row, read_official_file, render,
                          row_group)
+from ..utils.extras import require
 
 TEXT_FORMATS = ("text_to_text", "pair")
 PREP_SCRIPT = "python datasets_prep/prepare_text_datasets.py"
@@ -198,7 +199,7 @@ def _prep_hint(task: TextTask, root: str) -> str:
 
 
 def _rows_from_disk(task: TextTask, folder: str) -> Dict[str, List[dict]]:
-    import datasets
+    datasets = require("datasets", "Hugging Face text datasets")
     try:
         loaded = datasets.load_from_disk(folder)
     except FileNotFoundError:
@@ -214,7 +215,7 @@ def _rows_from_disk(task: TextTask, folder: str) -> Dict[str, List[dict]]:
 
 
 def _rows_from_hub(cfg, task: TextTask) -> Dict[str, List[dict]]:
-    import datasets
+    datasets = require("datasets", "Hugging Face text datasets")
     path = cfg.DATASET.TEXT.HUB_PATH or task.hub_path
     try:
         loaded = datasets.load_dataset(path, task.config)
@@ -353,7 +354,7 @@ def load_snli_rows(cfg) -> Tuple[Dict[str, List[dict]], str]:
         return {s: read_official_file(SNLI, path) for s, path in found.items()}, found["train"]
     if is_offline():
         raise DatasetMissingError(SNLI.name, folder, ["the folder (offline, so the hub was not tried)"], SNLI_INSTALL)
-    import datasets
+    datasets = require("datasets", "Hugging Face text datasets")
     path = cfg.DATASET.TEXT.HUB_PATH or SNLI.hub_path
     try:
         loaded = datasets.load_dataset(path)

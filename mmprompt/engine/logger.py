@@ -14,6 +14,7 @@ import time
 from typing import Dict
 
 from ..errors import MMPromptError
+from ..utils.extras import require
 
 
 class RunLogger:
@@ -27,8 +28,15 @@ class RunLogger:
                 if f.read(1) != b"\n":  # cut off by a kill: keep the next record on its own line
                     f.write(b"\n")
         if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            try:
+                require("tensorboard", "TRAIN.TENSORBOARD True (tensorboard scalars)")
+            except MMPromptError as e:
+                # log.jsonl holds every scalar too, so a run without tensorboard loses nothing
+                print(f"warning: {e} Writing log.jsonl only (TRAIN.TENSORBOARD False silences this).",
+                      file=sys.stderr, flush=True)
+            else:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
     def log(self, kind: str, step: int, values: Dict[str, object], **extra) -> None:
         if not self.enabled:

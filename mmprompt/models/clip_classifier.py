@@ -183,7 +183,7 @@ class CLIPPromptClassifier(PromptModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch, ctx=None):
-        ctx = ctx if ctx is not None else self.new_context()
+        ctx = self.forward_context(ctx)
         images = batch["image"].to(self.class_token_ids.device)
         scale = self.backbone.logit_scale.exp()
         if self.image_conditioned:
@@ -203,11 +203,11 @@ class CLIPPromptClassifier(PromptModel):
 
 
 @MODELS.register("clip_prompt_classifier")
-def build_clip_prompt_classifier(cfg, classnames=None) -> CLIPPromptClassifier:
+def build_clip_prompt_classifier(cfg, classnames=None, backbone=None) -> CLIPPromptClassifier:
     if not classnames:
         raise ConfigError("clip_prompt_classifier needs the dataset's class names to build its class prompts.")
     cfg = with_num_classes(cfg, classnames)
-    backbone = build_backbone(cfg)
+    backbone = backbone if backbone is not None else build_backbone(cfg)
     prompts = build_prompts(cfg, backbone)
     clip = cfg.MODEL.CLIP
     templates = zero_shot_templates(clip.ZERO_SHOT_TEMPLATES, cfg.DATASET.NAME) if clip.ZERO_SHOT_TEMPLATES else None

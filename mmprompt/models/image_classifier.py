@@ -91,7 +91,7 @@ class ImageClassifier(PromptModel):
         return self.tower.pool(seq, self.pool_mode)
 
     def forward(self, batch, ctx=None):
-        ctx = ctx if ctx is not None else self.new_context()
+        ctx = self.forward_context(ctx)
         images = batch["image"].to(self.head.weight.device)
         logits = self.head(self.dropout(self.features(images, ctx)))
         out = {"logits": logits}
@@ -101,9 +101,9 @@ class ImageClassifier(PromptModel):
 
 
 @MODELS.register("image_classifier")
-def build_image_classifier(cfg, classnames=None) -> ImageClassifier:
+def build_image_classifier(cfg, classnames=None, backbone=None) -> ImageClassifier:
     cfg = with_num_classes(cfg, classnames)
-    backbone = build_backbone(cfg)
+    backbone = backbone if backbone is not None else build_backbone(cfg)
     vision_tower_of(backbone, "image_classifier")
     prompts = build_prompts(cfg, backbone)
     return ImageClassifier.from_config(cfg, backbone, prompts)

@@ -65,7 +65,7 @@ class T5Verbalizer(PromptModel):
         return self.tower.decode(self.backbone.generate_ids(encoded.x, encoded.mask, limit))
 
     def forward(self, batch, ctx=None):
-        ctx = ctx if ctx is not None else self.new_context()
+        ctx = self.forward_context(ctx)
         encoded = self.encode(batch, ctx)
         B, N, D = encoded.x.shape
         targets = self.targets(encoded.x.device)
@@ -83,13 +83,13 @@ class T5Verbalizer(PromptModel):
 
 
 @MODELS.register("t5_verbalizer")
-def build_t5_verbalizer(cfg, classnames=None) -> T5Verbalizer:
+def build_t5_verbalizer(cfg, classnames=None, backbone=None) -> T5Verbalizer:
     if cfg.MODEL.BACKBONE.NAME != "t5":
         raise ConfigError(f"t5_verbalizer decodes label words with T5's decoder; set MODEL.BACKBONE.NAME t5 "
                           f"(got {cfg.MODEL.BACKBONE.NAME}).")
     if not classnames:
         raise ConfigError("t5_verbalizer needs label words: the dataset's class names are used as the "
                           "words the decoder must generate.")
-    backbone = build_backbone(cfg)
+    backbone = backbone if backbone is not None else build_backbone(cfg)
     prompts = build_prompts(cfg, backbone)
     return T5Verbalizer(backbone, prompts, classnames, max_length=cfg.MODEL.TEXT.MAX_LENGTH)

@@ -68,7 +68,7 @@ class TextClassifier(PromptModel):
         return self.tower.pool(seq, self.pool_mode)
 
     def forward(self, batch, ctx=None):
-        ctx = ctx if ctx is not None else self.new_context()
+        ctx = self.forward_context(ctx)
         logits = self.head(self.dropout(self.features(batch, ctx)))
         out = {"logits": logits}
         if "label" in batch:
@@ -77,8 +77,8 @@ class TextClassifier(PromptModel):
 
 
 @MODELS.register("text_classifier")
-def build_text_classifier(cfg, classnames=None) -> TextClassifier:
-    backbone = build_backbone(cfg)
+def build_text_classifier(cfg, classnames=None, backbone=None) -> TextClassifier:
+    backbone = backbone if backbone is not None else build_backbone(cfg)
     if TOWER not in backbone.tower_names:
         raise ConfigError(f"text_classifier reads the '{TOWER}' tower; backbone {cfg.MODEL.BACKBONE.NAME} has "
                           f"{backbone.tower_names} (use MODEL.BACKBONE.NAME hf_encoder or t5).")

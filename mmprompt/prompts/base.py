@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..tokens import TokenSeq
 
 
@@ -55,7 +56,9 @@ FROZEN_PASS_INPUT = "frozen_pass_input"
 class PromptModule(nn.Module):
     """Base of every prompt method; override :meth:`before_layer` (and :meth:`setup`)."""
 
-    #: tower names this method can act on; None means any tower
+    #: towers the backbone must have for this method (PromptStack.setup refuses one without them);
+    #: None: the method finds its towers in setup (e.g. from its TOWER key). Which towers a method
+    #: edits is what its before_layer changes: it returns ``seq`` unchanged for the others.
     requires_towers: Optional[Iterable[str]] = None
 
     def setup(self, backbone) -> None:
@@ -104,6 +107,10 @@ class PromptStack(nn.Module):
 
     def setup(self, backbone) -> "PromptStack":
         for m in self.methods:
+            missing = [t for t in (m.requires_towers or ()) if t not in backbone.tower_names]
+            if missing:
+                raise ConfigError(f"{type(m).__name__} needs the {' and '.join(missing)} tower(s); the "
+                                  f"{type(backbone).__name__} backbone has {backbone.tower_names}.")
             m.setup(backbone)
         return self.attach(backbone)
 

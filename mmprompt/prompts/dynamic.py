@@ -243,7 +243,7 @@ def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner
     ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index``, receives the
     gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
     """
-    tokens = seq._batch_tokens(tokens)
+    tokens = seq.batch_tokens(tokens)
     length = tokens.shape[1]
     if length == 0:
         return seq
@@ -485,7 +485,7 @@ class AdaptivePosition(_LearnedChoice):
         return self.length - index if self.rotate else index
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
-        tokens = seq._batch_tokens(tokens)
+        tokens = seq.batch_tokens(tokens)
         if tokens.shape[1] != self.length:
             raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
                               f"{tokens.shape[1]}.")
@@ -529,7 +529,7 @@ class AdaptiveLength(_LearnedChoice):
             raise ConfigError(f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}.")
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
-        tokens = seq._batch_tokens(tokens)
+        tokens = seq.batch_tokens(tokens)
         one_hot, _, head = self.choose(seq, ctx)
         keep = one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
         tokens = tokens * keep[..., None].to(tokens.dtype)

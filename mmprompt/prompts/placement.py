@@ -47,7 +47,7 @@ class StaticPlacement(Placement):
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         if seq.has(owner_id):
             return seq.replace(owner_id, tokens)
-        tokens = seq._batch_tokens(tokens)
+        tokens = seq.batch_tokens(tokens)
         return seq.insert_at(tokens, self.positions(seq, tokens.shape[1]), owner_id)
 
 
