@@ -90,7 +90,9 @@ def test_text_embed_anchors_and_mask(clip):
     eot = ids.argmax(-1)
     assert seq.anchors["start"].tolist() == [1, 1, 1]
     assert seq.anchors["end"].tolist() == eot.tolist() == seq.anchors["pool"].tolist()
-    assert torch.equal(seq.mask, mask)  # padding after EOT is switched off
+    # trimmed after the batch's last EOT; the padding kept (after shorter texts' EOT) is switched off
+    assert seq.length == int(eot.max()) + 1
+    assert torch.equal(seq.mask, mask[:, : seq.length]) and not mask[:, seq.length:].any()
     assert int(mask[1].sum()) == 3  # SOT dog EOT
 
 
@@ -121,14 +123,18 @@ def test_inserted_word_embeddings_equal_the_longer_text(clip, where):
     text = clip.tower("text")
     ids, mask = text.tokenize(TEXTS)
     extra = word_ids(clip, "very small")
-    seq = text.embed((ids, mask)).insert(clip.model.token_embedding.weight[extra], where, new_owner_id())
-    assert seq.length == 77 + len(extra)  # beyond the context: trailing padding is trimmed at layer 0
-    ours = text.pool(text.run_layers(seq))
     rows = []
     for t in TEXTS:
         words = word_ids(clip, t)
         rows.append([SOT] + (extra + words if where == "start" else words + extra) + [EOT])
-    assert torch.allclose(ours, clip.model.encode_text(padded(rows)), atol=1e-6)
+    expected = clip.model.encode_text(padded(rows))
+    for trim in (True, False):
+        text.trim_text = trim
+        seq = text.embed((ids, mask)).insert(clip.model.token_embedding.weight[extra], where, new_owner_id())
+        # untrimmed, the sequence is beyond the context: trailing padding is trimmed at layer 0
+        assert seq.length == (int(ids.argmax(-1).max()) + 1 if trim else 77) + len(extra)
+        assert torch.allclose(text.pool(text.run_layers(seq)), expected, atol=1e-6)
+    text.trim_text = True
 
 
 def test_switched_off_text_tokens_get_no_attention(clip):

@@ -108,8 +108,10 @@ def test_maple_on_open_clip_couples_text_to_vision_per_layer(clip_json):
         expected = maple.couplings[i](maple.text_sources[i].tokens)
         assert torch.allclose(tokens_of(vision_seen[i], maple.vision_owner)[0], expected)
         assert vision_seen[i].length == 1 + 16 + 2
-    # layer 0 drops the padding the insertion pushed past CLIP's 77 positions; then it stays fixed
-    assert [s.length for s in text_seen] == [77 + 4, 77]
+    # the class texts are trimmed after the longest one's EOT, then 2 context tokens and the 2
+    # fixed words go in; the deeper layer replaces the context in place
+    trimmed = int(text.eot_positions(model.class_token_ids).max()) + 1
+    assert [s.length for s in text_seen] == [trimmed + 4, trimmed + 4]
     got = train_step(model, {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([1, 0])})
     assert got == {f"prompts.methods.0.{n}" for n in
                    ["text_sources.0.tokens", "text_sources.1.tokens", "couplings.0.weight", "couplings.0.bias",

@@ -162,7 +162,8 @@ def their_trainer_values(checkout: str, spec: Spec, layers: int) -> Dict[str, ob
     return {k: min(v, layers) if k in DEPTH_KEYS else v for k, v in values.items()}
 
 
-def build_theirs(checkout: str, spec: Spec, values: Dict[str, object], weights_file: str, image_size: int):
+def build_theirs(checkout: str, spec: Spec, values: Dict[str, object], weights_file: str, image_size: int,
+                 classnames: Sequence[str] = CLASSNAMES):
     with checkout_on_path(checkout, stubs=_dassl_stubs(), prefixes=("clip", "trainers", "dassl")):
         module = importlib.import_module(f"trainers.{spec.trainer}")
     module.clip._download = lambda url, root=None: weights_file
@@ -170,7 +171,7 @@ def build_theirs(checkout: str, spec: Spec, values: Dict[str, object], weights_f
                       "INPUT": {"SIZE": (image_size, image_size)}, "TRAINER": {spec.node: values}})
     with their_fp32(), contextlib.redirect_stdout(io.StringIO()):
         clip_model = module.load_clip_to_cpu(cfg).float()
-        model = module.CustomCLIP(cfg, CLASSNAMES, clip_model)
+        model = module.CustomCLIP(cfg, list(classnames), clip_model)
     return model.float().eval()
 
 
@@ -244,7 +245,7 @@ def shared_weights(size: str, seed: int) -> Tuple[str, dict]:
     return _WEIGHTS[key]
 
 
-def build_ours(spec: Spec, size: str, layers: int, state: dict):
+def build_ours(spec: Spec, size: str, layers: int, state: dict, classnames: Sequence[str] = CLASSNAMES):
     """The recipe's model on random weights of the same architecture (its own QuickGELU setting
     stays: clip_vit_b16.yaml says quick_gelu), then the shared weights loaded into it."""
     from mmprompt.build import build_model
@@ -254,7 +255,7 @@ def build_ours(spec: Spec, size: str, layers: int, state: dict):
     cfg = load_cfg(os.path.join(REPO, "configs", spec.ours), opts=opts)
     for key in ("PROMPT_DEPTH", "PROMPT_DEPTH_VISION"):
         cfg.PROMPT.MAPLE[key] = min(cfg.PROMPT.MAPLE[key], layers)
-    model = build_model(cfg, CLASSNAMES)
+    model = build_model(cfg, list(classnames))
     model.backbone.model.load_state_dict(state)
     return model.train()  # train mode: class texts are re-encoded every pass, as theirs
 
@@ -269,19 +270,36 @@ def randomise_prompts_(model, seed: int) -> None:
 
 
 # ---------------------------------------------------------------------- the comparison
-def compare(spec: Spec, checkout: str, args) -> Result:
+@dataclass
+class Pair:
+    """Both sides of one recipe on the same weights, their prompt parameters equal."""
+    ours: torch.nn.Module
+    theirs: torch.nn.Module
+    our_params: Dict[str, torch.nn.Parameter]  # trainable, by our names
+    their_params: Dict[str, torch.nn.Parameter]  # theirs, under our names
+    values: Dict[str, object]  # their TRAINER.<node>
+    layers: int
+    image_size: int
+
+
+def aligned_pair(spec: Spec, checkout: str, args, classnames: Sequence[str] = CLASSNAMES,
+                 ours_only: Sequence[str] = ()) -> Pair:
+    """Build both sides of ``spec`` (``args.size``, ``args.seed``) for ``classnames``; our random
+    prompt values are copied to theirs. ``ours_only``: trainable parameters of ours with no
+    counterpart (a method the authors' model lacks, e.g. adap_pos's position logits)."""
     layers = TINY_LAYERS if args.size == "tiny" else 12
     image_size = TINY_IMAGE if args.size == "tiny" else 224
     weights_file, state = shared_weights(args.size, args.seed)
     values = their_trainer_values(checkout, spec, layers)
-    ours = build_ours(spec, args.size, layers, state)
-    theirs = build_theirs(checkout, spec, values, weights_file, image_size)
+    ours = build_ours(spec, args.size, layers, state, classnames)
+    theirs = build_theirs(checkout, spec, values, weights_file, image_size, classnames)
     randomise_prompts_(ours, args.seed)
     our_params = {n: p for n, p in ours.named_parameters() if p.requires_grad}
+    shared = {n: p for n, p in our_params.items() if n not in ours_only}
     their_params = their_prompt_params(spec, theirs)
-    if set(our_params) != set(their_params):
-        raise RuntimeError(f"{spec.name}: prompt parameters differ: ours only {sorted(set(our_params) - set(their_params))}, "
-                           f"theirs only {sorted(set(their_params) - set(our_params))}")
+    if set(shared) != set(their_params):
+        raise RuntimeError(f"{spec.name}: prompt parameters differ: ours only {sorted(set(shared) - set(their_params))}, "
+                           f"theirs only {sorted(set(their_params) - set(shared))}")
     with torch.no_grad():
         for name, p in their_params.items():
             if p.numel() != our_params[name].numel():
@@ -292,6 +310,13 @@ def compare(spec: Spec, checkout: str, args) -> Result:
         p.requires_grad_(False)
     for p in their_params.values():
         p.requires_grad_(True)
+    return Pair(ours, theirs, our_params, their_params, values, layers, image_size)
+
+
+def compare(spec: Spec, checkout: str, args) -> Result:
+    pair = aligned_pair(spec, checkout, args)
+    ours, theirs, our_params, their_params = pair.ours, pair.theirs, pair.our_params, pair.their_params
+    values, layers, image_size = pair.values, pair.layers, pair.image_size
 
     g = torch.Generator().manual_seed(args.seed + 2)
     images = torch.randn(len(LABELS), 3, image_size, image_size, generator=g)

@@ -21,6 +21,14 @@ token-sequence backbone with one tower, "encoder".
   pooler on [CLS], as BERT's sequence classifiers use); ``default`` is ``mean`` for
   sentence-transformers checkpoints and ``cls`` otherwise.
 
+Trimming (``trim_text``, ``MODEL.BACKBONE.TRIM_TEXT``, on by default): ``embed`` drops the columns
+after the batch's last real token, which every sample's attention mask switches off (pre-padded
+inputs, e.g. a tokenizer's ``padding="max_length"``). Masked keys get no attention weight and
+positions count from the left, so the other tokens' states are unchanged; padding inside the batch
+(a shorter sample's tail) stays, since the encoder is bidirectional and nothing else is known to be
+unseen. (With dropout on, the shorter sequence draws other dropout masks: the same distribution,
+not the same sample.)
+
 Anchors: ``start`` = after [CLS]/<s>, ``end`` = the last [SEP]/</s> of each sample, ``pool`` = the
 [CLS]/<s> position, ``segment_b`` = first token of the second text of a pair (one past ``end``
 for single texts).
@@ -55,12 +63,13 @@ class HFEncoderTower(TokenTower):
     name = "encoder"
     deferred_position = True
 
-    def __init__(self, model, tokenizer: LazyTokenizer, default_pool: str = "cls"):
+    def __init__(self, model, tokenizer: LazyTokenizer, default_pool: str = "cls", trim_text: bool = True):
         super().__init__()
         # Held outside the module tree: the backbone registers the model once.
         self.__dict__["hf"] = model
         self.__dict__["tokenizer"] = tokenizer
         self.default_pool = default_pool
+        self.trim_text = trim_text
         emb = model.embeddings
         # RoBERTa-style embeddings number positions from padding_idx + 1 and skip padding.
         self.padding_idx = getattr(emb, "padding_idx", None) if hasattr(emb, "create_position_ids_from_input_ids") else None
@@ -93,6 +102,10 @@ class HFEncoderTower(TokenTower):
         if isinstance(inputs, (str, list)):  # raw texts
             inputs = self.tokenize(inputs)
         ids, mask, types = token_inputs(inputs)
+        if self.trim_text and mask.numel():
+            keep = max(int(real_token_span(mask)[1].max()) + 1, 1)
+            ids, mask = ids[:, :keep], mask[:, :keep]
+            types = types[:, :keep] if types is not None else None
         first, last = real_token_span(mask)
         segment_b = last + 1
         if types is not None:
@@ -168,10 +181,10 @@ class HFEncoderTower(TokenTower):
 class HFEncoderBackbone(TokenBackbone):
     """A transformers BERT-family ``AutoModel`` with one prompted tower."""
 
-    def __init__(self, model, tokenizer: LazyTokenizer, default_pool: str = "cls"):
+    def __init__(self, model, tokenizer: LazyTokenizer, default_pool: str = "cls", trim_text: bool = True):
         super().__init__()
         self.model = model
-        self.towers = nn.ModuleDict({"encoder": HFEncoderTower(model, tokenizer, default_pool)})
+        self.towers = nn.ModuleDict({"encoder": HFEncoderTower(model, tokenizer, default_pool, trim_text)})
 
 
 def sentence_transformers_pooling(folder: Optional[str]) -> Optional[str]:
@@ -209,4 +222,4 @@ def build_hf_encoder(cfg) -> HFEncoderBackbone:
     if default_pool is None:
         default_pool = "mean" if any(n.startswith("sentence-transformers/") for n in (bb.ARCH, bb.PRETRAINED)) else "cls"
     tokenizer = LazyTokenizer(lambda: _hf.tokenizer_from(cfg, files), cfg.MODEL.TEXT.MAX_LENGTH)
-    return HFEncoderBackbone(model, tokenizer, default_pool)
+    return HFEncoderBackbone(model, tokenizer, default_pool, trim_text=bb.TRIM_TEXT)
