@@ -276,3 +276,14 @@ def test_prompt_modules_are_built_from_keywords_without_a_config():
     assert sum(p.numel() for p in maple.text_placement.parameters()) == 3  # l + 1 position logits
     placement = AdaptivePosition(length=4, width=8, arrangement="dpt", temperature=TemperatureSchedule(gamma=0.1))
     assert placement.rotate and float(placement.temperature.gamma) == pytest.approx(0.1)
+
+
+def test_from_pretrained_takes_a_zoo_name(tmp_path):
+    """The packaged zoo entry (MiniLM + adap_pos on BBC News): downloaded with its checksum into the
+    cache, built from the config it carries (older keys ignored, with a warning), step restored."""
+    with pytest.warns(UserWarning, match="older mmprompt"):
+        model = mmprompt.from_pretrained("minilm-bbc_news-adap_pos-8shot-seed1", cache_dir=str(tmp_path))
+    assert type(model).__name__ == "TextClassifier" and not model.training
+    assert model.step == 20 and model.cfg.PROMPT.DYNAMIC.GAMMA > 0
+    with torch.no_grad():
+        assert model({"text": ["the match ended in a draw", "shares fell sharply"]})["logits"].shape == (2, 5)
