@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 from .build import PER_METHOD_NODES, build_model
@@ -416,6 +417,25 @@ def _config_from_text(text: str, path: str) -> CfgNode:
     if not isinstance(data, dict):
         raise MMPromptError(f"The config stored in {path} is not a yaml mapping; it was not saved by mmprompt.")
     cfg = get_cfg()
+    obsolete = _drop_unknown_keys(cfg, data)
+    if obsolete:
+        # a saved config is a full dump of the defaults of its day; keys since removed are read by
+        # nothing any more, so the weights still load
+        warnings.warn(f"{path} was saved by an older mmprompt; its config keys {', '.join(obsolete)} no longer "
+                      f"exist and are ignored.", stacklevel=3)
     merge_dict(cfg, data, source=path)
     cfg.freeze()
     return cfg
+
+
+def _drop_unknown_keys(node, data: dict, prefix: str = "") -> List[str]:
+    """Remove from ``data`` (in place) the keys ``node`` does not have; their dotted names."""
+    dropped = []
+    for key in list(data):
+        if key not in node:
+            if not node.is_new_allowed():
+                dropped.append(prefix + key)
+                del data[key]
+        elif isinstance(node[key], CfgNode) and isinstance(data[key], dict):
+            dropped += _drop_unknown_keys(node[key], data[key], f"{prefix}{key}.")
+    return dropped

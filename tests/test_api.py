@@ -233,6 +233,57 @@ def test_t5_is_wrapped_as_a_verbalizer_or_a_classifier():
         assert verbalizer(batch)["logits"].shape == classifier(batch)["logits"].shape == (2, 2)
 
 
-def test_a_method_needing_a_text_tower_is_refused_on_a_vision_backbone():
-    with pytest.raises(ConfigError, match="CoOp needs the text tower"):
-        mmprompt.wrap(tiny_vit(), "coop", num_classes=2)
+def keyword_defaults(cls, skip=()):
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in skip}
+
+
+@pytest.mark.parametrize("path,node,skip", [
+    ("mmprompt.prompts.maple:MaPLe", "MAPLE", ("settings",)),
+    ("mmprompt.prompts.coop:CoOp", "COOP", ("settings", "num_classes")),
+    ("mmprompt.prompts.dynamic:_LearnedChoice", "DYNAMIC", ("temperature",)),
+    ("mmprompt.prompts.dynamic:AdaptivePosition", "DYNAMIC", ("length", "width")),
+    ("mmprompt.prompts.dynamic:AdaptiveLength", "DYNAMIC", ("length", "width")),
+    ("mmprompt.prompts.dynamic:PromptPool", "DYNAMIC", ("tower", "init", "init_text", "patch_size")),
+    ("mmprompt.prompts.sources_superpos:SuperPosSource", "SUPERPOS", ("tower", "init", "init_text", "patch_size")),
+    ("mmprompt.prompts.sources_superpos:ResidualSource", "RESIDUAL", ("tower", "init", "init_text", "patch_size")),
+])
+def test_keyword_defaults_are_the_config_defaults(path, node, skip):
+    """Modules built from keywords and from the default config are the same modules."""
+    import importlib
+
+    module, name = path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    defaults = mmprompt.get_cfg().PROMPT[node]
+    for key, value in keyword_defaults(cls, skip).items():
+        assert defaults[key.upper()] == value, (name, key)
+
+
+def test_prompt_modules_are_built_from_keywords_without_a_config():
+    """The issue's report: adap_pos or MaPLe built without a cfg failed on cfg.PROMPT."""
+    from mmprompt.backbones.open_clip import OpenCLIP
+    from mmprompt.prompts.base import PromptStack
+    from mmprompt.prompts.dynamic import AdaptivePosition, TemperatureSchedule
+    from mmprompt.prompts.maple import MaPLe
+
+    open_clip = pytest.importorskip("open_clip")
+    backbone = OpenCLIP(tiny_clip(), "tiny", open_clip.tokenizer.SimpleTokenizer()).freeze()
+    maple = MaPLe(n_ctx=2, prompt_depth=1, position="adap_pos", ctx_init="")
+    PromptStack([maple]).setup(backbone)
+    assert isinstance(maple.text_placement, AdaptivePosition)
+    assert sum(p.numel() for p in maple.text_placement.parameters()) == 3  # l + 1 position logits
+    placement = AdaptivePosition(length=4, width=8, arrangement="dpt", temperature=TemperatureSchedule(gamma=0.1))
+    assert placement.rotate and float(placement.temperature.gamma) == pytest.approx(0.1)
+
+
+def test_from_pretrained_takes_a_zoo_name(tmp_path):
+    """The packaged zoo entry (MiniLM + adap_pos on BBC News): downloaded with its checksum into the
+    cache, built from the config it carries (older keys ignored, with a warning), step restored."""
+    with pytest.warns(UserWarning, match="older mmprompt"):
+        model = mmprompt.from_pretrained("minilm-bbc_news-adap_pos-8shot-seed1", cache_dir=str(tmp_path))
+    assert type(model).__name__ == "TextClassifier" and not model.training
+    assert model.step == 20 and model.cfg.PROMPT.DYNAMIC.GAMMA > 0
+    with torch.no_grad():
+        assert model({"text": ["the match ended in a draw", "shares fell sharply"]})["logits"].shape == (2, 5)

@@ -24,7 +24,6 @@ from typing import Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..tokens import TokenSeq
 
 
@@ -54,12 +53,12 @@ FROZEN_PASS_INPUT = "frozen_pass_input"
 
 
 class PromptModule(nn.Module):
-    """Base of every prompt method; override :meth:`before_layer` (and :meth:`setup`)."""
+    """Base of every prompt method; override :meth:`before_layer` (and :meth:`setup`).
 
-    #: towers the backbone must have for this method (PromptStack.setup refuses one without them);
-    #: None: the method finds its towers in setup (e.g. from its TOWER key). Which towers a method
-    #: edits is what its before_layer changes: it returns ``seq`` unchanged for the others.
-    requires_towers: Optional[Iterable[str]] = None
+    Which towers a method edits is what its ``before_layer`` changes: it returns ``seq`` unchanged
+    for every other tower (the CLIP classifier relies on that to learn whether the text tower is
+    prompted); ``setup`` refuses a backbone without the towers the method needs.
+    """
 
     def setup(self, backbone) -> None:
         """Called once with the backbone before training, to size parameters from its towers
@@ -79,10 +78,19 @@ class PromptModule(nn.Module):
 
 
 class TokenSource(nn.Module):
-    """Produces prompt tokens: ``forward(ctx, tower) -> (1 or B, length, width)``."""
+    """Produces prompt tokens: ``forward(ctx, tower) -> (1 or B, length, width)``.
+
+    Built from keywords (``length``, ``width``, ``tower``, ``init`` ... and the source's own
+    settings); :meth:`from_config` reads the settings a config holds (e.g. PROMPT.SUPERPOS.M).
+    """
 
     length: int
     width: int
+
+    @classmethod
+    def from_config(cls, cfg, **sizes) -> "TokenSource":
+        """The source with the settings ``cfg`` holds (None: the defaults) and the given sizes."""
+        return cls(**sizes)
 
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         raise NotImplementedError
@@ -92,7 +100,17 @@ class TokenSource(nn.Module):
 
 
 class Placement(nn.Module):
-    """Puts a source's tokens into the sequence, and replaces them at deeper layers."""
+    """Puts a source's tokens into the sequence, and replaces them at deeper layers.
+
+    Built from keywords; :meth:`from_config` reads the settings a config holds (learned
+    placements: PROMPT.DYNAMIC). ``ctx.layer`` is the index of the layer about to run.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, *, length=None, width=None) -> "Placement":
+        """The placement with the settings ``cfg`` holds (None: the defaults) for ``length``
+        tokens of ``width``."""
+        return cls(length=length, width=width)
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         raise NotImplementedError
@@ -107,10 +125,6 @@ class PromptStack(nn.Module):
 
     def setup(self, backbone) -> "PromptStack":
         for m in self.methods:
-            missing = [t for t in (m.requires_towers or ()) if t not in backbone.tower_names]
-            if missing:
-                raise ConfigError(f"{type(m).__name__} needs the {' and '.join(missing)} tower(s); the "
-                                  f"{type(backbone).__name__} backbone has {backbone.tower_names}.")
             m.setup(backbone)
         return self.attach(backbone)
 
@@ -138,6 +152,16 @@ class PromptStack(nn.Module):
 
     def __len__(self):
         return len(self.methods)
+
+
+def prompt_node(cfg, name: str):
+    """``cfg.PROMPT.<name>``; for ``cfg`` None (a module built from keywords, asking a source or
+    placement for its settings) the defaults' node."""
+    if cfg is None:
+        from ..config import get_cfg
+
+        cfg = get_cfg()
+    return cfg.PROMPT[name]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

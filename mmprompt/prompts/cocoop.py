@@ -58,7 +58,6 @@ def context_from_phrase(tower, phrase: str):
 class CoCoOp(PromptModule):
     """Conditional context for CLIP's text tower; sized from the backbone in :meth:`setup`."""
 
-    requires_towers = ("text",)
     image_conditioned = True  # the CLIP task model hands it the image embeddings (module docstring)
 
     def __init__(self, n_ctx: int = 4, ctx_init: str = "a photo of a", meta_net_ratio: int = 16):

@@ -88,21 +88,25 @@ class FixedWords(nn.Module):
 
 
 class CoOp(PromptModule):
-    requires_towers = ("text",)
-
-    def __init__(self, cfg):
+    def __init__(self, *, n_ctx: int = 16, ctx_init: str = "", csc: bool = False, num_classes: int = 0,
+                 class_token_position: str = "end", source: str = "param", settings=None):
+        """Keywords are the PROMPT.COOP keys in lower case; ``num_classes`` (MODEL.HEAD.NUM_CLASSES)
+        sizes a class-specific context; ``settings``: the config its source and placement read
+        (None = defaults)."""
         super().__init__()
-        self.cfg = cfg
-        c = cfg.PROMPT.COOP
-        if c.CLASS_TOKEN_POSITION not in CLASS_TOKEN_PLACEMENTS:
-            raise ConfigError(f"PROMPT.COOP.CLASS_TOKEN_POSITION '{c.CLASS_TOKEN_POSITION}' is not one of "
+        self.settings = settings
+        if class_token_position not in CLASS_TOKEN_PLACEMENTS:
+            raise ConfigError(f"PROMPT.COOP.CLASS_TOKEN_POSITION '{class_token_position}' is not one of "
                               f"{', '.join(CLASS_TOKEN_PLACEMENTS)}.")
-        self.init_phrase = c.CTX_INIT.replace("_", " ")
-        self.n_ctx = coop_context_length(self.init_phrase, c.N_CTX)
+        self.class_token_position = class_token_position
+        self.source_name = source
+        self.ctx_init = ctx_init
+        self.init_phrase = ctx_init.replace("_", " ")
+        self.n_ctx = coop_context_length(self.init_phrase, n_ctx)
         if self.n_ctx < 1:
-            raise ConfigError(f"PROMPT.COOP.N_CTX = {c.N_CTX}: CoOp learns at least one context token.")
-        self.csc = c.CSC and not self.init_phrase  # CoOp's phrase-initialised context is always generic
-        self.num_classes = cfg.MODEL.HEAD.NUM_CLASSES if self.csc else 1
+            raise ConfigError(f"PROMPT.COOP.N_CTX = {n_ctx}: CoOp learns at least one context token.")
+        self.csc = csc and not self.init_phrase  # CoOp's phrase-initialised context is always generic
+        self.num_classes = num_classes if self.csc else 1
         if self.csc and self.num_classes <= 0:
             raise ConfigError("PROMPT.COOP.CSC needs the number of classes: set MODEL.HEAD.NUM_CLASSES "
                               "(the CLIP model builder sets it from the class names).")
@@ -111,23 +115,28 @@ class CoOp(PromptModule):
         self.placement = None
         self.fixed_words = None
 
+    @classmethod
+    def from_config(cls, cfg) -> "CoOp":
+        c = cfg.PROMPT.COOP
+        return cls(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, csc=c.CSC, num_classes=cfg.MODEL.HEAD.NUM_CLASSES,
+                   class_token_position=c.CLASS_TOKEN_POSITION, source=c.SOURCE, settings=cfg)
+
     def setup(self, backbone):
-        c = self.cfg.PROMPT.COOP
         tower = require_text_tower(backbone, "coop")
         init, init_text, rest = "normal", "", []
         if self.init_phrase:
             init = "text"
             init_text, rest = split_context_phrase(tower, self.init_phrase, self.n_ctx, "PROMPT.COOP.CTX_INIT")
-        if rest and c.CLASS_TOKEN_POSITION != "end":
+        if rest and self.class_token_position != "end":
             raise ConfigError(
-                f"PROMPT.COOP.CTX_INIT '{c.CTX_INIT}' has more tokens than words, so some of its tokens stay as "
+                f"PROMPT.COOP.CTX_INIT '{self.ctx_init}' has more tokens than words, so some of its tokens stay as "
                 f"fixed words after the context; CoOp's code then cuts the class name wrongly for "
-                f"CLASS_TOKEN_POSITION {c.CLASS_TOKEN_POSITION}. Use a phrase of one token per word or "
+                f"CLASS_TOKEN_POSITION {self.class_token_position}. Use a phrase of one token per word or "
                 f"CLASS_TOKEN_POSITION end.")
         # CSC: one source of C*l tokens, viewed as (C, l, D), so any source can be class-specific
-        self.source = build_source(c.SOURCE, self.cfg, length=self.n_ctx * self.num_classes, width=tower.width,
+        self.source = build_source(self.source_name, self.settings, length=self.n_ctx * self.num_classes, width=tower.width,
                                    tower=tower, init=init, init_text=init_text)
-        self.placement = build_placement(CLASS_TOKEN_PLACEMENTS[c.CLASS_TOKEN_POSITION], self.cfg,
+        self.placement = build_placement(CLASS_TOKEN_PLACEMENTS[self.class_token_position], self.settings,
                                          length=self.n_ctx, width=tower.width)
         self.fixed_words = FixedWords(tower, rest) if rest else None
 
@@ -153,4 +162,4 @@ class CoOp(PromptModule):
 
 @PROMPTS.register("coop")
 def build_coop(cfg) -> CoOp:
-    return CoOp(cfg)
+    return CoOp.from_config(cfg)

@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import PLACEMENTS, PROMPT_SOURCES
 from ..tokens import TokenSeq
-from .base import FROZEN_PASS_INPUT, Placement, PromptContext, TokenSource, masked_mean
+from .base import FROZEN_PASS_INPUT, Placement, PromptContext, TokenSource, masked_mean, prompt_node
 from .placement import split_positions
 from .sources import initial_tokens
 
@@ -54,6 +54,11 @@ SCHEDULES = ("closed_form", "compound")
 LOGIT_INITS = ("zeros", "uniform")
 ACTIVATIONS = ("relu", "tanh", "none")
 POOL_INITS = ("", "uniform")
+
+
+def dynamic_node(cfg):
+    """``cfg.PROMPT.DYNAMIC``, or the defaults' for ``cfg`` None."""
+    return prompt_node(cfg, "DYNAMIC")
 
 
 def check_choice(key: str, value: str, choices) -> str:
@@ -96,8 +101,8 @@ class TemperatureSchedule(nn.Module):
         self.register_buffer("tau", torch.tensor(float(tau0), dtype=torch.float64))
 
     @classmethod
-    def from_cfg(cls, cfg) -> "TemperatureSchedule":
-        d = cfg.PROMPT.DYNAMIC
+    def from_config(cls, cfg) -> "TemperatureSchedule":
+        d = dynamic_node(cfg)
         return cls(d.TAU0, d.TAU_MIN, d.GAMMA, d.STEP_SCALE, d.SCHEDULE)
 
     def value(self, step: int) -> float:
@@ -397,29 +402,42 @@ class _LearnedChoice(Placement):
 
     kind = "dpos"
 
-    def __init__(self, cfg, *, length: int, width: int, instance: bool):
+    def __init__(self, *, length: int, width: int, instance: bool, choice_depth: int = 1, noise: bool = True,
+                 eval_noise: bool = False, record: bool = True, instance_feature: str = "embed_mean",
+                 feature_length: int = 0, instance_relu: bool = True, instance_bias: bool = False,
+                 logit_init: str = "zeros", init_range: float = 0.5,
+                 temperature: Optional[TemperatureSchedule] = None):
+        """Keywords are the PROMPT.DYNAMIC keys in lower case (their meaning is documented there);
+        ``temperature`` None is the default schedule."""
         super().__init__()
         if length is None or width is None:
             raise ConfigError(f"{type(self).__name__} needs the prompt length and width.")
-        d = cfg.PROMPT.DYNAMIC
-        depth = int(d.CHOICE_DEPTH)
+        depth = int(choice_depth)
         if depth < 1:
             raise ConfigError(f"PROMPT.DYNAMIC.CHOICE_DEPTH must be >= 1 (1 = one choice for all layers); got {depth}.")
         self.length = int(length)
         self.instance = instance
-        self.sample_noise = bool(d.NOISE)
-        self.eval_noise = bool(d.EVAL_NOISE)
-        self.record_choices = bool(d.RECORD)
-        self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
-        self.feature_length = int(d.FEATURE_LENGTH)
+        self.sample_noise = bool(noise)
+        self.eval_noise = bool(eval_noise)
+        self.record_choices = bool(record)
+        self.feature_mode = check_feature_mode(instance_feature)
+        self.feature_length = int(feature_length)
         if instance:
-            activation = "relu" if d.INSTANCE_RELU else "none"
-            heads = [InstanceLogits(width, self.length + 1, bool(d.INSTANCE_BIAS), activation)
-                     for _ in range(depth)]
+            activation = "relu" if instance_relu else "none"
+            heads = [InstanceLogits(width, self.length + 1, bool(instance_bias), activation) for _ in range(depth)]
         else:
-            heads = [TaskLogits(self.length + 1, d.LOGIT_INIT, float(d.INIT_RANGE)) for _ in range(depth)]
+            heads = [TaskLogits(self.length + 1, logit_init, float(init_range)) for _ in range(depth)]
         self.heads = nn.ModuleList(heads)
-        self.temperature = TemperatureSchedule.from_cfg(cfg)
+        self.temperature = temperature if temperature is not None else TemperatureSchedule()
+
+    @staticmethod
+    def choice_kwargs(cfg) -> dict:
+        """The keywords PROMPT.DYNAMIC sets for every learned choice."""
+        d = dynamic_node(cfg)
+        return dict(choice_depth=d.CHOICE_DEPTH, noise=d.NOISE, eval_noise=d.EVAL_NOISE, record=d.RECORD,
+                    instance_feature=d.INSTANCE_FEATURE, feature_length=d.FEATURE_LENGTH,
+                    instance_relu=d.INSTANCE_RELU, instance_bias=d.INSTANCE_BIAS, logit_init=d.LOGIT_INIT,
+                    init_range=d.INIT_RANGE, temperature=TemperatureSchedule.from_config(cfg))
 
     @property
     def frozen_pass_mode(self) -> Optional[str]:
@@ -477,9 +495,15 @@ class AdaptivePosition(_LearnedChoice):
     Records (``<tower>.layer<i>.dpos``) hold the number of tokens before the input.
     """
 
-    def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
-        super().__init__(cfg, length=length, width=width, instance=instance)
-        self.rotate = check_choice("ARRANGEMENT", cfg.PROMPT.DYNAMIC.ARRANGEMENT, ARRANGEMENTS) == "dpt"
+    instance_level = False
+
+    def __init__(self, *, length=None, width=None, arrangement: str = "paper", **choice):
+        super().__init__(length=length, width=width, instance=self.instance_level, **choice)
+        self.rotate = check_choice("ARRANGEMENT", arrangement, ARRANGEMENTS) == "dpt"
+
+    @classmethod
+    def from_config(cls, cfg, *, length=None, width=None) -> "AdaptivePosition":
+        return cls(length=length, width=width, arrangement=dynamic_node(cfg).ARRANGEMENT, **cls.choice_kwargs(cfg))
 
     def recorded(self, index: torch.Tensor) -> torch.Tensor:
         return self.length - index if self.rotate else index
@@ -503,8 +527,7 @@ class AdaptiveInstancePosition(AdaptivePosition):
     """``adap_pos`` with the choice per instance from Linear d -> l+1 (+ ReLU) on the instance
     feature: d*(l+1) parameters (plus l+1 with PROMPT.DYNAMIC.INSTANCE_BIAS)."""
 
-    def __init__(self, cfg, *, length=None, width=None):
-        super().__init__(cfg, length=length, width=width, instance=True)
+    instance_level = True
 
 
 @PLACEMENTS.register("adap_len")
@@ -522,11 +545,17 @@ class AdaptiveLength(_LearnedChoice):
 
     kind = "length"
 
-    def __init__(self, cfg, *, length=None, width=None, instance: bool = False):
-        super().__init__(cfg, length=length, width=width, instance=instance)
-        self.mode = cfg.PROMPT.DYNAMIC.LENGTH_MODE
+    instance_level = False
+
+    def __init__(self, *, length=None, width=None, length_mode: str = "surrogate", **choice):
+        super().__init__(length=length, width=width, instance=self.instance_level, **choice)
+        self.mode = length_mode
         if self.mode not in LENGTH_MODES:
             raise ConfigError(f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}.")
+
+    @classmethod
+    def from_config(cls, cfg, *, length=None, width=None) -> "AdaptiveLength":
+        return cls(length=length, width=width, length_mode=dynamic_node(cfg).LENGTH_MODE, **cls.choice_kwargs(cfg))
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         tokens = seq.batch_tokens(tokens)
@@ -546,8 +575,7 @@ class AdaptiveLength(_LearnedChoice):
 class AdaptiveInstanceLength(AdaptiveLength):
     """``adap_len`` with ``l*`` per instance from Linear d -> l+1 (+ ReLU)."""
 
-    def __init__(self, cfg, *, length=None, width=None):
-        super().__init__(cfg, length=length, width=width, instance=True)
+    instance_level = True
 
 
 # --------------------------------------------------------------------------- prompt pool
@@ -562,25 +590,34 @@ class PromptPool(TokenSource):
     draw tokens at every layer reuse them.
     """
 
-    def __init__(self, cfg, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: Optional[int] = None):
+    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal", init_text: str = "",
+                 patch_size: Optional[int] = None, pool_size: int = 8, pool_activation: str = "relu",
+                 pool_init: str = "", init_range: float = 0.5, instance_bias: bool = False, record: bool = True,
+                 instance_feature: str = "embed_mean", feature_length: int = 0):
+        """Keywords after ``patch_size`` are the PROMPT.DYNAMIC keys in lower case."""
         super().__init__()
-        d = cfg.PROMPT.DYNAMIC
-        k = int(d.POOL_SIZE)
+        k = int(pool_size)
         if k < 1:
             raise ConfigError(f"PROMPT.DYNAMIC.POOL_SIZE must be >= 1; got {k}.")
         self.length, self.width, self.size = length, width, k
-        self.record_choices = bool(d.RECORD)
-        self.feature_mode = check_feature_mode(d.INSTANCE_FEATURE)
-        self.feature_length = int(d.FEATURE_LENGTH)
-        if check_choice("POOL_INIT", d.POOL_INIT, POOL_INITS) == "uniform":
-            bound = float(d.INIT_RANGE)
+        self.record_choices = bool(record)
+        self.feature_mode = check_feature_mode(instance_feature)
+        self.feature_length = int(feature_length)
+        if check_choice("POOL_INIT", pool_init, POOL_INITS) == "uniform":
+            bound = float(init_range)
             self.prompts = nn.Parameter(torch.empty(k, length, width).uniform_(-bound, bound))
         else:
             self.prompts = nn.Parameter(torch.stack([self._member(i, init, tower, init_text, patch_size)
                                                      for i in range(k)]))
-        activation = check_choice("POOL_ACTIVATION", d.POOL_ACTIVATION, ACTIVATIONS)
-        self.router = InstanceLogits(width, k, bool(d.INSTANCE_BIAS), activation)
+        activation = check_choice("POOL_ACTIVATION", pool_activation, ACTIVATIONS)
+        self.router = InstanceLogits(width, k, bool(instance_bias), activation)
+
+    @classmethod
+    def from_config(cls, cfg, **sizes) -> "PromptPool":
+        d = dynamic_node(cfg)
+        return cls(**sizes, pool_size=d.POOL_SIZE, pool_activation=d.POOL_ACTIVATION, pool_init=d.POOL_INIT,
+                   init_range=d.INIT_RANGE, instance_bias=d.INSTANCE_BIAS, record=d.RECORD,
+                   instance_feature=d.INSTANCE_FEATURE, feature_length=d.FEATURE_LENGTH)
 
     def _member(self, i: int, init: str, tower, init_text: str, patch_size: Optional[int]) -> torch.Tensor:
         if init == "vocab" and tower is not None and tower.input_embeddings() is not None:

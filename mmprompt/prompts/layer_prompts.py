@@ -47,9 +47,12 @@ class LayerPrompts(PromptModule):
     :meth:`layer_tokens`).
     """
 
-    def __init__(self, cfg, *, method: str, tower: str, length: int, depth: int = 1,
+    def __init__(self, cfg=None, *, method: str, tower: str, length: int, depth: int = 1,
                  source: str = "param", position: str = "prefix", init: str = "normal",
                  init_text: str = "", dropout: float = 0.0, depth_key: str = "DEPTH"):
+        """``cfg``: where the source and placement read their own settings (PROMPT.DYNAMIC,
+        SUPERPOS, RESIDUAL); None builds them with the defaults. The methods' builders
+        (``build_vpt`` ...) are the ``from_config`` of each method."""
         super().__init__()
         self.cfg = cfg
         self.method = method

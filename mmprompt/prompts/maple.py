@@ -57,22 +57,32 @@ MAX_PHRASE_INIT_CTX = 4
 
 
 class MaPLe(PromptModule):
-    def __init__(self, cfg):
+    """Keywords are the PROMPT.MAPLE keys in lower case (their meaning is documented there);
+    ``settings``: the config its sources and placements read (PROMPT.DYNAMIC ...), None = defaults."""
+
+    def __init__(self, *, mode: str = "maple", n_ctx: int = 2, n_ctx_vision: int = 0, ctx_init: str = "a photo of a",
+                 prompt_depth: int = 9, prompt_depth_vision: int = 0, source: str = "param", position: str = "prefix",
+                 vision_position: str = "suffix", settings=None):
         super().__init__()
-        c = cfg.PROMPT.MAPLE
-        if c.MODE not in MODES:
-            raise ConfigError(f"PROMPT.MAPLE.MODE '{c.MODE}' is not one of {', '.join(MODES)}.")
-        self.cfg = cfg
-        self.mode = c.MODE
-        self.n_ctx = c.N_CTX
-        coupled = c.MODE == "maple"
-        self.n_ctx_vision = c.N_CTX if coupled or c.N_CTX_VISION <= 0 else c.N_CTX_VISION
-        self.text_prompts = c.MODE in ("maple", "deep_language", "ivlp")
-        self.vision_prompts = c.MODE in ("maple", "deep_vision", "ivlp")
+        if mode not in MODES:
+            raise ConfigError(f"PROMPT.MAPLE.MODE '{mode}' is not one of {', '.join(MODES)}.")
+        self.settings = settings
+        self.mode = mode
+        self.n_ctx = n_ctx
+        coupled = mode == "maple"
+        self.n_ctx_vision = n_ctx if coupled or n_ctx_vision <= 0 else n_ctx_vision
+        self.ctx_init = ctx_init
+        self.prompt_depth = prompt_depth
+        self.prompt_depth_vision = prompt_depth_vision
+        self.source_name = source
+        self.position_name = position
+        self.vision_position_name = vision_position
+        self.text_prompts = mode in ("maple", "deep_language", "ivlp")
+        self.vision_prompts = mode in ("maple", "deep_vision", "ivlp")
         for key, value, used in (("N_CTX", self.n_ctx, self.text_prompts),
                                  ("N_CTX_VISION", self.n_ctx_vision, self.vision_prompts)):
             if used and value < 1:
-                raise ConfigError(f"PROMPT.MAPLE.{key} = {value}: mode {c.MODE} needs at least one prompt token.")
+                raise ConfigError(f"PROMPT.MAPLE.{key} = {value}: mode {mode} needs at least one prompt token.")
         self.text_owner = new_owner_id()
         self.vision_owner = new_owner_id()
         self.text_depth = 0
@@ -84,6 +94,13 @@ class MaPLe(PromptModule):
         self.vision_placement = None
         self.fixed_words = None
 
+    @classmethod
+    def from_config(cls, cfg) -> "MaPLe":
+        c = cfg.PROMPT.MAPLE
+        return cls(mode=c.MODE, n_ctx=c.N_CTX, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
+                   prompt_depth=c.PROMPT_DEPTH, prompt_depth_vision=c.PROMPT_DEPTH_VISION, source=c.SOURCE,
+                   position=c.POSITION, vision_position=c.VISION_POSITION, settings=cfg)
+
     def _depth(self, key: str, depth: int, towers) -> int:
         max_depth = min(t.num_layers for t in towers)
         if not 1 <= depth <= max_depth:
@@ -92,29 +109,28 @@ class MaPLe(PromptModule):
         return depth
 
     def setup(self, backbone):
-        c = self.cfg.PROMPT.MAPLE
         what = f"maple (mode {self.mode})"
         text = require_text_tower(backbone, what) if self.text_prompts else None
         vision = method_tower(backbone, "vision", what) if self.vision_prompts else None
         if self.mode == "maple":  # one depth: layer j's vision prompts come from layer j's text prompts
-            self.text_depth = self.vision_depth = self._depth("PROMPT_DEPTH", c.PROMPT_DEPTH, [text, vision])
+            self.text_depth = self.vision_depth = self._depth("PROMPT_DEPTH", self.prompt_depth, [text, vision])
         else:
             if text is not None:
-                self.text_depth = self._depth("PROMPT_DEPTH", c.PROMPT_DEPTH, [text])
+                self.text_depth = self._depth("PROMPT_DEPTH", self.prompt_depth, [text])
             if vision is not None:
-                key = "PROMPT_DEPTH_VISION" if c.PROMPT_DEPTH_VISION > 0 else "PROMPT_DEPTH"
-                self.vision_depth = self._depth(key, c.PROMPT_DEPTH_VISION or c.PROMPT_DEPTH, [vision])
+                key = "PROMPT_DEPTH_VISION" if self.prompt_depth_vision > 0 else "PROMPT_DEPTH"
+                self.vision_depth = self._depth(key, self.prompt_depth_vision or self.prompt_depth, [vision])
         if self.text_prompts:
             init_text, rest = "", []
-            phrase = c.CTX_INIT.replace("_", " ")
+            phrase = self.ctx_init.replace("_", " ")
             if phrase and self.n_ctx <= MAX_PHRASE_INIT_CTX:
                 init_text, rest = split_context_phrase(text, phrase, self.n_ctx, "PROMPT.MAPLE.CTX_INIT")
             # layer 0 starts from the phrase, deeper text prompts from normal(0, 0.02) as in MaPLe
             self.text_sources = nn.ModuleList([
-                build_source(c.SOURCE, self.cfg, length=self.n_ctx, width=text.width, tower=text,
+                build_source(self.source_name, self.settings, length=self.n_ctx, width=text.width, tower=text,
                              init="text" if (i == 0 and init_text) else "normal", init_text=init_text if i == 0 else "")
                 for i in range(self.text_depth)])
-            self.text_placement = build_placement(c.POSITION, self.cfg, length=self.n_ctx, width=text.width)
+            self.text_placement = build_placement(self.position_name, self.settings, length=self.n_ctx, width=text.width)
             self.fixed_words = FixedWords(text, rest) if rest else None
         if self.vision_prompts:
             if self.mode == "maple":
@@ -123,10 +139,10 @@ class MaPLe(PromptModule):
                                                [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)])
             else:
                 self.vision_sources = nn.ModuleList([
-                    build_source(c.SOURCE, self.cfg, length=self.n_ctx_vision, width=vision.width, tower=vision,
+                    build_source(self.source_name, self.settings, length=self.n_ctx_vision, width=vision.width, tower=vision,
                                  init="normal", patch_size=getattr(vision, "patch_size", None))
                     for _ in range(self.vision_depth)])
-            self.vision_placement = build_placement(c.VISION_POSITION, self.cfg, length=self.n_ctx_vision,
+            self.vision_placement = build_placement(self.vision_position_name, self.settings, length=self.n_ctx_vision,
                                                     width=vision.width)
 
     @property
@@ -165,4 +181,4 @@ class MaPLe(PromptModule):
 
 @PROMPTS.register("maple")
 def build_maple(cfg) -> MaPLe:
-    return MaPLe(cfg)
+    return MaPLe.from_config(cfg)

@@ -55,7 +55,7 @@ class StaticPlacement(Placement):
 class Prefix(StaticPlacement):
     """``[CLS/SOT, P, X]``: before the first content token (VPT, prompt tuning, CoOp 'end')."""
 
-    def __init__(self, cfg=None, *, length=None, width=None):
+    def __init__(self, *, length=None, width=None):
         super().__init__()
 
     def positions(self, seq, length):
@@ -66,7 +66,7 @@ class Prefix(StaticPlacement):
 class Suffix(StaticPlacement):
     """``[X, P, EOT/SEP]``: after the last content token of each sample, before padding."""
 
-    def __init__(self, cfg=None, *, length=None, width=None):
+    def __init__(self, *, length=None, width=None):
         super().__init__()
 
     def positions(self, seq, length):
@@ -77,7 +77,7 @@ class Suffix(StaticPlacement):
 class Middle(StaticPlacement):
     """``[P[:l//2], X, P[l//2:]]``: a fixed split (CoOp's class token in the middle)."""
 
-    def __init__(self, cfg=None, *, length=None, width=None):
+    def __init__(self, *, length=None, width=None):
         super().__init__()
 
     def positions(self, seq, length):
@@ -90,7 +90,7 @@ class ClassMiddle(StaticPlacement):
     """``[SOT, P[:l//2], name, P[l//2:], ., EOT]``: CoOp's class token in the middle (the context
     halves around the class name; the full stop stays after the context, as CoOp builds it)."""
 
-    def __init__(self, cfg=None, *, length=None, width=None):
+    def __init__(self, *, length=None, width=None):
         super().__init__()
 
     def positions(self, seq, length):
@@ -102,7 +102,7 @@ class ClassMiddle(StaticPlacement):
 class AfterClass(StaticPlacement):
     """``[SOT, name, P, ., EOT]``: CoOp's class token at the front (context right after the name)."""
 
-    def __init__(self, cfg=None, *, length=None, width=None):
+    def __init__(self, *, length=None, width=None):
         super().__init__()
 
     def positions(self, seq, length):
@@ -110,4 +110,5 @@ class AfterClass(StaticPlacement):
 
 
 def build_placement(name: str, cfg, *, length: int, width: int) -> Placement:
-    return PLACEMENTS.get(name)(cfg, length=length, width=width)
+    """Placement ``name`` with the settings of ``cfg`` (None: the defaults)."""
+    return PLACEMENTS.get(name).from_config(cfg, length=length, width=width)

@@ -99,7 +99,7 @@ def phrase_token_ids(tower, text: str):
 class ParamSource(TokenSource):
     """A learned (length, width) matrix: the classic soft prompt."""
 
-    def __init__(self, cfg=None, *, length: int, width: int, tower=None, init: str = "normal",
+    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
                  init_text: str = "", patch_size: PatchSize = None):
         super().__init__()
         self.length, self.width = length, width
@@ -110,4 +110,5 @@ class ParamSource(TokenSource):
 
 
 def build_source(name: str, cfg, *, length: int, width: int, tower=None, **init) -> TokenSource:
-    return PROMPT_SOURCES.get(name)(cfg, length=length, width=width, tower=tower, **init)
+    """Source ``name`` with the settings of ``cfg`` (None: the defaults)."""
+    return PROMPT_SOURCES.get(name).from_config(cfg, length=length, width=width, tower=tower, **init)

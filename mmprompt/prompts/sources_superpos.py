@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..registry import PROMPT_SOURCES
-from .base import PromptContext, TokenSource
+from .base import PromptContext, TokenSource, prompt_node
 from .sources import initial_tokens
 
 
@@ -28,12 +28,12 @@ class SuperPosSource(TokenSource):
     (e.g. VPT's xavier), since there are no token embeddings to sample.
     """
 
-    def __init__(self, cfg, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: Optional[int] = None):
+    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
+                 init_text: str = "", patch_size: Optional[int] = None, m: int = 128, softmax: bool = False):
+        """``m`` and ``softmax`` are PROMPT.SUPERPOS.M and .SOFTMAX."""
         super().__init__()
         self.length, self.width = length, width
-        m = cfg.PROMPT.SUPERPOS.M
-        self.softmax = cfg.PROMPT.SUPERPOS.SOFTMAX
+        self.softmax = softmax
         vocab = tower.input_embeddings() if tower is not None else None
         if vocab is not None:
             ids = torch.randperm(vocab.weight.shape[0])[:m]
@@ -44,6 +44,11 @@ class SuperPosSource(TokenSource):
         m = columns.shape[0]  # a vocabulary smaller than M gives all its tokens
         self.E = nn.Parameter(columns.t().contiguous()[None].repeat(length, 1, 1))  # (length, d, m)
         self.weights = nn.Parameter(torch.randn(length, m) / math.sqrt(m))  # p'_i, (length, m)
+
+    @classmethod
+    def from_config(cls, cfg, **sizes) -> "SuperPosSource":
+        node = prompt_node(cfg, "SUPERPOS")
+        return cls(**sizes, m=node.M, softmax=node.SOFTMAX)
 
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         w = self.weights.softmax(-1) if self.softmax else self.weights
@@ -61,13 +66,17 @@ class ResidualSource(TokenSource):
     the raw prompt; the raw prompt starts from the method's init (e.g. vocabulary tokens).
     """
 
-    def __init__(self, cfg, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: Optional[int] = None):
+    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
+                 init_text: str = "", patch_size: Optional[int] = None, hidden: int = 400):
+        """``hidden`` is PROMPT.RESIDUAL.HIDDEN."""
         super().__init__()
         self.length, self.width = length, width
-        hidden = cfg.PROMPT.RESIDUAL.HIDDEN
         self.tokens = nn.Parameter(initial_tokens(length, width, tower, init, init_text, patch_size))
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, width), nn.LayerNorm(width))
+
+    @classmethod
+    def from_config(cls, cfg, **sizes) -> "ResidualSource":
+        return cls(**sizes, hidden=prompt_node(cfg, "RESIDUAL").HIDDEN)
 
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         return (self.mlp(self.tokens) + self.tokens)[None]
