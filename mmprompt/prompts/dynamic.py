@@ -218,9 +218,13 @@ class _StraightThroughSplit(torch.autograd.Function):
         grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
         if noisy.shape[0] == 1:
             grad_choice = grad_choice.sum(0, keepdim=True)
-        soft = torch.softmax(noisy.to(grad_choice.dtype) / fctx.tau, dim=-1)
+        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
         grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
-        return grad, grad_logits.to(fctx.logits_dtype), None, None, None, None, None, None, None
+        return grad, _as(grad_logits, fctx.logits_dtype), None, None, None, None, None, None, None
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def split_choice_gradient(grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor,
@@ -230,7 +234,7 @@ def split_choice_gradient(grad: torch.Tensor, base: torch.Tensor, tokens: torch.
     (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``."""
     B, N, D = base.shape
     k = tokens.shape[1]
-    g = grad.to(base.dtype)
+    g = _as(grad, base.dtype)
     offsets, band_index, m = _index_tensors(N, k, base.device)
     # G at the l slots from start on and the l slots from end on (output coordinates)
     slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
@@ -313,7 +317,8 @@ def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner
         return out
     if straight_through is not None and straight_through.logits is not None:
         c = straight_through
-        x = _StraightThroughSplit.apply(out.x, c.logits, c.noisy, c.tau, seq.x.detach(), tokens.detach(),
+        # base and tokens are saved as they are (their backward here returns no gradient for them)
+        x = _StraightThroughSplit.apply(out.x, c.logits, c.noisy, c.tau, seq.x, tokens,
                                         seq.anchors["start"], seq.anchors["end"], rotate)
         return out.with_x(x)
     if choice is None or not choice.requires_grad:
