@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -99,6 +100,17 @@ class TemperatureSchedule(nn.Module):
         self.register_buffer("step_scale", torch.tensor(float(step_scale), dtype=torch.float64))
         self.register_buffer("last_step", torch.tensor(0, dtype=torch.long))
         self.register_buffer("tau", torch.tensor(float(tau0), dtype=torch.float64))
+        self._mirror()
+
+    def _mirror(self) -> None:
+        # Python copies of the buffers, so a training step reads no tensor (each read is a
+        # synchronising .item()); refreshed whenever a state dict is loaded.
+        self._constants = tuple(float(b) for b in (self.tau0, self.tau_min, self.gamma, self.step_scale))
+        self._last_step, self._tau = int(self.last_step), float(self.tau)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._mirror()
 
     @classmethod
     def from_config(cls, cfg) -> "TemperatureSchedule":
@@ -107,18 +119,24 @@ class TemperatureSchedule(nn.Module):
 
     def value(self, step: int) -> float:
         # "annealing units" elapsed after `step` optimizer steps
+        tau0, tau_min, gamma, step_scale = self._constants
         units = step * (step + 1) / 2 if self.kind == "compound" else step
-        return max(float(self.tau0) * math.exp(-float(self.gamma) * units / float(self.step_scale)),
-                   float(self.tau_min))
+        return max(tau0 * math.exp(-gamma * units / step_scale), tau_min)
+
+    @property
+    def current(self) -> float:
+        """The temperature last set (evaluation uses it as it is)."""
+        return self._tau
 
     def update(self, step: int) -> float:
         """The temperature at optimizer step ``step``; remembered in the buffers."""
         step = int(step)
         # recomputed once per optimizer step, not per layer (the buffers start at step 0, tau0)
-        if step != int(self.last_step):
-            self.tau.fill_(self.value(step))
+        if step != self._last_step:
+            self._tau, self._last_step = self.value(step), step
+            self.tau.fill_(self._tau)
             self.last_step.fill_(step)
-        return float(self.tau)
+        return self._tau
 
 
 # --------------------------------------------------------------------------- the choice
@@ -176,31 +194,74 @@ class _SplitChoiceGradient(torch.autograd.Function):
     @staticmethod
     def backward(fctx, grad):
         base, tokens, start, end = fctx.saved_tensors
-        B, N, D = base.shape
-        k = tokens.shape[1]
-        g = grad.to(base.dtype)
-        offsets, band_index, m = _index_tensors(N, k, base.device)
-        # G at the l slots from start on and the l slots from end on (output coordinates)
-        slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
-        at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
-        prompt = tokens.expand(B, -1, -1)
-        if fctx.rotate:
-            prompt_term = _rotated_prompt_term(at_slots, prompt)
-        else:
-            # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t)
-            # X: sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
-            a, b = (at_slots * prompt[:, None]).sum(-1).unbind(1)
-            prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
-        # content token m (start <= m < end) sits at m + (tokens before X): sum_m <G[m + b], X[m]>,
-        # read off the band of one (N, N+k) product per sample, for b = 0..k
-        band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
-        content = (m >= start[:, None]) & (m < end[:, None])
-        content_term = (band * content[..., None]).sum(1)
-        if fctx.rotate:  # choice j puts l - j tokens before the input
-            content_term = content_term.flip(-1)
-        # Tokens before start and from end on sit at the same place for every j: their term is a
-        # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-        return grad, (prompt_term + content_term).to(fctx.choice_dtype), None, None, None, None, None
+        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
+        return grad, grad_choice.to(fctx.choice_dtype), None, None, None, None, None
+
+
+class _StraightThroughSplit(torch.autograd.Function):
+    """:class:`_SplitChoiceGradient` and the straight-through softmax in one autograd node.
+
+    Identity on the arranged hidden states; the choice's logits get
+    ``J_softmax(noisy / tau)^T <dL/dS, A_j> / tau``, what ``hard + (soft - soft.detach())`` of
+    :func:`straight_through_gumbel` followed by :class:`_SplitChoiceGradient` gives them (summed over
+    the batch for task-level logits of batch 1), without the dozen small autograd nodes of building
+    the one-hot, the softmax and the broadcast: the fixed per-step cost of the choice. ``noisy`` is
+    ``logits + g`` (detached; the noise does not depend on the logits, so d noisy / d logits = 1).
+    """
+
+    @staticmethod
+    def forward(fctx, arranged, logits, noisy, tau, base, tokens, start, end, rotate):
+        fctx.save_for_backward(noisy, base, tokens, start, end)
+        fctx.tau = float(tau)
+        fctx.rotate = bool(rotate)
+        fctx.logits_dtype = logits.dtype
+        return arranged.view_as(arranged)
+
+    @staticmethod
+    def backward(fctx, grad):
+        noisy, base, tokens, start, end = fctx.saved_tensors
+        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
+        if noisy.shape[0] == 1:
+            grad_choice = grad_choice.sum(0, keepdim=True)
+        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
+        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
+        return grad, _as(grad_logits, fctx.logits_dtype), None, None, None, None, None, None, None
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def split_choice_gradient(grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor,
+                          end: torch.Tensor, rotate: bool) -> torch.Tensor:
+    """(B, l+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
+    ``grad`` (B, N+l, D) = dL/dS, ``base`` (B, N, D) the sequence before insertion, ``tokens``
+    (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``."""
+    B, N, D = base.shape
+    k = tokens.shape[1]
+    g = _as(grad, base.dtype)
+    offsets, band_index, m = _index_tensors(N, k, base.device)
+    # G at the l slots from start on and the l slots from end on (output coordinates)
+    slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
+    at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
+    prompt = tokens.expand(B, -1, -1)
+    if rotate:
+        prompt_term = _rotated_prompt_term(at_slots, prompt)
+    else:
+        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t)
+        # X: sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
+        a, b = (at_slots * prompt[:, None]).sum(-1).unbind(1)
+        prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
+    # content token m (start <= m < end) sits at m + (tokens before X): sum_m <G[m + b], X[m]>,
+    # read off the band of one (N, N+k) product per sample, for b = 0..k
+    band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
+    content = (m >= start[:, None]) & (m < end[:, None])
+    content_term = (band * content[..., None]).sum(1)
+    if rotate:  # choice j puts l - j tokens before the input
+        content_term = content_term.flip(-1)
+    # Tokens before start and from end on sit at the same place for every j: their term is a
+    # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
+    return prompt_term + content_term
 
 
 def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -241,12 +302,15 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
 
 
 def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner_id: int,
-                 choice: Optional[torch.Tensor] = None, rotate: bool = False) -> TokenSeq:
+                 choice: Optional[torch.Tensor] = None, rotate: bool = False,
+                 straight_through: Optional["Choice"] = None) -> TokenSeq:
     """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
     ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
 
     ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index``, receives the
-    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
+    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`); or
+    ``straight_through``, the :class:`Choice` that picked it, whose logits get that gradient through
+    the straight-through softmax in one step (:class:`_StraightThroughSplit`, the same values).
     """
     tokens = seq.batch_tokens(tokens)
     length = tokens.shape[1]
@@ -254,11 +318,56 @@ def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner
         return seq
     placed, before = arrange_tokens(tokens, index, rotate)
     out = seq.insert_at(placed, split_positions(seq, length, before), owner_id)
-    if choice is None or not torch.is_grad_enabled() or not choice.requires_grad:
+    if not torch.is_grad_enabled():
+        return out
+    if straight_through is not None and straight_through.logits is not None:
+        c = straight_through
+        # base and tokens are saved as they are (their backward here returns no gradient for them)
+        x = _StraightThroughSplit.apply(out.x, c.logits, c.noisy, c.tau, seq.x, tokens,
+                                        seq.anchors["start"], seq.anchors["end"], rotate)
+        return out.with_x(x)
+    if choice is None or not choice.requires_grad:
         return out
     x = _SplitChoiceGradient.apply(out.x, choice.expand(seq.batch_size, -1), seq.x.detach(),
                                    tokens.detach(), seq.anchors["start"], seq.anchors["end"], rotate)
     return out.with_x(x)
+
+
+@dataclass
+class Choice:
+    """One categorical choice of a pass, by a straight-through Gumbel-softmax.
+
+    ``index`` (B,) long; ``noisy`` the logits plus Gumbel noise (detached; the plain logits when
+    not sampling), ``logits`` the head's output when it gets a gradient (else None), ``tau`` the
+    temperature. Placements that arrange tokens by the index give the logits their gradient with
+    :func:`insert_split`; :attr:`one_hot` is the straight-through one-hot of
+    :func:`straight_through_gumbel` for those that weight tokens by it (``adap_len``).
+    """
+
+    index: torch.Tensor
+    noisy: torch.Tensor
+    logits: Optional[torch.Tensor]
+    tau: float
+    _one_hot: Optional[torch.Tensor] = None
+
+    @classmethod
+    def draw(cls, logits: torch.Tensor, tau: float, sample: bool) -> "Choice":
+        """The choice of ``argmax(logits + g)`` (same noise draw as :func:`straight_through_gumbel`)."""
+        noisy = logits.detach()
+        if sample:
+            noisy = noisy - torch.empty_like(noisy).exponential_().log()
+        wants_grad = torch.is_grad_enabled() and logits.requires_grad
+        return cls(noisy.argmax(-1), noisy, logits if wants_grad else None, tau)
+
+    @property
+    def one_hot(self) -> torch.Tensor:
+        if self._one_hot is None:
+            hard = torch.zeros_like(self.noisy).scatter_(-1, self.index[..., None], 1.0)
+            if self.logits is not None:
+                soft = torch.softmax((self.logits + (self.noisy - self.logits.detach())) / self.tau, dim=-1)
+                hard = hard + (soft - soft.detach())
+            self._one_hot = hard
+        return self._one_hot
 
 
 # --------------------------------------------------------------------------- logits
@@ -447,8 +556,8 @@ class _LearnedChoice(Placement):
         """What the records hold for a choice (the choice itself; positions override)."""
         return index
 
-    def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        """``(one_hot (B or 1, l+1), index (B,), head)`` for this layer, drawn once per pass and head."""
+    def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[Choice, torch.Tensor, int]:
+        """``(choice, index (B,), head)`` for this layer, drawn once per pass and head."""
         layer = getattr(ctx, "layer", 0)
         layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
         if layer not in layers_seen:
@@ -456,16 +565,16 @@ class _LearnedChoice(Placement):
         head = min(layers_seen.index(layer), len(self.heads) - 1)
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
-            tau = self.temperature.update(ctx.step) if self.training else float(self.temperature.tau)
+            tau = self.temperature.update(ctx.step) if self.training else self.temperature.current
             feature = (instance_feature(seq.tower, ctx, self.feature_mode, seq, self.feature_length)
                        if self.instance else None)
             sample = self.sample_noise if self.training else self.eval_noise
-            one_hot, index = straight_through_gumbel(self.heads[head](feature), tau, sample=sample)
-            ctx.cache[key] = (one_hot, index.expand(seq.batch_size))
-        one_hot, index = ctx.cache[key]
+            choice = Choice.draw(self.heads[head](feature), tau, sample=sample)
+            ctx.cache[key] = (choice, choice.index.expand(seq.batch_size))
+        choice, index = ctx.cache[key]
         if self.record_choices:
             ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", self.recorded(index))
-        return one_hot, index, head
+        return choice, index, head
 
     def keeps_slots(self, seq: TokenSeq, owner_id: int, head: int, ctx: PromptContext) -> bool:
         """Whether this layer's tokens just overwrite the previous layer's (same choice).
@@ -513,13 +622,13 @@ class AdaptivePosition(_LearnedChoice):
         if tokens.shape[1] != self.length:
             raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
                               f"{tokens.shape[1]}.")
-        one_hot, index, head = self.choose(seq, ctx)
+        choice, index, head = self.choose(seq, ctx)
         if self.keeps_slots(seq, owner_id, head, ctx):
             # the slots hold the tokens in sequence order, which the rotation permutes
             return seq.replace(owner_id, arrange_tokens(tokens, index, self.rotate)[0])
         if seq.has(owner_id):
             seq = seq.remove(owner_id)
-        return insert_split(seq, tokens, index, owner_id, one_hot, self.rotate)
+        return insert_split(seq, tokens, index, owner_id, rotate=self.rotate, straight_through=choice)
 
 
 @PLACEMENTS.register("adap_ins_pos")
@@ -559,8 +668,8 @@ class AdaptiveLength(_LearnedChoice):
 
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         tokens = seq.batch_tokens(tokens)
-        one_hot, _, head = self.choose(seq, ctx)
-        keep = one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
+        choice, _, head = self.choose(seq, ctx)
+        keep = choice.one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
         tokens = tokens * keep[..., None].to(tokens.dtype)
         mask = keep.detach() > 0.5 if self.mode == "mask" else None
         if self.keeps_slots(seq, owner_id, head, ctx):

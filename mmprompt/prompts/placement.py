@@ -13,6 +13,8 @@ holds no separate class name, so the name is taken to end where the content ends
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..registry import PLACEMENTS
@@ -32,10 +34,15 @@ def split_positions(seq: TokenSeq, length: int, dpos: torch.Tensor, end: str = "
     """(B, length) insertion positions putting tokens ``[:dpos]`` at the content start and
     ``[dpos:]`` at anchor ``end`` of each sample (``dpos`` is (B,) long in [0, length]);
     ``end = "class_end"`` splits around the class name (falling back to the content end)."""
-    k = torch.arange(length, device=seq.x.device)
     start = seq.anchors["start"][:, None]
     stop = (class_end(seq) if end == CLASS_END else seq.anchors[end])[:, None]
-    return torch.where(k[None] < dpos.to(seq.x.device)[:, None], start, stop)
+    return torch.where(_token_indices(length, seq.x.device) < dpos[:, None], start, stop)
+
+
+@functools.lru_cache(maxsize=64)
+def _token_indices(length: int, device: torch.device) -> torch.Tensor:
+    """(1, length) ``arange``, made once per length and device (split placements run every pass)."""
+    return torch.arange(length, device=device)[None]
 
 
 class StaticPlacement(Placement):
