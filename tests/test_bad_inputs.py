@@ -166,6 +166,13 @@ YAMLS = {
     "group_given_a_value": (b"OPTIM: 5\n", "Config key OPTIM (from"),
     "wrong_type": (b"OPTIM:\n  LR: fast\n", "OPTIM.LR (from"),
     "unknown_key": (b"OPTIM:\n  LRR: 0.1\n", "Unknown config key OPTIM.LRR"),
+    # yaml keeps the last of two equal keys: the first OPTIM block (its LR) would vanish unseen
+    "duplicate_group": (b"OPTIM:\n  LR: 0.1\nSEED: 1\nOPTIM:\n  MAX_EPOCH: 1\n", "the key 'OPTIM' appears twice (lines 1 and 4)"),
+    "duplicate_leaf": (b"OPTIM:\n  LR: 0.1\n  LR: 0.2\n", "the key 'LR' appears twice"),
+    "number_as_key": (b"1: 2\n", "Config key 1 (from"),
+    "null_value": (b"OPTIM:\n  LR: null\n", "Config key OPTIM.LR (from bad.yaml) is empty (null)"),
+    "value_left_out": (b"OPTIM:\n  LR:\n", "OPTIM.LR (from bad.yaml) is empty (null)"),
+    "tab_indent": (b"OPTIM:\n\tLR: 0.1\n", "is not valid YAML"),
 }
 
 
