@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets_prep._common import PrepError  # noqa: E402
+from datasets_prep._common import PrepError, decode_text, read_text  # noqa: E402
 from mmprompt.data.text import default_disk_dir  # noqa: E402
 from mmprompt.data.text_tasks import TASKS, TextTask, parse_official  # noqa: E402
 from mmprompt.utils.cli import is_offline, run_cli  # noqa: E402
@@ -93,13 +93,12 @@ class _Source:
             path = os.path.join(self.folder, filename)
             if not os.path.isfile(path):
                 return None
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            return read_text(path)
         with zipfile.ZipFile(self.zip_path) as z:
             name = self.prefix + filename
             if name not in z.namelist():
                 return None
-            return z.read(name).decode("utf-8")
+            return decode_text(z.read(name), self.name_of(filename))
 
     def name_of(self, filename: str) -> str:
         if self.folder is not None:

@@ -185,3 +185,70 @@ def test_real_table_refuses_before_the_first_run(sandbox, capsys, argv, needle):
     refused(call(capsys, "results_vision", ["--methods", "linear_probe", "--output-dir", sandbox.root / "out",
                                             "--plot", sandbox.root / "p.png", *defaults, *root, *argv]), needle)
     assert not (sandbox.root / "out").exists()
+
+
+# ---------------------------------------------------------------- prep scripts and the side-by-side benchmark
+
+def test_prep_scripts_refuse_a_root_that_is_a_file(sandbox, capsys):
+    (sandbox.root / "file").write_text("x")
+    for tool, extra in (("prepare_fashion_mnist", []), ("prepare_clip_datasets", ["--dataset", "dtd"]),
+                        ("prepare_fgvc", ["--dataset", "cub"])):
+        refused(call(capsys, tool, ["--root", sandbox.root / "file", *extra]), "is a file, not a folder")
+
+
+def test_fgvc_prep_names_the_file_and_line_of_a_non_utf8_list(sandbox, capsys):
+    folder = sandbox.root / "CUB_200_2011"
+    (folder / "images").mkdir(parents=True)
+    for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):
+        (folder / name).write_bytes(b"1 a\n2 caf\xe9\n")
+    refused(call(capsys, "prepare_fgvc", ["--root", sandbox.root, "--dataset", "cub"]),
+            "images.txt:2 is not UTF-8 text")
+
+
+@pytest.mark.parametrize("packed", ["folder", "zip"])
+def test_text_prep_names_the_file_and_line_of_a_non_utf8_release(sandbox, capsys, packed):
+    import zipfile
+
+    rows = {"train.tsv": b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tcaf\xe9\tb\tentailment\n",
+            "dev.tsv": b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"}
+    src = sandbox.root / "src"
+    (src / "RTE").mkdir(parents=True)
+    if packed == "folder":
+        for name, raw in rows.items():
+            (src / "RTE" / name).write_bytes(raw)
+    else:
+        with zipfile.ZipFile(src / "RTE.zip", "w") as z:
+            for name, raw in rows.items():
+                z.writestr(f"RTE/{name}", raw)
+    needle = "RTE/train.tsv:3 is not UTF-8 text" if packed == "folder" else "RTE.zip!RTE/train.tsv:3 is not UTF-8 text"
+    refused(call(capsys, "prepare_text_datasets", ["--root", sandbox.root / "data", "--src", src, "--task", "glue_rte"]),
+            needle)
+
+
+def _vs_official():
+    import importlib.util
+    import sys
+
+    if "_matrix_vs_official" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_matrix_vs_official", os.path.join(REPO, "benchmarks", "vs_official.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["_matrix_vs_official"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--only", "no-such-comparison"], "--only no-such-comparison matches no comparison"),
+    (["--repeats", "-1"], "--repeats must be >= 0"),
+    (["--json", "MISSING/x.json"], "cannot be written"),
+    (["--coop-repo", "MISSING"], "--coop-repo"),  # a checkout that is not there: which flag, what it lacks
+])
+def test_vs_official_refuses_before_comparing(sandbox, capsys, argv, needle):
+    from mmprompt.utils.cli import call_cli
+
+    argv = [str(sandbox.root / "missing" / a.split("/", 1)[1]) if a.startswith("MISSING/") else
+            str(sandbox.root / "missing") if a == "MISSING" else a for a in argv]
+    capsys.readouterr()
+    code = call_cli(_vs_official().main, [*argv, "--size", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and needle in err, (code, err)
