@@ -91,6 +91,18 @@ def main(argv=None) -> int:
         for r in recipes:
             print(f"{r.family:<14} {r.name:<44} needs {', '.join('--' + x.replace('_', '-') for x in r.repos)}")
         return 0
+    if not recipes:
+        print(f"error: --only {' '.join(args.only)} matches no comparison; see --list.", file=sys.stderr)
+        return 2
+    if args.repeats < 0:
+        print(f"error: --repeats must be >= 0 (0 = no timing), got {args.repeats}.", file=sys.stderr)
+        return 2
+    if args.json:  # refused now, not after every comparison has run
+        folder = os.path.dirname(os.path.abspath(args.json))
+        why = "it is a folder" if os.path.isdir(args.json) else "" if os.path.isdir(folder) else f"{folder} is not a folder"
+        if why:
+            print(f"error: --json {args.json} cannot be written: {why}.", file=sys.stderr)
+            return 2
     results, skipped, failed = [], [], []
     for r in recipes:
         missing = [x for x in r.repos if not getattr(args, x)]

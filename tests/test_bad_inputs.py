@@ -166,6 +166,13 @@ YAMLS = {
     "group_given_a_value": (b"OPTIM: 5\n", "Config key OPTIM (from"),
     "wrong_type": (b"OPTIM:\n  LR: fast\n", "OPTIM.LR (from"),
     "unknown_key": (b"OPTIM:\n  LRR: 0.1\n", "Unknown config key OPTIM.LRR"),
+    # yaml keeps the last of two equal keys: the first OPTIM block (its LR) would vanish unseen
+    "duplicate_group": (b"OPTIM:\n  LR: 0.1\nSEED: 1\nOPTIM:\n  MAX_EPOCH: 1\n", "the key 'OPTIM' appears twice (lines 1 and 4)"),
+    "duplicate_leaf": (b"OPTIM:\n  LR: 0.1\n  LR: 0.2\n", "the key 'LR' appears twice"),
+    "number_as_key": (b"1: 2\n", "Config key 1 (from"),
+    "null_value": (b"OPTIM:\n  LR: null\n", "Config key OPTIM.LR (from bad.yaml) is empty (null)"),
+    "value_left_out": (b"OPTIM:\n  LR:\n", "OPTIM.LR (from bad.yaml) is empty (null)"),
+    "tab_indent": (b"OPTIM:\n\tLR: 0.1\n", "is not valid YAML"),
 }
 
 
@@ -216,6 +223,13 @@ SPLITS = {
     "row_wrong_types": ({"train": [[1, "0", 2]], "val": [], "test": []}, "every entry must be [relative_path, label"),
     "row_too_short": ({"train": [["a.jpg", 0]], "val": [], "test": []}, "every entry must be"),
     "image_missing": ({"train": [GOOD_ROW, ["Bengal_9.jpg", 1, "bengal"]], "val": [], "test": [GOOD_ROW]}, "Bengal_9.jpg"),
+    "label_is_true": ({"train": [GOOD_ROW, ["Abyssinian_1.jpg", True, "x"]], "val": [], "test": [GOOD_ROW]},
+                      "every entry must be"),
+    "negative_label": ({"train": [GOOD_ROW, ["Abyssinian_1.jpg", -1, "x"]], "val": [], "test": [GOOD_ROW]},
+                       "got the negative label -1 (class 'x')"),
+    # which of the two names a CLIP prompt got would depend on the order of the items
+    "label_with_two_names": ({"train": [GOOD_ROW], "val": [], "test": [["Abyssinian_1.jpg", 0, "cat"]]},
+                             "label 0 is 'abyssinian' and 'cat'"),
 }
 
 
@@ -224,6 +238,29 @@ def test_bad_split_file(sandbox, capsys, case):
     split, needle = SPLITS[case]
     pets(sandbox, split)
     refused(train_net(capsys, sandbox, "DATASET.NAME", "oxford_pets"), "split_zhou_OxfordPets.json", needle)
+
+
+def test_two_labels_with_one_class_name_warn(sandbox):
+    from mmprompt.data.base import Datum, classnames_from_items
+
+    with pytest.warns(UserWarning, match="1 class name.*'crane'.*sees those classes as one"):
+        assert classnames_from_items([Datum(label=0, classname="crane"), Datum(label=1, classname="crane")]) == \
+            ["crane", "crane"]
+
+
+def test_base_to_new_of_a_one_class_dataset_says_so(sandbox):
+    from mmprompt.data.base import DataError, DatasetBase, Datum, apply_subsample
+
+    dataset = DatasetBase([Datum(label=0, classname="a")], name="one")
+    with pytest.raises(DataError, match="SUBSAMPLE_CLASSES new: the dataset one has 1 class.*the new half is empty"):
+        apply_subsample(dataset, "new")
+
+
+def test_class_names_with_quotes_unicode_and_newlines_are_kept_as_they_are(sandbox):
+    from mmprompt.data.base import Datum, classnames_from_items
+
+    names = ['a "quoted" one', "naïve ☃", "two\nlines", "{}", "it's"]
+    assert classnames_from_items([Datum(label=i, classname=n) for i, n in enumerate(names)]) == names
 
 
 def test_non_utf8_annotation_list_names_file_and_line(sandbox, capsys):

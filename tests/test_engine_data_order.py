@@ -48,3 +48,21 @@ def test_sampler_order_resumes_mid_epoch_and_splits_global_batches_over_ranks():
     other_epoch = EpochBatchSampler(10, 4, shuffle=True, seed=1)
     other_epoch.set_epoch(6)
     assert list(other_epoch) != batches
+
+
+def test_drop_last_false_keeps_the_short_last_batch_as_vpt_does_on_one_gpu():
+    from mmprompt.config import get_cfg, load_cfg
+    from _sandbox import REPO  # noqa: F401  (puts the repository on sys.path)
+    import os
+
+    keep = EpochBatchSampler(10, 4, shuffle=True, seed=1, drop_last=False)
+    keep.set_epoch(5)
+    assert [len(b) for b in keep] == [4, 4, 2] and len(keep) == 3
+    # with 2 processes the short batch splits evenly and is kept; with 3 (batch 6) it would not be
+    ranks = [EpochBatchSampler(10, 4, shuffle=True, seed=1, world=2, rank=r, drop_last=False) for r in (0, 1)]
+    assert [len(b) for b in ranks[0]] == [2, 2, 1]
+    odd = EpochBatchSampler(10, 6, shuffle=True, seed=1, world=3, rank=0, drop_last=False)
+    assert [len(b) for b in odd] == [2]
+    assert get_cfg().DATALOADER.TRAIN_X.DROP_LAST is True  # Dassl / CoOp
+    vpt = load_cfg(os.path.join(REPO, "configs", "vpt_deep_cub.yaml"))
+    assert vpt.DATALOADER.TRAIN_X.DROP_LAST is False

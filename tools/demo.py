@@ -50,6 +50,9 @@ PLOT_NAME = "accuracy_vs_params.png"
 
 def config_path(method: str) -> str:
     path = os.path.join(CONFIG_DIR, f"{method}.yaml")
+    if "." in method and method.split(".")[0].isupper():
+        raise ConfigError(f"'{method}' is a KEY VALUE override, not a demo method: --methods takes every word "
+                          "after it, so give the overrides before --methods or after another flag.")
     if not os.path.isfile(path):
         known = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
         raise ConfigError(f"Unknown demo method '{method}': there is no {os.path.relpath(path, REPO)}. "
@@ -63,17 +66,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
-            progress_bar: bool = True, full_val: bool = False, test: bool = True) -> Dict:
-    """Train and evaluate one (method, shots, seed) through the library's trainer.
-
-    ``full_val`` measures val accuracy on the whole validation split (223 articles) instead of
-    its K-shot subset: what tools/demo_lr_sweep.py picks learning rates on, with ``test=False``
-    so the sweep never computes a test number.
-    """
+def run_config(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
+               progress_bar: bool = True):
+    """The frozen, validated config of one (method, shots, seed) run: a bad override or dataset is
+    one message here, before any run trains."""
     from mmprompt.config import load_cfg
-    from mmprompt.data.build import build_dataset
-    from mmprompt.engine.trainer import Trainer
+    from mmprompt.config.validate import validate_config
 
     run_dir = os.path.join(output_dir, "runs", f"{method}", f"shots{shots}-seed{seed}")
     cfg = load_cfg(config_path(method), opts=[
@@ -81,8 +79,30 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
         # the final test runs below, after the clock for training has stopped
         "TEST.NO_TEST", "True", "TRAIN.PROGRESS_BAR", str(progress_bar), *opts])
     cfg.freeze()
-    trainer = Trainer(cfg)
+    validate_config(cfg)
+    return cfg
+
+
+def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
+            progress_bar: bool = True, full_val: bool = False, test: bool = True) -> Dict:
+    """Train and evaluate one (method, shots, seed) through the library's trainer.
+
+    ``full_val`` measures val accuracy on the whole validation split (223 articles) instead of
+    its K-shot subset: what tools/demo_lr_sweep.py picks learning rates on, with ``test=False``
+    so the sweep never computes a test number.
+
+    The run's folder is this tool's: an earlier run there is replaced, but under the run-dir lock
+    (mmprompt.engine.run_dir), so two demos writing into one --output-dir cannot mix their runs.
+    """
+    from mmprompt.data.build import build_dataset
+    from mmprompt.engine.run_dir import open_run_dir
+    from mmprompt.engine.trainer import Trainer
+
+    cfg = run_config(method, shots, seed, output_dir, opts, progress_bar)
+    run_dir = open_run_dir(cfg, "overwrite")
+    trainer = None
     try:
+        trainer = Trainer(cfg)
         start, cpu_start = time.perf_counter(), cpu_seconds()
         extra = trainer.train()
         train_time, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
@@ -93,7 +113,9 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
             val_acc = float(val["accuracy"])
         results = trainer.test(extra) if test else None
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
+        run_dir.close()
     return {
         "method": method, "shots": shots, "seed": seed,
         "trainable_params": int(trainer.model.num_params()["trainable"]),
@@ -102,7 +124,7 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
         "test_macro_f1": float(results["test"]["macro_f1"]) if test else None,
         "test_items": int(results["test"]["num_samples"]) if test else 0,
         "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2), "lr": cfg.OPTIM.LR,
-        "steps": int(extra["step"]), "output_dir": run_dir,
+        "steps": int(extra["step"]), "output_dir": run_dir.output_dir,
     }
 
 
@@ -111,9 +133,11 @@ def run_all(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], 
     """Every (shots, method, seed), one after another, under one progress bar."""
     from tqdm import tqdm
 
-    for m in methods:
-        config_path(m)  # an unknown method fails before any training
+    check_opts(methods, opts)
+    check_unique(methods=methods, shots=shots, seeds=seeds)
     jobs = [(k, m, s) for k in shots for m in methods for s in seeds]
+    for k, m, s in jobs:  # an unknown method, a bad override or dataset fails before any training
+        run_config(m, k, s, output_dir, opts, progress_bar)
     runs = []
     bar = tqdm(jobs, desc="demo", unit="run", disable=not progress_bar, dynamic_ncols=True)
     for k, m, s in bar:
@@ -123,6 +147,47 @@ def run_all(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], 
                   f"({runs[-1]['train_time_s']:.0f} s training)")
     bar.close()
     return runs
+
+
+def check_opts(methods: Sequence[str], opts: Sequence[str]) -> None:
+    """What the command line gave, checked before the tool adds its own overrides to ``opts``."""
+    if not methods:
+        raise ConfigError("--methods names no method; give at least one (e.g. --methods prompt_tuning).")
+    if len(opts) % 2:
+        raise ConfigError(f"Overrides come in KEY VALUE pairs; got an odd number: {list(opts)}")
+
+
+def check_unique(**lists: Sequence) -> None:
+    """A method, shot count or seed given twice would run twice into one folder and count twice in
+    the mean (a std over copies of one run)."""
+    for flag, values in lists.items():
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ConfigError(f"--{flag} lists {', '.join(repeated)} more than once; give each once.")
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """A results file the tool rewrites after every run: refused now if it cannot be written,
+    not after the first run has trained."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a folder; give the path of a file.")
+    existing = next((f for f in _parents(folder) if os.path.exists(f)), None)
+    if existing is not None and not os.path.isdir(existing):
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder.")
+    unwritable = os.access(path, os.W_OK) is False if os.path.exists(path) else (
+        existing is not None and not os.access(existing, os.W_OK | os.X_OK))
+    if unwritable:
+        raise ConfigError(f"{flag} {path} cannot be written (no permission in {existing}); choose another path.")
+
+
+def _parents(folder: str):
+    while True:
+        yield folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
 
 
 def _mean_std(values: List[float]):

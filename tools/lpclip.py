@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="rounds of the C search after the first sweep (lpclip: 8)")
     p.add_argument("--features", default="", metavar="DIR",
                    help="read {train,val,test}.npz (lpclip's format) from DIR instead of extracting features")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in OUTPUT_DIR (its features/ folder stays)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     return p
 
@@ -84,19 +86,42 @@ def save_features(folder, features) -> None:
 
 
 def load_features(folder):
+    """{split: (features, labels)} from lpclip-format files, each checked: a 2-D finite float
+    array, one integer label per row, the same feature size in every split."""
+    import zipfile
+
     import numpy as np
     out = {}
     for name in SPLITS:
         path = os.path.join(folder, f"{name}.npz")
         if not os.path.isfile(path):
             raise MMPromptError(f"--features {folder} has no {name}.npz (lpclip's format: feature_list, label_list).")
-        with np.load(path) as f:
-            out[name] = (np.asarray(f["feature_list"]), np.asarray(f["label_list"]))
+        try:
+            with np.load(path) as f:  # allow_pickle stays False: an object array is refused, never unpickled
+                x, y = np.asarray(f["feature_list"]), np.asarray(f["label_list"])
+        except KeyError as e:
+            raise MMPromptError(f"{path} lacks the array {e}; lpclip's format holds feature_list and label_list.") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise MMPromptError(f"{path} is not a readable .npz of features ({type(e).__name__}: {e}).") from None
+        problem = ""
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or len(x) == 0:
+            problem = f"feature_list must be a non-empty (items, dim) array of numbers, got shape {x.shape} {x.dtype}"
+        elif not np.isfinite(x).all():
+            problem = "feature_list holds NaN or infinite values"
+        elif y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            problem = f"label_list must hold one integer label per feature row ({len(x)}), got shape {y.shape} {y.dtype}"
+        elif out and x.shape[1] != next(iter(out.values()))[0].shape[1]:
+            problem = f"its features have {x.shape[1]} numbers, those of train.npz {out['train'][0].shape[1]}"
+        if problem:
+            raise MMPromptError(f"{path}: {problem}.")
+        out[name] = (x, y)
     return out
 
 
 def main(argv=None) -> int:
-    from mmprompt.evaluation.linear_probe import accuracy, logistic_regression_class, lpclip_split, search_c
+    from mmprompt.config.validate import validate_config
+    from mmprompt.engine.run_dir import open_run_dir
+    from mmprompt.evaluation.linear_probe import logistic_regression_class
     from train_net import setup_cfg
 
     args = build_parser().parse_intermixed_args(argv)
@@ -105,6 +130,21 @@ def main(argv=None) -> int:
     shots = cfg.DATASET.NUM_SHOTS
     if args.sampling == "lpclip" and shots <= 0:
         raise ConfigError("--sampling lpclip draws DATASET.NUM_SHOTS items per class; set it (lpclip: 1, 2, 4, 8, 16).")
+    if args.steps < 1:  # the chosen C is the last round's
+        raise ConfigError(f"--steps must be >= 1 (rounds of the C search; lpclip: 8), got {args.steps}.")
+    if not args.features:  # reading features needs no dataset or backbone
+        validate_config(cfg, training=False)
+    # one run per folder, as tools/train_net.py: results of another probe are not replaced silently
+    run_dir = open_run_dir(cfg, "overwrite" if args.overwrite else "fresh")
+    try:
+        return probe(args, cfg, shots)
+    finally:
+        run_dir.close()
+
+
+def probe(args, cfg, shots: int) -> int:
+    from mmprompt.evaluation.linear_probe import accuracy, lpclip_split, search_c
+
     if args.features:
         features = load_features(args.features)
         dataset_name = cfg.DATASET.NAME or os.path.basename(os.path.normpath(args.features))
@@ -122,6 +162,10 @@ def main(argv=None) -> int:
     train, val, test = (features[name] for name in SPLITS)
     if args.sampling == "lpclip":
         train, val = lpclip_split(train, val, shots, cfg.SEED)
+    import numpy as np
+    if len(np.unique(train[1])) < 2:
+        raise MMPromptError(f"The training features hold a single class ({np.unique(train[1]).tolist()}); a "
+                            "classifier needs at least two.")
     search = search_c(train[0], train[1], val[0], val[1], steps=args.steps)
     test_accuracy = 100 * accuracy(search.classifier, test[0], test[1])
     results = {

@@ -21,7 +21,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +72,9 @@ def point_label(point: GridPoint) -> str:
 
 def config_path(spec: TableSpec, method: str) -> str:
     path = os.path.join(spec.config_dir, f"{method}.yaml")
+    if "." in method and method.split(".")[0].isupper():
+        raise ConfigError(f"'{method}' is a KEY VALUE override, not a {spec.name} method: --methods takes every "
+                          "word after it, so give the overrides before --methods or after another flag.")
     if method not in spec.methods or not os.path.isfile(path):
         raise ConfigError(f"Unknown {spec.name} method '{method}'. Choose from {', '.join(spec.methods)}.")
     return path
@@ -89,22 +92,40 @@ def full_val(cfg) -> list:
     return _FULL_VAL[key]
 
 
-def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoint, output_dir: str,
-            phase: str, opts: Sequence[str] = ()) -> Dict:
-    """Train one (method, shots, seed, grid point); ``phase`` "grid" scores the whole val split
-    and skips the test, "table" scores the K-shot val split and tests."""
+def run_config(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoint, output_dir: str,
+               phase: str, opts: Sequence[str] = ()):
+    """The frozen, validated config of one run: a bad override or dataset is one message here,
+    before any run trains."""
     from mmprompt.config import load_cfg
-    from mmprompt.engine.trainer import Trainer
+    from mmprompt.config.validate import validate_config
 
-    grid = phase == "grid"
     tag = "-".join(v for v in point[1::2])
     run_dir = os.path.join(output_dir, "runs", method, f"{phase}-shots{shots}-seed{seed}-{tag}")
     cfg = load_cfg(config_path(spec, method), opts=[
         "DATASET.NUM_SHOTS", str(shots), "SEED", str(seed), "OUTPUT_DIR", run_dir,
         "TEST.NO_TEST", "True", "TRAIN.PROGRESS_BAR", "False", *point, *opts])
     cfg.freeze()
-    trainer = Trainer(cfg)
+    validate_config(cfg)
+    return cfg
+
+
+def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoint, output_dir: str,
+            phase: str, opts: Sequence[str] = ()) -> Dict:
+    """Train one (method, shots, seed, grid point); ``phase`` "grid" scores the whole val split
+    and skips the test, "table" scores the K-shot val split and tests.
+
+    A run folder not in results.json is an unfinished run (the table was interrupted): it is
+    replaced, under the run-dir lock (mmprompt.engine.run_dir), so two table commands on one
+    --output-dir cannot mix their runs."""
+    from mmprompt.engine.run_dir import open_run_dir
+    from mmprompt.engine.trainer import Trainer
+
+    grid = phase == "grid"
+    cfg = run_config(spec, method, shots, seed, point, output_dir, phase, opts)
+    run_dir = open_run_dir(cfg, "overwrite")
+    trainer = None
     try:
+        trainer = Trainer(cfg)
         start, cpu_start = time.perf_counter(), demo.cpu_seconds()
         extra = trainer.train()
         train_time, train_cpu = time.perf_counter() - start, demo.cpu_seconds() - cpu_start
@@ -114,7 +135,9 @@ def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoin
         results = None if grid else trainer.test(extra)
         eval_time, eval_cpu = time.perf_counter() - eval_start, demo.cpu_seconds() - eval_cpu_start
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
+        run_dir.close()
     return {
         "phase": phase, "method": method, "shots": shots, "seed": seed, "point": list(point),
         "point_label": point_label(point), "trainable_params": int(trainer.model.num_params()["trainable"]),
@@ -124,7 +147,7 @@ def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoin
         "test_items": 0 if grid else int(results["test"]["num_samples"]),
         "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2),
         "eval_time_s": round(eval_time, 2), "eval_cpu_s": round(eval_cpu, 2), "steps": int(extra["step"]),
-        "output_dir": run_dir,
+        "output_dir": run_dir.output_dir, "opts": list(opts),
     }
 
 
@@ -232,14 +255,41 @@ def render(spec: TableSpec, runs: Sequence[Dict], jobs: Sequence[tuple], command
     return "\n".join(lines) + "\n"
 
 
-def load_runs(path: str) -> List[Dict]:
+# what every run in results.json must hold, and of which type, for the table to be built from it
+RUN_FIELDS = {"phase": str, "method": str, "shots": int, "seed": int, "point": list, "point_label": str,
+              "trainable_params": int, "val_acc": (int, float), "val_items": int, "test_items": int,
+              "train_time_s": (int, float), "eval_time_s": (int, float), "train_cpu_s": (int, float),
+              "steps": int, "output_dir": str}
+
+
+def load_runs(path: str, opts: Sequence[str] = ()) -> List[Dict]:
+    """The runs of an earlier call from ``path``; refused when unreadable, or made with other KEY
+    VALUE overrides than ``opts`` (a table mixing the two would be silently wrong)."""
     if not os.path.isfile(path):
         return []
+    move = "move it away to start afresh"
     try:
-        with open(path) as f:
-            return list(json.load(f)["runs"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path} is not a results file of this tool ({e}); move it away to start afresh.") from None
+        with open(path, encoding="utf-8") as f:
+            runs = json.load(f)["runs"]
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or not UTF-8
+        raise ConfigError(f"{path} is not a results file of this tool ({type(e).__name__}: {e}); {move}.") from None
+    if not isinstance(runs, list):
+        raise ConfigError(f"{path}: 'runs' must be a list of runs; {move}.")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            bad = ["everything (not an object)"]
+        else:
+            bad = [k for k, kind in RUN_FIELDS.items() if not isinstance(run.get(k), kind) or isinstance(run.get(k), bool)]
+            if run.get("phase") == "table" and not isinstance(run.get("test_acc"), (int, float)):
+                bad.append("test_acc")
+        if bad:
+            raise ConfigError(f"{path}: run {i} has missing or wrongly typed {', '.join(bad)}; {move}.")
+        made_with = run.get("opts", [])  # results files from before opts were recorded: the tables use none
+        if list(made_with) != list(opts):
+            raise ConfigError(f"{path}: its runs were made with the overrides {made_with or 'none'}, this call "
+                              f"gives {list(opts) or 'none'}; a table would mix the two. Give the same overrides, "
+                              f"or another --output-dir.")
+    return runs
 
 
 def run_table(spec: TableSpec, methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], output_dir: str,
@@ -248,12 +298,19 @@ def run_table(spec: TableSpec, methods: Sequence[str], shots: Sequence[int], see
         config_path(spec, m)
     if not seeds or not shots:
         raise ConfigError("Give at least one seed and one shot count.")
+    demo.check_opts(methods, opts)
+    demo.check_unique(methods=methods, shots=shots, seeds=seeds)
+    jobs = plan(spec, methods, shots, seeds)
+    for phase, m, k, s, point in jobs:  # a bad override or dataset fails before any training
+        run_config(spec, m, k, s, point or tuple(spec.grids[m][0]), output_dir, phase, opts)
+    demo.check_writable_file(spec.doc, "--doc")
+    if plot_fn is not None and spec.plot:
+        demo.check_writable_file(spec.plot, "--plot")
     os.makedirs(output_dir, exist_ok=True)
     results_path = os.path.join(output_dir, "results.json")
-    runs = load_runs(results_path)
+    runs = load_runs(results_path, opts)
     done = {_key(r) for r in runs}
     wall_before = sum(r["train_time_s"] + r["eval_time_s"] for r in runs)
-    jobs = plan(spec, methods, shots, seeds)
     start = time.perf_counter()
 
     def save():
@@ -356,9 +413,10 @@ def main_for(spec: TableSpec, doc: str, argv: Optional[Sequence[str]] = None) ->
     args = p.parse_args(argv)
     if any(k <= 0 for k in args.shots):
         raise ConfigError(f"--shots must be positive; got {args.shots}")
+    # a copy: the module's spec keeps its defaults for the next call in this process
+    spec = replace(spec, doc=args.doc, plot=args.plot, shots=list(args.shots), seeds=list(args.seeds))
     if args.single_lr:
         spec.grids = {m: [grid[len(grid) // 2]] for m, grid in spec.grids.items()}
-    spec.doc, spec.plot, spec.shots, spec.seeds = args.doc, args.plot, list(args.shots), list(args.seeds)
     demo.quiet_libraries()
     tool = os.path.relpath(os.path.abspath(sys.argv[0]), REPO) if argv is None else f"tools/results_{spec.name}.py"
     command = (f"python {tool} " + " ".join(sys.argv[1:] if argv is None else argv)).strip()

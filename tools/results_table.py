@@ -83,9 +83,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     demo.quiet_libraries()
     command = ("python tools/results_table.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    demo.check_opts(args.methods, args.opts)
+    demo.check_unique(methods=args.methods, shots=args.shots, seeds=args.seeds)
+    if any(k <= 0 for k in args.shots):
+        raise demo.ConfigError(f"--shots must be positive numbers of articles per class, got {args.shots}.")
     planned = [(m, k, s) for m in args.methods for s in args.seeds for k in args.shots]
-    for m in args.methods:
-        demo.config_path(m)
+    for m, k, s in planned:  # an unknown method, a bad override or dataset fails before any training
+        demo.run_config(m, k, s, args.output_dir, args.opts, progress_bar=False)
+    demo.check_writable_file(args.doc, "--doc")
     os.makedirs(os.path.dirname(os.path.abspath(args.doc)), exist_ok=True)
     runs: List[Dict] = []
     start = time.perf_counter()

@@ -111,7 +111,7 @@ def _read_yaml_chain(path: str, stack: List[str]) -> dict:
     except OSError as e:
         raise ConfigError(f"Cannot read config file {path}: {e.strerror}.") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -129,6 +129,26 @@ def _read_yaml_chain(path: str, stack: List[str]) -> dict:
         _deep_update(merged, _read_yaml_chain(base_path, stack + [path]))
     _deep_update(merged, data)
     return merged
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` keeps the last of two equal keys; in a config that silently drops the
+    first (a second ``OPTIM:`` block replaces the whole first one), so a repeated key is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    "keep one (the first would be silently ignored)", key_node.start_mark)
+            try:
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the SafeLoader's own message follows
+                break
+        return super().construct_mapping(node, deep=deep)
 
 
 def _deep_update(dst: dict, src: dict) -> None:
@@ -195,6 +215,9 @@ def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=No
     root_keys: Optional[Iterable[str]] = None
     for k, v in data.items():
         full = f"{prefix}{k}"
+        if not isinstance(k, str):
+            raise ConfigError(f"Config key {full} (from {source}) is not a name ({type(k).__name__}); config keys are "
+                              "names such as OPTIM or LR.")
         if k not in cfg:
             if cfg.is_new_allowed():
                 cfg[k] = _to_node(v)
@@ -225,7 +248,10 @@ def _to_node(v):
 def _coerce(key: str, old, new, source: str):
     if isinstance(new, str) and not isinstance(old, str):
         new = _parse_literal(new)
-    if old is None or new is None:
+    if new is None and old is not None:
+        raise ConfigError(f"Config key {key} (from {source}) is empty (null); give it a value "
+                          f"(default {old!r}) or remove the line.")
+    if old is None:
         return new
     if isinstance(old, bool) or isinstance(new, bool):
         if isinstance(old, bool) and isinstance(new, bool):

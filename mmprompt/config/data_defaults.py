@@ -63,5 +63,6 @@ def add_data_config(_C):
     _C.DATALOADER.PIN_MEMORY = True  # pin batches in page-locked memory when a GPU is used
     _C.DATALOADER.TRAIN_X = CN()
     _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # training batch size
+    _C.DATALOADER.TRAIN_X.DROP_LAST = True  # drop a short last training batch of an epoch (Dassl/CoOp); False keeps it (VPT on one GPU). A split smaller than one batch is always kept; with several processes a last batch that does not split evenly over them is dropped
     _C.DATALOADER.TEST = CN()
     _C.DATALOADER.TEST.BATCH_SIZE = 100  # evaluation batch size

@@ -154,10 +154,14 @@ def _data(cfg, training: bool, problems: List[str]) -> None:
             problems.append(f"DATASET.TEST_DATASETS holds {name!r}, not a dataset name")
         else:
             _registered(problems, DATASETS, "DATASET.TEST_DATASETS", name)
-    if not d.ROOT:
+    if not any(_reads_root(DATASETS, name) for name in [d.NAME, *d.TEST_DATASETS]):
+        pass  # e.g. BBC News, which ships with a package: a missing ROOT would be a false refusal
+    elif not d.ROOT:
         problems.append("DATASET.ROOT is empty: set it (or --root) to the folder holding the datasets")
     elif not os.path.isdir(os.path.expanduser(d.ROOT)):
         problems.append(f"DATASET.ROOT {d.ROOT} is not a folder that exists")
+    if d.TEXT.DATA_DIR and not os.path.isdir(os.path.expanduser(d.TEXT.DATA_DIR)):
+        problems.append(f"DATASET.TEXT.DATA_DIR {d.TEXT.DATA_DIR} is not a folder that exists")
     _one_of(problems, "DATASET.SUBSAMPLE_CLASSES", d.SUBSAMPLE_CLASSES, SUBSAMPLE, lower=True)
     _check(problems, "DATASET.NUM_SHOTS", d.NUM_SHOTS, lambda v: v >= -1, ">= 1 for few-shot, or -1 / 0 for all items")
     dl = cfg.DATALOADER
@@ -165,6 +169,15 @@ def _data(cfg, training: bool, problems: List[str]) -> None:
     _check(problems, "DATALOADER.TRAIN_X.BATCH_SIZE", dl.TRAIN_X.BATCH_SIZE, lambda v: v >= 1, ">= 1")
     _check(problems, "DATALOADER.TEST.BATCH_SIZE", dl.TEST.BATCH_SIZE, lambda v: v >= 1, ">= 1")
     _input(cfg, problems)
+
+
+def _reads_root(registry, name) -> bool:
+    """Whether the dataset ``name`` reads DATASET.ROOT: a builder that never does says so with
+    ``reads_root = False``; unknown names count as reading it (they are reported on their own)."""
+    try:
+        return getattr(registry.get(name), "reads_root", True) if isinstance(name, str) and name else True
+    except MMPromptError:
+        return True
 
 
 def _numbers(value) -> bool:

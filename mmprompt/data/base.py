@@ -104,15 +104,29 @@ class DatasetBase:
 def classnames_from_items(items: Iterable[Datum]) -> List[str]:
     """Class names indexed by label; labels must run from 0 without gaps."""
     names: Dict[int, str] = {}
+    clashes = []
     for item in items:
-        names.setdefault(item.label, item.classname)
+        first = names.setdefault(item.label, item.classname)
+        if first != item.classname and len(clashes) < 3 and (item.label, first, item.classname) not in clashes:
+            clashes.append((item.label, first, item.classname))
     if not names:
         return []
+    if clashes:  # which name a model is given would depend on the order of the items
+        raise DataError("A label has two class names: " + "; ".join(f"label {lab} is {a!r} and {b!r}"
+                                                                   for lab, a, b in clashes)
+                        + ". Fix the split file (every item of a label names the same class).")
     labels = sorted(names)
+    if labels[0] < 0:
+        raise DataError(f"Labels must run from 0 to n-1; got the negative label {labels[0]} (class {names[labels[0]]!r}).")
     if labels != list(range(len(labels))):
         missing = sorted(set(range(labels[-1] + 1)) - set(labels))
         raise DataError(f"Labels must run from 0 to n-1 without gaps; missing labels {missing[:10]}")
-    return [names[i] for i in labels]
+    classnames = [names[i] for i in labels]
+    repeated = sorted({n for n in classnames if classnames.count(n) > 1})
+    if repeated:  # CoOp's ImageNet list has two "crane"s: allowed, but a CLIP model cannot tell them apart
+        warnings.warn(f"{len(repeated)} class name(s) belong to more than one label ({', '.join(map(repr, repeated[:5]))}); "
+                      "a model that reads class names (CLIP prompts) sees those classes as one.")
+    return classnames
 
 
 # ------------------------------------------------------------------ split files (CoOp json)
@@ -141,7 +155,7 @@ def _from_rows(rows, path_prefix: str, source: str) -> List[Datum]:
     items = []
     for row in rows:
         if not (isinstance(row, (list, tuple)) and len(row) == 3 and isinstance(row[0], str)
-                and isinstance(row[1], int) and isinstance(row[2], str)):
+                and isinstance(row[1], int) and not isinstance(row[1], bool) and isinstance(row[2], str)):
             raise DataError(f"{source}: every entry must be [relative_path, label, classname]; got {row!r}")
         relpath, label, classname = row
         items.append(Datum(impath=os.path.join(path_prefix, relpath), label=label, classname=classname))
@@ -168,7 +182,14 @@ def read_split_json(path: str, path_prefix: str):
         raise DataError(f"Split file {path} cannot be read: {e.strerror}.") from None
     if not isinstance(split, dict) or not all(k in split for k in SPLITS):
         raise DataError(f"Split file {path} must be a JSON object with keys {list(SPLITS)}")
-    return tuple(_from_rows(split[k], path_prefix, f"{path} [{k}]") for k in SPLITS)
+    splits = tuple(_from_rows(split[k], path_prefix, f"{path} [{k}]") for k in SPLITS)
+    try:  # labels and names as one file states them, so the message can name the file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # repeated names warn once, when the dataset is built
+            classnames_from_items(item for items in splits for item in items)
+    except DataError as e:
+        raise DataError(f"Split file {path}: {e}") from None
+    return splits
 
 
 # ------------------------------------------------------------------ few-shot sampling
@@ -453,7 +474,11 @@ def apply_subsample(dataset: DatasetBase, subsample: str) -> DatasetBase:
     if subsample.lower() == "all":
         return dataset
     splits = (dataset.train_x, dataset.val, dataset.test)
-    kept = _selected_labels({d.label for s in splits for d in s}, subsample.lower())
+    labels = {d.label for s in splits for d in s}
+    kept = _selected_labels(labels, subsample.lower())
+    if not kept:
+        raise DataError(f"DATASET.SUBSAMPLE_CLASSES {subsample}: the dataset {dataset.name} has {len(labels)} class(es), "
+                        f"so the {subsample} half is empty; base-to-new needs at least 2 classes.")
     train, val, test = subsample_classes(*splits, subsample=subsample)
     return _with_splits(dataset, train, val, test, [dataset.classnames[i] for i in kept])
 

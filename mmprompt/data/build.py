@@ -359,6 +359,6 @@ def build_loader(cfg, data: Sequence[Datum], is_train: bool, transform=None):
     return torch.utils.data.DataLoader(
         DatumDataset(data, transform), batch_size=batch_size, shuffle=is_train,
         num_workers=workers, generator=generator,
-        drop_last=is_train and len(data) >= batch_size,  # CoOp: no ragged last train batch
+        drop_last=is_train and cfg.DATALOADER.TRAIN_X.DROP_LAST and len(data) >= batch_size,  # CoOp: no ragged last train batch
         pin_memory=cfg.DATALOADER.PIN_MEMORY and cfg.USE_CUDA and torch.cuda.is_available(),
         persistent_workers=False)

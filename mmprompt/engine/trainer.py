@@ -179,7 +179,7 @@ class Trainer:
         self._train_items = du.EpochSeededDataset(base.dataset, self.seed)
         self.train_sampler = du.EpochBatchSampler(
             len(base.dataset), self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True,
-            seed=self.seed, world=self.world, rank=self.rank)
+            seed=self.seed, world=self.world, rank=self.rank, drop_last=self.cfg.DATALOADER.TRAIN_X.DROP_LAST)
         self._train_base = base
 
     def _train_loader_for(self, epoch: int, skip: int):

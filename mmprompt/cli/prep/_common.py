@@ -298,6 +298,26 @@ def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: s
     raise PrepError(f"{dataset}: {path} is missing. {hint}".rstrip())
 
 
+# ------------------------------------------------------------------ text files
+
+def decode_text(data: bytes, where: str) -> str:
+    """``data`` as UTF-8; otherwise one message naming ``where`` and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise PrepError(f"{where}:{line} is not UTF-8 text (byte {e.start}); is this the official file?") from None
+
+
+def read_text(path: str) -> str:
+    """A text file of an official release, read as UTF-8 (see :func:`decode_text`)."""
+    try:
+        with open(path, "rb") as f:
+            return decode_text(f.read(), path)
+    except OSError as e:
+        raise PrepError(f"Cannot read {path}: {e.strerror or e}.") from None
+
+
 # ------------------------------------------------------------------ verification
 
 def require(dataset: str, folder: str, relpaths: Iterable[str], hint: str) -> None:

@@ -349,6 +349,8 @@ def main(argv=None) -> int:
                         help="fetch missing archives from the owners' hosts where they allow it")
     args = parser.parse_args(argv)
     root = os.path.abspath(os.path.expanduser(args.root))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise PrepError(f"--root {root} is a file, not a folder.")
     if not os.path.isdir(root):
         raise PrepError(f"--root {root} does not exist. Create it and put the downloaded archives in it "
                         f"(or run with --download).")

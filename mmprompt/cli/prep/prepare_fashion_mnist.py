@@ -123,6 +123,8 @@ def main(argv=None) -> int:
     if args.val_per_class < 1 or args.test_per_class < 0:
         raise PrepError("--val-per-class must be at least 1 and --test-per-class at least 0.")
     root = os.path.abspath(os.path.expanduser(args.root))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise PrepError(f"--root {root} is a file, not a folder.")
     os.makedirs(root, exist_ok=True)
     prepare(root, args.src, args.val_per_class, args.test_per_class, args.seed, args.overwrite)
     return 0

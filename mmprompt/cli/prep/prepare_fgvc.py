@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
-from ._common import prepare_each
+from ._common import prepare_each, read_text
 from ._common import (PrepError, Source, find_first, obtain,
                                    print_summary, require, require_listed_files)
 from ._common import download as fetch_url
@@ -93,15 +93,14 @@ class RawSplits:
 def _pairs(path: str) -> List[Tuple[str, str]]:
     """Lines of 'key value' (value may contain spaces), skipping blanks."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(" ", 1)
-            if len(parts) != 2:
-                raise PrepError(f"{path}:{n}: expected 'id value', got {line!r}")
-            out.append((parts[0], parts[1].strip()))
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(" ", 1)
+        if len(parts) != 2:
+            raise PrepError(f"{path}:{n}: expected 'id value', got {line!r}")
+        out.append((parts[0], parts[1].strip()))
     return out
 
 
@@ -185,8 +184,12 @@ def read_flowers(dataset_dir: str) -> RawSplits:
 
     names_path = os.path.join(dataset_dir, "cat_to_name.json")
     if os.path.isfile(names_path):
-        with open(names_path) as f:
-            cat_to_name = json.load(f)
+        try:
+            cat_to_name = json.loads(read_text(names_path))
+        except ValueError as e:
+            raise PrepError(f"{names_path} is not valid JSON ({e}).") from None
+        if not isinstance(cat_to_name, dict):
+            raise PrepError(f"{names_path} must map class numbers to names, got {type(cat_to_name).__name__}.")
         classnames = [cat_to_name.get(str(k), str(k)) for k in range(1, num_classes + 1)]
     else:
         classnames = [f"flower {k}" for k in range(1, num_classes + 1)]
@@ -503,6 +506,8 @@ def main(argv=None) -> int:
     if not 0 < args.val_percent < 100:
         raise PrepError(f"--val-percent must be between 1 and 99; got {args.val_percent}")
     root = os.path.abspath(os.path.expanduser(args.root))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise PrepError(f"--root {root} is a file, not a folder.")
     if not os.path.isdir(root):
         raise PrepError(f"--root {root} does not exist. Create it and put the official downloads in it "
                         f"(or run with --download).")

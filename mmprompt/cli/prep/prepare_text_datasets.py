@@ -30,7 +30,7 @@ import zipfile
 from typing import Dict, List, Optional, Tuple
 
 
-from ._common import PrepError
+from ._common import PrepError, decode_text, read_text
 from ...data.text import default_disk_dir
 from ...data.text_tasks import TASKS, TextTask, parse_official
 from ...utils.cli import is_offline, run_cli
@@ -90,13 +90,12 @@ class _Source:
             path = os.path.join(self.folder, filename)
             if not os.path.isfile(path):
                 return None
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            return read_text(path)
         with zipfile.ZipFile(self.zip_path) as z:
             name = self.prefix + filename
             if name not in z.namelist():
                 return None
-            return z.read(name).decode("utf-8")
+            return decode_text(z.read(name), self.name_of(filename))
 
     def name_of(self, filename: str) -> str:
         if self.folder is not None:
