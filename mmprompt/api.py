@@ -86,8 +86,6 @@ def _build_wrapped(model, cfg, classnames, tokenizer, default_pool: str = "cls")
         backbone.freeze(dropout_off=cfg.MODEL.BACKBONE.DROPOUT_OFF)
     backbone.eval()
     task = build_model(cfg, classnames, backbone=backbone)
-    task.cfg = cfg
-    task.classnames = list(classnames) if classnames is not None else None
     task.wrapped_backbone = True
     return task
 
@@ -278,10 +276,7 @@ def create_model(config: Union[str, CfgNode], *overrides: str, classnames: Optio
     offline, point ``MODEL.BACKBONE.PRETRAINED`` at a local file). ``classnames`` size the head or
     the CLIP class texts (else ``MODEL.HEAD.NUM_CLASSES``)."""
     cfg = _resolve_config(config, overrides)
-    model = build_model(cfg, classnames)
-    model.cfg = cfg
-    model.classnames = list(classnames) if classnames is not None else None
-    return model
+    return build_model(cfg, classnames)
 
 
 def _resolve_config(config, overrides: Sequence[str]) -> CfgNode:
@@ -309,7 +304,7 @@ def save_pretrained(model, directory: str) -> str:
 
     if getattr(model, "cfg", None) is None:
         raise MMPromptError("save_pretrained needs the model's config: build the model with mmprompt.wrap, "
-                            "mmprompt.create_model or mmprompt.from_pretrained.")
+                            "mmprompt.create_model, mmprompt.from_pretrained or mmprompt.build.build_model.")
     os.makedirs(directory, exist_ok=True)
     cfg_text = model.cfg.dump()
     path = os.path.join(directory, WEIGHTS_FILE)
@@ -384,8 +379,6 @@ def from_pretrained(dir_or_zoo_name: str, model=None, *, classnames: Optional[Se
             cfg.MODEL.HEAD.NUM_CLASSES = int(state["head.weight"].shape[0])
             cfg.freeze()
         task = build_model(cfg, names)
-        task.cfg = cfg
-        task.classnames = names
     task.load_trainable_state_dict(state, source=path)
     task.step = int(meta.get("step", 0) or 0)
     return task.eval()

@@ -68,4 +68,9 @@ def build_model(cfg, classnames: Optional[Sequence[str]] = None, backbone=None):
     ``MODEL.BACKBONE`` (how :func:`mmprompt.wrap` prompts a model the user already has)."""
     builder = MODELS.get(cfg.MODEL.NAME)
     names = list(classnames) if classnames is not None else None
-    return builder(cfg, names) if backbone is None else builder(cfg, names, backbone=backbone)
+    model = builder(cfg, names) if backbone is None else builder(cfg, names, backbone=backbone)
+    from .models.base import PromptModel
+
+    if isinstance(model, PromptModel):  # what save_pretrained writes next to the weights
+        model.cfg, model.classnames = cfg, names
+    return model

@@ -240,7 +240,9 @@ def format_table(rows: Sequence[Dict]) -> str:
 def plot(rows: Sequence[Dict], path: str) -> None:
     """Test accuracy (mean, std as error bars) against trainable parameters, log x; one series
     per shot count, each point labelled with its method."""
-    import matplotlib
+    from mmprompt.utils.extras import require
+
+    matplotlib = require("matplotlib", "Plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -56,7 +56,9 @@ def flatten(values, key: str = "", path: str = RECORDS):
 
 
 def plot(records: dict, out_dir: str, source: str = RECORDS):
-    import matplotlib
+    from mmprompt.utils.extras import require
+
+    matplotlib = require("matplotlib", "Plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

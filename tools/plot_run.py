@@ -33,7 +33,9 @@ def _number(v) -> bool:
 def plot(output_dir: str, out: str) -> str:
     import json
 
-    import matplotlib
+    from mmprompt.utils.extras import require
+
+    matplotlib = require("matplotlib", "Plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -367,7 +367,9 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
                 panels.append((f"{m}, {k} shots ({keys[0]})", list(pp.flatten(records[keys[0]]))))
     if not spec.plot or not panels:
         return None
-    import matplotlib
+    from mmprompt.utils.extras import require
+
+    matplotlib = require("matplotlib", "Plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from collections import Counter

@@ -37,7 +37,7 @@ class PromptModel(nn.Module):
         self.prompts = prompts
         self.step = 0  # optimizer steps taken (see the class docstring for who advances it)
         self.count_forward_steps = True
-        self.cfg = None  # the config the model was built from (set by the builders of mmprompt.api)
+        self.cfg = None  # the config the model was built from (set by mmprompt.build.build_model)
         self.classnames: Optional[List[str]] = None
 
     def new_context(self) -> PromptContext:
