@@ -30,8 +30,9 @@ C of open_clip's ImageNet class names (ImageNet's base classes are the first 500
 
 Memory, per side: on CUDA the peak allocated memory of a step (``torch.cuda.max_memory_allocated``);
 on CPU the bytes of the tensors autograd saves for the backward pass during the forward (distinct
-storages, through ``torch.autograd.graph.saved_tensors_hooks``) -- a step's activation memory,
-which is what grows with the classes; weights and optimizer state are the same on both sides.
+storages, through ``torch.autograd.graph.saved_tensors_hooks``, not counting the model's own
+weights, which are saved by reference) -- a step's activation memory, which is what grows with the
+classes; weights and optimizer state are the same on both sides.
 
 mmprompt's advantage comes from the text tower running only up to the batch's last EOT
 (``MODEL.BACKBONE.TRIM_TEXT``, exact: ``tests/test_text_trimming.py``) where the authors' code runs
@@ -120,9 +121,11 @@ def classnames(n: int) -> List[str]:
 
 
 @contextlib.contextmanager
-def saved_bytes(record: Dict[str, int]):
-    """Sum, into ``record["bytes"]``, the storage bytes autograd saves for backward in the block."""
-    seen = set()
+def saved_bytes(record: Dict[str, int], model: torch.nn.Module):
+    """Sum, into ``record["bytes"]``, the storage bytes autograd saves for backward in the block,
+    leaving out ``model``'s own parameters and buffers (saved by reference, they take no memory
+    of the step)."""
+    seen = {(t.untyped_storage().data_ptr(), t.device) for t in (*model.parameters(), *model.buffers())}
 
     def pack(t):
         try:
@@ -153,8 +156,9 @@ def force_prefix_choice(ours) -> None:
 class Side:
     """One side's model, prompt parameters and optimizer; ``step`` is one training step."""
 
-    def __init__(self, forward: Callable, params: Dict[str, torch.nn.Parameter], lr: float, device, autocast):
-        self.forward, self.params = forward, params
+    def __init__(self, model: torch.nn.Module, forward: Callable, params: Dict[str, torch.nn.Parameter], lr: float,
+                 device, autocast):
+        self.model, self.forward, self.params = model, forward, params
         self.optim = torch.optim.SGD(params.values(), lr=lr, momentum=0.9)
         self.device, self.autocast = device, autocast
         self.memory: List[int] = []
@@ -165,7 +169,7 @@ class Side:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         record = {"bytes": 0}
-        saving = saved_bytes(record) if measure_memory and not cuda else contextlib.nullcontext()
+        saving = saved_bytes(record, self.model) if measure_memory and not cuda else contextlib.nullcontext()
         autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                     else contextlib.nullcontext())
         with saving, autocast:
@@ -200,8 +204,9 @@ def run_one(name: str, checkout: str, n_classes: int, args, device) -> str:
         with cf.their_fp32():
             return theirs_model(images)
 
-    ours = Side(lambda images: ours_model({"image": images})["logits"], pair.our_params, lr, device, autocast)
-    theirs = Side(theirs_forward, pair.their_params, lr, device, autocast)
+    ours = Side(ours_model, lambda images: ours_model({"image": images})["logits"], pair.our_params, lr, device,
+                autocast)
+    theirs = Side(theirs_model, theirs_forward, pair.their_params, lr, device, autocast)
     g = torch.Generator().manual_seed(args.seed + 2)
     images = torch.randn(BATCH, 3, pair.image_size, pair.image_size, generator=g).to(device)
     labels = torch.randint(0, n_classes, (BATCH,), generator=g).to(device)

@@ -131,7 +131,14 @@ class OpenCLIPVisionTower(TokenTower):
         if mode not in (None, "default"):
             raise ConfigError(f"The open_clip image tower pools as the model does (pool_type "
                               f"'{self._visual.pool_type}'); MODEL.HEAD.POOL '{mode}' is not available, use default.")
-        pooled, _ = self._visual._pool(backbone_tokens(seq))
+        visual = self._visual
+        if visual.attn_pool is None and visual.pool_type == "tok" and not visual.final_ln_after_pool:
+            # the library's _pool normalises every token and keeps the class token; LayerNorm acts
+            # per token, so normalising the class token alone is the same (and spares the backward
+            # pass through the others)
+            pooled = visual.ln_post(seq.gather_anchor("pool"))
+        else:
+            pooled, _ = visual._pool(backbone_tokens(seq))
         if self._visual.proj is not None:
             pooled = pooled @ self._visual.proj
         return pooled

@@ -228,6 +228,32 @@ class _StraightThroughSplit(torch.autograd.Function):
         return grad, _as(grad_logits, fctx.logits_dtype), None, None, None, None, None, None, None
 
 
+class _StraightThroughKeep(torch.autograd.Function):
+    """``keep = y.flip(-1).cumsum(-1)[..., :l]`` of the straight-through one-hot ``y`` in one node.
+
+    Forward: ``keep_t = 1`` where ``index >= l - t``, else 0 (the hard one-hot's value). Backward:
+    ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries), then through the softmax
+    Jacobian of ``noisy / tau`` to the logits, as ``hard + (soft - soft.detach())`` would give.
+    """
+
+    @staticmethod
+    def forward(fctx, logits, noisy, index, tau, length):
+        fctx.save_for_backward(noisy)
+        fctx.tau = float(tau)
+        fctx.logits_dtype = logits.dtype
+        return (index[:, None] >= length - _index_tensors(0, length, noisy.device)[0]).to(noisy.dtype)
+
+    @staticmethod
+    def backward(fctx, grad):
+        (noisy,) = fctx.saved_tensors
+        grad_choice = F.pad(grad.flip(-1).cumsum(-1), (1, 0))  # j = 0 keeps nothing
+        if noisy.shape[0] == 1 and grad_choice.shape[0] != 1:
+            grad_choice = grad_choice.sum(0, keepdim=True)
+        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
+        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
+        return _as(grad_logits, fctx.logits_dtype), None, None, None, None
+
+
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
@@ -273,12 +299,18 @@ def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.
     """
     B, _, k, _ = at_slots.shape
     products = torch.einsum("bhsd,btd->bhst", at_slots, prompt).reshape(B, 2, k * k)
-    offsets = torch.arange(k, device=prompt.device)
-    diagonal = (offsets[None, :] - offsets[:, None] + (k - 1)).reshape(1, 1, k * k)  # t - s + l - 1
+    diagonal = _diagonal_index(k, prompt.device)
     sums = products.new_zeros(B, 2, 2 * k - 1).scatter_add_(2, diagonal.expand(B, 2, -1), products)
     before = F.pad(sums[:, 0, k - 1:], (0, 1))  # j = 0..l-1; j = l leaves no token before X
     after = F.pad(sums[:, 1, :k], (1, 0))  # j = 1..l; j = 0 leaves no token after X
     return before + after
+
+
+@functools.lru_cache(maxsize=64)
+def _diagonal_index(k: int, device: torch.device) -> torch.Tensor:
+    """(1, 1, k*k) ``t - s + k - 1`` of the (s, t) entries of a (k, k) product, row-major."""
+    offsets = torch.arange(k, device=device)
+    return (offsets[None, :] - offsets[:, None] + (k - 1)).reshape(1, 1, k * k)
 
 
 @functools.lru_cache(maxsize=64)
@@ -297,7 +329,7 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
     if not rotate:
         return tokens, index
     B, k, D = tokens.shape
-    order = (torch.arange(k, device=tokens.device)[None] + index[:, None].to(tokens.device)) % k
+    order = (_index_tensors(0, k, tokens.device)[0][None] + index[:, None]) % k
     return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
 
 
@@ -340,15 +372,14 @@ class Choice:
     ``index`` (B,) long; ``noisy`` the logits plus Gumbel noise (detached; the plain logits when
     not sampling), ``logits`` the head's output when it gets a gradient (else None), ``tau`` the
     temperature. Placements that arrange tokens by the index give the logits their gradient with
-    :func:`insert_split`; :attr:`one_hot` is the straight-through one-hot of
-    :func:`straight_through_gumbel` for those that weight tokens by it (``adap_len``).
+    :func:`insert_split`, those that keep a learned number of tokens with :meth:`kept`: each is
+    what :func:`straight_through_gumbel`'s one-hot gives, in one autograd node.
     """
 
     index: torch.Tensor
     noisy: torch.Tensor
     logits: Optional[torch.Tensor]
     tau: float
-    _one_hot: Optional[torch.Tensor] = None
 
     @classmethod
     def draw(cls, logits: torch.Tensor, tau: float, sample: bool) -> "Choice":
@@ -359,15 +390,13 @@ class Choice:
         wants_grad = torch.is_grad_enabled() and logits.requires_grad
         return cls(noisy.argmax(-1), noisy, logits if wants_grad else None, tau)
 
-    @property
-    def one_hot(self) -> torch.Tensor:
-        if self._one_hot is None:
-            hard = torch.zeros_like(self.noisy).scatter_(-1, self.index[..., None], 1.0)
-            if self.logits is not None:
-                soft = torch.softmax((self.logits + (self.noisy - self.logits.detach())) / self.tau, dim=-1)
-                hard = hard + (soft - soft.detach())
-            self._one_hot = hard
-        return self._one_hot
+    def kept(self, length: int) -> torch.Tensor:
+        """(B or 1, length) ``keep_t = sum_{j >= length - t} y_j`` for the one-hot ``y`` of this
+        choice (a prefix prompt of learned length keeps its last ``index`` tokens): exactly 0/1,
+        with the straight-through gradient (:class:`_StraightThroughKeep`)."""
+        if self.logits is None:
+            return (self.index[:, None] >= length - _index_tensors(0, length, self.noisy.device)[0]).to(self.noisy.dtype)
+        return _StraightThroughKeep.apply(self.logits, self.noisy, self.index, self.tau, length)
 
 
 # --------------------------------------------------------------------------- logits
@@ -669,7 +698,7 @@ class AdaptiveLength(_LearnedChoice):
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         tokens = seq.batch_tokens(tokens)
         choice, _, head = self.choose(seq, ctx)
-        keep = choice.one_hot.flip(-1).cumsum(-1)[..., : self.length].expand(seq.batch_size, -1)
+        keep = choice.kept(self.length).expand(seq.batch_size, -1)
         tokens = tokens * keep[..., None].to(tokens.dtype)
         mask = keep.detach() > 0.5 if self.mode == "mask" else None
         if self.keeps_slots(seq, owner_id, head, ctx):
