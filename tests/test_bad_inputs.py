@@ -76,6 +76,8 @@ CONFIG_VALUES = [
     (["DATASET.SUBSAMPLE_CLASSES", "bsae"], "DATASET.SUBSAMPLE_CLASSES must be one of all, base, new"),
     (["DATASET.NUM_SHOTS", "-5"], "DATASET.NUM_SHOTS must be >= 1 for few-shot"),
     (["DATASET.TEST_DATASETS", "['imagenet_v3']"], "Unknown dataset 'imagenet_v3'. Did you mean 'imagenet_v2'"),
+    (["DATASET.TEST_DATASETS", "['dtd', 'dtd']"], "DATASET.TEST_DATASETS lists 'dtd' more than once"),
+    (["PROMPT.METHODS", "['vpt', 'vpt']"], "PROMPT.METHODS lists 'vpt' more than once"),
     (["DATASET.NAME", "oxford_pet"], "Unknown dataset 'oxford_pet'. Did you mean 'oxford_pets'"),
     (["DATASET.NAME", "''"], "DATASET.NAME is empty"),
     (["MODEL.NAME", "clip_prompt_classifer"], "Unknown model 'clip_prompt_classifer'"),
