@@ -76,6 +76,8 @@ CONFIG_VALUES = [
     (["DATASET.SUBSAMPLE_CLASSES", "bsae"], "DATASET.SUBSAMPLE_CLASSES must be one of all, base, new"),
     (["DATASET.NUM_SHOTS", "-5"], "DATASET.NUM_SHOTS must be >= 1 for few-shot"),
     (["DATASET.TEST_DATASETS", "['imagenet_v3']"], "Unknown dataset 'imagenet_v3'. Did you mean 'imagenet_v2'"),
+    (["DATASET.TEST_DATASETS", "['dtd', 'dtd']"], "DATASET.TEST_DATASETS lists 'dtd' more than once"),
+    (["PROMPT.METHODS", "['vpt', 'vpt']"], "PROMPT.METHODS lists 'vpt' more than once"),
     (["DATASET.NAME", "oxford_pet"], "Unknown dataset 'oxford_pet'. Did you mean 'oxford_pets'"),
     (["DATASET.NAME", "''"], "DATASET.NAME is empty"),
     (["MODEL.NAME", "clip_prompt_classifer"], "Unknown model 'clip_prompt_classifer'"),
@@ -425,6 +427,13 @@ METRICS = {
     "metric_text": ({**GOOD, "test": {"accuracy": "high"}}, "test.accuracy is missing or not a number"),
     "hm_without_new": ({**GOOD, "hm": 50.0, "base": {"accuracy": 1.0}}, "new.accuracy is missing"),
     "cross_wrong": ({**GOOD, "cross": {"imagenet_v2": 3}}, "cross must map each target dataset"),
+    # json reads NaN and Infinity: the table would show 'nan' and spoil the mean over seeds
+    "metric_nan": (b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": NaN}}',
+                   "test.accuracy is missing or not a number"),
+    "metric_inf": (b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": Infinity}}',
+                   "test.accuracy is missing or not a number"),
+    "main_metric_not_a_name": ({**GOOD, "main_metric": ["accuracy"]}, "main_metric must be a name"),
+    "split_not_a_name": ({**GOOD, "split": {"a": 1}}, "split must be a name"),
 }
 
 
@@ -435,6 +444,14 @@ def test_parse_results_on_a_bad_metrics_file(sandbox, capsys, case):
     run_dir(sandbox, "bad", raw)
     refused(call(capsys, "parse_results", [sandbox.root / "runs"]), "1 of 2 metrics.json file(s) cannot be used",
             needle)
+
+
+def test_parse_results_on_a_metrics_file_that_cannot_be_opened(sandbox, capsys):
+    run_dir(sandbox, "good", GOOD)
+    loop = sandbox.root / "runs" / "loop"
+    loop.mkdir()
+    os.symlink(loop / "metrics.json", loop / "metrics.json")  # a link to itself
+    refused(call(capsys, "parse_results", [sandbox.root / "runs"]), "loop/metrics.json cannot be read")
 
 
 def test_parse_results_lists_every_bad_file_and_other_refusals(sandbox, capsys):
@@ -511,6 +528,8 @@ RECORDS = {
     "only_empty": (b'{"text.layer0.dpos": [[]], "text.layer1.dpos": []}', "every record"),
     "not_numbers": (b'{"text.layer0.dpos": [["a", "b"]]}', "record text.layer0.dpos holds 'a'"),
     "nan_values": (b'{"text.layer0.dpos": [[NaN]]}', "not a chosen position"),
+    "negative": (b'{"text.layer0.dpos": [[-3, 2]]}', "holds -3, not a chosen position"),
+    "huge": (b'{"text.layer0.dpos": [[1e30]]}', "holds 1e+30, not a chosen position"),
 }
 
 

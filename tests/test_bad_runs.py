@@ -370,3 +370,25 @@ def test_fp16_skips_a_nan_step_as_amp_does_even_in_stop_mode(sandbox, capsys, fi
     assert outcome.code == 0, outcome.err
     # the GradScaler skipped the NaN step (and any step whose gradients overflowed its scale)
     assert metrics(out)["skipped_steps"] >= 1 and metrics(out)["step"] == 18
+
+
+def test_ctrl_c_during_the_final_test_then_resume_gives_the_uninterrupted_results(sandbox, capsys, finished_run,
+                                                                                  monkeypatch):
+    from mmprompt.engine.trainer import Trainer
+
+    cfg, _ = setup(sandbox, finished_run)
+    out = sandbox.root / "int"
+    real_test = Trainer.test
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "test", interrupted)
+    outcome = train(capsys, sandbox, cfg, out)
+    assert outcome.code == 130 and "interrupted" in outcome.err and "Traceback" not in outcome.err
+    assert not (out / "metrics.json").exists() and (out / "checkpoints" / "model-final.safetensors").exists()
+    monkeypatch.setattr(Trainer, "test", real_test)
+    refused(train(capsys, sandbox, cfg, out), "already holds a run", "--resume")  # nothing lost by a plain rerun
+    outcome = train(capsys, sandbox, cfg, out, flags=["--resume"])
+    assert outcome.code == 0, outcome.err
+    comparable = lambda m: {k: v for k, v in m.items() if k != "weights"}  # noqa: E731
+    assert comparable(metrics(out)) == comparable(metrics(finished_run / "run"))

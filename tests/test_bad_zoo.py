@@ -92,6 +92,51 @@ def test_checksum_mismatch_removes_only_the_partial_file_in_the_cache(sandbox, c
     assert outside_file.read_text() == "must not change\n"
 
 
+def test_a_source_longer_than_its_size_stops_at_the_size(sandbox, capsys):
+    """A source that never ends (here a link to /dev/zero's stand-in: a file longer than the entry
+    says) must not be read to the end of the disk."""
+    index = write_index(sandbox, [good(size=len(PAYLOAD) // 2)])
+    refused(call(capsys, "model_zoo", ["--index", index, "download", "tiny"]),
+            f"sent more than the {len(PAYLOAD) // 2} bytes tiny has")
+    assert os.listdir(sandbox.cache / "zoo") == []
+
+
+def test_a_source_without_a_size_is_capped(sandbox, capsys, monkeypatch):
+    """No size in the entry and no Content-Length from the server: a stream that never ends stops
+    at MAX_UNSIZED_BYTES."""
+    import io
+    import urllib.request
+
+    import mmprompt.zoo as zoo
+
+    class Endless(io.RawIOBase):
+        status, headers = 200, {}
+
+        def read(self, n=-1):
+            return b"\0" * n
+
+    monkeypatch.setattr(zoo, "MAX_UNSIZED_BYTES", 100)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Endless())
+    entry = good(url="https://example.invalid/ckpt.safetensors")
+    del entry["size"]
+    refused(call(capsys, "model_zoo", ["--index", write_index(sandbox, [entry]), "download", "tiny"]),
+            "sent more than the 100 bytes", "the most a download without a size may write")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_source_that_is_not_a_regular_file_is_refused_without_reading(sandbox, capsys, kind):
+    index = write_index(sandbox, [good(url="src.safetensors")])
+    source = sandbox.root / "zoo" / "src.safetensors"
+    if kind == "fifo":
+        os.mkfifo(source)  # opening it would block forever
+    elif kind == "device":
+        os.symlink("/dev/zero", source)  # would never end
+    else:
+        source.mkdir()
+    refused(call(capsys, "model_zoo", ["--index", index, "download", "tiny"]), "is not a regular file")
+    assert not (sandbox.cache / "zoo" / "tiny").exists()
+
+
 def test_a_link_in_the_cache_pointing_outside_is_refused(sandbox, capsys):
     index = write_index(sandbox, [good(sha256="0" * 64)])
     (sandbox.cache / "zoo").mkdir(parents=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections import defaultdict
@@ -53,7 +54,8 @@ def _hm(b: float, n: float) -> float:
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number: a NaN or inf metric would show as 'nan' in the table and spoil every mean."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_metrics(path: str) -> Dict:
@@ -65,8 +67,13 @@ def read_metrics(path: str) -> Dict:
         raise MMPromptError(f"{path} is not valid UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise MMPromptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except OSError as e:  # a link loop, a folder of that name, no permission
+        raise MMPromptError(f"{path} cannot be read ({e.strerror or e})") from None
     if not isinstance(m, dict):
         raise MMPromptError(f"{path} holds a {type(m).__name__}, not the object train_net writes")
+    for key in ("main_metric", "split", "dataset"):
+        if key in m and not isinstance(m[key], str):
+            raise MMPromptError(f"{path}: {key} must be a name, got {m[key]!r:.40}")
     main = m.get("main_metric", "accuracy")
     needed = ["base", "new"] if "hm" in m else [m.get("split", "test")] if m.get("split", "test") in m else []
     for key in needed:

@@ -44,15 +44,22 @@ def read_records(run_dir: str) -> dict:
     return records
 
 
+# a split point or length lies in [0, l] for a prompt of l tokens; anything past this is no record
+# of a run (and would make the histogram's x axis billions of bars long)
+MAX_POSITION = 100_000
+
+
 def flatten(values, key: str = "", path: str = RECORDS):
     """All integer choices under a key, whatever the nesting of entries (one per layer call)."""
     if isinstance(values, (list, tuple)):
         for v in values:
             yield from flatten(v, key, path)
-    elif isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values):
+    elif (isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values)
+          and 0 <= values <= MAX_POSITION):
         yield int(round(float(values)))
     else:
-        raise MMPromptError(f"{path}: record {key} holds {values!r:.40}, not a chosen position / length (a number).")
+        raise MMPromptError(f"{path}: record {key} holds {values!r:.40}, not a chosen position / length (a "
+                            f"number from 0 to the prompt length).")
 
 
 def plot(records: dict, out_dir: str, source: str = RECORDS):

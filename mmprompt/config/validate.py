@@ -81,6 +81,12 @@ def _one_of(problems: List[str], key: str, value: str, options, lower: bool = Fa
         problems.append(f"{key} must be one of {', '.join(options)}; got {value!r}")
 
 
+def _repeated(problems: List[str], key: str, values, why: str) -> None:
+    seen = [v for i, v in enumerate(values) if v in list(values)[:i]]
+    if seen:
+        problems.append(f"{key} lists {', '.join(map(repr, dict.fromkeys(seen)))} more than once ({why}); give each once")
+
+
 def _registered(problems: List[str], registry, key: str, name: str) -> None:
     try:
         registry.get(name)
@@ -149,6 +155,7 @@ def _data(cfg, training: bool, problems: List[str]) -> None:
         problems.append("DATASET.NAME is empty: set it to a dataset (or use --dataset-config-file)")
     else:
         _registered(problems, DATASETS, "DATASET.NAME", d.NAME)
+    _repeated(problems, "DATASET.TEST_DATASETS", d.TEST_DATASETS, "its results would be written over each other")
     for name in d.TEST_DATASETS:
         if not isinstance(name, str):
             problems.append(f"DATASET.TEST_DATASETS holds {name!r}, not a dataset name")
@@ -226,6 +233,7 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
     _check(problems, "MODEL.TEXT.MAX_LENGTH", m.TEXT.MAX_LENGTH, lambda v: v >= 1, ">= 1")
     if m.INIT_WEIGHTS and not os.path.isfile(m.INIT_WEIGHTS):
         problems.append(f"MODEL.INIT_WEIGHTS {m.INIT_WEIGHTS} is not a file")
+    _repeated(problems, "PROMPT.METHODS", cfg.PROMPT.METHODS, "both copies would read the same config node")
     for name in cfg.PROMPT.METHODS:
         if not isinstance(name, str):
             problems.append(f"PROMPT.METHODS holds {name!r}, not a method name")

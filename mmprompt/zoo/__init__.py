@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import re
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,9 @@ from ..errors import MMPromptError, OfflineError
 
 INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index.json")
 CHUNK = 1 << 16
+# The most a download without a known size (no "size" in the entry, no Content-Length) may write:
+# prompt checkpoints are kilobytes to megabytes, and a source that never ends must not fill the disk.
+MAX_UNSIZED_BYTES = 4 << 30
 
 
 class DownloadError(MMPromptError):
@@ -181,9 +185,30 @@ def _remove(root: str, *paths: str) -> None:
             os.remove(p)
 
 
-def _fetch_into(url: str, part: str, progress: bool, timeout: float) -> Optional[int]:
+class _TooLong(Exception):
+    """The source sent more bytes than the entry (or the server) said the file has."""
+
+
+def _check_local_source(url: str, name: str) -> None:
+    """A file:// source must be a regular file: a fifo would block the open forever, a device
+    (``/dev/zero`` through a link) would never end."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "file":
+        return
+    path = urllib.request.url2pathname(parsed.path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the fetch reports a missing file with the usual retries and message
+    if not stat.S_ISREG(mode):
+        raise DownloadError(f"The source of {name}, {path}, is not a regular file (a folder, fifo or device); "
+                            "nothing was downloaded.")
+
+
+def _fetch_into(url: str, part: str, progress: bool, timeout: float, limit: Optional[int] = None) -> Optional[int]:
     """Append the rest of ``url`` to ``part`` (Range request when part has bytes); the expected
-    total size when the server said it."""
+    total size when the server said it. Raises :class:`_TooLong` once ``part`` would exceed
+    ``limit`` bytes (or the server's Content-Length, or :data:`MAX_UNSIZED_BYTES`)."""
     from tqdm import tqdm
 
     have = os.path.getsize(part) if os.path.exists(part) else 0
@@ -198,7 +223,9 @@ def _fetch_into(url: str, part: str, progress: bool, timeout: float) -> Optional
         if have and response.status != 206:  # the server ignored the range: start over
             have = 0
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
+        total = have + int(length) if length is not None and length.isdigit() else None
+        cap = limit if limit is not None else total if total is not None else MAX_UNSIZED_BYTES
+        written = have
         with open(part, "ab" if have else "wb") as f, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=os.path.basename(part)[:-5], disable=not progress, leave=False) as bar:
@@ -209,6 +236,9 @@ def _fetch_into(url: str, part: str, progress: bool, timeout: float) -> Optional
                     break  # keep what arrived; the caller resumes with a Range request
                 if not chunk:
                     break
+                written += len(chunk)
+                if written > cap:
+                    raise _TooLong(cap)
                 f.write(chunk)
                 bar.update(len(chunk))
     return total
@@ -227,6 +257,8 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
     if os.environ.get("MMPROMPT_OFFLINE", "") not in ("", "0"):
         raise OfflineError(f"{entry['name']} is not in the cache ({dest}) and MMPROMPT_OFFLINE is set. "
                            f"Download it on a connected machine ({entry['url']}) and put it at that path.")
+    source = entry.get("source", entry["url"])
+    _check_local_source(source, entry["name"])
     try:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest + ".part", "ab"):
@@ -241,7 +273,13 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
     reason = ""
     for _ in range(retries + 1):
         try:
-            total = _fetch_into(entry.get("source", entry["url"]), part, progress, timeout)
+            total = _fetch_into(source, part, progress, timeout, limit=size)
+        except _TooLong as e:
+            _remove(root, part)
+            _cleanup_empty(dest)
+            raise DownloadError(f"{entry['url']} sent more than the {e.args[0]} bytes {entry['name']} has "
+                                f"({'the index says so' if size is not None else 'the most a download without a size may write'}); "
+                                "nothing was kept in the cache. The file on the server is not the one the index lists.") from None
         except (urllib.error.URLError, OSError) as e:
             reason = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             continue
