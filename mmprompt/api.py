@@ -23,6 +23,7 @@ a dict named after the method: ``wrap(clip, ["maple", "vpt"], maple={"n_ctx": 2}
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
@@ -74,6 +75,8 @@ def wrap(model, method: Union[str, Sequence[str]], *, classnames: Optional[Seque
     cfg.MODEL.NAME = _task_model(kind, classnames, num_classes)
     cfg.PROMPT.METHODS = methods
     if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ConfigError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
         cfg.MODEL.HEAD.NUM_CLASSES = int(num_classes)
     _apply_options(cfg, methods, options)
     cfg.freeze()
@@ -348,6 +351,18 @@ def _temperatures(model) -> List[float]:
     return [float(m.tau) for m in model.modules() if isinstance(m, TemperatureSchedule)]
 
 
+def _metadata_json(meta, key: str, default, path: str):
+    """A JSON value of the checkpoint's metadata; a damaged one is the file's problem, said so."""
+    raw = meta.get(key) or ""
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise MMPromptError(f"{path}: its metadata {key!r} is not valid JSON ({raw[:60]!r}); the file was not "
+                            "saved by mmprompt, or was changed since.") from None
+
+
 def from_pretrained(dir_or_zoo_name: str, model=None, *, classnames: Optional[Sequence[str]] = None,
                     tokenizer=None, cache_dir: Optional[str] = None):
     """A model saved by ``save_pretrained`` (a folder), a trainer checkpoint (``.safetensors`` or a
@@ -364,9 +379,9 @@ def from_pretrained(dir_or_zoo_name: str, model=None, *, classnames: Optional[Se
     if "config" not in meta:
         raise MMPromptError(f"{path} carries no config; it was not saved by mmprompt.")
     cfg = _config_from_text(meta["config"], path)
-    stored_names = json.loads(meta.get("classnames", "null") or "null")
+    stored_names = _metadata_json(meta, "classnames", None, path)
     names = list(classnames) if classnames is not None else stored_names
-    wrapped = json.loads(meta.get(WRAPPED_KEY, "false"))
+    wrapped = _metadata_json(meta, WRAPPED_KEY, False, path)
     if model is not None:
         _, _, default_pool = _describe(model)
         task = _build_wrapped(model, cfg, names, tokenizer, default_pool)

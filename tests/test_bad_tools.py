@@ -252,3 +252,30 @@ def test_vs_official_refuses_before_comparing(sandbox, capsys, argv, needle):
     code = call_cli(_vs_official().main, [*argv, "--size", "tiny"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and needle in err, (code, err)
+
+
+# ---------------------------------------------------------------- the Python API
+
+def test_from_pretrained_with_damaged_metadata_is_one_message(sandbox):
+    import torch
+    from safetensors.torch import save_file
+
+    import mmprompt
+    from mmprompt.errors import MMPromptError
+
+    path = sandbox.root / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path), metadata={"config": "MODEL:\n  NAME: x\n", "classnames": "{not json"})
+    with pytest.raises(MMPromptError, match="its metadata 'classnames' is not valid JSON"):
+        mmprompt.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("num_classes", ["a", -1, 0, 2.5, True])
+def test_wrap_with_a_bad_num_classes_is_one_message(sandbox, num_classes):
+    import timm
+
+    import mmprompt
+    from mmprompt.errors import ConfigError
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0, depth=1)
+    with pytest.raises(ConfigError, match="num_classes must be a whole number >= 1"):
+        mmprompt.wrap(vit, "vpt", num_classes=num_classes)
