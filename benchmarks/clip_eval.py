@@ -16,6 +16,7 @@ and untrimmed (all 77 positions per class, as the authors' text encoder runs). I
 of each and the ratios; the ratio grows with the classes and shrinks with the batch size (the
 image tower's work per batch). Class names: the first C of open_clip's ImageNet names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,22 @@ import torch  # noqa: E402
 from mmprompt.build import build_model  # noqa: E402
 from mmprompt.config import load_cfg  # noqa: E402
 
-TINY = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"), "INPUT.SIZE", "(32, 32)",
-        "PROMPT.MAPLE.PROMPT_DEPTH", "2", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "2"]
+TINY = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+    "INPUT.SIZE",
+    "(32, 32)",
+    "PROMPT.MAPLE.PROMPT_DEPTH",
+    "2",
+    "PROMPT.MAPLE.PROMPT_DEPTH_VISION",
+    "2",
+]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="maple.yaml", help="a CLIP recipe under configs/")
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=32)
@@ -47,8 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--size", choices=("base", "tiny"), default="base")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time; cpu: this thread's CPU time, on one torch thread (CPU only)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: this thread's CPU time, on one torch thread (CPU only)",
+    )
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(REPO, "configs", args.config)):
         p.error(f"--config: no configs/{args.config}")
@@ -66,11 +80,16 @@ def parse_args(argv=None):
 def build(args, trim: bool):
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    opts = (TINY if args.size == "tiny" else []) + ["MODEL.BACKBONE.PRETRAINED", "",
-                                                     "MODEL.BACKBONE.TRIM_TEXT", str(trim)]
+    opts = (TINY if args.size == "tiny" else []) + [
+        "MODEL.BACKBONE.PRETRAINED",
+        "",
+        "MODEL.BACKBONE.TRIM_TEXT",
+        str(trim),
+    ]
     torch.manual_seed(0)
-    model = build_model(load_cfg(os.path.join(REPO, "configs", args.config), opts=opts),
-                        list(IMAGENET_CLASSNAMES[: args.classes]))
+    model = build_model(
+        load_cfg(os.path.join(REPO, "configs", args.config), opts=opts), list(IMAGENET_CLASSNAMES[: args.classes])
+    )
     return model.to(args.device).eval()
 
 
@@ -91,11 +110,14 @@ def main(argv=None) -> int:
                 model.clear_text_cache()
             with torch.no_grad():
                 return model({"image": images})["logits"]
+
         return batch
 
-    variants = {"text once per evaluation": evaluation(trimmed, False),
-                "text per batch (trimmed)": evaluation(trimmed, True),
-                "text per batch, 77 tokens": evaluation(untrimmed, True)}
+    variants = {
+        "text once per evaluation": evaluation(trimmed, False),
+        "text per batch (trimmed)": evaluation(trimmed, True),
+        "text per batch, 77 tokens": evaluation(untrimmed, True),
+    }
     with torch.no_grad():  # the same logits every way
         reference = variants["text per batch, 77 tokens"]()
         for name, fn in variants.items():
@@ -112,9 +134,11 @@ def main(argv=None) -> int:
             if i:
                 times[name].append(clock() - t0)
     rate = {name: args.batch_size / statistics.median(t) for name, t in times.items()}
-    print(f"# {args.config}, CLIP ViT-B/16{' (tiny)' if args.size == 'tiny' else ''}, {args.classes} classes, "
-          f"batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads, {args.clock} clock, "
-          f"median of {args.batches} batches")
+    print(
+        f"# {args.config}, CLIP ViT-B/16{' (tiny)' if args.size == 'tiny' else ''}, {args.classes} classes, "
+        f"batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads, {args.clock} clock, "
+        f"median of {args.batches} batches"
+    )
     once = rate["text once per evaluation"]
     for name, r in rate.items():
         print(f"{name:28s} {r:8.2f} images/s" + ("" if r == once else f"   once-per-evaluation is {once / r:.2f}x"))

@@ -38,6 +38,7 @@ mmprompt's advantage comes from the text tower running only up to the batch's la
 (``MODEL.BACKBONE.TRIM_TEXT``, exact: ``tests/test_text_trimming.py``) where the authors' code runs
 all 77 positions for every class at every step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,24 +62,51 @@ from benchmarks.official.common import CheckoutError, rel_diff, require_checkout
 BATCH = 4
 #: recipe: (the harness's spec, the flag of the checkout it needs, our-only parameters, SGD lr)
 RECIPES = {
-    "maple": (cf.Spec("maple", "maple.yaml", "maple_repo", "maple", "MAPLE", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
-              (), 0.0035),
-    "maple_adap_pos": (cf.Spec("maple_adap_pos", "maple_adap_pos.yaml", "maple_repo", "maple", "MAPLE",
-                               "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
-                               {"N_CTX": 4, "CTX_INIT": "for sure this is a photo of"}),
-                       ("prompts.methods.0.text_placement.heads.0.logits",), 0.0035),
-    "coop": (cf.Spec("coop", "coop.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-                     {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False}), (), 0.002),
-    "vpt_clip": (cf.Spec("vpt_clip", "vpt_clip.yaml", "maple_repo", "vpt", "VPT", "VPT/vit_b16_c2_ep5_batch4_4.yaml"),
-                 (), 0.0025),
+    "maple": (
+        cf.Spec("maple", "maple.yaml", "maple_repo", "maple", "MAPLE", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+        (),
+        0.0035,
+    ),
+    "maple_adap_pos": (
+        cf.Spec(
+            "maple_adap_pos",
+            "maple_adap_pos.yaml",
+            "maple_repo",
+            "maple",
+            "MAPLE",
+            "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+            {"N_CTX": 4, "CTX_INIT": "for sure this is a photo of"},
+        ),
+        ("prompts.methods.0.text_placement.heads.0.logits",),
+        0.0035,
+    ),
+    "coop": (
+        cf.Spec(
+            "coop",
+            "coop.yaml",
+            "coop_repo",
+            "coop",
+            "COOP",
+            "CoOp/vit_b16.yaml",
+            {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False},
+        ),
+        (),
+        0.002,
+    ),
+    "vpt_clip": (
+        cf.Spec("vpt_clip", "vpt_clip.yaml", "maple_repo", "vpt", "VPT", "VPT/vit_b16_c2_ep5_batch4_4.yaml"),
+        (),
+        0.0025,
+    ),
 }
 REPO_FILES = {"maple_repo": cf.MAPLE_REPO_FILES, "coop_repo": cf.COOP_REPO_FILES}
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "amp": torch.float16}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--maple-repo", metavar="DIR", help="checkout of muzairkhattak/multimodal-prompt-learning")
     p.add_argument("--coop-repo", metavar="DIR", help="checkout of KaiyangZhou/CoOp")
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
@@ -86,11 +114,19 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="timed steps per side (after one warm-up)")
     p.add_argument("--size", choices=("base", "tiny"), default="base")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=tuple(AUTOCAST), default="fp32",
-                   help="fp32, or autocast to bf16 / fp16 (amp, with mmprompt's GradScaler-free step)")
+    p.add_argument(
+        "--precision",
+        choices=tuple(AUTOCAST),
+        default="fp32",
+        help="fp32, or autocast to bf16 / fp16 (amp, with mmprompt's GradScaler-free step)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time; cpu: this thread's CPU time, on one torch thread (CPU only)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: this thread's CPU time, on one torch thread (CPU only)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = [r for r in args.recipes.split(",") if r not in RECIPES]
@@ -117,6 +153,7 @@ def parse_args(argv=None):
 
 def classnames(n: int) -> List[str]:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
     return list(IMAGENET_CLASSNAMES[:n])
 
 
@@ -156,8 +193,15 @@ def force_prefix_choice(ours) -> None:
 class Side:
     """One side's model, prompt parameters and optimizer; ``step`` is one training step."""
 
-    def __init__(self, model: torch.nn.Module, forward: Callable, params: Dict[str, torch.nn.Parameter], lr: float,
-                 device, autocast):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        forward: Callable,
+        params: Dict[str, torch.nn.Parameter],
+        lr: float,
+        device,
+        autocast,
+    ):
         self.model, self.forward, self.params = model, forward, params
         self.optim = torch.optim.SGD(params.values(), lr=lr, momentum=0.9)
         self.device, self.autocast = device, autocast
@@ -170,8 +214,11 @@ class Side:
             torch.cuda.reset_peak_memory_stats(self.device)
         record = {"bytes": 0}
         saving = saved_bytes(record, self.model) if measure_memory and not cuda else contextlib.nullcontext()
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
         with saving, autocast:
             logits = self.forward(images)
         F.cross_entropy(logits.float(), labels).backward()
@@ -204,8 +251,9 @@ def run_one(name: str, checkout: str, n_classes: int, args, device) -> str:
         with cf.their_fp32():
             return theirs_model(images)
 
-    ours = Side(ours_model, lambda images: ours_model({"image": images})["logits"], pair.our_params, lr, device,
-                autocast)
+    ours = Side(
+        ours_model, lambda images: ours_model({"image": images})["logits"], pair.our_params, lr, device, autocast
+    )
     theirs = Side(theirs_model, theirs_forward, pair.their_params, lr, device, autocast)
     g = torch.Generator().manual_seed(args.seed + 2)
     images = torch.randn(BATCH, 3, pair.image_size, pair.image_size, generator=g).to(device)
@@ -233,9 +281,11 @@ def run_one(name: str, checkout: str, n_classes: int, args, device) -> str:
     t_ours, t_theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
     unit = "peak" if device.type == "cuda" else "saved for backward"
     verdict = "grads agree" if worst <= tolerance else "GRADS DIFFER"
-    line = (f"{name} {n_classes} classes: ours {t_ours * 1e3:.0f} ms, theirs {t_theirs * 1e3:.0f} ms "
-            f"(median of {args.repeats}); memory ({unit}) ours {ours.memory[0] / 2**20:.0f} MiB, theirs "
-            f"{theirs.memory[0] / 2**20:.0f} MiB; {verdict} (max rel {worst:.1e}); ratio {t_ours / t_theirs:.2f}x")
+    line = (
+        f"{name} {n_classes} classes: ours {t_ours * 1e3:.0f} ms, theirs {t_theirs * 1e3:.0f} ms "
+        f"(median of {args.repeats}); memory ({unit}) ours {ours.memory[0] / 2**20:.0f} MiB, theirs "
+        f"{theirs.memory[0] / 2**20:.0f} MiB; {verdict} (max rel {worst:.1e}); ratio {t_ours / t_theirs:.2f}x"
+    )
     if worst > tolerance:
         raise GradientMismatch(line + "\n    " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items() if v > tolerance))
     return line
@@ -261,13 +311,19 @@ def main(argv=None) -> int:
     recipes = args.recipes.split(",")
     missing = sorted({RECIPES[r][0].repo_flag for r in recipes} - set(checkouts))
     if missing:
-        print("error: give " + ", ".join("--" + m.replace("_", "-") + " DIR" for m in missing) + " (checkouts of "
-              "the authors' repositories) for the recipes " + ", ".join(r for r in recipes if RECIPES[r][0].repo_flag
-                                                                          in missing), file=sys.stderr)
+        print(
+            "error: give " + ", ".join("--" + m.replace("_", "-") + " DIR" for m in missing) + " (checkouts of "
+            "the authors' repositories) for the recipes "
+            + ", ".join(r for r in recipes if RECIPES[r][0].repo_flag in missing),
+            file=sys.stderr,
+        )
         return 2
-    print(f"# CLIP ViT-B/16{' (tiny: 4 layers, 32 px)' if args.size == 'tiny' else ''}, batch {BATCH}, "
-          f"{args.device}, {args.precision}, {torch.get_num_threads()} threads, {args.clock} clock; one step = forward + "
-          f"cross-entropy + backward + SGD step", flush=True)
+    print(
+        f"# CLIP ViT-B/16{' (tiny: 4 layers, 32 px)' if args.size == 'tiny' else ''}, batch {BATCH}, "
+        f"{args.device}, {args.precision}, {torch.get_num_threads()} threads, {args.clock} clock; one step = forward + "
+        f"cross-entropy + backward + SGD step",
+        flush=True,
+    )
     failed = 0
     for name in recipes:
         for n in args.class_counts:

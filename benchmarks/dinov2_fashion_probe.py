@@ -25,6 +25,7 @@ leave-one-out on the training shots (sklearn ``RidgeClassifierCV``), and L2 logi
 (C = 1). Raw pixels (784 values) get the same probes. Prints one line per (variant, readout) and
 writes everything to ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,14 @@ def checkpoint(weights_dir: str, size: int) -> str:
     path = os.path.join(weights_dir, f"dinov2_vits14_imgfocus_{size}.safetensors")
     if not os.path.isfile(path):
         import convert_dinov2_onnx as conv
+
         conv.convert(conv.find_onnx(), size, path, verify=False)
     return path
 
 
-def features(images: np.ndarray, size: int, norm: bool, invert: bool, weights: str, batch: int = 50) -> Dict[str, np.ndarray]:
+def features(
+    images: np.ndarray, size: int, norm: bool, invert: bool, weights: str, batch: int = 50
+) -> Dict[str, np.ndarray]:
     """Every readout for ``images`` (N, 28, 28) uint8 through the backbone at ``size`` px."""
     import torch
     import torch.nn.functional as F
@@ -79,7 +83,7 @@ def features(images: np.ndarray, size: int, norm: bool, invert: bool, weights: s
     out = {k: [] for k in READOUTS}
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = torch.from_numpy(images[start:start + batch]).float().div(255.0)
+            x = torch.from_numpy(images[start : start + batch]).float().div(255.0)
             if invert:
                 x = 1.0 - x
             x = F.interpolate(x[:, None], size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
@@ -103,8 +107,11 @@ def probe(train_x, train_y, test_x, test_y) -> Dict[str, float]:
     a, b = scaler.transform(train_x), scaler.transform(test_x)
     ridge = RidgeClassifierCV(alphas=np.logspace(-2, 5, 15)).fit(a, train_y)
     logreg = LogisticRegression(C=1.0, max_iter=2000).fit(a, train_y)
-    return {"ridge": 100.0 * float((ridge.predict(b) == test_y).mean()), "ridge_alpha": float(ridge.alpha_),
-            "logreg": 100.0 * float((logreg.predict(b) == test_y).mean())}
+    return {
+        "ridge": 100.0 * float((ridge.predict(b) == test_y).mean()),
+        "ridge_alpha": float(ridge.alpha_),
+        "logreg": 100.0 * float((logreg.predict(b) == test_y).mean()),
+    }
 
 
 def main(argv=None) -> int:
@@ -122,14 +129,18 @@ def main(argv=None) -> int:
     train_images, train_labels = fm.read_split(args.src, "train")
     test_images, test_labels = fm.read_split(args.src, "test")
     from datasets_prep.prepare_fashion_mnist import first_per_class
+
     test_idx = first_per_class(test_labels, args.test_per_class)
     draws = [draw_shots(train_labels, args.shots, d) for d in range(args.draws)]
     train_idx = sorted(set(i for d in draws for i in d))
     images = np.concatenate([train_images[train_idx], test_images[test_idx]])
     pos = {i: n for n, i in enumerate(train_idx)}
     n_train, test_y = len(train_idx), test_labels[test_idx].astype(int)
-    print(f"{args.shots} shots/class x {args.draws} draws ({n_train} distinct training images), "
-          f"{len(test_idx)} test images; torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{args.shots} shots/class x {args.draws} draws ({n_train} distinct training images), "
+        f"{len(test_idx)} test images; torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     def score(feats: np.ndarray) -> Dict[str, float]:
         runs = [probe(feats[[pos[i] for i in d]], train_labels[d].astype(int), feats[n_train:], test_y) for d in draws]
@@ -138,12 +149,17 @@ def main(argv=None) -> int:
     results = []
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255.0
     results.append({"variant": "raw pixels (28x28)", "readout": "pixels", **score(pixels)})
-    print(f"{results[-1]['variant']:<44} {'pixels':<16} ridge {results[-1]['ridge']:.1f}  logreg {results[-1]['logreg']:.1f}",
-          flush=True)
+    print(
+        f"{results[-1]['variant']:<44} {'pixels':<16} ridge {results[-1]['ridge']:.1f}  logreg {results[-1]['logreg']:.1f}",
+        flush=True,
+    )
     variants = [dict(size=s, norm=True, invert=False, random=False) for s in args.sizes]
     mid = 112 if 112 in args.sizes else args.sizes[0]
-    variants += [dict(size=mid, norm=False, invert=False, random=False), dict(size=mid, norm=True, invert=True, random=False),
-                 dict(size=mid, norm=True, invert=False, random=True)]
+    variants += [
+        dict(size=mid, norm=False, invert=False, random=False),
+        dict(size=mid, norm=True, invert=True, random=False),
+        dict(size=mid, norm=True, invert=False, random=True),
+    ]
     for v in variants:
         weights = "" if v["random"] else checkpoint(args.weights_dir, v["size"])
         if v["random"]:
@@ -151,14 +167,25 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         feats = features(images, v["size"], v["norm"], v["invert"], weights)
         seconds = time.perf_counter() - start
-        name = (f"{v['size']} px, {'ImageNet norm' if v['norm'] else 'no norm'}"
-                f"{', inverted' if v['invert'] else ''}{', RANDOM weights' if v['random'] else ''}")
+        name = (
+            f"{v['size']} px, {'ImageNet norm' if v['norm'] else 'no norm'}"
+            f"{', inverted' if v['invert'] else ''}{', RANDOM weights' if v['random'] else ''}"
+        )
         for readout, x in feats.items():
-            r = {"variant": name, "readout": readout, **v, "extract_s": round(seconds, 1),
-                 "images_per_s": round(len(images) / seconds, 2), **score(x)}
+            r = {
+                "variant": name,
+                "readout": readout,
+                **v,
+                "extract_s": round(seconds, 1),
+                "images_per_s": round(len(images) / seconds, 2),
+                **score(x),
+            }
             results.append(r)
-            print(f"{name:<44} {readout:<16} ridge {r['ridge']:.1f}  logreg {r['logreg']:.1f}  "
-                  f"({r['images_per_s']:.1f} img/s)", flush=True)
+            print(
+                f"{name:<44} {readout:<16} ridge {r['ridge']:.1f}  logreg {r['logreg']:.1f}  "
+                f"({r['images_per_s']:.1f} img/s)",
+                flush=True,
+            )
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)

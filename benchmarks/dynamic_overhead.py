@@ -22,6 +22,7 @@ shared machine do not inflate them; ``--clock wall`` for elapsed time. Variants 
 median per variant is reported with its ratio to ``fixed``. Targets: <= 1.03x for task-level,
 <= 1.10x for instance-level variants.
 """
+
 import argparse
 import os
 import random
@@ -55,8 +56,10 @@ VARIANTS = {  # name: (SOURCE, POSITION, level[, PROMPT.DYNAMIC overrides])
     "adap_pos_dpt": ("param", "adap_pos", "task", {"ARRANGEMENT": "dpt"}),
     "adap_ins_pos_dpt": ("param", "adap_ins_pos", "instance", {"ARRANGEMENT": "dpt"}),
 }
-WORDS = ("the market rose sharply after the central bank said it would hold rates while the "
-         "football club signed a striker and the film won prizes at the festival").split()
+WORDS = (
+    "the market rose sharply after the central bank said it would hold rates while the "
+    "football club signed a striker and the film won prizes at the festival"
+).split()
 
 
 def texts(batch, max_words, seed=0):
@@ -128,8 +131,9 @@ class NaiveInstancePosition(nn.Module):
             masks.append(torch.cat([m[:s], on, m[s:e], m[e:]]))  # all prompt tokens attend
             owners.append(torch.cat([o[:s], mine, o[s:e], o[e:]]))  # (only the count matters)
         anchors = {k: v + LENGTH * (v >= seq.anchors["end"]).long() for k, v in seq.anchors.items()}
-        new = TokenSeq.from_embeddings(torch.stack(rows), torch.stack(masks), tower=seq.tower, anchors=anchors,
-                                       meta=seq.meta)
+        new = TokenSeq.from_embeddings(
+            torch.stack(rows), torch.stack(masks), tower=seq.tower, anchors=anchors, meta=seq.meta
+        )
         new.owner = torch.stack(owners)
         feats = tower.pool(tower.run_layers(new))
         loss = F.cross_entropy(head(feats), setup.labels)
@@ -151,8 +155,8 @@ def bench(setup, reps, warmup):
         stack = setup.prompts(source, position, *dynamic)
         head = nn.Linear(width, setup.classes)
         opt = torch.optim.SGD(list(stack.parameters()) + list(head.parameters()), lr=0.01)
-        counter = iter(range(10 ** 9))
-        runners[name] = (lambda s=stack, h=head, o=opt, c=counter: prompt_step(setup, s, h, o, next(c)))
+        counter = iter(range(10**9))
+        runners[name] = lambda s=stack, h=head, o=opt, c=counter: prompt_step(setup, s, h, o, next(c))
     naive = NaiveInstancePosition(width)
     naive_head = nn.Linear(width, setup.classes)
     naive_opt = torch.optim.SGD(list(naive.parameters()) + list(naive_head.parameters()), lr=0.01)
@@ -171,8 +175,10 @@ def bench(setup, reps, warmup):
                 times[name].append(dt)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     seq_len = setup.inputs[0].shape[1]
-    print(f"\n{setup.name}: width {width}, {setup.tower.num_layers} layers, batch {setup.labels.numel()}, "
-          f"padded length {seq_len} + {LENGTH} prompt tokens; median of {reps} interleaved steps")
+    print(
+        f"\n{setup.name}: width {width}, {setup.tower.num_layers} layers, batch {setup.labels.numel()}, "
+        f"padded length {seq_len} + {LENGTH} prompt tokens; median of {reps} interleaved steps"
+    )
     print(f"{'variant':18s} {'level':9s} {'ms/step':>9s} {'vs fixed':>9s} {'target':>7s}")
     for name in list(VARIANTS) + ["naive_ins_pos"]:
         level = VARIANTS[name][2] if name in VARIANTS else "instance"
@@ -187,16 +193,22 @@ def main():
     parser.add_argument("--reps", type=int, default=10, help="timed rounds per backbone")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: this thread's CPU time (robust on a shared machine, needs --threads 1); wall: elapsed time")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu: this thread's CPU time (robust on a shared machine, needs --threads 1); wall: elapsed time",
+    )
     parser.add_argument("--quick", action="store_true", help="the tiny backbone only (a smoke run)")
     args = parser.parse_args()
     global CLOCK
     torch.set_num_threads(args.threads)
     if args.clock == "wall" or args.threads != 1:
         CLOCK = time.perf_counter
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), {'thread CPU' if CLOCK is time.thread_time else 'wall'} "
-          f"time, l = {LENGTH}")
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU thread(s), {'thread CPU' if CLOCK is time.thread_time else 'wall'} "
+        f"time, l = {LENGTH}"
+    )
     setups = [("tiny BERT (random)", "configs/_base_/tiny_bert.yaml", 16, 24)]
     if not args.quick:
         setups.append(("all-MiniLM-L6-v2", "configs/_base_/minilm.yaml", 8, 48))

@@ -7,6 +7,7 @@ folder, builds the train loader exactly as training does (``build_loader(cfg, it
 and times two passes after a warm-up batch, with the configured ``DATALOADER.NUM_WORKERS`` and,
 side by side, with 0 workers, printing images/s for both and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,11 @@ def main():
         workers = cfg.DATALOADER.NUM_WORKERS
         cfg.DATALOADER.NUM_WORKERS = 0
         single = images_per_second(cfg, items)
-    print(f"{args.images} JPEGs of 224 px (mean {kb:.1f} KB), batch {args.batch_size}, "
-          f"{cfg.INPUT.TRANSFORMS} to {tuple(cfg.INPUT.SIZE)}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} (other processes slow both figures)")
+    print(
+        f"{args.images} JPEGs of 224 px (mean {kb:.1f} KB), batch {args.batch_size}, "
+        f"{cfg.INPUT.TRANSFORMS} to {tuple(cfg.INPUT.SIZE)}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} (other processes slow both figures)"
+    )
     print(f"train loader, {workers} workers: {configured:.0f} images/s")
     print(f"train loader, 0 workers:  {single:.0f} images/s  (ratio {configured / single:.2f}x)")
 

@@ -21,6 +21,7 @@ Measured on the shared 2-core CPU machine (``--reps 5 --batch-size 2``, ViT-B/16
 weights): ratios 0.93 (timm), 0.97 (image), 0.99 (text), 0.98 (text + 16 tokens), i.e. no
 overhead beyond noise; on the tiny configs the fixed Python cost per call (~0.3 ms) shows.
 """
+
 import argparse
 import os
 import statistics
@@ -89,14 +90,30 @@ def main():
     text = clip.tower("text")
     with torch.no_grad():
         m = vit.model
-        compare("timm ViT features", lambda: m.forward_head(m.forward_features(images), pre_logits=True),
-                lambda: vit.tower("vision").run(images), args.reps)
-        compare("open_clip encode_image", lambda: clip.model.encode_image(images),
-                lambda: clip.tower("vision").run(images), args.reps)
-        compare(f"open_clip encode_text ({len(classes)} texts)", lambda: clip.model.encode_text(ids),
-                lambda: text.run((ids, mask)), args.reps)
-        compare("  + 16 context tokens", lambda: clip.model.encode_text(ids),
-                lambda: text.run((ids, mask), Context(text.width)), args.reps)
+        compare(
+            "timm ViT features",
+            lambda: m.forward_head(m.forward_features(images), pre_logits=True),
+            lambda: vit.tower("vision").run(images),
+            args.reps,
+        )
+        compare(
+            "open_clip encode_image",
+            lambda: clip.model.encode_image(images),
+            lambda: clip.tower("vision").run(images),
+            args.reps,
+        )
+        compare(
+            f"open_clip encode_text ({len(classes)} texts)",
+            lambda: clip.model.encode_text(ids),
+            lambda: text.run((ids, mask)),
+            args.reps,
+        )
+        compare(
+            "  + 16 context tokens",
+            lambda: clip.model.encode_text(ids),
+            lambda: text.run((ids, mask), Context(text.width)),
+            args.reps,
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ bias and every bias randomised (see ``benchmarks/official/common.py``). Exit sta
 recipe is DIFFERENT (INTENDED: a difference mmprompt makes on purpose, with the reason printed,
 does not count). ``docs/equivalence.md`` holds an output of this command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,15 +54,25 @@ def load_families():
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for dest, what in REPO_FLAGS.items():
         p.add_argument("--" + dest.replace("_", "-"), dest=dest, metavar="DIR", help=f"checkout of {what}")
-    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                   help="run only recipes or families matching this glob (repeatable)")
-    p.add_argument("--size", choices=("base", "tiny"), default="base",
-                   help="base = the papers' model sizes (ViT-B/16, T5-base/BERT-base shapes); tiny = small "
-                        "random configs of the same architectures, for a quick look")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only recipes or families matching this glob (repeatable)",
+    )
+    p.add_argument(
+        "--size",
+        choices=("base", "tiny"),
+        default="base",
+        help="base = the papers' model sizes (ViT-B/16, T5-base/BERT-base shapes); tiny = small "
+        "random configs of the same architectures, for a quick look",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed forward+backward passes per side (0 = no timing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -70,16 +81,22 @@ def parse_args(argv=None):
 
 
 def selected(recipe: common.Recipe, patterns) -> bool:
-    return not patterns or any(fnmatch.fnmatch(recipe.name, pat) or fnmatch.fnmatch(recipe.family, pat)
-                               or pat in recipe.name for pat in patterns)
+    return not patterns or any(
+        fnmatch.fnmatch(recipe.name, pat) or fnmatch.fnmatch(recipe.family, pat) or pat in recipe.name
+        for pat in patterns
+    )
 
 
 def format_result(r: common.Result) -> str:
     grads = ", ".join(f"{k} {v:.1e}" for k, v in r.grads_rel.items())
     ratio = f"ratio {r.ratio:.2f}x" if r.ratio is not None else "ratio -"
-    return (f"{r.recipe:<44} logits {r.logits_rel:.1e}  grads max {max(r.grads_rel.values(), default=0.0):.1e}  "
-            f"{r.verdict:<9} {ratio}\n    vs {r.compared_with}" + (f"\n    grads: {grads}" if grads else "")
-            + (f"\n    note: {r.note}" if r.note else "") + (f"\n    intended: {r.intended}" if r.intended else ""))
+    return (
+        f"{r.recipe:<44} logits {r.logits_rel:.1e}  grads max {max(r.grads_rel.values(), default=0.0):.1e}  "
+        f"{r.verdict:<9} {ratio}\n    vs {r.compared_with}"
+        + (f"\n    grads: {grads}" if grads else "")
+        + (f"\n    note: {r.note}" if r.note else "")
+        + (f"\n    intended: {r.intended}" if r.intended else "")
+    )
 
 
 def main(argv=None) -> int:
@@ -99,7 +116,13 @@ def main(argv=None) -> int:
         return 2
     if args.json:  # refused now, not after every comparison has run
         folder = os.path.dirname(os.path.abspath(args.json))
-        why = "it is a folder" if os.path.isdir(args.json) else "" if os.path.isdir(folder) else f"{folder} is not a folder"
+        why = (
+            "it is a folder"
+            if os.path.isdir(args.json)
+            else ""
+            if os.path.isdir(folder)
+            else f"{folder} is not a folder"
+        )
         if why:
             print(f"error: --json {args.json} cannot be written: {why}.", file=sys.stderr)
             return 2
@@ -129,10 +152,14 @@ def main(argv=None) -> int:
             json.dump([{**vars(r), "verdict": r.verdict} for r in results], f, indent=1)
     different = [r.recipe for r in results if r.verdict == "DIFFERENT"]
     intended = [r.recipe for r in results if r.verdict == "INTENDED"]
-    print(f"\n{len(results)} compared: {len(results) - len(different) - len(intended)} SAME, "
-          f"{len(intended)} different on purpose" + (f" ({', '.join(intended)})" if intended else "")
-          + f", {len(different)} DIFFERENT" + (f" ({', '.join(different)})" if different else "")
-          + f"; {len(skipped)} skipped, {len(failed)} failed")
+    print(
+        f"\n{len(results)} compared: {len(results) - len(different) - len(intended)} SAME, "
+        f"{len(intended)} different on purpose"
+        + (f" ({', '.join(intended)})" if intended else "")
+        + f", {len(different)} DIFFERENT"
+        + (f" ({', '.join(different)})" if different else "")
+        + f"; {len(skipped)} skipped, {len(failed)} failed"
+    )
     return 1 if different or failed else 0
 
 

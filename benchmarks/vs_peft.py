@@ -28,6 +28,7 @@ Accuracy is on the fixed BBC News test split after the same number of steps.
 One semantic difference remains and is printed: PEFT puts the virtual tokens before [CLS]
 (position 0), mmprompt after it (its ``prefix`` placement, the ``start`` anchor).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,17 +56,32 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "demo", "prompt_tuning.yaml")
 
 #: what mmprompt runs that PEFT's prompt tuning has no setting for, with the config that runs it
 PEFT_CANNOT = [
-    ("learned insertion position, task level (split [P_before; x; P_after] at a learned dpos)",
-     "configs/demo/adap_pos.yaml"),
+    (
+        "learned insertion position, task level (split [P_before; x; P_after] at a learned dpos)",
+        "configs/demo/adap_pos.yaml",
+    ),
     ("learned insertion position per instance (Linear d -> l+1 on the input)", "configs/demo/adap_ins_pos.yaml"),
-    ("instance-conditioned prompt pool / learned prompt length", "configs/t5_adap_pos_ins_vec.yaml, PROMPT_TUNING.POSITION adap_len"),
-    ("prompts after [CLS] or before [SEP] (PEFT always prepends at position 0)", "PROMPT_TUNING.POSITION prefix/suffix/middle"),
-    ("SuperPos / Residual token sources and ADePT/DePT offsets composed with any prompt",
-     "configs/demo/superpos.yaml, configs/demo/adept.yaml"),
-    ("deep prompts as hidden states on encoders whose layers ignore past_key_values (T5)",
-     "configs/demo/deep_prompt.yaml, DEEP_PROMPT on t5"),
-    ("P-tuning v2 key/value prefixes in T5's encoder layers (PEFT's prefix tuning passes past_key_values to "
-     "the model, and T5 hands them to its decoder only)", "PROMPT.METHODS [ptuning_v2] on t5"),
+    (
+        "instance-conditioned prompt pool / learned prompt length",
+        "configs/t5_adap_pos_ins_vec.yaml, PROMPT_TUNING.POSITION adap_len",
+    ),
+    (
+        "prompts after [CLS] or before [SEP] (PEFT always prepends at position 0)",
+        "PROMPT_TUNING.POSITION prefix/suffix/middle",
+    ),
+    (
+        "SuperPos / Residual token sources and ADePT/DePT offsets composed with any prompt",
+        "configs/demo/superpos.yaml, configs/demo/adept.yaml",
+    ),
+    (
+        "deep prompts as hidden states on encoders whose layers ignore past_key_values (T5)",
+        "configs/demo/deep_prompt.yaml, DEEP_PROMPT on t5",
+    ),
+    (
+        "P-tuning v2 key/value prefixes in T5's encoder layers (PEFT's prefix tuning passes past_key_values to "
+        "the model, and T5 hands them to its decoder only)",
+        "PROMPT.METHODS [ptuning_v2] on t5",
+    ),
 ]
 
 
@@ -90,8 +106,9 @@ class PeftPromptClassifier(nn.Module):
         self.max_length = mm_model.max_length or tower.tokenizer.max_length
         self.num_tokens = num_tokens
         base = copy.deepcopy(mm_model.backbone.model)
-        self.peft = get_peft_model(base, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION,
-                                                            num_virtual_tokens=num_tokens))
+        self.peft = get_peft_model(
+            base, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=num_tokens)
+        )
         with torch.no_grad():
             self.prompt_embedding.copy_(mm_prompt_tokens(mm_model))
         self.head = copy.deepcopy(mm_model.head)
@@ -108,10 +125,11 @@ class PeftPromptClassifier(nn.Module):
         return self
 
     def forward(self, batch: Dict, ctx=None) -> Dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(batch["text"]), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            list(batch["text"]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         out = self.peft(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        feature = masked_mean(out.last_hidden_state[:, self.num_tokens:], enc["attention_mask"])
+        feature = masked_mean(out.last_hidden_state[:, self.num_tokens :], enc["attention_mask"])
         logits = self.head(feature)
         result = {"logits": logits}
         if "label" in batch:
@@ -123,8 +141,10 @@ def mm_prompt_tokens(mm_model) -> torch.Tensor:
     """The one (l, d) soft prompt of a prompt-tuning model."""
     found = [(n, p) for n, p in mm_model.prompts.named_parameters() if p.requires_grad]
     if len(found) != 1 or found[0][1].dim() != 2:
-        raise ConfigError("vs_peft compares plain prompt tuning: PROMPT.METHODS [prompt_tuning] with "
-                          f"SOURCE param and a static POSITION; this config trains {[n for n, _ in found]}.")
+        raise ConfigError(
+            "vs_peft compares plain prompt tuning: PROMPT.METHODS [prompt_tuning] with "
+            f"SOURCE param and a static POSITION; this config trains {[n for n, _ in found]}."
+        )
     return found[0][1]
 
 
@@ -145,8 +165,9 @@ def peak_step_bytes(model: nn.Module, batch: Dict, optimizer) -> int:
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         train_step(model, batch, optimizer)
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
     live = peak = 0
     for e in events:
         live += e.nbytes()
@@ -177,9 +198,9 @@ def evaluate_interleaved(models: Dict[str, nn.Module], items, batch_size: int):
     for m in models.values():
         m.eval()
     for j, i in enumerate(range(0, len(items), batch_size)):
-        chunk = items[i:i + batch_size]
+        chunk = items[i : i + batch_size]
         labels = torch.tensor([d.label for d in chunk])
-        for name in (list(models) if j % 2 == 0 else list(models)[::-1]):
+        for name in list(models) if j % 2 == 0 else list(models)[::-1]:
             start = time.process_time()
             logits = models[name]({"text": [d.text for d in chunk]})["logits"]
             cpu[name] += time.process_time() - start
@@ -203,8 +224,9 @@ def batches(cfg, items, steps: int) -> List[Dict]:
     return out
 
 
-def compare(cfg, steps: int, warmup: int = 2, memory_repeats: int = 3, test_items: Optional[int] = None,
-            progress: bool = False) -> Dict:
+def compare(
+    cfg, steps: int, warmup: int = 2, memory_repeats: int = 3, test_items: Optional[int] = None, progress: bool = False
+) -> Dict:
     """Train mmprompt's and PEFT's prompt tuning side by side; timings, memory and accuracy."""
     from mmprompt.build import build_model
     from mmprompt.data.build import build_dataset
@@ -235,33 +257,44 @@ def compare(cfg, steps: int, warmup: int = 2, memory_repeats: int = 3, test_item
                 times[name].append(time.perf_counter() - start)
                 cpu_times[name].append(time.process_time() - cpu_start)
         if progress:
-            print(f"  step {i + 1}/{steps}: loss mmprompt {losses['mmprompt'][-1]:.4f}  peft {losses['peft'][-1]:.4f}",
-                  flush=True)
+            print(
+                f"  step {i + 1}/{steps}: loss mmprompt {losses['mmprompt'][-1]:.4f}  peft {losses['peft'][-1]:.4f}",
+                flush=True,
+            )
 
     # Memory after training, on the same batch for both, alternating; the largest of the repeats.
     memory = {"mmprompt": 0, "peft": 0}
     for r in range(memory_repeats):
-        for name in (["mmprompt", "peft"] if r % 2 == 0 else ["peft", "mmprompt"]):
+        for name in ["mmprompt", "peft"] if r % 2 == 0 else ["peft", "mmprompt"]:
             memory[name] = max(memory[name], peak_step_bytes(models[name], train_batches[0], optimizers[name]))
 
     # every k-th article: the test split is ordered by class, so a head slice would hold one class
-    test = dataset.test[::max(1, len(dataset.test) // test_items)][:test_items] if test_items else dataset.test
+    test = dataset.test[:: max(1, len(dataset.test) // test_items)][:test_items] if test_items else dataset.test
     acc, eval_cpu = evaluate_interleaved(models, test, cfg.DATALOADER.TEST.BATCH_SIZE)
 
     step_ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
     step_cpu_ms = {name: 1000 * statistics.median(t) for name, t in cpu_times.items()}
     p = sum(acc.values()) / 200.0
     return {
-        "steps": steps, "timed_steps": steps - warmup, "batch_size": cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
-        "num_virtual_tokens": num_tokens, "max_length": cfg.MODEL.TEXT.MAX_LENGTH, "same_init": same_init,
+        "steps": steps,
+        "timed_steps": steps - warmup,
+        "batch_size": cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+        "num_virtual_tokens": num_tokens,
+        "max_length": cfg.MODEL.TEXT.MAX_LENGTH,
+        "same_init": same_init,
         "trainable_params": trainable,
-        "step_ms_median": step_ms, "step_time_ratio": step_ms["mmprompt"] / step_ms["peft"],
-        "step_cpu_ms_median": step_cpu_ms, "step_cpu_ratio": step_cpu_ms["mmprompt"] / step_cpu_ms["peft"],
-        "peak_step_bytes": memory, "peak_memory_ratio": memory["mmprompt"] / memory["peft"],
-        "test_accuracy": acc, "test_items": len(test),
+        "step_ms_median": step_ms,
+        "step_time_ratio": step_ms["mmprompt"] / step_ms["peft"],
+        "step_cpu_ms_median": step_cpu_ms,
+        "step_cpu_ratio": step_cpu_ms["mmprompt"] / step_cpu_ms["peft"],
+        "peak_step_bytes": memory,
+        "peak_memory_ratio": memory["mmprompt"] / memory["peft"],
+        "test_accuracy": acc,
+        "test_items": len(test),
         # one standard error of a test accuracy near these values: the noise a single run has
         "accuracy_std_error": 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / len(test)),
-        "eval_cpu_seconds": eval_cpu, "eval_cpu_ratio": eval_cpu["mmprompt"] / eval_cpu["peft"],
+        "eval_cpu_seconds": eval_cpu,
+        "eval_cpu_ratio": eval_cpu["mmprompt"] / eval_cpu["peft"],
         "final_loss": {name: l[-1] for name, l in losses.items()},
     }
 
@@ -295,14 +328,20 @@ def report(r: Dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", default=DEFAULT_CONFIG, help="an mmprompt prompt-tuning config (default: the demo's)")
-    p.add_argument("--steps", type=int, default=50, help="training steps of each side (default 50 = the demo's 10 epochs)")
+    p.add_argument(
+        "--config-file", default=DEFAULT_CONFIG, help="an mmprompt prompt-tuning config (default: the demo's)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=50, help="training steps of each side (default 50 = the demo's 10 epochs)"
+    )
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     p.add_argument("--shots", type=int, default=None, help="DATASET.NUM_SHOTS (default: the config's, 16)")
     p.add_argument("--num-tokens", type=int, default=None, help="virtual tokens (default: the config's, 20)")
     p.add_argument("--lr", type=float, default=None, help="OPTIM.LR of both (default: the config's)")
     p.add_argument("--seed", type=int, default=1, help="seed of the init, the few-shot sample and the batch order")
-    p.add_argument("--test-items", type=int, default=None, help="evaluate on N test articles spread over the split (default: all)")
+    p.add_argument(
+        "--test-items", type=int, default=None, help="evaluate on N test articles spread over the split (default: all)"
+    )
     p.add_argument("--json", default="", help="also write the numbers to this JSON file")
     p.add_argument("--progress", action="store_true", help="print the loss of both sides at every step")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
@@ -321,8 +360,10 @@ def load_config(args):
         opts += ["OPTIM.LR", str(args.lr)]
     cfg = load_cfg(args.config_file, opts=opts + list(args.opts))
     if list(cfg.PROMPT.METHODS) != ["prompt_tuning"] or cfg.PROMPT.PROMPT_TUNING.SOURCE != "param":
-        raise ConfigError(f"{args.config_file} is not plain prompt tuning (PROMPT.METHODS [prompt_tuning], "
-                          "SOURCE param): PEFT's PromptTuningConfig has nothing else to compare with.")
+        raise ConfigError(
+            f"{args.config_file} is not plain prompt tuning (PROMPT.METHODS [prompt_tuning], "
+            "SOURCE param): PEFT's PromptTuningConfig has nothing else to compare with."
+        )
     if cfg.PROMPT.PROMPT_TUNING.POSITION != "prefix":
         raise ConfigError("PEFT only prepends prompts; compare with PROMPT.PROMPT_TUNING.POSITION prefix.")
     cfg.freeze()
@@ -334,13 +375,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise MMPromptError("benchmarks/vs_peft.py needs HF PEFT: pip install peft (or pip install -e '.[peft]').") from None
+        raise MMPromptError(
+            "benchmarks/vs_peft.py needs HF PEFT: pip install peft (or pip install -e '.[peft]')."
+        ) from None
     from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()
     cfg = load_config(args)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, peft {peft.__version__}; "
-          f"{cfg.MODEL.BACKBONE.ARCH} on {cfg.DATASET.NAME}, {cfg.DATASET.NUM_SHOTS} shots/class, seed {cfg.SEED}",
-          flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, peft {peft.__version__}; "
+        f"{cfg.MODEL.BACKBONE.ARCH} on {cfg.DATASET.NAME}, {cfg.DATASET.NUM_SHOTS} shots/class, seed {cfg.SEED}",
+        flush=True,
+    )
     result = compare(cfg, args.steps, args.warmup, test_items=args.test_items, progress=args.progress)
     print(report(result))
     if args.json:

@@ -3,6 +3,7 @@
 (``mmprompt-prep`` once installed). Imported, this name is that module itself, so attributes
 set on it (tests monkeypatch them) reach the code that reads them; loaded from its path, it holds
 that module's names."""
+
 import os
 import sys
 

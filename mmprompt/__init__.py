@@ -11,6 +11,7 @@ Names other than ``__version__`` and ``list_recipes`` are imported on first use,
 ``import mmprompt`` (and every command-line tool's flag parsing) stays free of torch and the
 backbone libraries.
 """
+
 __version__ = "0.1.0"
 
 from .recipes import list_recipes  # noqa: E402

@@ -20,6 +20,7 @@ a dict named after the method: ``wrap(clip, ["maple", "vpt"], maple={"n_ctx": 2}
 ``residual`` dicts become ``PROMPT.PER_METHOD``). Whole nodes can be given as dicts too:
 ``dynamic={"gamma": 0.1}``, ``head={"dropout": 0.1}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,24 @@ from .recipes import recipe_path
 
 #: option dicts naming a whole config node
 NODE_OPTIONS = {
-    "dynamic": "PROMPT.DYNAMIC", "superpos": "PROMPT.SUPERPOS", "residual": "PROMPT.RESIDUAL",
-    "head": "MODEL.HEAD", "clip": "MODEL.CLIP", "text": "MODEL.TEXT", "backbone": "MODEL.BACKBONE",
+    "dynamic": "PROMPT.DYNAMIC",
+    "superpos": "PROMPT.SUPERPOS",
+    "residual": "PROMPT.RESIDUAL",
+    "head": "MODEL.HEAD",
+    "clip": "MODEL.CLIP",
+    "text": "MODEL.TEXT",
+    "backbone": "MODEL.BACKBONE",
 }
 #: where a flat option that no chosen method has is looked up, in this order
-SHARED_NODES = ("PROMPT.DYNAMIC", "PROMPT.SUPERPOS", "PROMPT.RESIDUAL", "MODEL.HEAD", "MODEL.CLIP", "MODEL.TEXT",
-                "MODEL.BACKBONE")
+SHARED_NODES = (
+    "PROMPT.DYNAMIC",
+    "PROMPT.SUPERPOS",
+    "PROMPT.RESIDUAL",
+    "MODEL.HEAD",
+    "MODEL.CLIP",
+    "MODEL.TEXT",
+    "MODEL.BACKBONE",
+)
 #: files of a save_pretrained folder
 WEIGHTS_FILE = "prompts.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -50,8 +63,15 @@ WRAPPED_KEY = "wrapped_backbone"
 
 
 # ----------------------------------------------------------------------------- wrap
-def wrap(model, method: Union[str, Sequence[str]], *, classnames: Optional[Sequence[str]] = None,
-         num_classes: Optional[int] = None, tokenizer=None, **options):
+def wrap(
+    model,
+    method: Union[str, Sequence[str]],
+    *,
+    classnames: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    tokenizer=None,
+    **options,
+):
     """Prompt ``model`` (timm ViT, open_clip CLIP, transformers T5 or BERT-family) with ``method``
     (a ``PROMPT.METHODS`` name or a list of them, composed in order); see the module docstring
     for ``options``. The task model follows from the backbone and the arguments:
@@ -124,10 +144,13 @@ def _describe(model):
 
     if model_type in SUPPORTED_TYPES:
         return "hf_encoder", model_type, "cls"
-    raise ConfigError(f"mmprompt.wrap prompts a timm VisionTransformer, an open_clip CLIP, a transformers "
-                      f"T5ForConditionalGeneration or a BERT-family model ({', '.join(SUPPORTED_TYPES)}); got "
-                      f"{type(model).__module__}.{type(model).__name__}"
-                      + (f" (model_type '{model_type}')" if model_type else "") + ".")
+    raise ConfigError(
+        f"mmprompt.wrap prompts a timm VisionTransformer, an open_clip CLIP, a transformers "
+        f"T5ForConditionalGeneration or a BERT-family model ({', '.join(SUPPORTED_TYPES)}); got "
+        f"{type(model).__module__}.{type(model).__name__}"
+        + (f" (model_type '{model_type}')" if model_type else "")
+        + "."
+    )
 
 
 def _task_model(kind: str, classnames, num_classes) -> str:
@@ -138,8 +161,10 @@ def _task_model(kind: str, classnames, num_classes) -> str:
             return "clip_prompt_classifier"
         if num_classes:
             return "image_classifier"
-        raise ConfigError("mmprompt.wrap on a CLIP needs classnames= (logits against the prompted class texts) "
-                          "or num_classes= (a linear head on the image features).")
+        raise ConfigError(
+            "mmprompt.wrap on a CLIP needs classnames= (logits against the prompted class texts) "
+            "or num_classes= (a linear head on the image features)."
+        )
     if kind == "t5" and classnames and not num_classes:
         return "t5_verbalizer"
     return "text_classifier"
@@ -162,8 +187,10 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
     text = LazyTokenizer(lambda: hf_tokenizer, cfg.MODEL.TEXT.MAX_LENGTH)
     if kind == "t5":
         if not hasattr(model, "generate") or not hasattr(model, "encoder"):
-            raise ConfigError(f"mmprompt.wrap needs T5ForConditionalGeneration for T5 (the verbalizer scores label "
-                              f"words with its decoder); got {type(model).__name__}.")
+            raise ConfigError(
+                f"mmprompt.wrap needs T5ForConditionalGeneration for T5 (the verbalizer scores label "
+                f"words with its decoder); got {type(model).__name__}."
+            )
         from .backbones.t5 import T5Backbone
 
         return T5Backbone(model, text)
@@ -171,8 +198,10 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
 
     encoder = model if hasattr(model, "embeddings") else model.base_model
     if not hasattr(encoder, "embeddings"):
-        raise ConfigError(f"{type(model).__name__} has no .embeddings (nor its base_model): pass the encoder "
-                          f"(AutoModel), e.g. BertModel.")
+        raise ConfigError(
+            f"{type(model).__name__} has no .embeddings (nor its base_model): pass the encoder "
+            f"(AutoModel), e.g. BertModel."
+        )
     return HFEncoderBackbone(encoder, text, default_pool)
 
 
@@ -181,16 +210,20 @@ def _open_clip_tokenizer(model):
 
     open_clip = require("open_clip", "open_clip backbones")
     if hasattr(model, "text") and not hasattr(model.text, "token_embedding"):
-        raise ConfigError("This open_clip model's text tower is not CLIP's own (a Hugging Face text encoder): pass "
-                          "its tokenizer, e.g. tokenizer=open_clip.get_tokenizer(MODEL_NAME).")
+        raise ConfigError(
+            "This open_clip model's text tower is not CLIP's own (a Hugging Face text encoder): pass "
+            "its tokenizer, e.g. tokenizer=open_clip.get_tokenizer(MODEL_NAME)."
+        )
     return open_clip.tokenizer.SimpleTokenizer(context_length=getattr(model, "context_length", 77))
 
 
 def _hf_tokenizer(model):
     source = getattr(model.config, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
     if not source:
-        raise ConfigError(f"{type(model).__name__} was not loaded from a checkpoint, so its tokenizer is unknown: "
-                          f"pass tokenizer= (e.g. AutoTokenizer.from_pretrained(...)).")
+        raise ConfigError(
+            f"{type(model).__name__} was not loaded from a checkpoint, so its tokenizer is unknown: "
+            f"pass tokenizer= (e.g. AutoTokenizer.from_pretrained(...))."
+        )
     from transformers import AutoTokenizer
 
     try:
@@ -214,8 +247,10 @@ def _apply_options(cfg, methods: List[str], options: Dict[str, object]) -> None:
     method_nodes = {m: m.upper() for m in methods}
     for m, node in method_nodes.items():
         if node not in cfg.PROMPT:
-            raise ConfigError(f"Unknown prompt method '{m}' for mmprompt.wrap (methods: "
-                              f"{', '.join(n.lower() for n in _method_nodes(cfg))}).")
+            raise ConfigError(
+                f"Unknown prompt method '{m}' for mmprompt.wrap (methods: "
+                f"{', '.join(n.lower() for n in _method_nodes(cfg))})."
+            )
     for key, value in options.items():
         if key in method_nodes:  # settings for one method
             if not isinstance(value, dict):
@@ -238,15 +273,19 @@ def _apply_options(cfg, methods: List[str], options: Dict[str, object]) -> None:
         upper = key.upper()
         owners = [node for node in method_nodes.values() if upper in cfg.PROMPT[node]]
         if len(owners) > 1:
-            raise ConfigError(f"Option {key} is a key of {' and '.join(owners)}: give it per method, e.g. "
-                              f"{owners[0].lower()}={{'{key}': ...}}.")
+            raise ConfigError(
+                f"Option {key} is a key of {' and '.join(owners)}: give it per method, e.g. "
+                f"{owners[0].lower()}={{'{key}': ...}}."
+            )
         if owners:
             put(f"PROMPT.{owners[0]}.{upper}", value)
             continue
         shared = [node for node in SHARED_NODES if upper in _node(cfg, node)]
         if not shared:
-            raise ConfigError(f"Option {key} is not a key of {', '.join('PROMPT.' + n for n in method_nodes.values())} "
-                              f"nor of {', '.join(SHARED_NODES)}; docs/api.md lists the options.")
+            raise ConfigError(
+                f"Option {key} is not a key of {', '.join('PROMPT.' + n for n in method_nodes.values())} "
+                f"nor of {', '.join(SHARED_NODES)}; docs/api.md lists the options."
+            )
         put(f"{shared[0]}.{upper}", value)
     merge_dict(cfg, nested, source="mmprompt.wrap options")
 
@@ -306,14 +345,23 @@ def save_pretrained(model, directory: str) -> str:
     from .engine.checkpoint import save_weights, write_text_atomic
 
     if getattr(model, "cfg", None) is None:
-        raise MMPromptError("save_pretrained needs the model's config: build the model with mmprompt.wrap, "
-                            "mmprompt.create_model, mmprompt.from_pretrained or mmprompt.build.build_model.")
+        raise MMPromptError(
+            "save_pretrained needs the model's config: build the model with mmprompt.wrap, "
+            "mmprompt.create_model, mmprompt.from_pretrained or mmprompt.build.build_model."
+        )
     os.makedirs(directory, exist_ok=True)
     cfg_text = model.cfg.dump()
     path = os.path.join(directory, WEIGHTS_FILE)
     wrapped = bool(getattr(model, "wrapped_backbone", False))
-    save_weights(path, model.trainable_state_dict(), model.cfg, cfg_text, step=int(model.step),
-                 classnames=json.dumps(model.classnames), **{WRAPPED_KEY: json.dumps(wrapped)})
+    save_weights(
+        path,
+        model.trainable_state_dict(),
+        model.cfg,
+        cfg_text,
+        step=int(model.step),
+        classnames=json.dumps(model.classnames),
+        **{WRAPPED_KEY: json.dumps(wrapped)},
+    )
     write_text_atomic(os.path.join(directory, CONFIG_FILE), cfg_text)
     write_text_atomic(os.path.join(directory, CARD_FILE), _model_card(model, wrapped))
     return path
@@ -323,15 +371,21 @@ def _model_card(model, wrapped: bool) -> str:
     cfg = model.cfg
     counts = model.num_params()
     temperatures = _temperatures(model)
-    load = ("mmprompt.from_pretrained(DIR, model=backbone)  # the same backbone model you wrapped"
-            if wrapped else "mmprompt.from_pretrained(DIR)")
+    load = (
+        "mmprompt.from_pretrained(DIR, model=backbone)  # the same backbone model you wrapped"
+        if wrapped
+        else "mmprompt.from_pretrained(DIR)"
+    )
     lines = [
         f"# mmprompt: {' + '.join(cfg.PROMPT.METHODS) or 'no prompt method'} on {cfg.MODEL.BACKBONE.NAME}",
         "",
         f"- task model: `{cfg.MODEL.NAME}`",
         f"- backbone: `{cfg.MODEL.BACKBONE.NAME}` `{cfg.MODEL.BACKBONE.ARCH}`"
-        + (" (the user's own model object, not saved here)" if wrapped else
-           f", weights `{cfg.MODEL.BACKBONE.PRETRAINED or 'random init'}`"),
+        + (
+            " (the user's own model object, not saved here)"
+            if wrapped
+            else f", weights `{cfg.MODEL.BACKBONE.PRETRAINED or 'random init'}`"
+        ),
         f"- trainable parameters: {counts['trainable']:,} of {counts['total']:,}",
         f"- optimizer steps: {model.step}",
     ]
@@ -340,8 +394,18 @@ def _model_card(model, wrapped: bool) -> str:
     if model.classnames:
         shown = ", ".join(model.classnames[:20]) + (" ..." if len(model.classnames) > 20 else "")
         lines.append(f"- classes ({len(model.classnames)}): {shown}")
-    lines += ["", "Load it:", "", "```python", "import mmprompt", f"model = {load}", "```", "",
-              f"Files: `{WEIGHTS_FILE}` (trainable weights and prompt buffers), `{CONFIG_FILE}` (the full config).", ""]
+    lines += [
+        "",
+        "Load it:",
+        "",
+        "```python",
+        "import mmprompt",
+        f"model = {load}",
+        "```",
+        "",
+        f"Files: `{WEIGHTS_FILE}` (trainable weights and prompt buffers), `{CONFIG_FILE}` (the full config).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -359,12 +423,20 @@ def _metadata_json(meta, key: str, default, path: str):
     try:
         return json.loads(raw)
     except ValueError:
-        raise MMPromptError(f"{path}: its metadata {key!r} is not valid JSON ({raw[:60]!r}); the file was not "
-                            "saved by mmprompt, or was changed since.") from None
+        raise MMPromptError(
+            f"{path}: its metadata {key!r} is not valid JSON ({raw[:60]!r}); the file was not "
+            "saved by mmprompt, or was changed since."
+        ) from None
 
 
-def from_pretrained(dir_or_zoo_name: str, model=None, *, classnames: Optional[Sequence[str]] = None,
-                    tokenizer=None, cache_dir: Optional[str] = None):
+def from_pretrained(
+    dir_or_zoo_name: str,
+    model=None,
+    *,
+    classnames: Optional[Sequence[str]] = None,
+    tokenizer=None,
+    cache_dir: Optional[str] = None,
+):
     """A model saved by ``save_pretrained`` (a folder), a trainer checkpoint (``.safetensors`` or a
     run's output dir) or a model-zoo name (downloaded and checked against its sha256), in eval
     mode, with its step (and so its temperature schedule) restored.
@@ -386,8 +458,10 @@ def from_pretrained(dir_or_zoo_name: str, model=None, *, classnames: Optional[Se
         _, _, default_pool = _describe(model)
         task = _build_wrapped(model, cfg, names, tokenizer, default_pool)
     elif wrapped:
-        raise MMPromptError(f"{path} holds prompts for a backbone you wrapped yourself ({cfg.MODEL.BACKBONE.NAME} "
-                            f"{cfg.MODEL.BACKBONE.ARCH}); pass it again: mmprompt.from_pretrained(..., model=backbone).")
+        raise MMPromptError(
+            f"{path} holds prompts for a backbone you wrapped yourself ({cfg.MODEL.BACKBONE.NAME} "
+            f"{cfg.MODEL.BACKBONE.ARCH}); pass it again: mmprompt.from_pretrained(..., model=backbone)."
+        )
     else:
         if names is None and cfg.MODEL.HEAD.NUM_CLASSES == 0 and "head.weight" in state:
             cfg.defrost()
@@ -429,8 +503,11 @@ def _config_from_text(text: str, path: str) -> CfgNode:
     if obsolete:
         # a saved config is a full dump of the defaults of its day; keys since removed are read by
         # nothing any more, so the weights still load
-        warnings.warn(f"{path} was saved by an older mmprompt; its config keys {', '.join(obsolete)} no longer "
-                      f"exist and are ignored.", stacklevel=3)
+        warnings.warn(
+            f"{path} was saved by an older mmprompt; its config keys {', '.join(obsolete)} no longer "
+            f"exist and are ignored.",
+            stacklevel=3,
+        )
     merge_dict(cfg, data, source=path)
     cfg.freeze()
     return cfg

@@ -1,4 +1,5 @@
 """Building backbones, prompt stacks and task models from a config, by registry name."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -26,8 +27,10 @@ def method_cfg(cfg, name: str):
     per_method = cfg.PROMPT.PER_METHOD
     unknown = sorted(set(per_method) - {n.upper() for n in cfg.PROMPT.METHODS})
     if unknown:
-        raise ConfigError(f"PROMPT.PER_METHOD names {', '.join(unknown)}, which PROMPT.METHODS "
-                          f"({list(cfg.PROMPT.METHODS)}) does not list.")
+        raise ConfigError(
+            f"PROMPT.PER_METHOD names {', '.join(unknown)}, which PROMPT.METHODS "
+            f"({list(cfg.PROMPT.METHODS)}) does not list."
+        )
     overrides = per_method.get(name.upper())
     if not overrides:
         return cfg
@@ -35,18 +38,26 @@ def method_cfg(cfg, name: str):
     out.defrost()
     for node, values in overrides.items():
         if node not in PER_METHOD_NODES or not isinstance(values, dict):
-            raise ConfigError(f"PROMPT.PER_METHOD.{name.upper()}.{node}: a method can override only the nodes "
-                              f"{', '.join(PER_METHOD_NODES)} (each a mapping of their keys).")
+            raise ConfigError(
+                f"PROMPT.PER_METHOD.{name.upper()}.{node}: a method can override only the nodes "
+                f"{', '.join(PER_METHOD_NODES)} (each a mapping of their keys)."
+            )
         for key, value in values.items():
             if key not in out.PROMPT[node]:
-                raise ConfigError(f"PROMPT.PER_METHOD.{name.upper()}.{node}.{key}: PROMPT.{node} has no key {key} "
-                                  f"(it has {', '.join(sorted(out.PROMPT[node]))}).")
+                raise ConfigError(
+                    f"PROMPT.PER_METHOD.{name.upper()}.{node}.{key}: PROMPT.{node} has no key {key} "
+                    f"(it has {', '.join(sorted(out.PROMPT[node]))})."
+                )
             default = out.PROMPT[node][key]
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
-                    isinstance(default, str) and not isinstance(value, str)):
-                raise ConfigError(f"PROMPT.PER_METHOD.{name.upper()}.{node}.{key} must be a "
-                                  f"{type(default).__name__} like PROMPT.{node}.{key}; got {value!r}.")
+            if (
+                isinstance(default, bool) != isinstance(value, bool)
+                or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+                or (isinstance(default, str) and not isinstance(value, str))
+            ):
+                raise ConfigError(
+                    f"PROMPT.PER_METHOD.{name.upper()}.{node}.{key} must be a "
+                    f"{type(default).__name__} like PROMPT.{node}.{key}; got {value!r}."
+                )
             out.PROMPT[node][key] = float(value) if isinstance(default, float) else value
     out.freeze()
     return out

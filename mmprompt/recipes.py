@@ -9,6 +9,7 @@ Paths inside recipes that start with ``configs/`` (e.g. ``MODEL.BACKBONE.ARCH
 configs/_base_/tiny_clip_model.json``) mean the packaged file: :func:`packaged_path` resolves
 them when the path does not exist relative to the working directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,7 @@ def list_recipes(include_bases: bool = False) -> List[str]:
 def recipe_path(name: str) -> str:
     """The yaml file of recipe ``name`` (``"maple_adap_pos"``, ``"configs/maple_adap_pos.yaml"``
     and ``"maple_adap_pos.yaml"`` all work), or a ConfigError listing close names."""
-    key = name[len(CONFIGS_PREFIX):] if name.startswith(CONFIGS_PREFIX) else name
+    key = name[len(CONFIGS_PREFIX) :] if name.startswith(CONFIGS_PREFIX) else name
     key = key[:-5] if key.endswith(".yaml") else key
     path = RECIPE_ROOT / f"{key}.yaml"
     if path.is_file():
@@ -47,8 +48,7 @@ def recipe_path(name: str) -> str:
 
     close = difflib.get_close_matches(key, list_recipes(include_bases=True), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ConfigError(f"No recipe '{name}'.{hint} mmprompt.list_recipes() lists them; a path to a yaml file "
-                      f"works too.")
+    raise ConfigError(f"No recipe '{name}'.{hint} mmprompt.list_recipes() lists them; a path to a yaml file works too.")
 
 
 def packaged_path(path: str) -> Optional[str]:
@@ -59,5 +59,5 @@ def packaged_path(path: str) -> Optional[str]:
     posix = Path(path).as_posix()
     if not posix.startswith(CONFIGS_PREFIX):
         return None
-    candidate = RECIPE_ROOT / posix[len(CONFIGS_PREFIX):]
+    candidate = RECIPE_ROOT / posix[len(CONFIGS_PREFIX) :]
     return str(candidate) if candidate.exists() else None

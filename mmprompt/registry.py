@@ -4,6 +4,7 @@ Each registry knows the packages its members live in; the first lookup of a name
 hold yet imports every module of those packages (mmengine-style), so a command-line tool never
 imports all of torchvision/open_clip/transformers up front just to parse its flags.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -28,8 +29,7 @@ class Registry:
         def _add(o):
             key = name or o.__name__
             if key in self._members and self._members[key] is not o:
-                raise RegistryError(f"{self.name}: '{key}' is registered twice "
-                                    f"({self._members[key]!r} and {o!r})")
+                raise RegistryError(f"{self.name}: '{key}' is registered twice ({self._members[key]!r} and {o!r})")
             self._members[key] = o
             return o
 
@@ -63,8 +63,7 @@ class Registry:
         if name not in self._members:
             close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise RegistryError(f"Unknown {self.name} '{name}'.{hint} "
-                                f"Known: {', '.join(self.names())}.")
+            raise RegistryError(f"Unknown {self.name} '{name}'.{hint} Known: {', '.join(self.names())}.")
         return self._members[name]
 
     def build(self, name: str, *args, **kwargs):

@@ -26,10 +26,12 @@ tower adds at layer 0, as transformers numbers the input after the tokens cached
 (P-tuning v2's input starts at position l). Only towers whose ``kv_prefix_shape()`` is not None
 accept prefixes (see :class:`mmprompt.backbones.base.TokenTower`).
 """
+
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace as dc_replace
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Dict, Optional, Union
 
 import torch
@@ -60,8 +62,10 @@ class KVPrefix:
 
     def __post_init__(self):
         if self.keys.dim() != 4 or self.keys.shape != self.values.shape:
-            raise ValueError(f"KVPrefix keys and values must both be (B, heads, l, head_dim); got "
-                             f"{tuple(self.keys.shape)} and {tuple(self.values.shape)}")
+            raise ValueError(
+                f"KVPrefix keys and values must both be (B, heads, l, head_dim); got "
+                f"{tuple(self.keys.shape)} and {tuple(self.values.shape)}"
+            )
 
     @property
     def length(self) -> int:
@@ -87,8 +91,15 @@ class TokenSeq:
     position_offset: int = 0
 
     @classmethod
-    def from_embeddings(cls, x: Tensor, mask: Optional[Tensor] = None, *, tower: str,
-                        anchors: Optional[Dict[str, Tensor]] = None, meta=None) -> "TokenSeq":
+    def from_embeddings(
+        cls,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        *,
+        tower: str,
+        anchors: Optional[Dict[str, Tensor]] = None,
+        meta=None,
+    ) -> "TokenSeq":
         B, N, _ = x.shape
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
@@ -140,8 +151,7 @@ class TokenSeq:
         return _as_batch_positions(at, self.batch_size, self.x.device)
 
     # ------------------------------------------------------------------ edits
-    def insert(self, tokens: Tensor, at: Position, owner_id: int,
-               mask: Optional[Tensor] = None) -> "TokenSeq":
+    def insert(self, tokens: Tensor, at: Position, owner_id: int, mask: Optional[Tensor] = None) -> "TokenSeq":
         """Insert the same k tokens per sample before position ``at`` (int, anchor name or (B,)).
 
         ``tokens`` is (k, D) shared by the batch or (B, k, D); ``mask`` optionally (B, k) or (k,)
@@ -152,8 +162,7 @@ class TokenSeq:
         positions = self.position(at)[:, None].expand(-1, k)
         return self.insert_at(tokens, positions, owner_id, mask)
 
-    def insert_at(self, tokens: Tensor, positions: Tensor, owner_id: int,
-                  mask: Optional[Tensor] = None) -> "TokenSeq":
+    def insert_at(self, tokens: Tensor, positions: Tensor, owner_id: int, mask: Optional[Tensor] = None) -> "TokenSeq":
         """Insert token t of each sample before original position ``positions[b, t]``.
 
         ``positions`` is (B, k), non-decreasing along k, values in [0, N]. Tokens aimed at the
@@ -183,10 +192,13 @@ class TokenSeq:
             tok_mask = mask.to(self.x.device).bool().expand(B, k)
         x = torch.cat([self.x, tokens.to(self.x.dtype)], 1).gather(1, src[..., None].expand(-1, -1, D))
         new_mask = torch.cat([self.mask, tok_mask], 1).gather(1, src)
-        owner = torch.cat([self.owner, torch.full((B, k), owner_id, dtype=torch.long,
-                                                  device=self.x.device)], 1).gather(1, src)
-        anchors = {name: a + torch.searchsorted(positions, a[:, None].contiguous(), right=True)[:, 0]
-                   for name, a in self.anchors.items()}
+        owner = torch.cat([self.owner, torch.full((B, k), owner_id, dtype=torch.long, device=self.x.device)], 1).gather(
+            1, src
+        )
+        anchors = {
+            name: a + torch.searchsorted(positions, a[:, None].contiguous(), right=True)[:, 0]
+            for name, a in self.anchors.items()
+        }
         return dc_replace(self, x=x, mask=new_mask, owner=owner, anchors=anchors)
 
     def positions_of(self, owner_id: int) -> Tensor:
@@ -227,10 +239,13 @@ class TokenSeq:
         keep = self.owner != owner_id
         order = torch.sort((~keep).long(), dim=1, stable=True).indices[:, : N - k]
         x = self.x.gather(1, order[..., None].expand(-1, -1, D))
-        anchors = {name: a - torch.searchsorted(pos.contiguous(), a[:, None].contiguous())[:, 0]
-                   for name, a in self.anchors.items()}
-        return dc_replace(self, x=x, mask=self.mask.gather(1, order),
-                          owner=self.owner.gather(1, order), anchors=anchors)
+        anchors = {
+            name: a - torch.searchsorted(pos.contiguous(), a[:, None].contiguous())[:, 0]
+            for name, a in self.anchors.items()
+        }
+        return dc_replace(
+            self, x=x, mask=self.mask.gather(1, order), owner=self.owner.gather(1, order), anchors=anchors
+        )
 
     def gather_anchor(self, name: str) -> Tensor:
         """(B, D) hidden states at an anchor (e.g. the pooled CLS or EOT token)."""
@@ -247,8 +262,10 @@ class TokenSeq:
         if tokens.shape[0] == 1 and self.batch_size != 1:
             tokens = tokens.expand(self.batch_size, -1, -1)
         if tokens.shape[0] != self.batch_size or tokens.shape[2] != self.width:
-            raise ValueError(f"prompt tokens of shape {tuple(tokens.shape)} do not fit a "
-                             f"{self.tower} sequence of shape {tuple(self.x.shape)} (B, N, D)")
+            raise ValueError(
+                f"prompt tokens of shape {tuple(tokens.shape)} do not fit a "
+                f"{self.tower} sequence of shape {tuple(self.x.shape)} (B, N, D)"
+            )
         return tokens
 
 

@@ -3,12 +3,13 @@ EOT pooling, and a position-sensitive tower whose output only sees the tokens be
 
 They honour ``seq.mask`` in attention, like the real adapters, so masks are tested too.
 """
+
 from __future__ import annotations
 
 import torch
+from _fake_backbone import RecordingTower
 from torch import nn
 
-from _fake_backbone import RecordingTower
 from mmprompt.backbones.base import TokenTower
 from mmprompt.prompts.base import PromptModule
 from mmprompt.prompts.placement import build_placement
@@ -55,8 +56,9 @@ class TextTower(_Blocks):
         ids = torch.tensor([r + [PAD] * (n - len(r)) for r in rows])
         mask = ids != PAD
         eot = mask.long().sum(1) - 1
-        return TokenSeq.from_embeddings(self.emb(ids), mask, tower=self.name,
-                                        anchors={"start": 1, "end": eot, "pool": eot})
+        return TokenSeq.from_embeddings(
+            self.emb(ids), mask, tower=self.name, anchors={"start": 1, "end": eot, "pool": eot}
+        )
 
 
 class WindowTower(TokenTower):
@@ -115,8 +117,9 @@ class OnePrompt(PromptModule):
         super().__init__()
         self.tower = tower
         self.owner = new_owner_id()
-        self.sources = nn.ModuleList([build_source(source, cfg, length=length, width=width, init=init)
-                                      for _ in range(deep_layers)])
+        self.sources = nn.ModuleList(
+            [build_source(source, cfg, length=length, width=width, init=init) for _ in range(deep_layers)]
+        )
         self.placement = build_placement(position, cfg, length=length, width=width)
 
     def before_layer(self, tower, i, seq, ctx):

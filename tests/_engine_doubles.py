@@ -14,6 +14,7 @@ Env ``ENGINE_TEST_BLOCK_AT_STEP`` / ``ENGINE_TEST_BLOCK_FILE``: the training for
 model step touches the file and waits (at most 120 s, then exits), so a test can SIGKILL the
 run mid-epoch at a known point without timing guesses.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,7 @@ class TinyModel(PromptModel):
         if self.training:
             _maybe_block(self.step)
             prompt.temperature.fill_(max(0.5, math.exp(-0.02 * self.step)))
-        x = torch.tensor([[float(v) for v in t.split()] for t in batch["text"]],
-                         device=self.class_vectors.device)
+        x = torch.tensor([[float(v) for v in t.split()] for t in batch["text"]], device=self.class_vectors.device)
         feat = self.dropout(self.backbone(x) @ prompt.E + prompt.offset)
         logits = feat @ self.class_vectors.T / prompt.temperature
         for _layer in range(2):

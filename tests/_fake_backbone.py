@@ -4,6 +4,7 @@ It implements the TokenTower contract (embed / layer / pool, anchors, a vocabula
 towers) and records the sequence each layer receives, so prompt tests can check exactly which
 tokens sit where before every layer without depending on a real library backbone.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -24,9 +25,12 @@ class RecordingTower(TokenTower):
         super().__init__()
         self.name = name
         self._width = width
-        self.blocks = nn.ModuleList([
-            nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=2 * width, dropout=dropout,
-                                       batch_first=True) for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [
+                nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=2 * width, dropout=dropout, batch_first=True)
+                for _ in range(depth)
+            ]
+        )
         self.seen: List[TokenSeq] = []  # the sequence each layer received, in call order
 
     @property
@@ -52,7 +56,7 @@ class FakeVisionTower(RecordingTower):
 
     def __init__(self, width=16, depth=3, dropout=0.1):
         super().__init__("vision", width, depth, dropout)
-        self.patch_embed = nn.Linear(3 * self.patch_size ** 2, width)
+        self.patch_embed = nn.Linear(3 * self.patch_size**2, width)
         self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
 
     def embed(self, images):
@@ -61,8 +65,7 @@ class FakeVisionTower(RecordingTower):
         patches = images.unfold(2, p, p).unfold(3, p, p)  # B, 3, h, w, p, p
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, -1, 3 * p * p)
         x = torch.cat([self.cls_token.expand(B, -1, -1), self.patch_embed(patches)], 1)
-        return TokenSeq.from_embeddings(x, tower=self.name,
-                                        anchors={"start": 1, "end": x.shape[1], "pool": 0})
+        return TokenSeq.from_embeddings(x, tower=self.name, anchors={"start": 1, "end": x.shape[1], "pool": 0})
 
 
 class FakeTextTower(RecordingTower):
@@ -93,8 +96,9 @@ class FakeTextTower(RecordingTower):
     def embed(self, texts):
         ids, mask = self.tokenize(texts)
         eot = mask.long().sum(1) - 1
-        return TokenSeq.from_embeddings(self.token_embedding(ids), mask, tower=self.name,
-                                        anchors={"start": 1, "end": eot, "pool": eot})
+        return TokenSeq.from_embeddings(
+            self.token_embedding(ids), mask, tower=self.name, anchors={"start": 1, "end": eot, "pool": eot}
+        )
 
 
 class FakeBackbone(TokenBackbone):

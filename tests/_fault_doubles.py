@@ -9,13 +9,14 @@ same faults:
 * ``FAULT_FAIL_RANK`` / ``FAULT_FAIL_AT``: that rank raises a user error in the training forward
   of that step, while the other ranks go on into the gradient all-reduce
 """
+
 from __future__ import annotations
 
 import os
 
+import _engine_doubles
 import torch
 
-import _engine_doubles
 from mmprompt.errors import MMPromptError
 from mmprompt.registry import MODELS
 
@@ -28,8 +29,11 @@ def _steps(name: str):
 @MODELS.register("fault_test_model")
 class FaultModel(_engine_doubles.TinyModel):
     def forward(self, batch, ctx=None):
-        if self.training and os.environ.get("FAULT_FAIL_AT") == str(self.step) \
-                and os.environ.get("RANK", "0") == os.environ.get("FAULT_FAIL_RANK"):
+        if (
+            self.training
+            and os.environ.get("FAULT_FAIL_AT") == str(self.step)
+            and os.environ.get("RANK", "0") == os.environ.get("FAULT_FAIL_RANK")
+        ):
             raise MMPromptError(f"injected failure on rank {os.environ.get('RANK')} at step {self.step}")
         out = super().forward(batch, ctx)
         nan_steps = _steps("FAULT_NAN_LOSS_AT")

@@ -11,6 +11,7 @@ line does (through :func:`mmprompt.utils.cli.call_cli`), returning the exit code
 ``refused`` asserts the user-error contract: exit code 2, no traceback, the message names the
 problem.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,10 +86,16 @@ def _tree(folder: str) -> Dict[str, str]:
 
 
 def _repo_state() -> str:
-    proc = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=all", "--ignored"],
-                          capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines()
-             if "__pycache__" not in line and not line.endswith(".pyc") and ".pytest_cache" not in line]
+    proc = subprocess.run(
+        ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=all", "--ignored"],
+        capture_output=True,
+        text=True,
+    )
+    lines = [
+        line
+        for line in proc.stdout.splitlines()
+        if "__pycache__" not in line and not line.endswith(".pyc") and ".pytest_cache" not in line
+    ]
     return "\n".join(lines)
 
 

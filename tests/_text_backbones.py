@@ -1,4 +1,5 @@
 """Tiny configs of the real text architectures and a minimal prompt, for the text backbone tests."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,14 @@ from mmprompt.prompts.base import PromptModule
 from mmprompt.tokens import new_owner_id
 
 TINY_T5 = dict(d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8, vocab_size=384)
-TINY_BERT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 vocab_size=120, max_position_embeddings=64)
+TINY_BERT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    vocab_size=120,
+    max_position_embeddings=64,
+)
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TEXTS = ["a short one", "hi", "a somewhat longer sentence than the others here"]
 

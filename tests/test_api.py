@@ -1,6 +1,7 @@
 """The Python API (mmprompt.wrap / create_model / from_pretrained / save_pretrained) on tiny
 random models: the Done-when cases of issue 14 in-process (a plain loop of 3 steps moves the
 Gumbel temperature; save, reload, same logits), option routing and its errors."""
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_vit():
     timm = pytest.importorskip("timm")
-    return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, embed_dim=64, depth=2,
-                             num_heads=2, img_size=32, patch_size=8)
+    return timm.create_model(
+        "vit_base_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        img_size=32,
+        patch_size=8,
+    )
 
 
 def tiny_clip():
     open_clip = pytest.importorskip("open_clip")
-    return open_clip.CLIP(embed_dim=32, vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
-                          text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+    return open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=32, layers=2, width=64, head_width=32, patch_size=8),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+    )
 
 
 WORDS = "the a cat dog sat on mat good bad movie film".split()
@@ -35,13 +47,16 @@ def tiny_bert(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
-    config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64)
+    config = transformers.BertConfig(
+        vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
     return transformers.BertModel(config), tokenizer
 
 
-IMAGES = {"image": torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
-          "label": torch.tensor([0, 1, 2, 0])}
+IMAGES = {
+    "image": torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+    "label": torch.tensor([0, 1, 2, 0]),
+}
 TEXTS = {"text": ["good movie", "bad film", "the cat sat", "a dog"], "label": torch.tensor([1, 0, 1, 0])}
 
 
@@ -77,8 +92,9 @@ def train_save_reload(model, batch, out, backbone, **load):
 def test_open_clip_maple_adap_pos_plain_loop_round_trip(tmp_path):
     torch.manual_seed(0)
     clip = tiny_clip()
-    model = mmprompt.wrap(clip, "maple", classnames=["cat", "dog", "car"], n_ctx=2, prompt_depth=2,
-                          position="adap_pos", gamma=0.1)
+    model = mmprompt.wrap(
+        clip, "maple", classnames=["cat", "dog", "car"], n_ctx=2, prompt_depth=2, position="adap_pos", gamma=0.1
+    )
     assert type(model).__name__ == "CLIPPromptClassifier"
     assert not any(p.requires_grad for p in clip.parameters()) and not clip.training
     train_save_reload(model, IMAGES, tmp_path / "maple", clip)
@@ -97,8 +113,9 @@ def test_timm_vit_vpt_plain_loop_round_trip(tmp_path):
 def test_bert_prompt_tuning_plain_loop_round_trip(tmp_path):
     torch.manual_seed(0)
     bert, tokenizer = tiny_bert(tmp_path)
-    model = mmprompt.wrap(bert, "prompt_tuning", num_classes=2, tokenizer=tokenizer, num_tokens=4,
-                          position="adap_pos", gamma=0.1)
+    model = mmprompt.wrap(
+        bert, "prompt_tuning", num_classes=2, tokenizer=tokenizer, num_tokens=4, position="adap_pos", gamma=0.1
+    )
     assert type(model).__name__ == "TextClassifier"
     train_save_reload(model, TEXTS, tmp_path / "pt", bert, tokenizer=tokenizer)
 
@@ -135,9 +152,15 @@ def test_temperature_anneals_in_a_plain_loop_and_follows_an_optimizer():
 
 def test_options_route_to_method_shared_and_per_method_nodes():
     clip = tiny_clip()
-    model = mmprompt.wrap(clip, ["maple", "coop"], classnames=["cat", "dog"], maple={"n_ctx": 2, "prompt_depth": 1,
-                          "position": "adap_pos", "dynamic": {"gamma": 0.2}}, coop={"n_ctx": 3, "ctx_init": ""},
-                          dynamic={"tau0": 2.0}, head={"dropout": 0.0})
+    model = mmprompt.wrap(
+        clip,
+        ["maple", "coop"],
+        classnames=["cat", "dog"],
+        maple={"n_ctx": 2, "prompt_depth": 1, "position": "adap_pos", "dynamic": {"gamma": 0.2}},
+        coop={"n_ctx": 3, "ctx_init": ""},
+        dynamic={"tau0": 2.0},
+        head={"dropout": 0.0},
+    )
     cfg = model.cfg
     assert cfg.PROMPT.METHODS == ["maple", "coop"]
     assert (cfg.PROMPT.MAPLE.N_CTX, cfg.PROMPT.COOP.N_CTX) == (2, 3)
@@ -147,14 +170,17 @@ def test_options_route_to_method_shared_and_per_method_nodes():
     assert [float(s.gamma) for s in schedules] == [0.2] and [float(s.tau0) for s in schedules] == [2.0]
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"n_ctx": 2}, "give it per method"),
-    ({"num_tokns": 2}, "not a key of"),
-    ({"maple": {"n_cx": 2}}, "PROMPT.MAPLE has no key N_CX"),
-    ({"maple": {"dynamic": {"gama": 1.0}}}, "PROMPT.DYNAMIC has no key GAMA"),
-    ({"maple": 3}, "takes a dict"),
-    ({"gamma": "fast"}, "PROMPT.DYNAMIC.GAMMA"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"n_ctx": 2}, "give it per method"),
+        ({"num_tokns": 2}, "not a key of"),
+        ({"maple": {"n_cx": 2}}, "PROMPT.MAPLE has no key N_CX"),
+        ({"maple": {"dynamic": {"gama": 1.0}}}, "PROMPT.DYNAMIC has no key GAMA"),
+        ({"maple": 3}, "takes a dict"),
+        ({"gamma": "fast"}, "PROMPT.DYNAMIC.GAMMA"),
+    ],
+)
 def test_bad_options_are_one_clear_error(options, message):
     with pytest.raises(ConfigError, match=message):
         mmprompt.wrap(tiny_clip(), ["maple", "coop"], classnames=["cat", "dog"], **options)
@@ -180,10 +206,12 @@ def test_per_method_overrides_are_checked():
 
     cfg = cfg_with("PROMPT.PER_METHOD.VPT.DYNAMIC.GAMMA", "0.1")
     assert method_cfg(cfg, "vpt").PROMPT.DYNAMIC.GAMMA == 0.1 and cfg.PROMPT.DYNAMIC.GAMMA == 3e-5
-    for opts, message in [(("PROMPT.PER_METHOD.COOP.DYNAMIC.GAMMA", "0.1"), "does not list"),
-                          (("PROMPT.PER_METHOD.VPT.DYNAMIC.GAMMA", "fast"), "must be a float"),
-                          (("PROMPT.PER_METHOD.VPT.DYNAMIC.GAMA", "0.1"), "has no key GAMA"),
-                          (("PROMPT.PER_METHOD.VPT.HEAD.DROPOUT", "0.1"), "only the nodes")]:
+    for opts, message in [
+        (("PROMPT.PER_METHOD.COOP.DYNAMIC.GAMMA", "0.1"), "does not list"),
+        (("PROMPT.PER_METHOD.VPT.DYNAMIC.GAMMA", "fast"), "must be a float"),
+        (("PROMPT.PER_METHOD.VPT.DYNAMIC.GAMA", "0.1"), "has no key GAMA"),
+        (("PROMPT.PER_METHOD.VPT.HEAD.DROPOUT", "0.1"), "only the nodes"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             method_cfg(cfg_with(*opts), "vpt")
 
@@ -198,8 +226,9 @@ def test_from_pretrained_needs_the_wrapped_backbone(tmp_path):
 def test_create_model_from_a_recipe_and_round_trip_without_a_backbone(tmp_path):
     base = os.path.join(REPO, "configs", "_base_", "tiny_vit.yaml")
     torch.manual_seed(0)
-    model = mmprompt.create_model(base, "PROMPT.METHODS", "['vpt']", "PROMPT.VPT.NUM_TOKENS", "3",
-                                  classnames=["a", "b", "c"])
+    model = mmprompt.create_model(
+        base, "PROMPT.METHODS", "['vpt']", "PROMPT.VPT.NUM_TOKENS", "3", classnames=["a", "b", "c"]
+    )
     assert model.cfg.PROMPT.VPT.NUM_TOKENS == 3 and model.head.out_features == 3
     model.eval()
     with torch.no_grad():
@@ -221,8 +250,16 @@ def test_create_model_takes_recipe_names():
 
 def test_t5_is_wrapped_as_a_verbalizer_or_a_classifier():
     transformers = pytest.importorskip("transformers")
-    config = transformers.T5Config(vocab_size=384, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
-                                   num_decoder_layers=2, decoder_start_token_id=0)
+    config = transformers.T5Config(
+        vocab_size=384,
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_heads=4,
+        num_layers=2,
+        num_decoder_layers=2,
+        decoder_start_token_id=0,
+    )
     t5 = transformers.T5ForConditionalGeneration(config)
     tokenizer = transformers.ByT5Tokenizer()
     verbalizer = mmprompt.wrap(t5, "prompt_tuning", classnames=["yes", "no"], tokenizer=tokenizer, num_tokens=3)
@@ -236,20 +273,26 @@ def test_t5_is_wrapped_as_a_verbalizer_or_a_classifier():
 def keyword_defaults(cls, skip=()):
     import inspect
 
-    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in skip}
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in skip
+    }
 
 
-@pytest.mark.parametrize("path,node,skip", [
-    ("mmprompt.prompts.maple:MaPLe", "MAPLE", ("settings",)),
-    ("mmprompt.prompts.coop:CoOp", "COOP", ("settings", "num_classes")),
-    ("mmprompt.prompts.dynamic:_LearnedChoice", "DYNAMIC", ("temperature",)),
-    ("mmprompt.prompts.dynamic:AdaptivePosition", "DYNAMIC", ("length", "width")),
-    ("mmprompt.prompts.dynamic:AdaptiveLength", "DYNAMIC", ("length", "width")),
-    ("mmprompt.prompts.dynamic:PromptPool", "DYNAMIC", ("tower", "init", "init_text", "patch_size")),
-    ("mmprompt.prompts.sources_superpos:SuperPosSource", "SUPERPOS", ("tower", "init", "init_text", "patch_size")),
-    ("mmprompt.prompts.sources_superpos:ResidualSource", "RESIDUAL", ("tower", "init", "init_text", "patch_size")),
-])
+@pytest.mark.parametrize(
+    "path,node,skip",
+    [
+        ("mmprompt.prompts.maple:MaPLe", "MAPLE", ("settings",)),
+        ("mmprompt.prompts.coop:CoOp", "COOP", ("settings", "num_classes")),
+        ("mmprompt.prompts.dynamic:_LearnedChoice", "DYNAMIC", ("temperature",)),
+        ("mmprompt.prompts.dynamic:AdaptivePosition", "DYNAMIC", ("length", "width")),
+        ("mmprompt.prompts.dynamic:AdaptiveLength", "DYNAMIC", ("length", "width")),
+        ("mmprompt.prompts.dynamic:PromptPool", "DYNAMIC", ("tower", "init", "init_text", "patch_size")),
+        ("mmprompt.prompts.sources_superpos:SuperPosSource", "SUPERPOS", ("tower", "init", "init_text", "patch_size")),
+        ("mmprompt.prompts.sources_superpos:ResidualSource", "RESIDUAL", ("tower", "init", "init_text", "patch_size")),
+    ],
+)
 def test_keyword_defaults_are_the_config_defaults(path, node, skip):
     """Modules built from keywords and from the default config are the same modules."""
     import importlib

@@ -1,15 +1,15 @@
 """BERT-family backbone: wrapped hidden states equal AutoModel's (BERT and RoBERTa, padded, pairs),
 insertions keep masks and anchors right, switched-off prompts change nothing, the frozen model
 gets no gradients, the packaged MiniLM loads offline, and uncached hub ids fail clearly."""
+
 import pytest
 import torch
+from _text_backbones import MINILM, InsertPrompt, padded_ids, tiny_encoder_cfg
 
 from mmprompt.backbones import _hf
 from mmprompt.build import build_backbone
 from mmprompt.errors import ConfigError, OfflineError
 from mmprompt.prompts.base import PromptStack
-
-from _text_backbones import MINILM, InsertPrompt, padded_ids, tiny_encoder_cfg
 
 LENGTHS = [9, 5, 7]
 
@@ -73,8 +73,8 @@ def test_insert_before_end_keeps_masks_and_end_at_sep(encoder):
     prompt = InsertPrompt(k, tower.width, at="end")
     seq = prompt.before_layer("encoder", 0, seq, None)
     for b, n in enumerate(LENGTHS):
-        assert bool(seq.mask[b, : n + k].all()) and not bool(seq.mask[b, n + k:].any())
-        assert seq.owner[b, n - 1: n - 1 + k].eq(prompt.owner).all()
+        assert bool(seq.mask[b, : n + k].all()) and not bool(seq.mask[b, n + k :].any())
+        assert seq.owner[b, n - 1 : n - 1 + k].eq(prompt.owner).all()
     assert seq.anchors["end"].tolist() == [n - 1 + k for n in LENGTHS]
     assert torch.equal(seq.gather_anchor("end"), sep)
     # prompts get positions like words: the separator moves k positions on

@@ -1,5 +1,6 @@
 """The open_clip adapter: image and text towers equal encode_image / encode_text, the EOT anchor
 follows insertions, masks hide switched-off tokens, freezing, weights and errors."""
+
 import pytest
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ def test_text_embed_anchors_and_mask(clip):
     assert seq.anchors["end"].tolist() == eot.tolist() == seq.anchors["pool"].tolist()
     # trimmed after the batch's last EOT; the padding kept (after shorter texts' EOT) is switched off
     assert seq.length == int(eot.max()) + 1
-    assert torch.equal(seq.mask, mask[:, : seq.length]) and not mask[:, seq.length:].any()
+    assert torch.equal(seq.mask, mask[:, : seq.length]) and not mask[:, seq.length :].any()
     assert int(mask[1].sum()) == 3  # SOT dog EOT
 
 
@@ -150,6 +151,7 @@ def test_switched_off_text_tokens_get_no_attention(clip):
                     return seq
                 tokens = torch.randn(3, 64) * 10
                 return seq.insert(tokens, "start", owner, mask=None if not masked else torch.zeros(3, dtype=torch.bool))
+
         return Insert()
 
     assert torch.allclose(text.run((ids, mask), at_layer1(True)), plain, atol=1e-6)
@@ -177,7 +179,9 @@ def test_switched_off_image_tokens_get_no_attention(clip):
     x = images()
     plain = vision.run(x)
     k = 5
-    seq = vision.embed(x).insert(torch.randn(k, 64) * 10, "start", new_owner_id(), mask=torch.zeros(k, dtype=torch.bool))
+    seq = vision.embed(x).insert(
+        torch.randn(k, 64) * 10, "start", new_owner_id(), mask=torch.zeros(k, dtype=torch.bool)
+    )
     assert seq.anchors["pool"].tolist() == [0, 0]
     assert torch.allclose(vision.pool(vision.run_layers(seq)), plain, atol=1e-6)
     seen = vision.embed(x).insert(torch.randn(k, 64) * 10, "start", new_owner_id())
@@ -189,6 +193,7 @@ def test_other_open_clip_layouts_equal_the_library(variant, tmp_path):
     """CustomTextCLIP (text modules under model.text) and open_clip's custom attention blocks
     (their own Attention, which takes the 3-D additive masks too)."""
     import json
+
     kwargs = {}
     arch = TINY_JSON
     if variant == "custom_text":
@@ -215,7 +220,9 @@ def test_other_open_clip_layouts_equal_the_library(variant, tmp_path):
 
     class SwitchedOff:
         def before_layer(self, name, i, seq, ctx):
-            return seq.insert(torch.randn(3, 64), "start", owner, mask=torch.zeros(3, dtype=torch.bool)) if i == 1 else seq
+            return (
+                seq.insert(torch.randn(3, 64), "start", owner, mask=torch.zeros(3, dtype=torch.bool)) if i == 1 else seq
+            )
 
     assert torch.allclose(text.run((ids, mask), SwitchedOff()), bb.model.encode_text(ids), atol=1e-6)
     assert torch.allclose(vision.run(x, SwitchedOff()), bb.model.encode_image(x), atol=1e-6)
@@ -273,8 +280,13 @@ def fake_openai_tag(monkeypatch, tmp_path):
     path = tmp_path / "open_clip_pytorch_model.bin"
     torch.save(create_open_clip(TINY_JSON, activation="quick_gelu").model.state_dict(), path)
     real_cfg = open_clip.get_pretrained_cfg
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda name, tag: (
-        {"hf_hub": "timm/tiny_clip.openai/", "quick_gelu": True} if tag == "openai" else real_cfg(name, tag)))
+    monkeypatch.setattr(
+        open_clip,
+        "get_pretrained_cfg",
+        lambda name, tag: (
+            {"hf_hub": "timm/tiny_clip.openai/", "quick_gelu": True} if tag == "openai" else real_cfg(name, tag)
+        ),
+    )
     monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, cache_dir=None: str(path))
     return str(path)
 
@@ -287,15 +299,18 @@ def test_file_saved_from_the_openai_tag_gives_the_tags_logits_with_quick_gelu(fa
     x = images()
     ids, _ = tag.tokenize(TEXTS)
     for bb in (from_file, with_gelu):
-        same = torch.equal(bb.tower("vision").run(x), tag.tower("vision").run(x)) and \
-            torch.equal(bb.tower("text").run(TEXTS), tag.tower("text").run(TEXTS))
+        same = torch.equal(bb.tower("vision").run(x), tag.tower("vision").run(x)) and torch.equal(
+            bb.tower("text").run(TEXTS), tag.tower("text").run(TEXTS)
+        )
         assert same == (bb is from_file)
 
 
 def test_activation_must_be_stated_for_a_file_and_agree_with_a_tag(fake_openai_tag):
     with pytest.raises(ConfigError, match="does not say which activation.*ACTIVATION quick_gelu for OpenAI"):
         create_open_clip(TINY_JSON, fake_openai_tag)
-    with pytest.raises(ConfigError, match="tag 'openai' was trained with quick_gelu but MODEL.BACKBONE.ACTIVATION is gelu"):
+    with pytest.raises(
+        ConfigError, match="tag 'openai' was trained with quick_gelu but MODEL.BACKBONE.ACTIVATION is gelu"
+    ):
         create_open_clip(TINY_JSON, "openai", activation="gelu")
     with pytest.raises(ConfigError, match="MODEL.BACKBONE.ACTIVATION"):
         create_open_clip(TINY_JSON, "", {"force_quick_gelu": True})
@@ -334,6 +349,7 @@ def test_offline_pretrained_tag_is_offline_error():
 
 def test_unreachable_hub_fails_before_the_library_retries(monkeypatch):
     import open_clip
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "host_reachable", lambda url: False)
 

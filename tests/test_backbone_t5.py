@@ -1,13 +1,13 @@
 """T5 backbone: the wrapped encoder equals the library's, anchors and masks survive insertions,
 the decoder scores targets as the library's seq2seq loss does, and weights load or fail clearly."""
+
 import pytest
 import torch
+from _text_backbones import TEXTS, InsertPrompt, tiny_t5_cfg
 
 from mmprompt.build import build_backbone
 from mmprompt.errors import ConfigError, OfflineError
 from mmprompt.prompts.base import PromptStack
-
-from _text_backbones import TEXTS, InsertPrompt, tiny_t5_cfg
 
 EOS = 1  # T5's </s>
 
@@ -62,7 +62,7 @@ def test_insert_before_end_keeps_padding_masked_and_last(t5):
     # real tokens and prompts first, padding after them and still masked
     assert seq.mask.sum(1).tolist() == (lengths + k).tolist()
     for b in range(3):
-        assert bool(seq.mask[b, : lengths[b] + k].all()) and not bool(seq.mask[b, lengths[b] + k:].any())
+        assert bool(seq.mask[b, : lengths[b] + k].all()) and not bool(seq.mask[b, lengths[b] + k :].any())
     # the end anchor still points at </s>, just after the prompts
     eos = tower.input_embeddings().weight[EOS]
     assert torch.equal(seq.gather_anchor("end"), eos.expand(3, -1))
@@ -154,8 +154,14 @@ def test_t5_base_sized_random_model_builds_and_trains_one_step():
     cfg.MODEL.TEXT.MAX_LENGTH = 16
     model = build_model(cfg, ["yes", "no"])
     config = model.backbone.model.config
-    assert (config.d_model, config.d_ff, config.num_layers, config.num_decoder_layers, config.vocab_size,
-            config.feed_forward_proj) == (768, 2048, 12, 12, 32128, "gated-gelu")
+    assert (
+        config.d_model,
+        config.d_ff,
+        config.num_layers,
+        config.num_decoder_layers,
+        config.vocab_size,
+        config.feed_forward_proj,
+    ) == (768, 2048, 12, 12, 32128, "gated-gelu")
     total = model.num_params()["total"]
     print(f"T5-base-sized random T5ForConditionalGeneration: {total:,} parameters")
     assert total == T5_BASE_PARAMS

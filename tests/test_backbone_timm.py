@@ -1,5 +1,6 @@
 """The timm ViT adapter: equal to timm's own forward, anchors under insertion, masks, freezing,
 weights and errors."""
+
 import pytest
 import torch
 from torch import nn
@@ -145,6 +146,7 @@ def test_local_weights_file_is_loaded_and_an_unused_head_dropped(tmp_path):
 def test_weights_file_of_another_model_is_a_config_error(tmp_path):
     path = tmp_path / "wider.safetensors"
     from safetensors.torch import save_file
+
     save_file(tiny(embed_dim=32).model.state_dict(), str(path))
     with pytest.raises(ConfigError, match="do not fit timm") as e:
         create_timm_vit("vit_base_patch16_224", str(path), TINY)
@@ -165,6 +167,7 @@ def test_offline_pretrained_tag_is_offline_error():
 def test_offline_weights_in_the_hub_cache_are_used(tmp_path):
     """HF_HUB_OFFLINE with the weights already cached: timm loads them, no network needed."""
     from safetensors.torch import save_file
+
     src = tiny()
     snapshot = tmp_path / "models--timm--vit_base_patch16_224.augreg_in21k" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
@@ -178,6 +181,7 @@ def test_offline_weights_in_the_hub_cache_are_used(tmp_path):
 
 def test_unreachable_hub_fails_before_the_library_retries(monkeypatch):
     import timm
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "host_reachable", lambda url: False)
 

@@ -3,6 +3,7 @@
 Every case of the matrix runs in the sandbox (tests/_sandbox.py), whose teardown checks that the
 canary folder the archives aim at is unchanged.
 """
+
 import io
 import os
 import stat
@@ -10,8 +11,8 @@ import tarfile
 import zipfile
 
 import pytest
-
 from _sandbox import call, refused, sandbox  # noqa: F401  (sandbox is a fixture)
+
 from datasets_prep._common import PrepError, safe_extract
 
 DEEP = "../" * 16  # more than any path's depth: resolves to "/"
@@ -19,8 +20,15 @@ DEEP = "../" * 16  # more than any path's depth: resolves to "/"
 
 def _tar(path, members, mode="w:gz"):
     """members: (name, kind, data_or_linkname) with kind file, dir, sym, lnk, chr, blk, fifo."""
-    kinds = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "lnk": tarfile.LNKTYPE,
-             "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}
+    kinds = {
+        "file": tarfile.REGTYPE,
+        "dir": tarfile.DIRTYPE,
+        "sym": tarfile.SYMTYPE,
+        "lnk": tarfile.LNKTYPE,
+        "chr": tarfile.CHRTYPE,
+        "blk": tarfile.BLKTYPE,
+        "fifo": tarfile.FIFOTYPE,
+    }
     with tarfile.open(path, mode) as t:
         for name, kind, payload in members:
             info = tarfile.TarInfo(name)
@@ -54,11 +62,19 @@ def _outside(box, *parts):
 def tar_cases(box):
     out = _outside(box)
     return {
-        "symlink_chain_then_file": [("a", "sym", "."), ("b", "sym", "a/a/a/a/a"), ("c", "sym", "b/b/b/" + DEEP),
-                                    ("d", "sym", "c" + out), ("d/escaped.txt", "file", "owned")],
+        "symlink_chain_then_file": [
+            ("a", "sym", "."),
+            ("b", "sym", "a/a/a/a/a"),
+            ("c", "sym", "b/b/b/" + DEEP),
+            ("d", "sym", "c" + out),
+            ("d/escaped.txt", "file", "owned"),
+        ],
         "symlink_absolute": [("l", "sym", out)],
-        "symlink_then_file_through_it": [("dir", "dir", None), ("dir/l", "sym", DEEP + out.lstrip("/")),
-                                         ("dir/l/canary.txt", "file", "overwritten")],
+        "symlink_then_file_through_it": [
+            ("dir", "dir", None),
+            ("dir/l", "sym", DEEP + out.lstrip("/")),
+            ("dir/l/canary.txt", "file", "overwritten"),
+        ],
         "symlink_inside_target": [("real.txt", "file", "x"), ("alias.txt", "sym", "real.txt")],
         "hardlink_outside": [("h", "lnk", _outside(box, "canary.txt"))],
         "hardlink_inside": [("f.txt", "file", "x"), ("g.txt", "lnk", "f.txt")],
@@ -138,8 +154,15 @@ def test_hostile_zip_is_refused(sandbox, case):
 
 
 def _good_tar(path):
-    return _tar(path, [("pkg", "dir", None), ("pkg/images", "dir", None), ("pkg/images/a.jpg", "file", "jpeg"),
-                       ("pkg/run.sh", "file", "#!/bin/sh\n")])
+    return _tar(
+        path,
+        [
+            ("pkg", "dir", None),
+            ("pkg/images", "dir", None),
+            ("pkg/images/a.jpg", "file", "jpeg"),
+            ("pkg/run.sh", "file", "#!/bin/sh\n"),
+        ],
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

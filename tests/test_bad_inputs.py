@@ -5,6 +5,7 @@ sandbox of tests/_sandbox.py and asserts exit code 2, no traceback, a message na
 problem, and (in the sandbox's teardown) that nothing outside the sandbox changed. Config
 problems are found before anything is built, so no case here trains a model.
 """
+
 import io
 import json
 import os
@@ -13,16 +14,16 @@ import warnings
 import zlib
 
 import pytest
-from PIL import Image
-
 from _sandbox import call, refused, sandbox  # noqa: F401  (sandbox is a fixture)
+from PIL import Image
 from test_engine_train import write_config
 
 
 def train_net(capsys, box, *opts, flags=(), config=None):
     cfg = config or write_config(box.root)
-    return call(capsys, "train_net", ["--config-file", cfg, "--root", box.root, "--output-dir", box.root / "out",
-                                      *flags, *opts])
+    return call(
+        capsys, "train_net", ["--config-file", cfg, "--root", box.root, "--output-dir", box.root / "out", *flags, *opts]
+    )
 
 
 # ---------------------------------------------------------------- config values
@@ -83,10 +84,15 @@ CONFIG_VALUES = [
     (["MODEL.NAME", "clip_prompt_classifer"], "Unknown model 'clip_prompt_classifer'"),
     (["MODEL.BACKBONE.NAME", "timm_vitt"], "Unknown backbone 'timm_vitt'"),
     (["PROMPT.METHODS", "['vtp']"], "Unknown prompt method 'vtp'"),
-    (["PROMPT.METHODS", "['coop']", "PROMPT.COOP.N_CTX", "0"], "PROMPT.COOP: N_CTX 0 leaves the coop method with nothing"),
+    (
+        ["PROMPT.METHODS", "['coop']", "PROMPT.COOP.N_CTX", "0"],
+        "PROMPT.COOP: N_CTX 0 leaves the coop method with nothing",
+    ),
     (["PROMPT.METHODS", "['vpt']", "PROMPT.VPT.NUM_TOKENS", "0"], "PROMPT.VPT: NUM_TOKENS 0 leaves"),
-    (["PROMPT.METHODS", "['dept']", "PROMPT.DEPT.NUM_TOKENS", "0", "PROMPT.DEPT.RANK", "0"],
-     "PROMPT.DEPT: NUM_TOKENS 0 and RANK 0 leaves"),
+    (
+        ["PROMPT.METHODS", "['dept']", "PROMPT.DEPT.NUM_TOKENS", "0", "PROMPT.DEPT.RANK", "0"],
+        "PROMPT.DEPT: NUM_TOKENS 0 and RANK 0 leaves",
+    ),
     (["PROMPT.METHODS", "['vpt']", "PROMPT.VPT.SOURCE", "bogus"], "PROMPT.VPT.SOURCE: Unknown prompt token source"),
     (["PROMPT.METHODS", "['vpt']", "PROMPT.VPT.POSITION", "sideways"], "PROMPT.VPT.POSITION: Unknown prompt placement"),
     (["PROMPT.DYNAMIC.TAU0", "0.0"], "PROMPT.DYNAMIC.TAU0 must be > 0"),
@@ -108,30 +114,51 @@ def test_bad_config_value_is_one_message_before_anything_is_built(sandbox, capsy
 
 
 def test_every_config_problem_in_one_message(sandbox, capsys):
-    err = refused(train_net(capsys, sandbox, "OPTIM.LR", "-1.0", "DATALOADER.TRAIN_X.BATCH_SIZE", "0",
-                            "TEST.SPLIT", "tset"), "The config has 3 problems").err
+    err = refused(
+        train_net(capsys, sandbox, "OPTIM.LR", "-1.0", "DATALOADER.TRAIN_X.BATCH_SIZE", "0", "TEST.SPLIT", "tset"),
+        "The config has 3 problems",
+    ).err
     assert "OPTIM.LR" in err and "BATCH_SIZE" in err and "TEST.SPLIT" in err
 
 
 def test_a_main_metric_the_evaluator_lacks_is_found_before_training(sandbox, capsys):
-    refused(train_net(capsys, sandbox, "TEST.MAIN_METRIC", "f1"),
-            "TEST.MAIN_METRIC f1 is not a metric of the ClassificationEvaluator; it gives accuracy")
+    refused(
+        train_net(capsys, sandbox, "TEST.MAIN_METRIC", "f1"),
+        "TEST.MAIN_METRIC f1 is not a metric of the ClassificationEvaluator; it gives accuracy",
+    )
     assert not (sandbox.root / "out" / "checkpoints").exists()
 
 
 def test_root_that_does_not_exist(sandbox, capsys):
-    refused(call(capsys, "train_net", ["--config-file", write_config(sandbox.root), "--root", sandbox.root / "nope",
-                                       "--output-dir", sandbox.root / "out"]), "DATASET.ROOT", "is not a folder")
+    refused(
+        call(
+            capsys,
+            "train_net",
+            [
+                "--config-file",
+                write_config(sandbox.root),
+                "--root",
+                sandbox.root / "nope",
+                "--output-dir",
+                sandbox.root / "out",
+            ],
+        ),
+        "DATASET.ROOT",
+        "is not a folder",
+    )
 
 
-@pytest.mark.parametrize("flags,needle", [
-    ([], "--config-file is required"),
-    (["--config-file", "configs/nope.yaml"], "Config file not found"),
-    (["--config-file", "CFG", "--load-epoch", "2"], "--load-epoch needs --model-dir"),
-    (["--config-file", "CFG", "--eval-only"], "--eval-only needs weights"),
-    (["--config-file", "CFG", "--eval-only", "--model-dir", "nowhere"], "--model-dir nowhere does not exist"),
-    (["--config-file", "CFG", "--seed", "one"], "argument --seed: invalid int value"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        ([], "--config-file is required"),
+        (["--config-file", "configs/nope.yaml"], "Config file not found"),
+        (["--config-file", "CFG", "--load-epoch", "2"], "--load-epoch needs --model-dir"),
+        (["--config-file", "CFG", "--eval-only"], "--eval-only needs weights"),
+        (["--config-file", "CFG", "--eval-only", "--model-dir", "nowhere"], "--model-dir nowhere does not exist"),
+        (["--config-file", "CFG", "--seed", "one"], "argument --seed: invalid int value"),
+    ],
+)
 def test_bad_flags(sandbox, capsys, flags, needle):
     cfg = write_config(sandbox.root)
     argv = [cfg if f == "CFG" else f for f in flags] + ["--root", sandbox.root, "--output-dir", sandbox.root / "out"]
@@ -139,19 +166,24 @@ def test_bad_flags(sandbox, capsys, flags, needle):
 
 
 def test_an_unprepared_test_dataset_is_found_before_training(sandbox, capsys):
-    refused(train_net(capsys, sandbox, "DATASET.TEST_DATASETS", "['dtd']"),
-            "DATASET.TEST_DATASETS target dtd", "prepare_clip_datasets.py")
+    refused(
+        train_net(capsys, sandbox, "DATASET.TEST_DATASETS", "['dtd']"),
+        "DATASET.TEST_DATASETS target dtd",
+        "prepare_clip_datasets.py",
+    )
     assert not (sandbox.root / "out" / "checkpoints").exists()
 
 
 def test_a_test_split_the_dataset_lacks_is_found_before_training(sandbox, capsys):
     import _engine_doubles
+
     from mmprompt.data.base import DatasetBase
     from mmprompt.registry import DATASETS
 
     if "engine_test_no_test" not in DATASETS:
         DATASETS.register("engine_test_no_test")(
-            lambda cfg: DatasetBase(_engine_doubles._items(6, 1), _engine_doubles._items(2, 2), [], name="no_test"))
+            lambda cfg: DatasetBase(_engine_doubles._items(6, 1), _engine_doubles._items(2, 2), [], name="no_test")
+        )
     refused(train_net(capsys, sandbox, "DATASET.NAME", "engine_test_no_test"), "has no test split to evaluate")
     assert not (sandbox.root / "out" / "checkpoints").exists()
 
@@ -169,7 +201,10 @@ YAMLS = {
     "wrong_type": (b"OPTIM:\n  LR: fast\n", "OPTIM.LR (from"),
     "unknown_key": (b"OPTIM:\n  LRR: 0.1\n", "Unknown config key OPTIM.LRR"),
     # yaml keeps the last of two equal keys: the first OPTIM block (its LR) would vanish unseen
-    "duplicate_group": (b"OPTIM:\n  LR: 0.1\nSEED: 1\nOPTIM:\n  MAX_EPOCH: 1\n", "the key 'OPTIM' appears twice (lines 1 and 4)"),
+    "duplicate_group": (
+        b"OPTIM:\n  LR: 0.1\nSEED: 1\nOPTIM:\n  MAX_EPOCH: 1\n",
+        "the key 'OPTIM' appears twice (lines 1 and 4)",
+    ),
     "duplicate_leaf": (b"OPTIM:\n  LR: 0.1\n  LR: 0.2\n", "the key 'LR' appears twice"),
     "number_as_key": (b"1: 2\n", "Config key 1 (from"),
     "null_value": (b"OPTIM:\n  LR: null\n", "Config key OPTIM.LR (from bad.yaml) is empty (null)"),
@@ -196,8 +231,10 @@ def test_base_cycle_and_a_directory_as_config(sandbox, capsys):
 
 def test_bad_dataset_config_file(sandbox, capsys):
     (sandbox.root / "data.yaml").write_bytes(b"DATASET:\n  NAME: \xff\n")
-    refused(train_net(capsys, sandbox, flags=["--dataset-config-file", sandbox.root / "data.yaml"]),
-            "data.yaml is not UTF-8 text")
+    refused(
+        train_net(capsys, sandbox, flags=["--dataset-config-file", sandbox.root / "data.yaml"]),
+        "data.yaml is not UTF-8 text",
+    )
 
 
 # ---------------------------------------------------------------- datasets with split files
@@ -213,7 +250,9 @@ def pets(box, split=None, images=("Abyssinian_1.jpg",)):
     for name in images:
         (folder / "images" / name).write_bytes(JPEG)
     if split is not None:
-        (folder / "split_zhou_OxfordPets.json").write_bytes(split if isinstance(split, bytes) else json.dumps(split).encode())
+        (folder / "split_zhou_OxfordPets.json").write_bytes(
+            split if isinstance(split, bytes) else json.dumps(split).encode()
+        )
     return folder
 
 
@@ -224,14 +263,23 @@ SPLITS = {
     "a_list": ([GOOD_ROW], "must be a JSON object with keys"),
     "row_wrong_types": ({"train": [[1, "0", 2]], "val": [], "test": []}, "every entry must be [relative_path, label"),
     "row_too_short": ({"train": [["a.jpg", 0]], "val": [], "test": []}, "every entry must be"),
-    "image_missing": ({"train": [GOOD_ROW, ["Bengal_9.jpg", 1, "bengal"]], "val": [], "test": [GOOD_ROW]}, "Bengal_9.jpg"),
-    "label_is_true": ({"train": [GOOD_ROW, ["Abyssinian_1.jpg", True, "x"]], "val": [], "test": [GOOD_ROW]},
-                      "every entry must be"),
-    "negative_label": ({"train": [GOOD_ROW, ["Abyssinian_1.jpg", -1, "x"]], "val": [], "test": [GOOD_ROW]},
-                       "got the negative label -1 (class 'x')"),
+    "image_missing": (
+        {"train": [GOOD_ROW, ["Bengal_9.jpg", 1, "bengal"]], "val": [], "test": [GOOD_ROW]},
+        "Bengal_9.jpg",
+    ),
+    "label_is_true": (
+        {"train": [GOOD_ROW, ["Abyssinian_1.jpg", True, "x"]], "val": [], "test": [GOOD_ROW]},
+        "every entry must be",
+    ),
+    "negative_label": (
+        {"train": [GOOD_ROW, ["Abyssinian_1.jpg", -1, "x"]], "val": [], "test": [GOOD_ROW]},
+        "got the negative label -1 (class 'x')",
+    ),
     # which of the two names a CLIP prompt got would depend on the order of the items
-    "label_with_two_names": ({"train": [GOOD_ROW], "val": [], "test": [["Abyssinian_1.jpg", 0, "cat"]]},
-                             "label 0 is 'abyssinian' and 'cat'"),
+    "label_with_two_names": (
+        {"train": [GOOD_ROW], "val": [], "test": [["Abyssinian_1.jpg", 0, "cat"]]},
+        "label 0 is 'abyssinian' and 'cat'",
+    ),
 }
 
 
@@ -246,8 +294,10 @@ def test_two_labels_with_one_class_name_warn(sandbox):
     from mmprompt.data.base import Datum, classnames_from_items
 
     with pytest.warns(UserWarning, match="1 class name.*'crane'.*sees those classes as one"):
-        assert classnames_from_items([Datum(label=0, classname="crane"), Datum(label=1, classname="crane")]) == \
-            ["crane", "crane"]
+        assert classnames_from_items([Datum(label=0, classname="crane"), Datum(label=1, classname="crane")]) == [
+            "crane",
+            "crane",
+        ]
 
 
 def test_base_to_new_of_a_one_class_dataset_says_so(sandbox):
@@ -300,6 +350,7 @@ def test_bad_vpt_split_file(sandbox, capsys, case):
 
 # ---------------------------------------------------------------- images
 
+
 def _truncated_jpeg(path):
     big = io.BytesIO()
     Image.effect_noise((256, 256), 60).convert("RGB").save(big, "JPEG", quality=95)
@@ -308,11 +359,14 @@ def _truncated_jpeg(path):
 
 def _bomb_png(path):
     """A PNG that declares 40000 x 40000 pixels (over PIL's decompression-bomb limit) in 60 bytes."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def test_truncated_jpeg_and_bomb_are_left_out_at_prep(sandbox):
@@ -322,15 +376,21 @@ def test_truncated_jpeg_and_bomb_are_left_out_at_prep(sandbox):
     _bomb_png(sandbox.root / "bomb.png")
     (sandbox.root / "text.jpg").write_text("not an image")
     (sandbox.root / "good.jpg").write_bytes(JPEG)
-    assert [is_decodable(str(sandbox.root / n)) for n in ("cut.jpg", "bomb.png", "text.jpg", "good.jpg")] == \
-        [False, False, False, True]
+    assert [is_decodable(str(sandbox.root / n)) for n in ("cut.jpg", "bomb.png", "text.jpg", "good.jpg")] == [
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_generated_split_leaves_a_truncated_image_out_with_a_warning(sandbox):
     from mmprompt.config import get_cfg
     from mmprompt.data.build import build_dataset
 
-    folder = pets(sandbox, images=[f"Abyssinian_{i}.jpg" for i in range(1, 5)] + [f"Bengal_{i}.jpg" for i in range(1, 5)])
+    folder = pets(
+        sandbox, images=[f"Abyssinian_{i}.jpg" for i in range(1, 5)] + [f"Bengal_{i}.jpg" for i in range(1, 5)]
+    )
     _truncated_jpeg(folder / "images" / "Bengal_4.jpg")
     (folder / "annotations").mkdir()
     lines = [f"Abyssinian_{i} 1 1 1" for i in range(1, 4)] + [f"Bengal_{i} 2 1 2" for i in range(1, 4)]
@@ -356,35 +416,84 @@ def test_decompression_bomb_at_load_time_is_one_message(sandbox):
 
 # ---------------------------------------------------------------- text data
 
+
 def text_task(capsys, box, task, train_raw, val_raw=None, ext="tsv"):
     train, val = box.root / f"train.{ext}", box.root / f"dev.{ext}"
     train.write_bytes(train_raw)
     val.write_bytes(val_raw if val_raw is not None else train_raw)
-    return train_net(capsys, box, "DATASET.NAME", task, "DATASET.TEXT.DATA_FILES.TRAIN", train,
-                     "DATASET.TEXT.DATA_FILES.VALIDATION", val, "DATASET.TEXT.FORMAT", "pair")
+    return train_net(
+        capsys,
+        box,
+        "DATASET.NAME",
+        task,
+        "DATASET.TEXT.DATA_FILES.TRAIN",
+        train,
+        "DATASET.TEXT.DATA_FILES.VALIDATION",
+        val,
+        "DATASET.TEXT.FORMAT",
+        "pair",
+    )
 
 
 TEXT_FILES = {
-    "tsv_not_utf8": ("glue_rte", b"index\tsentence1\tsentence2\tlabel\n0\tcaf\xe9\tb\tentailment\n", "tsv",
-                     "train.tsv:2 is not UTF-8 text"),
-    "tsv_field_count": ("glue_rte", b"index\tsentence1\tsentence2\tlabel\n0\ta\tentailment\n", "tsv",
-                        "has 3 tab-separated fields, the header has 4"),
+    "tsv_not_utf8": (
+        "glue_rte",
+        b"index\tsentence1\tsentence2\tlabel\n0\tcaf\xe9\tb\tentailment\n",
+        "tsv",
+        "train.tsv:2 is not UTF-8 text",
+    ),
+    "tsv_field_count": (
+        "glue_rte",
+        b"index\tsentence1\tsentence2\tlabel\n0\ta\tentailment\n",
+        "tsv",
+        "has 3 tab-separated fields, the header has 4",
+    ),
     "tsv_header": ("glue_rte", b"id\ttext\n0\ta\n", "tsv", "lacks ['sentence1', 'sentence2']"),
-    "tsv_label": ("glue_rte", b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", "tsv", "label 'maybe' is not one of"),
-    "stsb_score": ("glue_stsb", b"index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                   b"0\tg\tf\ty\to\ts\ts\ta\tb\thigh\n", "tsv", "score 'high' is not a number"),
+    "tsv_label": (
+        "glue_rte",
+        b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
+        "tsv",
+        "label 'maybe' is not one of",
+    ),
+    "stsb_score": (
+        "glue_stsb",
+        b"index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        b"0\tg\tf\ty\to\ts\ts\ta\tb\thigh\n",
+        "tsv",
+        "score 'high' is not a number",
+    ),
     "tsv_empty": ("glue_rte", b"", "tsv", "is empty"),
-    "jsonl_not_json": ("superglue_boolq", b'{"question": "q", "passage": "p", "idx": 0, "label": true}\n{oops\n',
-                       "jsonl", "train.jsonl:2 is not a JSON line"),
+    "jsonl_not_json": (
+        "superglue_boolq",
+        b'{"question": "q", "passage": "p", "idx": 0, "label": true}\n{oops\n',
+        "jsonl",
+        "train.jsonl:2 is not a JSON line",
+    ),
     "jsonl_not_utf8": ("superglue_boolq", b'{"question": "caf\xe9"}\n', "jsonl", "is not UTF-8 text"),
-    "jsonl_label_type": ("superglue_boolq", b'{"question": "q", "passage": "p", "idx": 0, "label": "yes"}\n', "jsonl",
-                         "label must be true/false, got 'yes'"),
-    "jsonl_missing_field": ("superglue_boolq", b'{"question": "q", "idx": 0, "label": true}\n', "jsonl",
-                            "lacks the field 'passage'"),
-    "jsonl_field_type": ("superglue_multirc", b'{"idx": 0, "passage": {"text": "t", "questions": 5}}\n', "jsonl",
-                         "has a field of the wrong type"),
-    "jsonl_record_not_object": ("superglue_boolq", b'[1, 2]\n', "jsonl",
-                                "train.jsonl:1: a BoolQ record has a field of the wrong type"),
+    "jsonl_label_type": (
+        "superglue_boolq",
+        b'{"question": "q", "passage": "p", "idx": 0, "label": "yes"}\n',
+        "jsonl",
+        "label must be true/false, got 'yes'",
+    ),
+    "jsonl_missing_field": (
+        "superglue_boolq",
+        b'{"question": "q", "idx": 0, "label": true}\n',
+        "jsonl",
+        "lacks the field 'passage'",
+    ),
+    "jsonl_field_type": (
+        "superglue_multirc",
+        b'{"idx": 0, "passage": {"text": "t", "questions": 5}}\n',
+        "jsonl",
+        "has a field of the wrong type",
+    ),
+    "jsonl_record_not_object": (
+        "superglue_boolq",
+        b"[1, 2]\n",
+        "jsonl",
+        "train.jsonl:1: a BoolQ record has a field of the wrong type",
+    ),
 }
 
 
@@ -395,21 +504,38 @@ def test_bad_text_task_file(sandbox, capsys, case):
 
 
 def test_text_files_half_given_or_missing(sandbox, capsys):
-    refused(train_net(capsys, sandbox, "DATASET.NAME", "glue_rte", "DATASET.TEXT.DATA_FILES.TRAIN", "t.tsv"),
-            "Set both DATASET.TEXT.DATA_FILES.TRAIN and DATASET.TEXT.DATA_FILES.VALIDATION")
-    refused(train_net(capsys, sandbox, "DATASET.NAME", "glue_rte", "DATASET.TEXT.DATA_FILES.TRAIN", "t.tsv",
-                      "DATASET.TEXT.DATA_FILES.VALIDATION", "v.tsv"), "data file t.tsv does not exist")
+    refused(
+        train_net(capsys, sandbox, "DATASET.NAME", "glue_rte", "DATASET.TEXT.DATA_FILES.TRAIN", "t.tsv"),
+        "Set both DATASET.TEXT.DATA_FILES.TRAIN and DATASET.TEXT.DATA_FILES.VALIDATION",
+    )
+    refused(
+        train_net(
+            capsys,
+            sandbox,
+            "DATASET.NAME",
+            "glue_rte",
+            "DATASET.TEXT.DATA_FILES.TRAIN",
+            "t.tsv",
+            "DATASET.TEXT.DATA_FILES.VALIDATION",
+            "v.tsv",
+        ),
+        "data file t.tsv does not exist",
+    )
 
 
 def test_bbc_news_folder_missing_or_with_an_empty_class(sandbox, capsys):
-    refused(train_net(capsys, sandbox, "DATASET.NAME", "bbc_news", "DATASET.TEXT.DATA_DIR", sandbox.root / "bbc"),
-            "bbc")
+    refused(
+        train_net(capsys, sandbox, "DATASET.NAME", "bbc_news", "DATASET.TEXT.DATA_DIR", sandbox.root / "bbc"), "bbc"
+    )
     (sandbox.root / "bbc" / "sport").mkdir(parents=True)
-    refused(train_net(capsys, sandbox, "DATASET.NAME", "bbc_news", "DATASET.TEXT.DATA_DIR", sandbox.root / "bbc"),
-            "is empty")
+    refused(
+        train_net(capsys, sandbox, "DATASET.NAME", "bbc_news", "DATASET.TEXT.DATA_DIR", sandbox.root / "bbc"),
+        "is empty",
+    )
 
 
 # ---------------------------------------------------------------- parse_results
+
 
 def run_dir(box, name, metrics):
     folder = box.root / "runs" / name
@@ -428,10 +554,14 @@ METRICS = {
     "hm_without_new": ({**GOOD, "hm": 50.0, "base": {"accuracy": 1.0}}, "new.accuracy is missing"),
     "cross_wrong": ({**GOOD, "cross": {"imagenet_v2": 3}}, "cross must map each target dataset"),
     # json reads NaN and Infinity: the table would show 'nan' and spoil the mean over seeds
-    "metric_nan": (b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": NaN}}',
-                   "test.accuracy is missing or not a number"),
-    "metric_inf": (b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": Infinity}}',
-                   "test.accuracy is missing or not a number"),
+    "metric_nan": (
+        b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": NaN}}',
+        "test.accuracy is missing or not a number",
+    ),
+    "metric_inf": (
+        b'{"dataset": "dtd", "methods": ["coop"], "split": "test", "test": {"accuracy": Infinity}}',
+        "test.accuracy is missing or not a number",
+    ),
     "main_metric_not_a_name": ({**GOOD, "main_metric": ["accuracy"]}, "main_metric must be a name"),
     "split_not_a_name": ({**GOOD, "split": {"a": 1}}, "split must be a name"),
 }
@@ -442,8 +572,9 @@ def test_parse_results_on_a_bad_metrics_file(sandbox, capsys, case):
     raw, needle = METRICS[case]
     run_dir(sandbox, "good", GOOD)
     run_dir(sandbox, "bad", raw)
-    refused(call(capsys, "parse_results", [sandbox.root / "runs"]), "1 of 2 metrics.json file(s) cannot be used",
-            needle)
+    refused(
+        call(capsys, "parse_results", [sandbox.root / "runs"]), "1 of 2 metrics.json file(s) cannot be used", needle
+    )
 
 
 def test_parse_results_on_a_metrics_file_that_cannot_be_opened(sandbox, capsys):
@@ -477,6 +608,7 @@ def test_parse_results_with_runs_that_have_no_test(sandbox, capsys):
 
 
 # ---------------------------------------------------------------- plot_run and plot_positions
+
 
 def log_dir(box, raw):
     folder = box.root / "run"
@@ -555,17 +687,25 @@ def test_plot_positions_keys_never_become_paths(sandbox, capsys):
 
 # ---------------------------------------------------------------- model_info
 
-@pytest.mark.parametrize("opts,needle", [
-    (["MODEL.BACKBONE.ARC", "x"], "Unknown config key MODEL.BACKBONE.ARC"),
-    (["MODEL.BACKBONE.FREEZE", "sometimes"], "expects bool"),
-])
+
+@pytest.mark.parametrize(
+    "opts,needle",
+    [
+        (["MODEL.BACKBONE.ARC", "x"], "Unknown config key MODEL.BACKBONE.ARC"),
+        (["MODEL.BACKBONE.FREEZE", "sometimes"], "expects bool"),
+    ],
+)
 def test_model_info_on_bad_overrides(sandbox, capsys, opts, needle):
     from _sandbox import REPO
-    refused(call(capsys, "model_info", ["--config-file", os.path.join(REPO, "configs", "_base_", "tiny_vit.yaml"),
-                                        *opts]), needle)
+
+    refused(
+        call(capsys, "model_info", ["--config-file", os.path.join(REPO, "configs", "_base_", "tiny_vit.yaml"), *opts]),
+        needle,
+    )
 
 
 # ---------------------------------------------------------------- the machine
+
 
 def test_a_full_disk_mid_run_is_one_message_naming_the_file(sandbox, capsys, monkeypatch):
     import errno
@@ -574,6 +714,7 @@ def test_a_full_disk_mid_run_is_one_message_naming_the_file(sandbox, capsys, mon
 
     def full(path, state):
         raise OSError(errno.ENOSPC, "No space left on device", path)
+
     monkeypatch.setattr(checkpoint, "save_trainer_state", full)
     err = refused(train_net(capsys, sandbox), "No space left on device", "trainer-step2.pt", "--resume").err
     assert err.count("error:") == 1
@@ -581,6 +722,7 @@ def test_a_full_disk_mid_run_is_one_message_naming_the_file(sandbox, capsys, mon
 
 def test_num_workers_default_fits_the_machine():
     from mmprompt.config import get_cfg
+
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert get_cfg().DATALOADER.NUM_WORKERS == min(4, usable)
 

@@ -4,6 +4,7 @@ exit-code / no-traceback contract of the scripts themselves.
 These start subprocesses (a few seconds each), so they are few; everything else in the matrix
 runs in-process.
 """
+
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ import time
 
 import pytest
 import torch
-
 from _sandbox import HERE, REPO, call, refused, sandbox  # noqa: F401  (sandbox is a fixture)
 from test_engine_train import write_config
 
@@ -21,8 +21,14 @@ RUNNER = os.path.join(HERE, "_fault_run.py")
 
 
 def start(box, args, **env):
-    return subprocess.Popen([sys.executable, RUNNER, *map(str, args)], cwd=box.root, text=True,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, RUNNER, *map(str, args)],
+        cwd=box.root,
+        text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def finish(proc, timeout):
@@ -50,8 +56,12 @@ def base_args(box, out):
 def test_a_failing_rank_ends_every_rank_promptly_and_is_named(sandbox):
     out = sandbox.root / "ddp"
     started = time.time()
-    proc = start(sandbox, base_args(sandbox, out) + ["--num-gpus", "2", "USE_CUDA", "False", "MODEL.NAME",
-                                                       "fault_test_model"], FAULT_FAIL_RANK="1", FAULT_FAIL_AT="2")
+    proc = start(
+        sandbox,
+        base_args(sandbox, out) + ["--num-gpus", "2", "USE_CUDA", "False", "MODEL.NAME", "fault_test_model"],
+        FAULT_FAIL_RANK="1",
+        FAULT_FAIL_AT="2",
+    )
     code, stdout, stderr = finish(proc, timeout=240)
     elapsed = time.time() - started
     assert code == 2, stderr
@@ -103,41 +113,62 @@ def test_the_scripts_exit_2_with_one_line_and_no_traceback(sandbox):
         ("tools/parse_results.py", [sandbox.root / "runs"], "is not valid"),
         ("tools/model_zoo.py", ["--index", sandbox.root / "runs" / "a" / "metrics.json", "list"], "not UTF-8"),
     ]:
-        proc = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=sandbox.root,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO, script), *map(str, args)],
+            cwd=sandbox.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith("error: ") and needle in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------- distributed set-up, in-process
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_num_gpus_without_gpus_is_refused(sandbox, capsys):
-    refused(call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["--num-gpus", "2"]),
-            "--num-gpus 2, but no GPU is visible", "USE_CUDA False")
+    refused(
+        call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["--num-gpus", "2"]),
+        "--num-gpus 2, but no GPU is visible",
+        "USE_CUDA False",
+    )
     assert not (sandbox.root / "o").exists()
 
 
 def test_num_gpus_zero_is_refused(sandbox, capsys):
-    refused(call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["--num-gpus", "0"]),
-            "--num-gpus must be >= 1")
+    refused(
+        call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["--num-gpus", "0"]),
+        "--num-gpus must be >= 1",
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_nccl_on_cpu_is_refused_before_launching(sandbox, capsys):
-    refused(call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") +
-                 ["--num-gpus", "2", "USE_CUDA", "False", "TRAIN.DIST_BACKEND", "nccl"]),
-            "TRAIN.DIST_BACKEND nccl needs GPUs, but USE_CUDA is False")
+    refused(
+        call(
+            capsys,
+            "train_net",
+            base_args(sandbox, sandbox.root / "o")
+            + ["--num-gpus", "2", "USE_CUDA", "False", "TRAIN.DIST_BACKEND", "nccl"],
+        ),
+        "TRAIN.DIST_BACKEND nccl needs GPUs, but USE_CUDA is False",
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_nccl_in_a_torchrun_worker_on_cpu_is_one_message(sandbox, capsys, monkeypatch):
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(key, value)
-    refused(call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["TRAIN.DIST_BACKEND", "nccl"]),
-            "error (rank 0): TRAIN.DIST_BACKEND nccl needs GPUs, but no GPU is visible")
+    refused(
+        call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["TRAIN.DIST_BACKEND", "nccl"]),
+        "error (rank 0): TRAIN.DIST_BACKEND nccl needs GPUs, but no GPU is visible",
+    )
 
 
 def test_unknown_backend_is_a_config_problem(sandbox, capsys):
-    refused(call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["TRAIN.DIST_BACKEND", "mpi"]),
-            "TRAIN.DIST_BACKEND must be one of auto, nccl, gloo")
+    refused(
+        call(capsys, "train_net", base_args(sandbox, sandbox.root / "o") + ["TRAIN.DIST_BACKEND", "mpi"]),
+        "TRAIN.DIST_BACKEND must be one of auto, nccl, gloo",
+    )

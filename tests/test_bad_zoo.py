@@ -2,6 +2,7 @@
 
 Downloads use checkpoints shipped beside the index (file:// sources), so no server is needed.
 """
+
 import hashlib
 import json
 import os
@@ -9,9 +10,8 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from _sandbox import HERE, call, refused, sandbox  # noqa: F401  (sandbox is a fixture)
+from safetensors.torch import save_file
 
 sys.path.insert(0, HERE)
 PAYLOAD = b"prompt weights " * 64
@@ -96,8 +96,10 @@ def test_a_source_longer_than_its_size_stops_at_the_size(sandbox, capsys):
     """A source that never ends (here a link to /dev/zero's stand-in: a file longer than the entry
     says) must not be read to the end of the disk."""
     index = write_index(sandbox, [good(size=len(PAYLOAD) // 2)])
-    refused(call(capsys, "model_zoo", ["--index", index, "download", "tiny"]),
-            f"sent more than the {len(PAYLOAD) // 2} bytes tiny has")
+    refused(
+        call(capsys, "model_zoo", ["--index", index, "download", "tiny"]),
+        f"sent more than the {len(PAYLOAD) // 2} bytes tiny has",
+    )
     assert os.listdir(sandbox.cache / "zoo") == []
 
 
@@ -119,8 +121,11 @@ def test_a_source_without_a_size_is_capped(sandbox, capsys, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Endless())
     entry = good(url="https://example.invalid/ckpt.safetensors")
     del entry["size"]
-    refused(call(capsys, "model_zoo", ["--index", write_index(sandbox, [entry]), "download", "tiny"]),
-            "sent more than the 100 bytes", "the most a download without a size may write")
+    refused(
+        call(capsys, "model_zoo", ["--index", write_index(sandbox, [entry]), "download", "tiny"]),
+        "sent more than the 100 bytes",
+        "the most a download without a size may write",
+    )
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
@@ -184,15 +189,20 @@ def test_offline_without_a_cached_file(sandbox, capsys, monkeypatch):
 
 def test_unknown_name_suggests_close_ones(sandbox, capsys):
     index = write_index(sandbox, [good()])
-    refused(call(capsys, "model_zoo", ["--index", index, "download", "tinny"]), "No checkpoint named 'tinny'",
-            "Did you mean tiny")
+    refused(
+        call(capsys, "model_zoo", ["--index", index, "download", "tinny"]),
+        "No checkpoint named 'tinny'",
+        "Did you mean tiny",
+    )
 
 
 def test_stray_arguments_are_usage_errors(sandbox, capsys):
     index = write_index(sandbox, [good()])
     refused(call(capsys, "model_zoo", ["--index", index, "download", "tiny", "EXTRA"]), "unrecognized arguments")
-    refused(call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", "r", "--bogus"]),
-            "unrecognized arguments: --bogus")
+    refused(
+        call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", "r", "--bogus"]),
+        "unrecognized arguments: --bogus",
+    )
 
 
 def test_add_needs_a_finished_run_with_readable_metrics(sandbox, capsys):
@@ -214,9 +224,28 @@ def test_add_refuses_an_entry_name_that_is_a_path(sandbox, capsys):
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "model-final.safetensors").write_bytes(PAYLOAD)
     (run / "metrics.json").write_text('{"main_metric": "accuracy", "split": "test", "test": {"accuracy": 5.0}}')
-    refused(call(capsys, "model_zoo", ["--index", index, "add", run, "--name", "../../x", "--url", "http://h/x",
-                                       "--config", "c.yaml", "--command", "c"]), "cannot enter the index",
-            "is not a plain name")
+    refused(
+        call(
+            capsys,
+            "model_zoo",
+            [
+                "--index",
+                index,
+                "add",
+                run,
+                "--name",
+                "../../x",
+                "--url",
+                "http://h/x",
+                "--config",
+                "c.yaml",
+                "--command",
+                "c",
+            ],
+        ),
+        "cannot enter the index",
+        "is not a plain name",
+    )
     assert json.loads(open(index).read()) == []
 
 
@@ -239,14 +268,17 @@ def test_eval_of_a_checkpoint_without_a_usable_config(sandbox, capsys):
     index = _zoo_checkpoint(sandbox, {"format": "x"})
     refused(call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", sandbox.root]), "carries no config")
     index = _zoo_checkpoint(sandbox, {"config": "[1, 2"})
-    refused(call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", sandbox.root]),
-            "is not a yaml mapping")
+    refused(
+        call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", sandbox.root]), "is not a yaml mapping"
+    )
 
 
 def test_eval_of_a_file_that_is_not_safetensors(sandbox, capsys):
     index = write_index(sandbox, [good()])  # PAYLOAD: checksummed, but no safetensors header
-    refused(call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", sandbox.root]),
-            "is not a readable safetensors checkpoint")
+    refused(
+        call(capsys, "model_zoo", ["--index", index, "eval", "tiny", "--root", sandbox.root]),
+        "is not a readable safetensors checkpoint",
+    )
 
 
 @pytest.mark.parametrize("order", ["flags_first", "pairs_first"])

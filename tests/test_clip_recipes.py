@@ -3,21 +3,28 @@ prompts' token layouts the authors' code builds, and every recipe config through
 
 The layouts pinned here are what benchmarks/official/clip_family.py found the same as the authors'
 trainers (those comparisons need their checkouts; these tests do not)."""
+
 import json
 import os
 
 import pytest
 import torch
-
 from test_engine_integration import make_oxford_pets
 from test_engine_train import _train_net
 from test_prompts_backbones import record_layers
+
 from mmprompt.build import build_model
 from mmprompt.config import load_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
-        "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)"]
+TINY = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "INPUT.SIZE",
+    "(32, 32)",
+]
 #: "acme inc." ends with a full stop: in "acme inc.." CLIP's tokenizer merges ".." into one token,
 #: which CoOp's name slice (the name's own token count) keeps with the name
 CLASSES = ["sea_lion", "acme inc."]
@@ -64,9 +71,11 @@ def test_coop_layouts_around_the_class_name(position):
         text = words(model, name + ".")  # "name." as CoOp tokenizes it
         k = len(words(model, name))  # the name's tokens counted alone (CoOp's name_lens)
         name_part, rest = text[:k], text[k:]
-        expected = {"end": [C] * 4 + name_part + rest,
-                    "middle": [C] * 2 + name_part + [C] * 2 + rest,
-                    "front": name_part + [C] * 4 + rest}[position]
+        expected = {
+            "end": [C] * 4 + name_part + rest,
+            "middle": [C] * 2 + name_part + [C] * 2 + rest,
+            "front": name_part + [C] * 4 + rest,
+        }[position]
         assert row == [SOT] + expected + [EOT]
     # "acme inc.." is as many tokens as "acme inc.": no separate "." is left after the name
     assert len(words(model, "acme inc..")) == len(words(model, "acme inc."))
@@ -90,8 +99,20 @@ def test_maple_layout_keeps_of_a_as_words_and_vpt_clip_keeps_the_hand_written_pr
 
 
 CROSS = ["DATASET.NAME", "oxford_pets", "DATASET.TEST_DATASETS", "['oxford_pets']"]
-SMALL = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
-         "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAIN.PROGRESS_BAR", "False", "TRAIN.TENSORBOARD", "False"]
+SMALL = [
+    "DATASET.NUM_SHOTS",
+    "2",
+    "OPTIM.MAX_EPOCH",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "DATALOADER.TRAIN_X.BATCH_SIZE",
+    "4",
+    "TRAIN.PROGRESS_BAR",
+    "False",
+    "TRAIN.TENSORBOARD",
+    "False",
+]
 DEPTH2 = ["PROMPT.MAPLE.PROMPT_DEPTH", "2", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "2"]
 
 
@@ -102,21 +123,35 @@ def pets(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("config, methods, extra", [
-    ("maple_cross_datasets.yaml", ["maple"], DEPTH2 + CROSS),
-    ("ivlp.yaml", ["maple"], DEPTH2),
-    ("ivlp_language_only.yaml", ["maple"], DEPTH2),
-    ("vpt_clip.yaml", ["maple"], DEPTH2),
-    ("coop_ctxv1.yaml", ["coop"], []),
-    ("coop_csc.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2", "PROMPT.COOP.CLASS_TOKEN_POSITION", "middle"]),
-    ("coop_middle.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
-    ("coop_ep50.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
-    ("coop_ep50_ctxv1.yaml", ["coop"], []),
-])
+@pytest.mark.parametrize(
+    "config, methods, extra",
+    [
+        ("maple_cross_datasets.yaml", ["maple"], DEPTH2 + CROSS),
+        ("ivlp.yaml", ["maple"], DEPTH2),
+        ("ivlp_language_only.yaml", ["maple"], DEPTH2),
+        ("vpt_clip.yaml", ["maple"], DEPTH2),
+        ("coop_ctxv1.yaml", ["coop"], []),
+        ("coop_csc.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2", "PROMPT.COOP.CLASS_TOKEN_POSITION", "middle"]),
+        ("coop_middle.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
+        ("coop_ep50.yaml", ["coop"], ["PROMPT.COOP.N_CTX", "2"]),
+        ("coop_ep50_ctxv1.yaml", ["coop"], []),
+    ],
+)
 def test_recipe_trains_and_tests_through_train_net(pets, tmp_path, config, methods, extra):
     out = tmp_path / "run"
-    argv = ["--config-file", os.path.join(REPO, "configs", config), "--root", str(pets), "--seed", "1",
-            "--output-dir", str(out), *TINY, *SMALL, *extra]
+    argv = [
+        "--config-file",
+        os.path.join(REPO, "configs", config),
+        "--root",
+        str(pets),
+        "--seed",
+        "1",
+        "--output-dir",
+        str(out),
+        *TINY,
+        *SMALL,
+        *extra,
+    ]
     assert _train_net().main(argv) == 0
     with open(out / "metrics.json") as f:
         metrics = json.load(f)

@@ -1,4 +1,5 @@
 """CoCoOp and zero-shot CLIP on open_clip towers (tiny random CLIPs; ViT-B/16 widths for the count)."""
+
 import json
 
 import pytest
@@ -8,8 +9,12 @@ import torch.nn.functional as F
 from mmprompt.build import build_model
 from mmprompt.config import get_cfg, merge_from_list
 from mmprompt.errors import ConfigError, MMPromptError
-from mmprompt.models.clip_templates import (DATASET_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT,
-                                            zero_shot_templates)
+from mmprompt.models.clip_templates import (
+    DATASET_TEMPLATES,
+    IMAGENET_TEMPLATES,
+    IMAGENET_TEMPLATES_SELECT,
+    zero_shot_templates,
+)
 from mmprompt.prompts.base import PromptContext
 from mmprompt.prompts.cocoop import IMAGE_FEATURES
 
@@ -18,8 +23,21 @@ CLASSES = ["golden_retriever", "jack-o'-lantern", "crème brûlée"]
 
 def clip_cfg(arch="configs/_base_/tiny_clip_model.json", methods=("cocoop",), **keys):
     cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.NAME", "clip_prompt_classifier", "MODEL.BACKBONE.NAME", "open_clip",
-                          "MODEL.BACKBONE.ARCH", arch, "MODEL.BACKBONE.PRETRAINED", "", "DATASET.NAME", "oxford_pets"])
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.NAME",
+            "clip_prompt_classifier",
+            "MODEL.BACKBONE.NAME",
+            "open_clip",
+            "MODEL.BACKBONE.ARCH",
+            arch,
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "DATASET.NAME",
+            "oxford_pets",
+        ],
+    )
     cfg.PROMPT.METHODS = list(methods)
     merge_from_list(cfg, [str(x) for kv in keys.items() for x in kv])
     return cfg
@@ -54,16 +72,24 @@ def test_parameter_count_and_shapes_at_vit_b16_widths(tmp_path):
     # ViT-B/16's widths where CoCoOp's parameters are sized: 512-d image embedding, 512-d text
     # tower (one layer each and a small image tower keep the build cheap)
     arch = tmp_path / "b16_widths.json"
-    arch.write_text(json.dumps({"embed_dim": 512,
-                                "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
-                                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 1}}))
+    arch.write_text(
+        json.dumps(
+            {
+                "embed_dim": 512,
+                "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 1},
+            }
+        )
+    )
     model = build_model(clip_cfg(arch=str(arch)), CLASSES)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
-    assert shapes == {"prompts.methods.0.ctx": (4, 512),
-                      "prompts.methods.0.meta_net.linear1.weight": (32, 512),
-                      "prompts.methods.0.meta_net.linear1.bias": (32,),
-                      "prompts.methods.0.meta_net.linear2.weight": (512, 32),
-                      "prompts.methods.0.meta_net.linear2.bias": (512,)}
+    assert shapes == {
+        "prompts.methods.0.ctx": (4, 512),
+        "prompts.methods.0.meta_net.linear1.weight": (32, 512),
+        "prompts.methods.0.meta_net.linear1.bias": (32,),
+        "prompts.methods.0.meta_net.linear2.weight": (512, 32),
+        "prompts.methods.0.meta_net.linear2.bias": (512,),
+    }
     assert model.num_params()["trainable"] == 35360
 
 
@@ -109,7 +135,7 @@ def test_context_differs_per_image_and_batching_matches_single_images():
         context = cocoop.conditioned_context(image)
         text = model.image_conditioned_text_features(image, PromptContext())
         together = model({"image": b["image"]})["logits"]
-        alone = torch.cat([model({"image": b["image"][i:i + 1]})["logits"] for i in range(3)])
+        alone = torch.cat([model({"image": b["image"][i : i + 1]})["logits"] for i in range(3)])
     assert context.shape == (3, 4, cocoop.ctx.shape[1])
     assert not torch.allclose(context[0], context[1]) and not torch.allclose(text[0], text[1])
     expected = cocoop.ctx + cocoop.meta_net(image)[:, None]
@@ -136,9 +162,13 @@ def test_meta_net_and_context_get_gradients_and_text_features_are_not_cached():
     out = model(batch())
     out["loss"].backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    assert set(grads) == {"prompts.methods.0.ctx", "prompts.methods.0.meta_net.linear1.weight",
-                          "prompts.methods.0.meta_net.linear1.bias", "prompts.methods.0.meta_net.linear2.weight",
-                          "prompts.methods.0.meta_net.linear2.bias"}
+    assert set(grads) == {
+        "prompts.methods.0.ctx",
+        "prompts.methods.0.meta_net.linear1.weight",
+        "prompts.methods.0.meta_net.linear1.bias",
+        "prompts.methods.0.meta_net.linear2.weight",
+        "prompts.methods.0.meta_net.linear2.bias",
+    }
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model._text_cache is None
@@ -160,12 +190,15 @@ def test_without_image_features_the_module_says_what_to_use():
         text.run((model.class_token_ids, model.class_token_mask), model.prompts, ctx)
 
 
-@pytest.mark.parametrize("keys, message", [
-    ({"PROMPT.COCOOP.CTX_INIT": "", "PROMPT.COCOOP.N_CTX": 0}, "N_CTX must be >= 1"),
-    ({"PROMPT.COCOOP.META_NET_RATIO": 64}, "leaves no hidden unit"),
-    ({"PROMPT.COCOOP.CTX_INIT": "a  photo"}, "space-separated words"),
-    ({"MODEL.CLIP.ZERO_SHOT_TEMPLATES": "coop", "DATASET.NAME": "stanford_cars"}, "ZERO_SHOT_TEMPLATES"),
-])
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"PROMPT.COCOOP.CTX_INIT": "", "PROMPT.COCOOP.N_CTX": 0}, "N_CTX must be >= 1"),
+        ({"PROMPT.COCOOP.META_NET_RATIO": 64}, "leaves no hidden unit"),
+        ({"PROMPT.COCOOP.CTX_INIT": "a  photo"}, "space-separated words"),
+        ({"MODEL.CLIP.ZERO_SHOT_TEMPLATES": "coop", "DATASET.NAME": "stanford_cars"}, "ZERO_SHOT_TEMPLATES"),
+    ],
+)
 def test_bad_settings_are_config_errors(keys, message):
     with pytest.raises(ConfigError, match=message):
         tiny(**keys)
@@ -178,7 +211,8 @@ def test_templates_per_dataset_and_ensembles():
     assert zero_shot_templates("coop", "eurosat") == ["a centered satellite photo of {}."]
     assert zero_shot_templates("coop", "ucf101") == ["a photo of a person doing {}."]
     assert zero_shot_templates("coop_ensemble", "oxford_pets") == IMAGENET_TEMPLATES_SELECT + [
-        "a photo of a {}, a type of pet."]
+        "a photo of a {}, a type of pet."
+    ]
     assert zero_shot_templates("coop_ensemble", "imagenet") == IMAGENET_TEMPLATES_SELECT  # no own template
     assert zero_shot_templates("coop_ensemble", "imagenet_sketch")[-1] == "a photo of a {}."
     assert len(zero_shot_templates("coop_ensemble_80", "food101")) == 81 and len(IMAGENET_TEMPLATES) == 80
@@ -198,8 +232,10 @@ def test_ensemble_averages_normalised_text_features():
     model.eval()
     b = batch()
     with torch.no_grad():
-        per_template = [F.normalize(clip.encode_text(model.backbone.tokenize([t.format(n) for n in names])[0]), dim=-1)
-                        for t in templates]
+        per_template = [
+            F.normalize(clip.encode_text(model.backbone.tokenize([t.format(n) for n in names])[0]), dim=-1)
+            for t in templates
+        ]
         text = F.normalize(torch.stack(per_template).mean(0), dim=-1)
         image = F.normalize(clip.encode_image(b["image"]), dim=-1)
         expected = clip.logit_scale.exp() * image @ text.t()

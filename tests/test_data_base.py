@@ -1,4 +1,5 @@
 """Items, split files, few-shot sampling and its cache, base/novel classes, transforms and loaders."""
+
 import json
 import os
 import pickle
@@ -9,17 +10,29 @@ import torch
 from PIL import Image
 
 from mmprompt.config import get_cfg
-from mmprompt.data.base import (DataError, DatasetBase, Datum, apply_fewshot, apply_subsample,
-                                coop_fewshot_cache_path, fewshot_cache_path, generate_fewshot_dataset,
-                                read_split_json, subsample_classes, write_split_json)
-from mmprompt.data.build import (CLIP_MEAN, CLIP_STD, build_dataset, build_loader, build_transform,
-                                 normalization)
+from mmprompt.data.base import (
+    DataError,
+    DatasetBase,
+    Datum,
+    apply_fewshot,
+    apply_subsample,
+    coop_fewshot_cache_path,
+    fewshot_cache_path,
+    generate_fewshot_dataset,
+    read_split_json,
+    subsample_classes,
+    write_split_json,
+)
+from mmprompt.data.build import CLIP_MEAN, CLIP_STD, build_dataset, build_loader, build_transform, normalization
 from mmprompt.errors import ConfigError, RegistryError
 
 
 def _items(num_classes=5, per_class=10, root="/data/images"):
-    return [Datum(label=c, classname=f"class{c}", impath=f"{root}/class{c}/{i}.jpg")
-            for c in range(num_classes) for i in range(per_class)]
+    return [
+        Datum(label=c, classname=f"class{c}", impath=f"{root}/class{c}/{i}.jpg")
+        for c in range(num_classes)
+        for i in range(per_class)
+    ]
 
 
 def _dataset(tmp_path, num_classes=5, per_class=10):
@@ -119,9 +132,13 @@ def test_damaged_mmprompt_cache_is_refused(tmp_path):
 
 def test_subsample_base_new_relabels_from_zero():
     items = _items(5, 2)
-    base, = subsample_classes(items, subsample="base")
-    new, = subsample_classes(items, subsample="new")
-    assert sorted({d.label for d in base}) == [0, 1, 2] and {d.classname for d in base} == {"class0", "class1", "class2"}
+    (base,) = subsample_classes(items, subsample="base")
+    (new,) = subsample_classes(items, subsample="new")
+    assert sorted({d.label for d in base}) == [0, 1, 2] and {d.classname for d in base} == {
+        "class0",
+        "class1",
+        "class2",
+    }
     assert sorted({d.label for d in new}) == [0, 1]
     assert all(d.classname == f"class{d.label + 3}" for d in new)
     dataset = apply_subsample(DatasetBase(items, items, items), "new")

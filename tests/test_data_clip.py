@@ -3,6 +3,7 @@
 Each builder writes what the owners distribute (archive names, folder layout inside them,
 annotation formats: .mat via scipy, txt lists, json) with a few 8-px JPEGs per class.
 """
+
 import io
 import json
 import os
@@ -55,6 +56,7 @@ def _text(lines):
 
 # ------------------------------------------------------------------ builders of official downloads
 
+
 def make_caltech101(root, per_class=10):
     folders = ["accordion", "airplanes", "Faces", "Faces_easy", "BACKGROUND_Google", "Leopards"]
     inner = io.BytesIO()
@@ -64,8 +66,10 @@ def make_caltech101(root, per_class=10):
                 info = tarfile.TarInfo(f"101_ObjectCategories/{folder}/image_{i + 1:04d}.jpg")
                 info.size = len(JPEG)
                 t.addfile(info, io.BytesIO(JPEG))
-    _zip(os.path.join(root, "caltech-101.zip"), {"caltech-101/101_ObjectCategories.tar.gz": inner.getvalue(),
-                                                  "caltech-101/show_annotation.m": b"%"})
+    _zip(
+        os.path.join(root, "caltech-101.zip"),
+        {"caltech-101/101_ObjectCategories.tar.gz": inner.getvalue(), "caltech-101/show_annotation.m": b"%"},
+    )
 
 
 def make_oxford_pets(root, trainval=10, test=3):
@@ -76,9 +80,14 @@ def make_oxford_pets(root, trainval=10, test=3):
             images[f"images/{breed}_{i + 1}.jpg"] = JPEG
             (tv if i < trainval else te).append(f"{breed}_{i + 1} {cid} {species} {cid}")
     _tar(os.path.join(root, "images.tar.gz"), images)
-    _tar(os.path.join(root, "annotations.tar.gz"),
-         {"annotations/trainval.txt": _text(tv), "annotations/test.txt": _text(te),
-          "annotations/list.txt": _text(["#Image CLASS-ID SPECIES BREED ID"] + tv + te)})
+    _tar(
+        os.path.join(root, "annotations.tar.gz"),
+        {
+            "annotations/trainval.txt": _text(tv),
+            "annotations/test.txt": _text(te),
+            "annotations/list.txt": _text(["#Image CLASS-ID SPECIES BREED ID"] + tv + te),
+        },
+    )
 
 
 CARS = ["AM General Hummer SUV 2000", "Tesla Model S Sedan 2012", "smart fortwo Convertible 2012"]
@@ -106,9 +115,10 @@ def make_stanford_cars(root, train=10, test=3):
     savemat(os.path.join(scratch, "cars_meta.mat"), {"class_names": meta})
     _cars_annos(os.path.join(scratch, "cars_train_annos.mat"), train_entries)
     _cars_annos(os.path.join(dataset_dir, "cars_test_annos_withlabels.mat"), test_entries)
-    _tar(os.path.join(dataset_dir, "car_devkit.tgz"),
-         {f"devkit/{n}": open(os.path.join(scratch, n), "rb").read()
-          for n in ("cars_meta.mat", "cars_train_annos.mat")})
+    _tar(
+        os.path.join(dataset_dir, "car_devkit.tgz"),
+        {f"devkit/{n}": open(os.path.join(scratch, n), "rb").read() for n in ("cars_meta.mat", "cars_train_annos.mat")},
+    )
     shutil.rmtree(scratch)
 
 
@@ -118,8 +128,10 @@ def make_oxford_flowers(root, per_class=10):
     labels = [i % 3 + 1 for i in range(3 * per_class)]  # interleaved, as in the real file
     _tar(os.path.join(dataset_dir, "102flowers.tgz"), {f"jpg/image_{i + 1:05d}.jpg": JPEG for i in range(len(labels))})
     savemat(os.path.join(dataset_dir, "imagelabels.mat"), {"labels": np.array([labels], dtype=np.uint8)})
-    savemat(os.path.join(dataset_dir, "setid.mat"), {"trnid": np.array([[1]]), "valid": np.array([[2]]),
-                                                      "tstid": np.array([[3]])})
+    savemat(
+        os.path.join(dataset_dir, "setid.mat"),
+        {"trnid": np.array([[1]]), "valid": np.array([[2]]), "tstid": np.array([[3]])},
+    )
     with open(os.path.join(dataset_dir, "cat_to_name.json"), "w") as f:
         json.dump({"1": "pink primrose", "2": "hard-leaved pocket orchid", "3": "canterbury bells"}, f)
 
@@ -131,14 +143,23 @@ def _class_folder_archive(path, top, classes, per_class, extra=None):
 
 
 def make_food101(root, per_class=10):
-    _class_folder_archive(os.path.join(root, "food-101.tar.gz"), "food-101/images",
-                          ["apple_pie", "baby_back_ribs", "baklava"], per_class,
-                          {"food-101/meta/classes.txt": _text(["apple_pie", "baby_back_ribs", "baklava"])})
+    _class_folder_archive(
+        os.path.join(root, "food-101.tar.gz"),
+        "food-101/images",
+        ["apple_pie", "baby_back_ribs", "baklava"],
+        per_class,
+        {"food-101/meta/classes.txt": _text(["apple_pie", "baby_back_ribs", "baklava"])},
+    )
 
 
 def make_dtd(root, per_class=10):
-    _class_folder_archive(os.path.join(root, "dtd-r1.0.1.tar.gz"), "dtd/images", ["banded", "blotchy", "braided"],
-                          per_class, {"dtd/labels/train1.txt": _text(["banded/banded_1.jpg"])})
+    _class_folder_archive(
+        os.path.join(root, "dtd-r1.0.1.tar.gz"),
+        "dtd/images",
+        ["banded", "blotchy", "braided"],
+        per_class,
+        {"dtd/labels/train1.txt": _text(["banded/banded_1.jpg"])},
+    )
 
 
 def make_eurosat(root, per_class=10):
@@ -175,8 +196,10 @@ def make_sun397(root, train=10, test=3):
             (tr if i < train else te).append(rel)
     images["SUN397/ClassName.txt"] = _text(SUN)
     _tar(os.path.join(root, "SUN397.tar.gz"), images)
-    _zip(os.path.join(root, "Partitions.zip"), {"ClassName.txt": _text(SUN), "Training_01.txt": _text(tr),
-                                                 "Testing_01.txt": _text(te)})
+    _zip(
+        os.path.join(root, "Partitions.zip"),
+        {"ClassName.txt": _text(SUN), "Training_01.txt": _text(tr), "Testing_01.txt": _text(te)},
+    )
 
 
 UCF = ["ApplyEyeMakeup", "PlayingDaf", "YoYo"]
@@ -193,9 +216,14 @@ def make_ucf101(root, train=10, test=3):
             frames[f"UCF-101-midframes/{folder}/{video}.jpg"] = JPEG
             (tr if i < train else te).append(f"{action}/{video}.avi" + (f" {k + 1}" if i < train else ""))
     _zip(os.path.join(dataset_dir, "UCF-101-midframes.zip"), frames)
-    _zip(os.path.join(dataset_dir, "UCF101TrainTestSplits-RecognitionTask.zip"),
-         {"ucfTrainTestlist/classInd.txt": _text([f"{i + 1} {a}" for i, a in enumerate(UCF)]),
-          "ucfTrainTestlist/trainlist01.txt": _text(tr), "ucfTrainTestlist/testlist01.txt": _text(te)})
+    _zip(
+        os.path.join(dataset_dir, "UCF101TrainTestSplits-RecognitionTask.zip"),
+        {
+            "ucfTrainTestlist/classInd.txt": _text([f"{i + 1} {a}" for i, a in enumerate(UCF)]),
+            "ucfTrainTestlist/trainlist01.txt": _text(tr),
+            "ucfTrainTestlist/testlist01.txt": _text(te),
+        },
+    )
 
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # tench, goldfish, great white shark
@@ -217,16 +245,23 @@ def make_imagenet(root, train=10, val=3):
     # the devkit numbers synsets in its own order (ILSVRC2012_ID), not by wnid
     ids = {WNIDS[2]: 1, WNIDS[0]: 2, WNIDS[1]: 3}
     truth = [ids[WNIDS[i % 3]] for i in range(3 * val)]
-    _tar(os.path.join(dataset_dir, "ILSVRC2012_img_val.tar"),
-         {f"ILSVRC2012_val_{i + 1:08d}.JPEG": JPEG for i in range(len(truth))}, mode="w")
+    _tar(
+        os.path.join(dataset_dir, "ILSVRC2012_img_val.tar"),
+        {f"ILSVRC2012_val_{i + 1:08d}.JPEG": JPEG for i in range(len(truth))},
+        mode="w",
+    )
     synsets = np.zeros((len(ids), 1), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O")])
     for k, (wnid, sid) in enumerate(sorted(ids.items(), key=lambda kv: kv[1])):
         synsets[k, 0] = (np.array([[sid]], dtype=np.uint16), np.array([wnid]), np.array(["fish"]))
     scratch = os.path.join(root, "meta.mat")
     savemat(scratch, {"synsets": synsets})
-    _tar(os.path.join(dataset_dir, "ILSVRC2012_devkit_t12.tar.gz"), {
-        "ILSVRC2012_devkit_t12/data/meta.mat": open(scratch, "rb").read(),
-        "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": _text(map(str, truth))})
+    _tar(
+        os.path.join(dataset_dir, "ILSVRC2012_devkit_t12.tar.gz"),
+        {
+            "ILSVRC2012_devkit_t12/data/meta.mat": open(scratch, "rb").read(),
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": _text(map(str, truth)),
+        },
+    )
     os.remove(scratch)
     return truth
 
@@ -238,19 +273,29 @@ def make_imagenet_a(root, per_class=3):
 
 
 def make_imagenet_r(root, per_class=3):
-    _tar(os.path.join(root, "imagenet-r.tar"), {f"imagenet-r/{w}/art_{i}.jpg": JPEG
-                                                for w in ("n01443537", "n01833805", "n02007558")
-                                                for i in range(per_class)}, mode="w")
+    _tar(
+        os.path.join(root, "imagenet-r.tar"),
+        {
+            f"imagenet-r/{w}/art_{i}.jpg": JPEG
+            for w in ("n01443537", "n01833805", "n02007558")
+            for i in range(per_class)
+        },
+        mode="w",
+    )
 
 
 def make_imagenet_sketch(root, per_class=2):
-    _zip(os.path.join(root, "ImageNet-Sketch.zip"), {f"sketch/{w}/sketch_{i}.JPEG": JPEG
-                                                     for w in WNIDS for i in range(per_class)})
+    _zip(
+        os.path.join(root, "ImageNet-Sketch.zip"),
+        {f"sketch/{w}/sketch_{i}.JPEG": JPEG for w in WNIDS for i in range(per_class)},
+    )
 
 
 def make_imagenet_v2(root):
-    _tar(os.path.join(root, "imagenetv2-matched-frequency.tar.gz"),
-         {f"imagenetv2-matched-frequency-format-val/{c}/img{c}.jpeg": JPEG for c in range(1000)})
+    _tar(
+        os.path.join(root, "imagenetv2-matched-frequency.tar.gz"),
+        {f"imagenetv2-matched-frequency-format-val/{c}/img{c}.jpeg": JPEG for c in range(1000)},
+    )
 
 
 # ------------------------------------------------------------------ the expectations
@@ -259,10 +304,16 @@ def make_imagenet_v2(root):
 CASES = {
     "caltech101": (make_caltech101, ["face", "leopard", "accordion", "airplane"], (20, 8, 12)),
     "oxford_pets": (make_oxford_pets, ["abyssinian", "american_bulldog", "bengal"], (24, 6, 9)),
-    "stanford_cars": (make_stanford_cars, ["2000 AM General Hummer SUV", "2012 Tesla Model S Sedan",
-                                           "2012 smart fortwo Convertible"], (24, 6, 9)),
-    "oxford_flowers": (make_oxford_flowers, ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
-                       (15, 6, 9)),
+    "stanford_cars": (
+        make_stanford_cars,
+        ["2000 AM General Hummer SUV", "2012 Tesla Model S Sedan", "2012 smart fortwo Convertible"],
+        (24, 6, 9),
+    ),
+    "oxford_flowers": (
+        make_oxford_flowers,
+        ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
+        (15, 6, 9),
+    ),
     "food101": (make_food101, ["apple_pie", "baby_back_ribs", "baklava"], (15, 6, 9)),
     "fgvc_aircraft": (make_fgvc_aircraft, AIRCRAFT, (24, 12, 12)),
     "sun397": (make_sun397, ["abbey", "outdoor apartment_building", "shop bakery"], (24, 6, 9)),
@@ -358,6 +409,7 @@ def test_fewshot_cache_survives_moving_the_root(tmp_path, monkeypatch):
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("the cached few-shot split should have been read")
+
     monkeypatch.setattr(data_base, "sample_fewshot", no_sampling)
     moved = build_dataset(_cfg(tmp_path / "moved", "eurosat", shots=2))
     assert _rel(moved, moved.train_x) == _rel(first, first.train_x)
@@ -380,9 +432,11 @@ def test_user_split_file_is_respected(tmp_path):
     make_dtd(str(tmp_path))
     dataset_dir = tmp_path / "dtd"
     _prepare(tmp_path, "dtd")
-    custom = {"train": [["banded/banded_1.jpg", 0, "banded"], ["braided/braided_2.jpg", 1, "braided"]],
-              "val": [["banded/banded_3.jpg", 0, "banded"]],
-              "test": [["braided/braided_4.jpg", 1, "braided"]]}
+    custom = {
+        "train": [["banded/banded_1.jpg", 0, "banded"], ["braided/braided_2.jpg", 1, "braided"]],
+        "val": [["banded/banded_3.jpg", 0, "banded"]],
+        "test": [["braided/braided_4.jpg", 1, "braided"]],
+    }
     (dataset_dir / "split_zhou_DescribableTextures.json").write_text(json.dumps(custom))
     dataset = build_dataset(_cfg(tmp_path, "dtd"))
     assert dataset.classnames == ["banded", "braided"]
@@ -424,7 +478,11 @@ def test_imagenet_variants(tmp_path):
     assert a.classnames == [table["n01498041"], table["n01531178"]] and len(a.test) == 6
     assert "imagenet_a: 2 classes, test 6" in out
     r, _ = _prepare(tmp_path, "imagenet_r")
-    assert r.classnames == ["goldfish", table["n01833805"], "flamingo"] and sorted({d.label for d in r.test}) == [0, 1, 2]
+    assert r.classnames == ["goldfish", table["n01833805"], "flamingo"] and sorted({d.label for d in r.test}) == [
+        0,
+        1,
+        2,
+    ]
     sketch, _ = _prepare(tmp_path, "imagenet_sketch")
     assert sketch.classnames == ["tench", "goldfish", "great white shark"] and len(sketch.test) == 6
     v2, _ = _prepare(tmp_path, "imagenet_v2")
@@ -443,6 +501,7 @@ def test_imagenet_classnames_table_is_clip_names_in_wnid_order():
 
 
 # ------------------------------------------------------------------ bad inputs
+
 
 def test_missing_root_and_missing_dataset(tmp_path, capsys):
     with pytest.raises(PrepError, match="does not exist"):
@@ -464,10 +523,16 @@ def test_missing_root_and_missing_dataset(tmp_path, capsys):
 def test_script_prints_errors_without_traceback(tmp_path):
     import subprocess
     import sys
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "datasets_prep", "prepare_clip_datasets.py")
-    result = subprocess.run([sys.executable, script, "--root", str(tmp_path / "nope"), "--dataset", "dtd"],
-                            capture_output=True, text=True, cwd=str(tmp_path))
+
+    script = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets_prep", "prepare_clip_datasets.py"
+    )
+    result = subprocess.run(
+        [sys.executable, script, "--root", str(tmp_path / "nope"), "--dataset", "dtd"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: --root {tmp_path / 'nope'} does not exist")
 
@@ -522,8 +587,9 @@ def test_unsafe_members_are_refused(tmp_path, kind):
     elif kind == "dotdot_zip":
         _zip(str(tmp_path / "EuroSAT.zip"), {"2750/A/a.jpg": JPEG, "2750/../../evil.jpg": JPEG})
     else:
-        _symlink_tar(str(tmp_path / "dtd-r1.0.1.tar.gz"),
-                     "../../../../../etc/passwd" if kind == "symlink_out" else "/etc/passwd")
+        _symlink_tar(
+            str(tmp_path / "dtd-r1.0.1.tar.gz"), "../../../../../etc/passwd" if kind == "symlink_out" else "/etc/passwd"
+        )
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(PrepError, match="refusing"):
         _prepare(tmp_path, "eurosat" if kind.endswith("zip") else "dtd")
@@ -555,8 +621,11 @@ def test_empty_class_is_an_error_and_writes_no_split(tmp_path):
 def test_class_smaller_than_the_shots_is_kept_whole_with_a_warning(tmp_path):
     make_oxford_flowers(str(tmp_path))
     _prepare(tmp_path, "oxford_flowers")
-    with pytest.warns(UserWarning, match=r"6-shot sampling of the train split: 3 class\(es\).*kept whole, as "
-                                         r"Dassl does: 0 'pink primrose' \(5\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"6-shot sampling of the train split: 3 class\(es\).*kept whole, as "
+        r"Dassl does: 0 'pink primrose' \(5\)",
+    ):
         shot = build_dataset(_cfg(tmp_path, "oxford_flowers", shots=6))
     full = build_dataset(_cfg(tmp_path, "oxford_flowers"))
     assert sorted(d.impath for d in shot.train_x) == sorted(d.impath for d in full.train_x)
@@ -565,11 +634,13 @@ def test_class_smaller_than_the_shots_is_kept_whole_with_a_warning(tmp_path):
 def test_ucf_videos_need_a_decoder_or_the_midframes_archive(tmp_path):
     try:
         import cv2  # noqa: F401
+
         pytest.skip("a video decoder is installed")
     except ImportError:
         pass
     try:
         import av  # noqa: F401
+
         pytest.skip("a video decoder is installed")
     except ImportError:
         pass
@@ -626,16 +697,20 @@ def test_ucf_middle_frames_from_videos(tmp_path, monkeypatch):
     dataset_dir = tmp_path / "ucf101"
     (dataset_dir / "UCF-101-midframes.zip").unlink()
     with zipfile.ZipFile(dataset_dir / "UCF101TrainTestSplits-RecognitionTask.zip") as z:
-        lines = [line for part in ("trainlist01", "testlist01")
-                 for line in z.read(f"ucfTrainTestlist/{part}.txt").decode().split("\n")]
+        lines = [
+            line
+            for part in ("trainlist01", "testlist01")
+            for line in z.read(f"ucfTrainTestlist/{part}.txt").decode().split("\n")
+        ]
     for line in lines:
         if line.strip():
             video = dataset_dir / "UCF-101" / line.split()[0]
             video.parent.mkdir(parents=True, exist_ok=True)
             video.write_bytes(b"RIFF")
     decoded = []
-    monkeypatch.setattr(prep, "_video_middle_frame_reader",
-                        lambda: lambda path: decoded.append(path) or Image.new("RGB", (8, 8)))
+    monkeypatch.setattr(
+        prep, "_video_middle_frame_reader", lambda: lambda path: decoded.append(path) or Image.new("RGB", (8, 8))
+    )
     dataset, _ = _prepare(tmp_path, "ucf101")
     assert len(decoded) == 39 and dataset.classnames == ["Apply_Eye_Makeup", "Playing_Daf", "Yo_Yo"]
     assert (dataset_dir / "UCF-101-midframes" / "Yo_Yo" / "v_YoYo_g01_c01.jpg").is_file()

@@ -1,4 +1,5 @@
 """FGVC prep + readers end to end on miniature copies of the official downloads."""
+
 import io
 import json
 import os
@@ -53,6 +54,7 @@ def cars_annos(pairs):
 
 # ------------------------------------------------------------------ miniature official downloads
 
+
 def make_image_list_dataset(folder, class_ids, class_names, folder_name, hierarchy_extra=(), uuid_ids=False):
     """CUB / NABirds: images/, images.txt, image_class_labels.txt, train_test_split.txt, classes.txt."""
     images, labels, split = [], [], []
@@ -69,7 +71,9 @@ def make_image_list_dataset(folder, class_ids, class_names, folder_name, hierarc
     write_lines(folder, "images.txt", images)
     write_lines(folder, "image_class_labels.txt", labels)
     write_lines(folder, "train_test_split.txt", split)
-    write_lines(folder, "classes.txt", [f"{c} {n}" for c, n in list(hierarchy_extra) + list(zip(class_ids, class_names))])
+    write_lines(
+        folder, "classes.txt", [f"{c} {n}" for c, n in list(hierarchy_extra) + list(zip(class_ids, class_names))]
+    )
 
 
 def write_lines(folder, name, lines):
@@ -91,9 +95,14 @@ def make_cub(root, archived=True):
 
 def make_nabirds(root):
     folder = os.path.join(root, "nabirds")
-    make_image_list_dataset(folder, [295, 296, 313], ["Black-footed Albatross", "Laysan Albatross", "Wood Duck"],
-                            lambda cid, name: f"{cid:04d}", hierarchy_extra=[(0, "Birds"), (1, "Perching Birds")],
-                            uuid_ids=True)
+    make_image_list_dataset(
+        folder,
+        [295, 296, 313],
+        ["Black-footed Albatross", "Laysan Albatross", "Wood Duck"],
+        lambda cid, name: f"{cid:04d}",
+        hierarchy_extra=[(0, "Birds"), (1, "Perching Birds")],
+        uuid_ids=True,
+    )
     tar_folder(os.path.join(root, "nabirds.tar.gz"), root, ["nabirds"])
 
 
@@ -125,9 +134,14 @@ def make_dogs(root):
             files.append(rel)
             labels.append(label)
     for split, (files, labels) in lists.items():
-        savemat(os.path.join(staging, f"{split}_list.mat"),
-                {"file_list": cell_column(files), "labels": np.array(labels, dtype=float)[:, None],
-                 "annotation_list": cell_column([f[:-4] for f in files])})
+        savemat(
+            os.path.join(staging, f"{split}_list.mat"),
+            {
+                "file_list": cell_column(files),
+                "labels": np.array(labels, dtype=float)[:, None],
+                "annotation_list": cell_column([f[:-4] for f in files]),
+            },
+        )
     savemat(os.path.join(staging, "file_list.mat"), {"file_list": cell_column(lists["train"][0] + lists["test"][0])})
     tar_folder(os.path.join(root, "images.tar"), staging, ["Images"])
     tar_folder(os.path.join(root, "lists.tar"), staging, ["file_list.mat", "train_list.mat", "test_list.mat"])
@@ -149,7 +163,9 @@ def make_cars(root):
                 test.append((name, label))
     os.makedirs(os.path.join(folder, "devkit"))
     savemat(os.path.join(folder, "devkit", "cars_train_annos.mat"), {"annotations": cars_annos(train)})
-    savemat(os.path.join(folder, "devkit", "cars_test_annos.mat"), {"annotations": cars_annos([(f, 0) for f, _ in test])})
+    savemat(
+        os.path.join(folder, "devkit", "cars_test_annos.mat"), {"annotations": cars_annos([(f, 0) for f, _ in test])}
+    )
     names = np.empty((1, 3), dtype=object)
     names[0, :] = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Tesla Model S Sedan 2012"]
     savemat(os.path.join(folder, "devkit", "cars_meta.mat"), {"class_names": names})
@@ -222,8 +238,9 @@ def test_nabirds_leaf_classes_are_renumbered_in_official_id_order(tmp_path):
 def test_flowers_uses_the_official_val_and_cat_to_name(tmp_path):
     make_flowers(str(tmp_path))
     os.makedirs(tmp_path / "OxfordFlower")
-    (tmp_path / "OxfordFlower" / "cat_to_name.json").write_text(json.dumps({"1": "pink primrose", "2": "globe thistle",
-                                                                            "3": "blanket flower"}))
+    (tmp_path / "OxfordFlower" / "cat_to_name.json").write_text(
+        json.dumps({"1": "pink primrose", "2": "globe thistle", "3": "blanket flower"})
+    )
     ds, _ = prepare(tmp_path, "flowers")
     val = json.loads((tmp_path / "OxfordFlower" / "val.json").read_text())
     # setid.mat 'valid' = images 5-8, 17-20, 29-32
@@ -271,8 +288,9 @@ def test_few_shot_counts_cache_and_moved_root(tmp_path):
     moved = tmp_path / "moved"
     shutil.move(str(root), str(moved))
     again = build_dataset(make_cfg(moved, "cub", NUM_SHOTS=2))
-    assert [os.path.relpath(d.impath, moved) for d in again.train_x] == \
-        [os.path.relpath(d.impath, root) for d in ds.train_x]
+    assert [os.path.relpath(d.impath, moved) for d in again.train_x] == [
+        os.path.relpath(d.impath, root) for d in ds.train_x
+    ]
     assert all(os.path.isfile(d.impath) for d in again.train_x)
     with pytest.warns(UserWarning, match=r"19-shot sampling of the train split: 3 class\(es\).*kept whole"):
         whole = build_dataset(make_cfg(moved, "cub", NUM_SHOTS=19))
@@ -293,8 +311,11 @@ def test_existing_split_files_are_kept(tmp_path):
     make_cars(str(tmp_path))
     folder = tmp_path / "Stanford-cars"
     # a user's own VPT split files (no classnames.json): one image per split
-    for split, rel in (("train", "cars_train/00001.jpg"), ("val", "cars_train/00002.jpg"),
-                       ("test", "cars_test/00021.jpg")):
+    for split, rel in (
+        ("train", "cars_train/00001.jpg"),
+        ("val", "cars_train/00002.jpg"),
+        ("test", "cars_test/00021.jpg"),
+    ):
         (folder / f"{split}.json").write_text(json.dumps({rel: 0}))
     ds, summary = prepare(tmp_path, "cars")
     assert "kept the split files" in summary
@@ -303,9 +324,12 @@ def test_existing_split_files_are_kept(tmp_path):
 
 # ------------------------------------------------------------------ bad inputs
 
+
 def assert_nothing_written(root, folder):
     d = os.path.join(root, folder)
-    assert not any(os.path.exists(os.path.join(d, f)) for f in ("train.json", "val.json", "test.json", "classnames.json"))
+    assert not any(
+        os.path.exists(os.path.join(d, f)) for f in ("train.json", "val.json", "test.json", "classnames.json")
+    )
     if os.path.isdir(d):
         assert not [f for f in os.listdir(d) if f.startswith(".")]  # no staged temp files
 
@@ -323,7 +347,9 @@ def test_missing_root_and_missing_files(tmp_path):
 def test_partial_downloads_extract_nothing(tmp_path):
     make_dogs(str(tmp_path))
     os.remove(tmp_path / "lists.tar")
-    with pytest.raises(PrepError, match=r"lacks train_list.mat \(lists.tar\). Download lists.tar from .*Nothing was extracted"):
+    with pytest.raises(
+        PrepError, match=r"lacks train_list.mat \(lists.tar\). Download lists.tar from .*Nothing was extracted"
+    ):
         prepare(tmp_path, "dogs")
     assert not (tmp_path / "Stanford-dogs").exists()
 
@@ -416,10 +442,15 @@ def test_download_fetches_missing_files_then_prepares(tmp_path, monkeypatch):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        monkeypatch.setitem(prep.PARTS, "flowers", [
-            prep.Part("jpg", prep.Source(("102flowers.tgz",), url=f"{url}/102flowers.tgz")),
-            prep.Part("imagelabels.mat", url=f"{url}/imagelabels.mat"),
-            prep.Part("setid.mat", url=f"{url}/setid.mat")])
+        monkeypatch.setitem(
+            prep.PARTS,
+            "flowers",
+            [
+                prep.Part("jpg", prep.Source(("102flowers.tgz",), url=f"{url}/102flowers.tgz")),
+                prep.Part("imagelabels.mat", url=f"{url}/imagelabels.mat"),
+                prep.Part("setid.mat", url=f"{url}/setid.mat"),
+            ],
+        )
         root = tmp_path / "data"
         root.mkdir()
         with pytest.raises(PrepError, match="or run with --download"):
@@ -428,8 +459,16 @@ def test_download_fetches_missing_files_then_prepares(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert "flowers: 3 classes, train 12, val 12, test 12" in summary
-    assert sorted(os.listdir(root / "OxfordFlower")) == ["102flowers.tgz", "classnames.json", "imagelabels.mat", "jpg",
-                                                         "setid.mat", "test.json", "train.json", "val.json"]
+    assert sorted(os.listdir(root / "OxfordFlower")) == [
+        "102flowers.tgz",
+        "classnames.json",
+        "imagelabels.mat",
+        "jpg",
+        "setid.mat",
+        "test.json",
+        "train.json",
+        "val.json",
+    ]
 
 
 def make_cars_all_images(root):
@@ -465,8 +504,9 @@ def test_cars_all_images_release(tmp_path):
 def test_vpt_ids_and_names_without_classnames_json(tmp_path):
     """VPT's own files: CUB's string ids and Dogs' 1-based ids, names from their image folders."""
     for folder, subdir, files in (
-            ("CUB_200_2011", "images", {"002.Laysan_Albatross/a.jpg": "002", "001.Black_footed_Albatross/b.jpg": "001"}),
-            ("Stanford-dogs", "Images", {"n02085782-Japanese_spaniel/a.jpg": 2, "n02085620-Chihuahua/b.jpg": 1})):
+        ("CUB_200_2011", "images", {"002.Laysan_Albatross/a.jpg": "002", "001.Black_footed_Albatross/b.jpg": "001"}),
+        ("Stanford-dogs", "Images", {"n02085782-Japanese_spaniel/a.jpg": 2, "n02085620-Chihuahua/b.jpg": 1}),
+    ):
         for rel in files:
             jpeg(os.path.join(tmp_path, folder, subdir, rel))
         for split in ("train", "val", "test"):
@@ -485,4 +525,7 @@ def test_vpt_ids_and_names_without_classnames_json(tmp_path):
     assert build_dataset(make_cfg(tmp_path, "nabirds")).classnames == ["295", "313"]
     write_lines(str(tmp_path / "nabirds"), "classes.txt", ["0 Birds", "295 Black-footed Albatross", "313 Wood Duck"])
     nabirds = build_dataset(make_cfg(tmp_path, "nabirds"))
-    assert nabirds.classnames == ["Black-footed Albatross", "Wood Duck"] and [d.label for d in nabirds.train_x] == [1, 0]
+    assert nabirds.classnames == ["Black-footed Albatross", "Wood Duck"] and [d.label for d in nabirds.train_x] == [
+        1,
+        0,
+    ]

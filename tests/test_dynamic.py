@@ -1,5 +1,6 @@
 """Dynamic prompting: exact arrangements, straight-through gradients, deep layers, learning,
 parameter counts, the temperature schedule and its checkpoint state."""
+
 import copy
 import math
 import os
@@ -14,8 +15,7 @@ from _dynamic_towers import OnePrompt, TextTower, TwoSidedWindowTower, VisionTow
 from mmprompt.config import get_cfg  # noqa: E402
 from mmprompt.errors import ConfigError  # noqa: E402
 from mmprompt.prompts.base import PromptContext, PromptStack  # noqa: E402
-from mmprompt.prompts.dynamic import (TemperatureSchedule,  # noqa: E402
-                                      straight_through_gumbel)
+from mmprompt.prompts.dynamic import TemperatureSchedule, straight_through_gumbel  # noqa: E402
 from mmprompt.prompts.placement import split_positions  # noqa: E402
 from mmprompt.tokens import TokenSeq  # noqa: E402
 
@@ -56,8 +56,9 @@ def explicit_split(seq: TokenSeq, tokens: torch.Tensor, dpos) -> TokenSeq:
         for name, a in seq.anchors.items():
             a = int(a[b])
             anchors[name][b] = a + (d if a >= s else 0) + (k - d if a >= e else 0)
-    reference = TokenSeq.from_embeddings(torch.stack(rows), torch.stack(masks), tower=seq.tower,
-                                         anchors=anchors, meta=seq.meta)
+    reference = TokenSeq.from_embeddings(
+        torch.stack(rows), torch.stack(masks), tower=seq.tower, anchors=anchors, meta=seq.meta
+    )
     reference.owner = torch.stack(owners)  # pools that skip prompt tokens (T5, BERT mean) see them too
     return reference
 
@@ -149,6 +150,7 @@ def test_logit_gradient_equals_the_weighted_sum_of_all_arrangements(position):
         feature = seq0.x.new_tensor(0)
         if position == "adap_ins_pos":
             from mmprompt.prompts.base import masked_mean
+
             feature = masked_mean(seq0.x, seq0.mask)
         one_hot, dpos = straight_through_gumbel(head(feature), 1.0, sample=False)
         tokens = reference.sources[0].tokens
@@ -163,14 +165,21 @@ def test_logit_gradient_equals_the_weighted_sum_of_all_arrangements(position):
         torch.testing.assert_close(module.sources[0].tokens.grad, tokens.grad)
 
 
-@pytest.mark.parametrize("position,source", [("adap_pos", "param"), ("adap_ins_pos", "param"),
-                                             ("adap_len", "param"), ("adap_ins_len", "param"),
-                                             ("adap_pos", "pool"), ("adap_ins_pos", "pool"),
-                                             ("prefix", "pool")])
+@pytest.mark.parametrize(
+    "position,source",
+    [
+        ("adap_pos", "param"),
+        ("adap_ins_pos", "param"),
+        ("adap_len", "param"),
+        ("adap_ins_len", "param"),
+        ("adap_pos", "pool"),
+        ("adap_ins_pos", "pool"),
+        ("prefix", "pool"),
+    ],
+)
 def test_gradients_reach_choice_pool_and_prompt_parameters(position, source):
     tower = TextTower()
-    module = OnePrompt(cfg_with(POOL_SIZE=3), "text", length=L, width=tower.width, position=position,
-                       source=source)
+    module = OnePrompt(cfg_with(POOL_SIZE=3), "text", length=L, width=tower.width, position=position, source=source)
     module.train()
     out, _ = run(tower, TEXT_ROWS, module)
     (out * torch.randn_like(out)).sum().backward()
@@ -206,8 +215,9 @@ def test_length_keeps_the_last_l_star_tokens_as_a_prefix(mode):
 
 def test_mask_mode_gradient_reaches_the_length_logits():
     tower = TextTower()
-    module = OnePrompt(cfg_with(LENGTH_MODE="mask", NOISE=False), "text", length=L, width=tower.width,
-                       position="adap_ins_len")
+    module = OnePrompt(
+        cfg_with(LENGTH_MODE="mask", NOISE=False), "text", length=L, width=tower.width, position="adap_ins_len"
+    )
     module.train()
     out, _ = run(tower, TEXT_ROWS, module)
     out.pow(2).sum().backward()
@@ -218,8 +228,9 @@ def test_mask_mode_gradient_reaches_the_length_logits():
 @pytest.mark.parametrize("choice_depth", [1, 3])
 def test_deep_layers_remove_and_reinsert_at_each_layers_split(choice_depth):
     tower = TextTower(depth=3)
-    module = OnePrompt(cfg_with(CHOICE_DEPTH=choice_depth), "text", length=L, width=tower.width,
-                       position="adap_pos", deep_layers=3)
+    module = OnePrompt(
+        cfg_with(CHOICE_DEPTH=choice_depth), "text", length=L, width=tower.width, position="adap_pos", deep_layers=3
+    )
     with torch.no_grad():
         for i, head in enumerate(module.placement.heads):
             head.logits.zero_()
@@ -309,6 +320,7 @@ def count(module):
 def test_parameter_counts_match_table_9(d, l):
     from mmprompt.prompts.placement import build_placement
     from mmprompt.prompts.sources import build_source
+
     cfg = cfg_with()
     assert count(build_placement("adap_pos", cfg, length=l, width=d)) == l + 1
     assert count(build_placement("adap_ins_pos", cfg, length=l, width=d)) == d * (l + 1)
@@ -327,7 +339,7 @@ def test_temperature_schedule_values():
     sched = TemperatureSchedule(tau0=1.0, tau_min=0.5, gamma=3e-3, step_scale=10.0)
     assert sched.value(0) == 1.0
     assert sched.value(100) == pytest.approx(math.exp(-3e-3 * 100 / 10))
-    assert sched.value(10 ** 6) == 0.5
+    assert sched.value(10**6) == 0.5
     assert sched.update(1000) == pytest.approx(max(math.exp(-0.3), 0.5))
     assert int(sched.last_step) == 1000
 
@@ -352,6 +364,7 @@ def test_temperature_follows_ctx_step_and_round_trips_through_a_checkpoint(tmp_p
 
 def test_bad_dynamic_settings_say_what_to_do():
     from mmprompt.prompts.placement import build_placement
+
     with pytest.raises(ConfigError, match="LENGTH_MODE"):
         build_placement("adap_len", cfg_with(LENGTH_MODE="zero"), length=4, width=8)
     with pytest.raises(ConfigError, match="CHOICE_DEPTH"):
@@ -396,8 +409,10 @@ def test_default_feature_needs_no_extra_pass():
 def _real_backbones():
     """(label, backbone, tower name, inputs) for tiny random configs of every real adapter."""
     from _text_backbones import padded_ids, tiny_encoder_cfg, tiny_t5_cfg
+
     from mmprompt.build import build_backbone
     from mmprompt.config import load_cfg
+
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = []
     vit = build_backbone(load_cfg(os.path.join(here, "configs/_base_/tiny_vit.yaml")))
@@ -444,8 +459,7 @@ def test_real_backbones_output_equals_explicit_concatenation(real_backbones, pos
 def test_real_backbones_gradients_reach_position_and_prompts(real_backbones):
     for label, backbone, tower_name, inputs in real_backbones:
         tower = backbone.tower(tower_name)
-        module = OnePrompt(cfg_with(), tower_name, length=L, width=tower.width, position="adap_ins_pos",
-                           source="pool")
+        module = OnePrompt(cfg_with(), tower_name, length=L, width=tower.width, position="adap_ins_pos", source="pool")
         module.train()
         out = tower.run(inputs, PromptStack([module]), PromptContext())
         (out * torch.randn_like(out)).sum().backward()
@@ -480,31 +494,55 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _recipe_model(name):
     """A dynamic recipe from configs/ on the tiny random version of its backbone."""
     from _text_backbones import TINY_T5
+
     from mmprompt.build import build_model
     from mmprompt.config import load_cfg
+
     path = os.path.join(ROOT, "configs", name)
     if name.startswith("maple"):
-        cfg = load_cfg(path, opts=["MODEL.BACKBONE.ARCH", os.path.join(ROOT, "configs/_base_/tiny_clip_model.json"),
-                                   "MODEL.BACKBONE.PRETRAINED", "", "PROMPT.MAPLE.PROMPT_DEPTH", "2"])
-        return cfg, build_model(cfg, ["cat", "sea lion"]), {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1])}
+        cfg = load_cfg(
+            path,
+            opts=[
+                "MODEL.BACKBONE.ARCH",
+                os.path.join(ROOT, "configs/_base_/tiny_clip_model.json"),
+                "MODEL.BACKBONE.PRETRAINED",
+                "",
+                "PROMPT.MAPLE.PROMPT_DEPTH",
+                "2",
+            ],
+        )
+        return (
+            cfg,
+            build_model(cfg, ["cat", "sea lion"]),
+            {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1])},
+        )
     if name.startswith("vpt"):
         cfg = load_cfg(path, opts=["MODEL.BACKBONE.PRETRAINED", ""])
         cfg.MODEL.BACKBONE.KWARGS.update(TINY_VIT)
-        return cfg, build_model(cfg, ["a", "b", "c"]), {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2])}
-    cfg = load_cfg(path, opts=["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5"])
+        return (
+            cfg,
+            build_model(cfg, ["a", "b", "c"]),
+            {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2])},
+        )
+    cfg = load_cfg(
+        path, opts=["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5"]
+    )
     cfg.MODEL.BACKBONE.KWARGS.update(TINY_T5)
     return cfg, build_model(cfg, ["no", "yes"]), {"text": ["great movie", "bad"], "label": torch.tensor([1, 0])}
 
 
-@pytest.mark.parametrize("name,dynamic_params", [
-    ("maple_adap_pos.yaml", lambda d, l: l + 1),
-    ("vpt_deep_adap_pos_cub.yaml", lambda d, l: l + 1),
-    ("t5_adap_pos.yaml", lambda d, l: l + 1),
-    ("t5_adap_ins_pos.yaml", lambda d, l: d * (l + 1) + l + 1),  # the authors' Linear has a bias
-    ("t5_adap_pos_ins_vec.yaml", lambda d, l: l + 1),
-    ("t5_adap_ins_vec_pos.yaml", lambda d, l: d * (l + 1) + l + 1),
-    ("t5_adap_len.yaml", lambda d, l: l + 1),
-])
+@pytest.mark.parametrize(
+    "name,dynamic_params",
+    [
+        ("maple_adap_pos.yaml", lambda d, l: l + 1),
+        ("vpt_deep_adap_pos_cub.yaml", lambda d, l: l + 1),
+        ("t5_adap_pos.yaml", lambda d, l: l + 1),
+        ("t5_adap_ins_pos.yaml", lambda d, l: d * (l + 1) + l + 1),  # the authors' Linear has a bias
+        ("t5_adap_pos_ins_vec.yaml", lambda d, l: l + 1),
+        ("t5_adap_ins_vec_pos.yaml", lambda d, l: d * (l + 1) + l + 1),
+        ("t5_adap_len.yaml", lambda d, l: l + 1),
+    ],
+)
 def test_dynamic_recipes_build_train_and_record(name, dynamic_params):
     cfg, model, batch = _recipe_model(name)
     placements = [m for m in model.prompts.modules() if type(m).__name__.startswith("Adaptive")]
@@ -520,15 +558,21 @@ def test_dynamic_recipes_build_train_and_record(name, dynamic_params):
     model(batch, ctx)["loss"].backward()
     for n, p in placement.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
-    assert any(key.endswith(".layer0.dpos") or key.endswith(".layer0.length") for key in ctx.records), ctx.records.keys()
+    assert any(key.endswith(".layer0.dpos") or key.endswith(".layer0.length") for key in ctx.records), (
+        ctx.records.keys()
+    )
 
 
 # --------------------------------------------------------------------------- records and plots
 def test_plot_positions_draws_one_png_per_layer_from_prompt_records(tmp_path):
     import json
     import subprocess
-    records = {"vision.layer0.dpos": [[3, 3, 1, 0]], "vision.layer1.dpos": [[2, 2, 2, 2]],
-               "encoder.layer0.length": [[5, 4]]}
+
+    records = {
+        "vision.layer0.dpos": [[3, 3, 1, 0]],
+        "vision.layer1.dpos": [[2, 2, 2, 2]],
+        "encoder.layer0.length": [[5, 4]],
+    }
     (tmp_path / "prompt_records.json").write_text(json.dumps(records))
     tool = os.path.join(ROOT, "tools", "plot_positions.py")
     done = subprocess.run([sys.executable, tool, str(tmp_path)], capture_output=True, text=True)
@@ -566,8 +610,11 @@ def _record_layers(tower):
 def test_vpt_deep_on_timm_vit_learns_one_position_per_layer():
     from mmprompt.build import build_model
     from mmprompt.config import load_cfg
-    cfg = load_cfg(os.path.join(ROOT, "configs", "vpt_deep_adap_pos_cub.yaml"),
-                   opts=["MODEL.BACKBONE.PRETRAINED", "", "PROMPT.DYNAMIC.CHOICE_DEPTH", "2", "PROMPT.VPT.DROPOUT", "0.0"])
+
+    cfg = load_cfg(
+        os.path.join(ROOT, "configs", "vpt_deep_adap_pos_cub.yaml"),
+        opts=["MODEL.BACKBONE.PRETRAINED", "", "PROMPT.DYNAMIC.CHOICE_DEPTH", "2", "PROMPT.VPT.DROPOUT", "0.0"],
+    )
     cfg.MODEL.BACKBONE.KWARGS.update(TINY_VIT)
     model = build_model(cfg, ["a", "b"])
     vpt = model.prompts.methods[0]
@@ -635,13 +682,16 @@ def test_length_mask_mode_on_real_backbones_equals_the_shorter_prompt(real_backb
             torch.testing.assert_close(out, tower.pool(tower.run_layers(short)), rtol=1e-5, atol=1e-5, msg=label)
 
 
-@pytest.mark.parametrize("method,position", [("dept", "adap_ins_pos"), ("adept", "adap_pos"),
-                                             ("deep_prompt", "adap_pos")])
+@pytest.mark.parametrize(
+    "method,position", [("dept", "adap_ins_pos"), ("adept", "adap_pos"), ("deep_prompt", "adap_pos")]
+)
 def test_dynamic_positions_compose_with_offsets_and_per_layer_prompts(method, position):
     """DePT/ADePT's short prompt and per-layer deep prompts at learned positions
     (deep prompts with a position per layer), trained end to end through the task models."""
     from _text_backbones import tiny_encoder_cfg, tiny_t5_cfg
+
     from mmprompt.build import build_model
+
     key = method.upper()
     opts = ["PROMPT.METHODS", f"['{method}']", f"PROMPT.{key}.POSITION", position, "PROMPT.DYNAMIC.CHOICE_DEPTH", "2"]
     if method == "deep_prompt":
@@ -665,10 +715,21 @@ def test_frozen_forward_runs_through_a_built_task_model():
     from mmprompt.build import build_model
     from mmprompt.config import load_cfg
 
-    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"),
-                   opts=["PROMPT.METHODS", "['prompt_tuning']", "PROMPT.PROMPT_TUNING.POSITION", "adap_ins_pos",
-                         "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "4",
-                         "PROMPT.DYNAMIC.INSTANCE_FEATURE", "frozen_forward"])
+    cfg = load_cfg(
+        os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"),
+        opts=[
+            "PROMPT.METHODS",
+            "['prompt_tuning']",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_ins_pos",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "4",
+            "PROMPT.DYNAMIC.INSTANCE_FEATURE",
+            "frozen_forward",
+        ],
+    )
     model = build_model(cfg, ["a", "b"])
     out = model({"text": ["one two three", "four"], "label": torch.tensor([0, 1])})
     out["loss"].backward()

@@ -3,6 +3,7 @@ arrangement ``[P[j:]; X; P[:j]]`` and its straight-through gradient, the compoun
 the frozen-output instance feature, the uniform logit / pool inits, the pool router's activation,
 sampling in evaluation, and the recipes that select them. The side-by-side check against the
 authors' code itself is benchmarks/official/dpt.py; these tests pin the behaviour without it."""
+
 import math
 import os
 import sys
@@ -16,8 +17,7 @@ from _dynamic_towers import OnePrompt, TextTower, VisionTower  # noqa: E402
 from mmprompt.config import get_cfg, load_cfg  # noqa: E402
 from mmprompt.errors import ConfigError  # noqa: E402
 from mmprompt.prompts.base import PromptContext, PromptStack, masked_mean  # noqa: E402
-from mmprompt.prompts.dynamic import (TaskLogits, TemperatureSchedule,  # noqa: E402
-                                      insert_split, straight_through_gumbel)
+from mmprompt.prompts.dynamic import TaskLogits, TemperatureSchedule, insert_split, straight_through_gumbel  # noqa: E402
 from mmprompt.tokens import TokenSeq  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +94,9 @@ def test_rotated_arrangement_layout_for_every_choice(j):
 
 def test_rotated_arrangement_on_t5_puts_the_suffix_before_eos_per_sample():
     from _text_backbones import tiny_t5_cfg
+
     from mmprompt.build import build_backbone
+
     t5 = build_backbone(tiny_t5_cfg()).eval()
     tower = t5.tower("encoder")
     tokens = tower.tokenize(["a short one", "hi", "a somewhat longer sentence"])
@@ -109,10 +111,11 @@ def test_rotated_arrangement_on_t5_puts_the_suffix_before_eos_per_sample():
         tokens_before = ctx.records["encoder.layer0.dpos"][0]
         seq0 = tower.embed(tokens)
         j = L - tokens_before
-        reference = TokenSeq.from_embeddings(explicit_rotated(seq0, module.sources[0].tokens, j),
-                                             seq0.insert_at(module.sources[0].tokens,
-                                                            torch.zeros(3, L, dtype=torch.long), 99).mask,
-                                             tower="encoder")
+        reference = TokenSeq.from_embeddings(
+            explicit_rotated(seq0, module.sources[0].tokens, j),
+            seq0.insert_at(module.sources[0].tokens, torch.zeros(3, L, dtype=torch.long), 99).mask,
+            tower="encoder",
+        )
         expected = tower.run_layers(reference)
     assert len(set(j.tolist())) > 1  # the instances chose differently
     eos = seq0.anchors["end"]
@@ -124,8 +127,9 @@ def test_rotated_arrangement_on_t5_puts_the_suffix_before_eos_per_sample():
 @pytest.mark.parametrize("choice_depth", [1, 3])
 def test_rotated_deep_layers_keep_or_rearrange_their_own_tokens(choice_depth):
     tower = TextTower(depth=3)
-    module = OnePrompt(dpt_cfg(CHOICE_DEPTH=choice_depth), "text", length=L, width=tower.width,
-                       position="adap_pos", deep_layers=3)
+    module = OnePrompt(
+        dpt_cfg(CHOICE_DEPTH=choice_depth), "text", length=L, width=tower.width, position="adap_pos", deep_layers=3
+    )
     with torch.no_grad():
         for i, head in enumerate(module.placement.heads):
             head.logits.zero_()
@@ -155,8 +159,14 @@ def test_rotated_gradient_equals_the_direct_sum_over_candidates(position, source
     logits or instance network, prompt, pool) as differentiating the explicit weighted sum."""
     for name, tower, inputs in [("vision", VisionTower(), torch.randn(3, 5, 3)), ("text", TextTower(), TEXT_ROWS)]:
         torch.manual_seed(3)
-        module = OnePrompt(dpt_cfg(NOISE=False, POOL_SIZE=3, INSTANCE_BIAS=True), name, length=L,
-                           width=tower.width, position=position, source=source)
+        module = OnePrompt(
+            dpt_cfg(NOISE=False, POOL_SIZE=3, INSTANCE_BIAS=True),
+            name,
+            length=L,
+            width=tower.width,
+            position=position,
+            source=source,
+        )
         with torch.no_grad():
             for p in module.placement.heads.parameters():
                 p.normal_()
@@ -207,8 +217,10 @@ def test_rotated_choice_gradient_matches_finite_differences():
                 up, down = y.detach().clone(), y.detach().clone()
                 up[b, j] += eps
                 down[b, j] -= eps
-                numeric[b, j] = (loss(template.with_x(rotated_weighted_sum(seq0, tokens, up)))
-                                 - loss(template.with_x(rotated_weighted_sum(seq0, tokens, down)))) / (2 * eps)
+                numeric[b, j] = (
+                    loss(template.with_x(rotated_weighted_sum(seq0, tokens, up)))
+                    - loss(template.with_x(rotated_weighted_sum(seq0, tokens, down)))
+                ) / (2 * eps)
     centred = lambda g: g - g.mean(1, keepdim=True)  # noqa: E731
     torch.testing.assert_close(centred(fast), centred(numeric), rtol=1e-6, atol=1e-7)
     assert centred(fast).abs().max() > 1e-3
@@ -247,8 +259,13 @@ def test_the_straight_through_backward_uses_the_scheduled_temperature():
 def test_bad_option_values_say_what_to_choose():
     from mmprompt.prompts.placement import build_placement
     from mmprompt.prompts.sources import build_source
-    for key, bad, build in [("ARRANGEMENT", "rotated", "adap_pos"), ("SCHEDULE", "exp", "adap_pos"),
-                            ("LOGIT_INIT", "normal", "adap_pos"), ("INSTANCE_FEATURE", "lm", "adap_ins_pos")]:
+
+    for key, bad, build in [
+        ("ARRANGEMENT", "rotated", "adap_pos"),
+        ("SCHEDULE", "exp", "adap_pos"),
+        ("LOGIT_INIT", "normal", "adap_pos"),
+        ("INSTANCE_FEATURE", "lm", "adap_ins_pos"),
+    ]:
         with pytest.raises(ConfigError, match=f"PROMPT.DYNAMIC.{key} '{bad}' is unknown; choose one of"):
             build_placement(build, cfg_with(**{key: bad}), length=4, width=8)
     for key, bad in [("POOL_ACTIVATION", "gelu"), ("POOL_INIT", "normal")]:
@@ -265,6 +282,7 @@ def test_task_logit_init_zeros_or_uniform_in_range():
         assert logits.abs().max() <= bound and logits.abs().max() > 0.95 * bound
         assert abs(float(logits.mean())) < 0.05 * bound  # centred, not one-sided
     from mmprompt.prompts.placement import build_placement
+
     placement = build_placement("adap_pos", cfg_with(LOGIT_INIT="uniform"), length=20, width=8)
     assert placement.heads[0].logits.abs().max() <= 0.5 and placement.heads[0].logits.std() > 0.1
 
@@ -272,6 +290,7 @@ def test_task_logit_init_zeros_or_uniform_in_range():
 @pytest.mark.parametrize("activation", ["relu", "tanh", "none"])
 def test_pool_router_activation_init_and_bias(activation):
     from mmprompt.prompts.sources import build_source
+
     torch.manual_seed(0)
     cfg = cfg_with(POOL_ACTIVATION=activation, POOL_INIT="uniform", INSTANCE_BIAS=True, POOL_SIZE=3)
     pool = build_source("pool", cfg, length=L, width=8)
@@ -288,8 +307,7 @@ def test_pool_router_activation_init_and_bias(activation):
 def test_eval_noise_samples_the_choice_in_evaluation_only_when_asked():
     tower = TextTower()
     for eval_noise in (False, True):
-        module = OnePrompt(dpt_cfg(EVAL_NOISE=eval_noise), "text", length=L, width=tower.width,
-                           position="adap_ins_pos")
+        module = OnePrompt(dpt_cfg(EVAL_NOISE=eval_noise), "text", length=L, width=tower.width, position="adap_ins_pos")
         module.eval()
         choices = set()
         for seed in range(12):
@@ -303,14 +321,21 @@ def test_eval_noise_samples_the_choice_in_evaluation_only_when_asked():
 @pytest.fixture(scope="module")
 def t5():
     from _text_backbones import tiny_t5_cfg
+
     from mmprompt.build import build_backbone
+
     return build_backbone(tiny_t5_cfg(dropout_rate=0.3))
 
 
 def frozen_output_feature(t5, tokens, **dynamic):
     tower = t5.tower("encoder")
-    module = OnePrompt(dpt_cfg(INSTANCE_FEATURE="frozen_output", **dynamic), "encoder", length=L,
-                       width=tower.width, position="adap_ins_pos")
+    module = OnePrompt(
+        dpt_cfg(INSTANCE_FEATURE="frozen_output", **dynamic),
+        "encoder",
+        length=L,
+        width=tower.width,
+        position="adap_ins_pos",
+    )
     stack = PromptStack([module]).attach(t5)
     assert stack.frozen_pass
     module.eval()
@@ -354,8 +379,9 @@ def test_frozen_output_runs_in_the_backbones_mode_frozen_forward_in_eval(t5):
         noisy = frozen_output_feature(t5, tokens)
         assert (noisy - calm).abs().max() > 1e-3
         # frozen_forward switches the whole backbone (the library modules too) to eval
-        module = OnePrompt(cfg_with(INSTANCE_FEATURE="frozen_forward"), "encoder", length=L,
-                           width=tower.width, position="adap_ins_pos")
+        module = OnePrompt(
+            cfg_with(INSTANCE_FEATURE="frozen_forward"), "encoder", length=L, width=tower.width, position="adap_ins_pos"
+        )
         stack = PromptStack([module]).attach(t5)
         features = []
         for seed in (1, 2):
@@ -372,35 +398,79 @@ def test_frozen_output_runs_in_the_backbones_mode_frozen_forward_in_eval(t5):
 
 def test_frozen_output_needs_a_tower_exposing_its_final_norm():
     from types import SimpleNamespace
+
     tower = TextTower()
-    module = OnePrompt(cfg_with(INSTANCE_FEATURE="frozen_output"), "text", length=L, width=tower.width,
-                       position="adap_ins_pos")
+    module = OnePrompt(
+        cfg_with(INSTANCE_FEATURE="frozen_output"), "text", length=L, width=tower.width, position="adap_ins_pos"
+    )
     stack = PromptStack([module]).attach(SimpleNamespace(tower=lambda name: tower))
     with pytest.raises(ConfigError, match="final norm"):
         tower.run(TEXT_ROWS, stack, PromptContext())
-    bare = OnePrompt(cfg_with(INSTANCE_FEATURE="frozen_output"), "text", length=L, width=tower.width,
-                     position="adap_ins_pos")
+    bare = OnePrompt(
+        cfg_with(INSTANCE_FEATURE="frozen_output"), "text", length=L, width=tower.width, position="adap_ins_pos"
+    )
     with pytest.raises(ConfigError, match="no frozen pass"):
         tower.run(TEXT_ROWS, PromptStack([bare]), PromptContext())
 
 
 # --------------------------------------------------------------------------- recipes
-DPT_CODE = dict(ARRANGEMENT="dpt", SCHEDULE="compound", LOGIT_INIT="uniform", INIT_RANGE=0.5, EVAL_NOISE=True,
-                TAU0=1.0, TAU_MIN=0.5, GAMMA=3e-5, STEP_SCALE=10.0)
+DPT_CODE = dict(
+    ARRANGEMENT="dpt",
+    SCHEDULE="compound",
+    LOGIT_INIT="uniform",
+    INIT_RANGE=0.5,
+    EVAL_NOISE=True,
+    TAU0=1.0,
+    TAU_MIN=0.5,
+    GAMMA=3e-5,
+    STEP_SCALE=10.0,
+)
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("t5_adap_pos.yaml", {}),
-    ("t5_adap_len.yaml", dict(LENGTH_MODE="surrogate")),
-    ("t5_adap_ins_pos.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
-                                  INSTANCE_RELU=True)),
-    ("t5_adap_ins_vec.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
-                                  POOL_ACTIVATION="tanh", POOL_INIT="", POOL_SIZE=8)),
-    ("t5_adap_pos_ins_vec.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
-                                      POOL_ACTIVATION="none", POOL_INIT="uniform", POOL_SIZE=8)),
-    ("t5_adap_ins_vec_pos.yaml", dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True,
-                                      POOL_ACTIVATION="none", POOL_INIT="uniform", POOL_SIZE=8)),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("t5_adap_pos.yaml", {}),
+        ("t5_adap_len.yaml", dict(LENGTH_MODE="surrogate")),
+        (
+            "t5_adap_ins_pos.yaml",
+            dict(INSTANCE_FEATURE="frozen_output", FEATURE_LENGTH=480, INSTANCE_BIAS=True, INSTANCE_RELU=True),
+        ),
+        (
+            "t5_adap_ins_vec.yaml",
+            dict(
+                INSTANCE_FEATURE="frozen_output",
+                FEATURE_LENGTH=480,
+                INSTANCE_BIAS=True,
+                POOL_ACTIVATION="tanh",
+                POOL_INIT="",
+                POOL_SIZE=8,
+            ),
+        ),
+        (
+            "t5_adap_pos_ins_vec.yaml",
+            dict(
+                INSTANCE_FEATURE="frozen_output",
+                FEATURE_LENGTH=480,
+                INSTANCE_BIAS=True,
+                POOL_ACTIVATION="none",
+                POOL_INIT="uniform",
+                POOL_SIZE=8,
+            ),
+        ),
+        (
+            "t5_adap_ins_vec_pos.yaml",
+            dict(
+                INSTANCE_FEATURE="frozen_output",
+                FEATURE_LENGTH=480,
+                INSTANCE_BIAS=True,
+                POOL_ACTIVATION="none",
+                POOL_INIT="uniform",
+                POOL_SIZE=8,
+            ),
+        ),
+    ],
+)
 def test_t5_recipes_default_to_the_authors_code(name, extra):
     cfg = load_cfg(os.path.join(ROOT, "configs", name))
     for key, value in {**DPT_CODE, **extra}.items():
@@ -410,7 +480,14 @@ def test_t5_recipes_default_to_the_authors_code(name, extra):
     # the scripts' training: Adafactor 0.3, no decay, 500 warm-up steps from 0, 8 x 4 per step,
     # 20,000 steps, their clip 1.0 on summed micro-batch gradients = 0.25 on the averaged ones
     o, t = cfg.OPTIM, cfg.TRAIN
-    assert (o.NAME, o.LR, o.WEIGHT_DECAY, o.MAX_ITER, o.WARMUP_ITERS, o.WARMUP_MIN_LR) == ("adafactor", 0.3, 0.0, 20000, 500, 0.0)
+    assert (o.NAME, o.LR, o.WEIGHT_DECAY, o.MAX_ITER, o.WARMUP_ITERS, o.WARMUP_MIN_LR) == (
+        "adafactor",
+        0.3,
+        0.0,
+        20000,
+        500,
+        0.0,
+    )
     assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, t.GRAD_ACCUM_STEPS, t.GRAD_CLIP_NORM) == (8, 4, 0.25)
 
 
@@ -418,10 +495,24 @@ def test_adap_ins_vec_recipe_trains_its_pool_from_vocabulary_windows():
     """k pool members from the first k * l vocabulary rows (the authors' init), tanh router with
     bias on the frozen-output feature, prefix placement; trained through the T5 verbalizer."""
     from _text_backbones import TINY_T5
+
     from mmprompt.build import build_model
-    cfg = load_cfg(os.path.join(ROOT, "configs", "t5_adap_ins_vec.yaml"),
-                   opts=["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5",
-                         "MODEL.TEXT.MAX_LENGTH", "64", "PROMPT.DYNAMIC.FEATURE_LENGTH", "64"])
+
+    cfg = load_cfg(
+        os.path.join(ROOT, "configs", "t5_adap_ins_vec.yaml"),
+        opts=[
+            "MODEL.BACKBONE.ARCH",
+            "t5",
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.TEXT.TOKENIZER",
+            "byt5",
+            "MODEL.TEXT.MAX_LENGTH",
+            "64",
+            "PROMPT.DYNAMIC.FEATURE_LENGTH",
+            "64",
+        ],
+    )
     cfg.MODEL.BACKBONE.KWARGS.update(TINY_T5)
     model = build_model(cfg, ["no", "yes"])
     pool = model.prompts.methods[0].sources[0]
@@ -446,5 +537,13 @@ def test_defaults_keep_mmprompts_choices():
     """Configs that do not name the options (the demo recipes, shipped zoo checkpoints) keep
     the behaviour they were trained with."""
     d = get_cfg().PROMPT.DYNAMIC
-    assert (d.ARRANGEMENT, d.SCHEDULE, d.LOGIT_INIT, d.EVAL_NOISE, d.INSTANCE_FEATURE, d.POOL_ACTIVATION,
-            d.POOL_INIT, d.INSTANCE_BIAS) == ("paper", "closed_form", "zeros", False, "embed_mean", "relu", "", False)
+    assert (
+        d.ARRANGEMENT,
+        d.SCHEDULE,
+        d.LOGIT_INIT,
+        d.EVAL_NOISE,
+        d.INSTANCE_FEATURE,
+        d.POOL_ACTIVATION,
+        d.POOL_INIT,
+        d.INSTANCE_BIAS,
+    ) == ("paper", "closed_form", "zeros", False, "embed_mean", "relu", "", False)

@@ -1,6 +1,7 @@
 """The one-node straight-through paths of dynamic prompting (``Choice``: the split's choice gradient
 and the kept-length mask) give what the reference composition gives: ``straight_through_gumbel``'s
 ``hard + (soft - soft.detach())`` one-hot, then the split's choice gradient or ``flip().cumsum()``."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """tools/train_net.py on bad input: a clear message, a non-zero exit, no traceback."""
+
 import os
 import subprocess
 import sys
@@ -24,15 +25,20 @@ def cli(argv, capsys):
 
 
 def test_missing_config_file_from_the_real_script():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--root", "/tmp"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--root", "/tmp"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "--config-file is required" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_dataset(tmp_path, capsys):
-    code, err = cli(["--config-file", write_config(tmp_path), "--root", str(tmp_path),
-                     "DATASET.NAME", "oxford_pet"], capsys)
+    code, err = cli(
+        ["--config-file", write_config(tmp_path), "--root", str(tmp_path), "DATASET.NAME", "oxford_pet"], capsys
+    )
     assert code == 2 and "Unknown dataset 'oxford_pet'" in err and "oxford_pets" in err
 
 
@@ -44,16 +50,44 @@ def test_eval_only_without_weights(tmp_path, capsys):
 def test_eval_only_with_a_run_that_has_no_such_epoch(tmp_path, capsys):
     cfg = write_config(tmp_path)
     run_inprocess(cfg, tmp_path, tmp_path / "run", "OPTIM.MAX_EPOCH", "1")
-    code, err = cli(["--config-file", cfg, "--root", str(tmp_path), "--output-dir", str(tmp_path / "e"),
-                     "--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "7"], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            cfg,
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--eval-only",
+            "--model-dir",
+            str(tmp_path / "run"),
+            "--load-epoch",
+            "7",
+        ],
+        capsys,
+    )
     assert code == 2 and "No model-epoch7.safetensors" in err and "model-epoch1.safetensors" in err
 
 
 def test_checkpoint_from_another_method(tmp_path, capsys):
     cfg = write_config(tmp_path)
     run_inprocess(cfg, tmp_path, tmp_path / "run", "OPTIM.MAX_EPOCH", "1")
-    code, err = cli(["--config-file", cfg, "--root", str(tmp_path), "--output-dir", str(tmp_path / "e"),
-                     "--eval-only", "--model-dir", str(tmp_path / "run"), "PROMPT.METHODS", "['vpt']"], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            cfg,
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--eval-only",
+            "--model-dir",
+            str(tmp_path / "run"),
+            "PROMPT.METHODS",
+            "['vpt']",
+        ],
+        capsys,
+    )
     assert code == 2 and "trained with another setup" in err and "methods" in err and "vpt" in err
 
 
@@ -66,8 +100,20 @@ def test_checkpoint_that_does_not_fit_the_model(tmp_path, capsys):
     state = load_file(tmp_path / "run" / "checkpoints" / "model-final.safetensors")
     state["prompts.methods.0.offset"] = state["prompts.methods.0.offset"][:2].clone()
     save_file(state, str(bad))
-    code, err = cli(["--config-file", cfg, "--root", str(tmp_path), "--output-dir", str(tmp_path / "e"),
-                     "--eval-only", "--model-dir", str(bad)], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            cfg,
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--eval-only",
+            "--model-dir",
+            str(bad),
+        ],
+        capsys,
+    )
     assert code == 2 and "shape of prompts.methods.0.offset: checkpoint (2,) vs model (4,)" in err
 
 
@@ -81,7 +127,20 @@ def test_resume_without_checkpoint_starts_fresh_and_odd_overrides_fail(tmp_path,
 
 
 def test_best_val_without_a_val_split_fails_before_training(tmp_path, capsys):
-    code, err = cli(["--config-file", write_config(tmp_path), "--root", str(tmp_path), "--output-dir",
-                     str(tmp_path / "run"), "TEST.FINAL_MODEL", "best_val", "TRAIN.EVAL_PERIOD", "0"], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            write_config(tmp_path),
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "TEST.FINAL_MODEL",
+            "best_val",
+            "TRAIN.EVAL_PERIOD",
+            "0",
+        ],
+        capsys,
+    )
     assert code == 2 and "need validation" in err
     assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -1,4 +1,5 @@
 """Data order and augmentation depend only on (seed, epoch[, index]): resumable and rank-independent."""
+
 import torch
 
 from mmprompt.engine.distributed import EpochBatchSampler, EpochSeededDataset
@@ -51,9 +52,11 @@ def test_sampler_order_resumes_mid_epoch_and_splits_global_batches_over_ranks():
 
 
 def test_drop_last_false_keeps_the_short_last_batch_as_vpt_does_on_one_gpu():
-    from mmprompt.config import get_cfg, load_cfg
-    from _sandbox import REPO  # noqa: F401  (puts the repository on sys.path)
     import os
+
+    from _sandbox import REPO  # noqa: F401  (puts the repository on sys.path)
+
+    from mmprompt.config import get_cfg, load_cfg
 
     keep = EpochBatchSampler(10, 4, shuffle=True, seed=1, drop_last=False)
     keep.set_epoch(5)

@@ -1,5 +1,6 @@
 """tools/train_net.py on the real pieces: configs/maple_adap_pos.yaml on a tiny random open_clip
 CLIP and a generated OxfordPets in CoOp's layout, base-to-novel; --eval-only reproduces it."""
+
 import json
 import os
 import subprocess
@@ -15,10 +16,26 @@ sys.path.insert(0, HERE)
 from test_engine_train import _train_net  # noqa: E402
 
 CLASSES = ["abyssinian", "beagle", "boxer", "chihuahua"]
-TINY = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
-        "MODEL.BACKBONE.PRETRAINED", "", "PROMPT.MAPLE.PROMPT_DEPTH", "2", "INPUT.SIZE", "(32, 32)",
-        "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
-        "TRAIN.PROGRESS_BAR", "False", "TRAIN.TENSORBOARD", "False"]
+TINY = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "PROMPT.MAPLE.PROMPT_DEPTH",
+    "2",
+    "INPUT.SIZE",
+    "(32, 32)",
+    "DATASET.NUM_SHOTS",
+    "2",
+    "OPTIM.MAX_EPOCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "TRAIN.PROGRESS_BAR",
+    "False",
+    "TRAIN.TENSORBOARD",
+    "False",
+]
 
 
 def make_oxford_pets(root):
@@ -43,10 +60,25 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("maple_adap_pos")
     make_oxford_pets(str(tmp / "data"))
     out = tmp / "run"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-                           "--config-file", os.path.join(REPO, "configs", "maple_adap_pos.yaml"),
-                           "--root", str(tmp / "data"), "--seed", "1", "--output-dir", str(out), *TINY],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "maple_adap_pos.yaml"),
+            "--root",
+            str(tmp / "data"),
+            "--seed",
+            "1",
+            "--output-dir",
+            str(out),
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.json") as f:
         return tmp, json.load(f), proc.stdout
@@ -72,8 +104,20 @@ def test_maple_adap_pos_base_to_novel_writes_base_new_hm(trained):
 
 def test_eval_only_model_dir_reproduces_the_numbers(trained):
     tmp, metrics, _ = trained
-    argv = ["--config-file", os.path.join(REPO, "configs", "maple_adap_pos.yaml"), "--root", str(tmp / "data"),
-            "--seed", "1", "--output-dir", str(tmp / "eval"), "--eval-only", "--model-dir", str(tmp / "run"), *TINY]
+    argv = [
+        "--config-file",
+        os.path.join(REPO, "configs", "maple_adap_pos.yaml"),
+        "--root",
+        str(tmp / "data"),
+        "--seed",
+        "1",
+        "--output-dir",
+        str(tmp / "eval"),
+        "--eval-only",
+        "--model-dir",
+        str(tmp / "run"),
+        *TINY,
+    ]
     assert _train_net().main(argv) == 0
     with open(tmp / "eval" / "metrics.json") as f:
         evaluated = json.load(f)
@@ -95,8 +139,20 @@ def test_maple_adap_pos_resumed_mid_epoch_ends_bit_identical(trained, tmp_path):
     from mmprompt.engine.trainer import Trainer
 
     data = trained[0] / "data"
-    opts = TINY + ["DATASET.ROOT", str(data), "OPTIM.MAX_EPOCH", "3", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
-                   "TRAIN.CHECKPOINT_PERIOD", "1", "TRAIN.VERBOSE", "False", "PROMPT.DYNAMIC.GAMMA", "0.3"]
+    opts = TINY + [
+        "DATASET.ROOT",
+        str(data),
+        "OPTIM.MAX_EPOCH",
+        "3",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "2",
+        "TRAIN.CHECKPOINT_PERIOD",
+        "1",
+        "TRAIN.VERBOSE",
+        "False",
+        "PROMPT.DYNAMIC.GAMMA",
+        "0.3",
+    ]
 
     def cfg_for(out):
         cfg = load_cfg(os.path.join(REPO, "configs", "maple_adap_pos.yaml"), opts=opts + ["OUTPUT_DIR", str(out)])

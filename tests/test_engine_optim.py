@@ -1,4 +1,5 @@
 """Optimizer parameter groups and warm-up schedules."""
+
 import math
 import os
 import sys
@@ -79,16 +80,40 @@ def lrs(cfg, steps_per_epoch, total_steps):
 
 
 def test_epoch_schedule_is_dassls_constant_warmup_then_cosine():
-    cfg, _ = make(["OPTIM.LR", "0.0035", "OPTIM.MAX_EPOCH", "5", "OPTIM.WARMUP_EPOCH", "1",
-                   "OPTIM.WARMUP_TYPE", "constant", "OPTIM.WARMUP_CONS_LR", "1e-5"])
+    cfg, _ = make(
+        [
+            "OPTIM.LR",
+            "0.0035",
+            "OPTIM.MAX_EPOCH",
+            "5",
+            "OPTIM.WARMUP_EPOCH",
+            "1",
+            "OPTIM.WARMUP_TYPE",
+            "constant",
+            "OPTIM.WARMUP_CONS_LR",
+            "1e-5",
+        ]
+    )
     got = lrs(cfg, steps_per_epoch=2, total_steps=10)
     expected_epoch = [1e-5] + [0.0035 * 0.5 * (1 + math.cos(math.pi * (e - 1) / 5)) for e in range(1, 5)]
     assert got == pytest.approx([lr for lr in expected_epoch for _ in range(2)])
 
 
 def test_iter_schedules_linear_warmup_then_linear_or_constant():
-    cfg, _ = make(["OPTIM.LR", "1.0", "OPTIM.SCHEDULER_UNIT", "iter", "OPTIM.WARMUP_ITERS", "2",
-                   "OPTIM.WARMUP_MIN_LR", "0.1", "OPTIM.LR_SCHEDULER", "linear"])
+    cfg, _ = make(
+        [
+            "OPTIM.LR",
+            "1.0",
+            "OPTIM.SCHEDULER_UNIT",
+            "iter",
+            "OPTIM.WARMUP_ITERS",
+            "2",
+            "OPTIM.WARMUP_MIN_LR",
+            "0.1",
+            "OPTIM.LR_SCHEDULER",
+            "linear",
+        ]
+    )
     assert lrs(cfg, steps_per_epoch=3, total_steps=6) == pytest.approx([0.1, 0.5, 1.0, 0.75, 0.5, 0.25])
     cfg.merge_from_list(["OPTIM.LR_SCHEDULER", "constant"])
     assert lrs(cfg, steps_per_epoch=3, total_steps=6) == pytest.approx([0.1, 0.5, 1, 1, 1, 1])

@@ -1,4 +1,5 @@
 """tools/plot_run.py and tools/parse_results.py on real run outputs and hand-written metrics."""
+
 import importlib.util
 import json
 import os
@@ -33,11 +34,11 @@ def test_plot_run_writes_a_png(tmp_path, capsys):
 
 def write_metrics(folder, dataset, seed, base=None, new=None, acc=None, cross=None):
     os.makedirs(folder, exist_ok=True)
-    m = {"dataset": dataset, "methods": ["maple", "adap_pos"], "seed": seed, "main_metric": "accuracy",
-         "split": "test"}
+    m = {"dataset": dataset, "methods": ["maple", "adap_pos"], "seed": seed, "main_metric": "accuracy", "split": "test"}
     if base is not None:
-        m.update(base={"accuracy": base}, new={"accuracy": new}, hm=2 * base * new / (base + new),
-                 test={"accuracy": base})
+        m.update(
+            base={"accuracy": base}, new={"accuracy": new}, hm=2 * base * new / (base + new), test={"accuracy": base}
+        )
     else:
         m["test"] = {"accuracy": acc}
     if cross:

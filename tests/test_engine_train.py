@@ -1,4 +1,5 @@
 """Trainer end to end on the engine test doubles (tests/_engine_doubles.py)."""
+
 import importlib.util
 import json
 import math
@@ -65,8 +66,15 @@ def run_inprocess(cfg_file, root, out, *opts, flags=()):
 
 def run_subprocess(args, env=None, **kw):
     env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, RUNNER, *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, RUNNER, *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def load_metrics(out):
@@ -130,8 +138,20 @@ def test_resume_after_sigkill_mid_epoch_equals_uninterrupted(tmp_path):
 def test_ddp_two_processes_equal_one_process(tmp_path):
     cfg = write_config(tmp_path, dropout=0.0)
     single = run_inprocess(cfg, tmp_path, tmp_path / "one")
-    proc = run_subprocess(["--config-file", cfg, "--root", str(tmp_path), "--output-dir", str(tmp_path / "two"),
-                           "--num-gpus", "2", "USE_CUDA", "False"])
+    proc = run_subprocess(
+        [
+            "--config-file",
+            cfg,
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "two"),
+            "--num-gpus",
+            "2",
+            "USE_CUDA",
+            "False",
+        ]
+    )
     try:
         _, stderr = proc.communicate(timeout=240)
     finally:
@@ -163,12 +183,18 @@ def test_eval_only_reproduces_base_new_hm_and_cross(tmp_path):
     assert trained["hm"] == pytest.approx(2 * b * n / (b + n))
     assert trained["cross"]["engine_test_blobs_shifted"]["num_samples"] == 24
 
-    evaluated = run_inprocess(cfg, tmp_path, tmp_path / "eval", *opts,
-                              flags=["--eval-only", "--model-dir", str(tmp_path / "run")])
+    evaluated = run_inprocess(
+        cfg, tmp_path, tmp_path / "eval", *opts, flags=["--eval-only", "--model-dir", str(tmp_path / "run")]
+    )
     for key in ("base", "new", "hm", "cross"):
         assert evaluated[key] == trained[key]
-    epoch1 = run_inprocess(cfg, tmp_path, tmp_path / "eval1", *opts,
-                           flags=["--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "1"])
+    epoch1 = run_inprocess(
+        cfg,
+        tmp_path,
+        tmp_path / "eval1",
+        *opts,
+        flags=["--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "1"],
+    )
     assert epoch1["weights"].endswith("model-epoch1.safetensors")
 
 
@@ -185,16 +211,23 @@ def test_checkpoint_holds_only_trainable_parameters_buffers_and_config(tmp_path)
     assert state["step"] == 18 and state["epoch"] == 3
     files = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
     # mid-epoch weights and older trainer states are removed once a newer checkpoint exists
-    assert files == ["last_checkpoint.json", "model-epoch1.safetensors", "model-epoch2.safetensors",
-                     "model-epoch3.safetensors", "model-final.safetensors", "trainer-epoch3.pt"]
+    assert files == [
+        "last_checkpoint.json",
+        "model-epoch1.safetensors",
+        "model-epoch2.safetensors",
+        "model-epoch3.safetensors",
+        "model-final.safetensors",
+        "trainer-epoch3.pt",
+    ]
     assert os.path.isfile(tmp_path / "run" / "config.yaml")
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
     cfg = write_config(tmp_path, dropout=0.0)
     big = run_inprocess(cfg, tmp_path, tmp_path / "big")
-    small = run_inprocess(cfg, tmp_path, tmp_path / "small", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-                          "TRAIN.GRAD_ACCUM_STEPS", "2")
+    small = run_inprocess(
+        cfg, tmp_path, tmp_path / "small", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAIN.GRAD_ACCUM_STEPS", "2"
+    )
     assert big["step"] == small["step"] == 18
     w_big, _ = load_final(tmp_path / "big")
     w_small, _ = load_final(tmp_path / "small")
@@ -204,16 +237,28 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
 
 def test_early_stopping_and_best_val(tmp_path):
     cfg = write_config(tmp_path)
-    metrics = run_inprocess(cfg, tmp_path, tmp_path / "run", "OPTIM.LR", "0.0", "OPTIM.WARMUP_EPOCH", "-1",
-                            "TRAIN.EARLY_STOP_PATIENCE", "1", "TEST.FINAL_MODEL", "best_val")
+    metrics = run_inprocess(
+        cfg,
+        tmp_path,
+        tmp_path / "run",
+        "OPTIM.LR",
+        "0.0",
+        "OPTIM.WARMUP_EPOCH",
+        "-1",
+        "TRAIN.EARLY_STOP_PATIENCE",
+        "1",
+        "TEST.FINAL_MODEL",
+        "best_val",
+    )
     assert metrics["stopped_early"] and metrics["step"] == 12 and metrics["best_val_epoch"] == 1
     assert os.path.isfile(tmp_path / "run" / "checkpoints" / "model-best.safetensors")
 
 
 def test_logs_records_and_bf16_autocast(tmp_path):
     cfg = write_config(tmp_path)
-    metrics = run_inprocess(cfg, tmp_path, tmp_path / "run", "TRAIN.PRECISION", "bf16", "TRAIN.PRINT_FREQ", "1",
-                            "TRAIN.TENSORBOARD", "True")
+    metrics = run_inprocess(
+        cfg, tmp_path, tmp_path / "run", "TRAIN.PRECISION", "bf16", "TRAIN.PRINT_FREQ", "1", "TRAIN.TENSORBOARD", "True"
+    )
     assert metrics["test"]["num_samples"] == 40
     with open(tmp_path / "run" / "log.jsonl") as f:
         records = [json.loads(line) for line in f]
@@ -238,8 +283,21 @@ def test_seeded_cpu_runs_are_bit_identical(tmp_path):
 
 def test_max_iter_stops_mid_epoch_with_an_iter_schedule_and_a_drawn_seed(tmp_path):
     cfg = write_config(tmp_path)
-    metrics = run_inprocess(cfg, tmp_path, tmp_path / "run", "OPTIM.MAX_ITER", "4", "OPTIM.SCHEDULER_UNIT", "iter",
-                            "OPTIM.WARMUP_ITERS", "2", "TRAIN.PRINT_FREQ", "1", "SEED", "-1")
+    metrics = run_inprocess(
+        cfg,
+        tmp_path,
+        tmp_path / "run",
+        "OPTIM.MAX_ITER",
+        "4",
+        "OPTIM.SCHEDULER_UNIT",
+        "iter",
+        "OPTIM.WARMUP_ITERS",
+        "2",
+        "TRAIN.PRINT_FREQ",
+        "1",
+        "SEED",
+        "-1",
+    )
     assert metrics["step"] == 4 and metrics["seed"] >= 0
     with open(tmp_path / "run" / "log.jsonl") as f:
         lrs = [json.loads(line)["lr"] for line in f if '"train"' in line]

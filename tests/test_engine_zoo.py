@@ -1,4 +1,5 @@
 """Model-zoo downloads from a loopback HTTP server: verified, resumable, nothing left on failure."""
+
 import hashlib
 import http.server
 import importlib.util
@@ -69,8 +70,12 @@ def server():
 
 def entry(server, mode, name=None, sha=None):
     host, port = server.server_address
-    return {"name": name or f"ckpt-{mode}", "url": f"http://{host}:{port}/{mode}/model-final.safetensors",
-            "sha256": sha or hashlib.sha256(PAYLOAD).hexdigest(), "size": len(PAYLOAD)}
+    return {
+        "name": name or f"ckpt-{mode}",
+        "url": f"http://{host}:{port}/{mode}/model-final.safetensors",
+        "sha256": sha or hashlib.sha256(PAYLOAD).hexdigest(),
+        "size": len(PAYLOAD),
+    }
 
 
 def cache_files(cache):
@@ -140,8 +145,12 @@ def test_model_zoo_tool_list_download_eval(server, tmp_path, capsys, monkeypatch
     trained = run_inprocess(cfg, tmp_path, tmp_path / "run", "DATASET.SUBSAMPLE_CLASSES", "base")
     checkpoint = open(tmp_path / "run" / "checkpoints" / "model-final.safetensors", "rb").read()
     server.files["real"] = checkpoint
-    e = {**entry(server, "real", name="tiny-b2n", sha=hashlib.sha256(checkpoint).hexdigest()),
-         "size": len(checkpoint), "dataset": "engine_test_blobs", "metrics": {"hm": trained["hm"]}}
+    e = {
+        **entry(server, "real", name="tiny-b2n", sha=hashlib.sha256(checkpoint).hexdigest()),
+        "size": len(checkpoint),
+        "dataset": "engine_test_blobs",
+        "metrics": {"hm": trained["hm"]},
+    }
     index = tmp_path / "index.json"
     index.write_text(json.dumps([e, entry(server, "wrong", name="broken")]))
     monkeypatch.setenv("MMPROMPT_CACHE", str(tmp_path / "cache"))
@@ -151,12 +160,26 @@ def test_model_zoo_tool_list_download_eval(server, tmp_path, capsys, monkeypatch
     listed = capsys.readouterr().out
     assert "tiny-b2n" in listed and "broken" in listed
 
-    assert tool.main(["--index", str(index), "eval", "tiny-b2n", "--root", str(tmp_path),
-                      "--output-dir", str(tmp_path / "zoo_eval")]) == 0
+    assert (
+        tool.main(
+            [
+                "--index",
+                str(index),
+                "eval",
+                "tiny-b2n",
+                "--root",
+                str(tmp_path),
+                "--output-dir",
+                str(tmp_path / "zoo_eval"),
+            ]
+        )
+        == 0
+    )
     evaluated = load_metrics(tmp_path / "zoo_eval")
     assert evaluated["hm"] == trained["hm"] and evaluated["new"] == trained["new"]
 
     from mmprompt.utils.cli import run_cli
+
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: tool.main(["--index", str(index), "download", "broken"]))
     err = capsys.readouterr().err
@@ -172,8 +195,20 @@ def test_add_a_finished_run_then_download_it_and_render_markdown(server, tmp_pat
     tool = _model_zoo()
     host, port = server.server_address
     url = f"http://{host}:{port}/published/model-final.safetensors"
-    args = ["--index", str(index), "add", str(tmp_path / "run"), "--name", "tiny", "--url", url,
-            "--config", "tests/_engine_doubles.py", "--command", "python tools/train_net.py ..."]
+    args = [
+        "--index",
+        str(index),
+        "add",
+        str(tmp_path / "run"),
+        "--name",
+        "tiny",
+        "--url",
+        url,
+        "--config",
+        "tests/_engine_doubles.py",
+        "--command",
+        "python tools/train_net.py ...",
+    ]
     assert tool.main(args) == 0
     entry = json.loads(index.read_text())[0]
     weights = tmp_path / "run" / "checkpoints" / "model-final.safetensors"
@@ -186,7 +221,9 @@ def test_add_a_finished_run_then_download_it_and_render_markdown(server, tmp_pat
     capsys.readouterr()
     assert tool.main(["--index", str(index), "markdown"]) == 0
     table = capsys.readouterr().out
-    assert f"| tiny | engine_test_blobs | tests/_engine_doubles.py | accuracy {trained['test']['accuracy']:.2f} |" in table
+    assert (
+        f"| tiny | engine_test_blobs | tests/_engine_doubles.py | accuracy {trained['test']['accuracy']:.2f} |" in table
+    )
     assert "`python tools/train_net.py ...`" in table
 
 
@@ -209,8 +246,12 @@ def test_checkpoint_shipped_beside_the_index_downloads_verified(tmp_path):
     payload = b"prompt weights" * 100
     (tmp_path / "checkpoints" / "pt.safetensors").write_bytes(payload)
     index = tmp_path / "index.json"
-    entry = {"name": "pt", "url": "checkpoints/pt.safetensors", "size": len(payload),
-             "sha256": hashlib.sha256(payload).hexdigest()}
+    entry = {
+        "name": "pt",
+        "url": "checkpoints/pt.safetensors",
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
     index.write_text(json.dumps([entry]))
     loaded = zoo.find("pt", zoo.load_index(str(index)))
     path = zoo.download(loaded, cache=str(tmp_path / "cache"), progress=False)

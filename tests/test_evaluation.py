@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from mmprompt.errors import MMPromptError
-from mmprompt.evaluation.evaluators import build_evaluator
 from mmprompt.evaluation import metrics
+from mmprompt.evaluation.evaluators import build_evaluator
 from mmprompt.registry import EVALUATORS
 
 
@@ -113,9 +113,11 @@ def test_multirc_f1a_and_em():
 def test_record_picks_best_candidate_per_query():
     ev = build_evaluator("record")
     logits = torch.tensor([[0.0, 2.0], [0.0, 3.0], [0.0, 1.0], [0.0, 0.0]])
-    meta = {"group": ["A", "A", "B", "B"],
-            "candidate": ["Obama", "the White House", "New York City", "Paris"],
-            "answers": [["White House"]] * 2 + [["New York"]] * 2}
+    meta = {
+        "group": ["A", "A", "B", "B"],
+        "candidate": ["Obama", "the White House", "New York City", "Paris"],
+        "answers": [["White House"]] * 2 + [["New York"]] * 2,
+    }
     ev.process(logits, torch.tensor([0, 1, 0, 0]), meta=meta)
     out = ev.evaluate()
     assert out["em"] == pytest.approx(50.0)  # "the White House" == "White House" after normalising
@@ -146,6 +148,7 @@ def test_unknown_evaluator_name_is_a_clear_error():
 
 def test_record_answers_may_arrive_as_one_joined_string():
     from mmprompt.evaluation.evaluators import ANSWER_SEP
+
     ev = build_evaluator("record")
     meta = {"group": ["A", "A"], "candidate": ["Obama", "Berlin"], "answers": [f"Berlin{ANSWER_SEP}Obama"] * 2}
     ev.process(torch.tensor([[0.0, 1.0], [0.0, 2.0]]), torch.tensor([1, 1]), meta=meta)
@@ -156,7 +159,10 @@ def test_correlation_prefers_the_exact_score_in_meta():
     classnames = [f"{v / 5:.1f}" for v in range(26)]
     ev = build_evaluator("correlation", classnames=classnames)
     # predictions 1.0 2.0 3.0 4.0 against exact scores 1.1 1.9 3.0 4.1 (labels are their rounded classes)
-    ev.process(one_hot_logits([5, 10, 15, 20], 26), torch.tensor([6, 10, 15, 20]),
-               meta={"score": torch.tensor([1.1, 1.9, 3.0, 4.1], dtype=torch.float64)})
+    ev.process(
+        one_hot_logits([5, 10, 15, 20], 26),
+        torch.tensor([6, 10, 15, 20]),
+        meta={"score": torch.tensor([1.1, 1.9, 3.0, 4.1], dtype=torch.float64)},
+    )
     expected = metrics.pearson(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.1, 1.9, 3.0, 4.1]))
     assert ev.evaluate()["pearson"] == pytest.approx(100 * expected)

@@ -1,4 +1,5 @@
 """Linear-probe CLIP: lpclip's C search and sampling on fixed random features, and tools/lpclip.py."""
+
 import builtins
 import json
 import os
@@ -32,6 +33,7 @@ def features(seed=0, classes=12, dim=8, counts=(10, 6, 8), noise=1.2):
 def lpclip_reference(val_x, val_y, steps, fit):
     """lpclip/linear_probe.py's search as its text describes it, written out step by step;
     ``fit(c)`` is their ``LogisticRegression(solver="lbfgs", max_iter=1000, C=c).fit(train)``."""
+
     def val_acc(c):
         pred = fit(c).predict(val_x)
         return sum(pred == val_y) / len(val_y)
@@ -57,6 +59,7 @@ def test_c_search_matches_lpclip_on_fixed_features():
     f = features()
     (tx, ty), (vx, vy) = lpclip_split(f["train"], f["val"], 4, 1)
     from sklearn.linear_model import LogisticRegression
+
     fitted = {}  # one fit per value of C, shared by both searches: the test is about the search
 
     def fit(c, *args):
@@ -109,15 +112,42 @@ def test_missing_scikit_learn_names_the_package(monkeypatch):
 def test_lpclip_tool_on_a_generated_dataset(tmp_path):
     pytest.importorskip("sklearn")
     from test_engine_integration import make_oxford_pets
+
     make_oxford_pets(str(tmp_path / "data"))
     out = tmp_path / "run"
-    tiny = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
-            "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
-            "DATASET.NUM_SHOTS", "2"]
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "lpclip.py"), "--config-file",
-                           os.path.join(REPO, "configs", "lpclip.yaml"), "--root", str(tmp_path / "data"),
-                           "--seed", "1", "--output-dir", str(out), "--steps", "2", *tiny],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    tiny = [
+        "MODEL.BACKBONE.ARCH",
+        os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+        "MODEL.BACKBONE.PRETRAINED",
+        "",
+        "INPUT.SIZE",
+        "(32, 32)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATASET.NUM_SHOTS",
+        "2",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "lpclip.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "lpclip.yaml"),
+            "--root",
+            str(tmp_path / "data"),
+            "--seed",
+            "1",
+            "--output-dir",
+            str(out),
+            "--steps",
+            "2",
+            *tiny,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
@@ -129,10 +159,30 @@ def test_lpclip_tool_on_a_generated_dataset(tmp_path):
     assert len(metrics["rounds"]) == 2 and metrics["best_c"] == metrics["rounds"][-1]["chosen"]
     assert metrics["test"]["num_samples"] > 0 and 0 <= metrics["test"]["accuracy"] <= 100
     # the features again, with lpclip's own draw and no model
-    again = subprocess.run([sys.executable, os.path.join(REPO, "tools", "lpclip.py"), "--config-file",
-                            os.path.join(REPO, "configs", "lpclip.yaml"), "--features", str(out / "features"),
-                            "--sampling", "lpclip", "--seed", "2", "--output-dir", str(tmp_path / "again"),
-                            "--steps", "1", "DATASET.NUM_SHOTS", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    again = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "lpclip.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "lpclip.yaml"),
+            "--features",
+            str(out / "features"),
+            "--sampling",
+            "lpclip",
+            "--seed",
+            "2",
+            "--output-dir",
+            str(tmp_path / "again"),
+            "--steps",
+            "1",
+            "DATASET.NUM_SHOTS",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     with open(tmp_path / "again" / "metrics.json") as f:
         assert json.load(f)["num_train"] == classes

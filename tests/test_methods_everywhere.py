@@ -5,6 +5,7 @@ model builds from a config, one training step gives gradients to the method's pa
 nothing in the backbone, the backbone's weights stay bit-identical, and the prompt tokens are
 really in the sequence (the output differs from the prompt-free model's).
 """
+
 import os
 
 import pytest
@@ -28,39 +29,164 @@ TOWERS = [
 # (label, PROMPT.METHODS, overrides with {T} for the tower)
 METHODS = [
     ("vpt_shallow", ["vpt"], ["PROMPT.VPT.TOWER", "{T}", "PROMPT.VPT.NUM_TOKENS", "3", "PROMPT.VPT.INIT", "normal"]),
-    ("vpt_deep", ["vpt"], ["PROMPT.VPT.TOWER", "{T}", "PROMPT.VPT.NUM_TOKENS", "3", "PROMPT.VPT.DEEP", "True",
-                           "PROMPT.VPT.INIT", "normal"]),
-    ("prompt_tuning", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                          "PROMPT.PROMPT_TUNING.INIT", "normal"]),
-    ("superpos", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                     "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.SOURCE", "superpos",
-                                     "PROMPT.SUPERPOS.M", "8"]),
-    ("residual", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                     "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.SOURCE", "residual",
-                                     "PROMPT.RESIDUAL.HIDDEN", "8"]),
+    (
+        "vpt_deep",
+        ["vpt"],
+        [
+            "PROMPT.VPT.TOWER",
+            "{T}",
+            "PROMPT.VPT.NUM_TOKENS",
+            "3",
+            "PROMPT.VPT.DEEP",
+            "True",
+            "PROMPT.VPT.INIT",
+            "normal",
+        ],
+    ),
+    (
+        "prompt_tuning",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+        ],
+    ),
+    (
+        "superpos",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.SOURCE",
+            "superpos",
+            "PROMPT.SUPERPOS.M",
+            "8",
+        ],
+    ),
+    (
+        "residual",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.SOURCE",
+            "residual",
+            "PROMPT.RESIDUAL.HIDDEN",
+            "8",
+        ],
+    ),
     ("deep_prompt", ["deep_prompt"], ["PROMPT.DEEP_PROMPT.TOWER", "{T}", "PROMPT.DEEP_PROMPT.NUM_TOKENS", "3"]),
-    ("dept", ["dept"], ["PROMPT.DEPT.TOWER", "{T}", "PROMPT.DEPT.NUM_TOKENS", "3", "PROMPT.DEPT.INIT", "normal",
-                        "PROMPT.DEPT.RANK", "2", "PROMPT.DEPT.MAX_LEN", "80", "PROMPT.DEPT.LAYERS", "[0, 1]"]),
-    ("adept", ["adept"], ["PROMPT.ADEPT.TOWER", "{T}", "PROMPT.ADEPT.NUM_TOKENS", "3", "PROMPT.ADEPT.INIT", "normal",
-                          "PROMPT.ADEPT.BOTTLENECK", "2", "PROMPT.ADEPT.LAYERS", "[0, 1]"]),
-    ("adap_pos", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                     "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.POSITION", "adap_pos"]),
-    ("adap_ins_pos", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                         "PROMPT.PROMPT_TUNING.INIT", "normal",
-                                         "PROMPT.PROMPT_TUNING.POSITION", "adap_ins_pos"]),
-    ("adap_len", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                     "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.POSITION", "adap_len"]),
-    ("pool_adap_pos", ["prompt_tuning"], ["PROMPT.PROMPT_TUNING.TOWER", "{T}", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "3",
-                                          "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.SOURCE", "pool",
-                                          "PROMPT.PROMPT_TUNING.POSITION", "adap_pos"]),
+    (
+        "dept",
+        ["dept"],
+        [
+            "PROMPT.DEPT.TOWER",
+            "{T}",
+            "PROMPT.DEPT.NUM_TOKENS",
+            "3",
+            "PROMPT.DEPT.INIT",
+            "normal",
+            "PROMPT.DEPT.RANK",
+            "2",
+            "PROMPT.DEPT.MAX_LEN",
+            "80",
+            "PROMPT.DEPT.LAYERS",
+            "[0, 1]",
+        ],
+    ),
+    (
+        "adept",
+        ["adept"],
+        [
+            "PROMPT.ADEPT.TOWER",
+            "{T}",
+            "PROMPT.ADEPT.NUM_TOKENS",
+            "3",
+            "PROMPT.ADEPT.INIT",
+            "normal",
+            "PROMPT.ADEPT.BOTTLENECK",
+            "2",
+            "PROMPT.ADEPT.LAYERS",
+            "[0, 1]",
+        ],
+    ),
+    (
+        "adap_pos",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_pos",
+        ],
+    ),
+    (
+        "adap_ins_pos",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_ins_pos",
+        ],
+    ),
+    (
+        "adap_len",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_len",
+        ],
+    ),
+    (
+        "pool_adap_pos",
+        ["prompt_tuning"],
+        [
+            "PROMPT.PROMPT_TUNING.TOWER",
+            "{T}",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "3",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.SOURCE",
+            "pool",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_pos",
+        ],
+    ),
 ]
 
 CLASSES = ["alpha", "beta", "gamma"]
 
 
 def build(base, methods, opts):
-    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", base),
-                   opts=["PROMPT.METHODS", repr(methods), *opts])
+    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", base), opts=["PROMPT.METHODS", repr(methods), *opts])
     torch.manual_seed(0)
     return build_model(cfg, CLASSES)
 
@@ -76,8 +202,7 @@ def test_method_trains_on_tower(label, base, tower, batch, method, methods, opts
 KV_PREFIX = ("ptuning_v2", ["ptuning_v2"], ["PROMPT.PTUNING_V2.TOWER", "{T}", "PROMPT.PTUNING_V2.NUM_TOKENS", "3"])
 
 
-@pytest.mark.parametrize("label,base,tower,batch", [t for t in TOWERS if t[0] in ("t5", "bert")],
-                         ids=["t5", "bert"])
+@pytest.mark.parametrize("label,base,tower,batch", [t for t in TOWERS if t[0] in ("t5", "bert")], ids=["t5", "bert"])
 def test_key_value_prefixes_train_on_the_text_encoders(label, base, tower, batch):
     check_trains(label, base, tower, batch, *KV_PREFIX)
 

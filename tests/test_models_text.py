@@ -1,5 +1,6 @@
 """Text task models: the linear-head classifier and the T5 label-word verbalizer, built from the
 shipped configs, checked against the library's own forward and for what trains."""
+
 import os
 
 import pytest
@@ -11,8 +12,11 @@ from mmprompt.config import load_cfg
 from mmprompt.errors import ConfigError, OfflineError
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "_base_")
-BATCH = {"text": ["the match ended in a draw", "shares rose", "a new phone was launched today"],
-         "text_b": ["sport", "business", "tech"], "label": torch.tensor([0, 1, 2])}
+BATCH = {
+    "text": ["the match ended in a draw", "shares rose", "a new phone was launched today"],
+    "text_b": ["sport", "business", "tech"],
+    "label": torch.tensor([0, 1, 2]),
+}
 CLASSES = ["sport", "business", "tech"]
 
 
@@ -21,8 +25,15 @@ def cfg_of(name, *opts):
 
 
 def prompt_tuning(*opts):
-    return ("PROMPT.METHODS", "['prompt_tuning']", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "4",
-            "PROMPT.PROMPT_TUNING.INIT", "sampled_vocab", *opts)
+    return (
+        "PROMPT.METHODS",
+        "['prompt_tuning']",
+        "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+        "4",
+        "PROMPT.PROMPT_TUNING.INIT",
+        "sampled_vocab",
+        *opts,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +44,9 @@ def bert_classifier():
 def test_classifier_without_prompts_reads_the_library_cls_state(bert_classifier):
     model = bert_classifier
     tokens = model.tower.tokenize(BATCH["text"], BATCH["text_b"])
-    hidden = model.backbone.model(input_ids=tokens.ids, attention_mask=tokens.mask.long(),
-                                  token_type_ids=tokens.token_type_ids).last_hidden_state
+    hidden = model.backbone.model(
+        input_ids=tokens.ids, attention_mask=tokens.mask.long(), token_type_ids=tokens.token_type_ids
+    ).last_hidden_state
     out = model(BATCH)
     assert torch.allclose(out["logits"], model.head(hidden[:, 0]), atol=1e-6, rtol=0)
     assert torch.allclose(out["loss"], F.cross_entropy(out["logits"], BATCH["label"]))
@@ -103,8 +115,7 @@ def test_verbalizer_logits_are_each_label_word_log_likelihood(verbalizer):
 def test_verbalizer_generates_what_the_library_generates(verbalizer):
     model = verbalizer
     ids, mask = model.tower.tokenize(BATCH["text"], BATCH["text_b"])
-    theirs = model.backbone.model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=5,
-                                           do_sample=False)
+    theirs = model.backbone.model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=5, do_sample=False)
     assert model.generate(BATCH, max_new_tokens=5) == model.tower.decode(theirs)
 
 

@@ -1,4 +1,5 @@
 """image_classifier and clip_prompt_classifier on tiny random backbones."""
+
 import pytest
 import torch
 import torch.nn.functional as F

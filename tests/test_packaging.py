@@ -1,5 +1,6 @@
 """Packaging: one version source, extras that match the import guards, recipes found as package
 data, console scripts next to the tools, and the registry reporting a broken module's own error."""
+
 from __future__ import annotations
 
 import builtins
@@ -59,17 +60,19 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
 
 def test_base_package_imports_without_backbone_libraries():
     """The base install: config, registry names and the API import with no backbone library."""
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('open_clip', 'timm', 'transformers', 'datasets', 'tensorboard'):\n"
-            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import mmprompt\n"
-            "from mmprompt.config import get_cfg\n"
-            "from mmprompt.registry import PROMPTS, MODELS, BACKBONES\n"
-            "get_cfg(); print(len(PROMPTS.names()), len(MODELS.names()), len(BACKBONES.names()))\n"
-            "print(len(mmprompt.list_recipes()))\n")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('open_clip', 'timm', 'transformers', 'datasets', 'tensorboard'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import mmprompt\n"
+        "from mmprompt.config import get_cfg\n"
+        "from mmprompt.registry import PROMPTS, MODELS, BACKBONES\n"
+        "get_cfg(); print(len(PROMPTS.names()), len(MODELS.names()), len(BACKBONES.names()))\n"
+        "print(len(mmprompt.list_recipes()))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     counts = proc.stdout.split()
@@ -109,9 +112,14 @@ def test_package_data_ships_the_recipes():
     assert os.path.realpath(recipes.RECIPE_ROOT) == os.path.realpath(os.path.join(REPO, "configs"))
 
 
-@pytest.mark.parametrize("script,target", [("mmprompt-train", "mmprompt.cli.train:console_main"),
-                                           ("mmprompt-zoo", "mmprompt.cli.zoo:console_main"),
-                                           ("mmprompt-prep", "mmprompt.cli.prep:console_main")])
+@pytest.mark.parametrize(
+    "script,target",
+    [
+        ("mmprompt-train", "mmprompt.cli.train:console_main"),
+        ("mmprompt-zoo", "mmprompt.cli.zoo:console_main"),
+        ("mmprompt-prep", "mmprompt.cli.prep:console_main"),
+    ],
+)
 def test_console_scripts_point_at_the_cli_modules(script, target):
     assert pyproject()["project"]["scripts"][script] == target
     module, func = target.split(":")

@@ -1,4 +1,5 @@
 """TRAIN.PRECISION as Dassl's PREC (fp32 / fp16 / amp) besides bf16 and auto."""
+
 import os
 import sys
 
@@ -18,18 +19,25 @@ from mmprompt.errors import ConfigError  # noqa: E402
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("fp32", Precision("fp32")), ("float32", Precision("fp32")), ("auto", Precision("fp32")),
-    ("bf16", Precision("bf16", autocast=torch.bfloat16)), ("BF16", Precision("bf16", autocast=torch.bfloat16)),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("fp32", Precision("fp32")),
+        ("float32", Precision("fp32")),
+        ("auto", Precision("fp32")),
+        ("bf16", Precision("bf16", autocast=torch.bfloat16)),
+        ("BF16", Precision("bf16", autocast=torch.bfloat16)),
+    ],
+)
 def test_cpu_values(value, expected):
     assert resolve_precision(value, CPU) == expected
 
 
 def test_cuda_values():
     assert resolve_precision("amp", CUDA) == Precision("amp", autocast=torch.float16, grad_scaler=True)
-    assert resolve_precision("fp16", CUDA) == Precision("fp16", autocast=torch.float16, backbone_dtype=torch.float16,
-                                                        grad_scaler=True)
+    assert resolve_precision("fp16", CUDA) == Precision(
+        "fp16", autocast=torch.float16, backbone_dtype=torch.float16, grad_scaler=True
+    )
     assert resolve_precision("float16", CUDA).backbone_dtype == torch.float16
     with pytest.raises(ConfigError, match="MODEL.BACKBONE.FREEZE is False.*amp"):
         resolve_precision("fp16", CUDA, backbone_frozen=False)
@@ -49,8 +57,21 @@ def test_cpu_fp16_is_refused_before_the_model_is_built(tmp_path, capsys, monkeyp
         raise AssertionError("the model was built before the precision was checked")
 
     monkeypatch.setattr(trainer_module, "build_model", build_model)
-    code, err = cli(["--config-file", write_config(tmp_path), "--root", str(tmp_path), "--output-dir",
-                     str(tmp_path / "run"), "TRAIN.PRECISION", "fp16", "USE_CUDA", "False"], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            write_config(tmp_path),
+            "--root",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "TRAIN.PRECISION",
+            "fp16",
+            "USE_CUDA",
+            "False",
+        ],
+        capsys,
+    )
     assert code == 2 and "needs a CUDA GPU" in err and "TRAIN.PRECISION fp32" in err
 
 

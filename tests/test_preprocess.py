@@ -1,5 +1,6 @@
 """Image preprocessing: the backbone's own configuration unless INPUT sets it, Dassl's transform
 semantics, VPT's FGVC pipeline as a preset, and images of every PIL mode decoded right."""
+
 import io
 import os
 
@@ -10,8 +11,15 @@ from PIL import Image
 from torchvision import transforms as T
 
 from mmprompt.config import load_cfg
-from mmprompt.data.build import (IMAGENET_MEAN, IMAGENET_STD, build_transform, check_input_size, load_image,
-                                 resolve_preprocess, to_rgb)
+from mmprompt.data.build import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transform,
+    check_input_size,
+    load_image,
+    resolve_preprocess,
+    to_rgb,
+)
 from mmprompt.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,17 +47,25 @@ def test_open_clip_preprocessing_follows_the_model():
     """Unset INPUT keys give exactly open_clip's own eval transform (tiny 32 px model built here)."""
     import open_clip
 
-    _, _, theirs = open_clip.create_model_and_transforms(open_clip.add_model_config(TINY_CLIP_JSON) or "tiny_clip_model")
+    _, _, theirs = open_clip.create_model_and_transforms(
+        open_clip.add_model_config(TINY_CLIP_JSON) or "tiny_clip_model"
+    )
     cfg = load_cfg(os.path.join(BASE, "tiny_clip.yaml"))
     assert resolve_preprocess(cfg).size == (32, 32)
     assert same_output(build_transform(cfg, is_train=False), theirs, image())
     # metadata only (nothing built or downloaded): sizes and the tags' own resize modes
     assert resolve_preprocess(clip_cfg("MODEL.BACKBONE.ARCH", "ViT-L-14-336")).size == (336, 336)
-    siglip = resolve_preprocess(clip_cfg("MODEL.BACKBONE.ARCH", "ViT-B-16-SigLIP-256", "MODEL.BACKBONE.PRETRAINED", "webli"))
+    siglip = resolve_preprocess(
+        clip_cfg("MODEL.BACKBONE.ARCH", "ViT-B-16-SigLIP-256", "MODEL.BACKBONE.PRETRAINED", "webli")
+    )
     assert (siglip.size, siglip.resize_mode, siglip.mean) == ((256, 256), "squash", (0.5, 0.5, 0.5))
     openai = resolve_preprocess(clip_cfg())
-    assert (openai.size, openai.interpolation, openai.resize_size, openai.resize_mode) == ((224, 224), "bicubic", 224,
-                                                                                          "shortest")
+    assert (openai.size, openai.interpolation, openai.resize_size, openai.resize_mode) == (
+        (224, 224),
+        "bicubic",
+        224,
+        "shortest",
+    )
 
 
 def test_timm_preprocessing_follows_the_pretrained_cfg():
@@ -68,16 +84,37 @@ def test_timm_preprocessing_follows_the_pretrained_cfg():
 
 
 def test_explicit_input_keys_win():
-    cfg = clip_cfg("INPUT.SIZE", "(160, 160)", "INPUT.INTERPOLATION", "bilinear", "INPUT.RESIZE_SIZE", "182",
-                   "INPUT.TEST_RESIZE_MODE", "squash", "INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]",
-                   "INPUT.PIXEL_STD", "[0.5, 0.5, 0.5]")
+    cfg = clip_cfg(
+        "INPUT.SIZE",
+        "(160, 160)",
+        "INPUT.INTERPOLATION",
+        "bilinear",
+        "INPUT.RESIZE_SIZE",
+        "182",
+        "INPUT.TEST_RESIZE_MODE",
+        "squash",
+        "INPUT.PIXEL_MEAN",
+        "[0.5, 0.5, 0.5]",
+        "INPUT.PIXEL_STD",
+        "[0.5, 0.5, 0.5]",
+    )
     pre = resolve_preprocess(cfg)
     assert (pre.size, pre.interpolation, pre.resize_size, pre.resize_mode, pre.mean) == (
-        (160, 160), "bilinear", 182, "squash", (0.5, 0.5, 0.5))
+        (160, 160),
+        "bilinear",
+        182,
+        "squash",
+        (0.5, 0.5, 0.5),
+    )
     # a ratio (the key runs saved before RESIZE_SIZE carry, as 1.0) when RESIZE_SIZE is 0
-    assert resolve_preprocess(clip_cfg("INPUT.SIZE", "(160, 160)", "INPUT.TEST_RESIZE_RATIO", "1.25")).resize_size == 200
-    for bad, match in ((("INPUT.INTERPOLATION", "lanczos"), "INTERPOLATION"), (("INPUT.TEST_RESIZE_MODE", "pad"), "RESIZE_MODE"),
-                       (("INPUT.SIZE", "(0, 3)"), "INPUT.SIZE")):
+    assert (
+        resolve_preprocess(clip_cfg("INPUT.SIZE", "(160, 160)", "INPUT.TEST_RESIZE_RATIO", "1.25")).resize_size == 200
+    )
+    for bad, match in (
+        (("INPUT.INTERPOLATION", "lanczos"), "INTERPOLATION"),
+        (("INPUT.TEST_RESIZE_MODE", "pad"), "RESIZE_MODE"),
+        (("INPUT.SIZE", "(0, 3)"), "INPUT.SIZE"),
+    ):
         with pytest.raises(ConfigError, match=match):
             resolve_preprocess(clip_cfg(*bad))
 
@@ -87,8 +124,10 @@ def test_a_size_the_backbone_cannot_take_is_refused_before_building():
     check_input_size(tiny)  # follows the model: fine
     with pytest.raises(ConfigError, match=r"takes 32x32 images.*Remove INPUT.SIZE"):
         check_input_size(load_cfg(os.path.join(BASE, "tiny_clip.yaml"), opts=["INPUT.SIZE", "(224, 224)"]))
-    dynamic = load_cfg(os.path.join(BASE, "tiny_vit.yaml"), opts=["INPUT.SIZE", "(48, 48)",
-                                                                  "MODEL.BACKBONE.KWARGS.dynamic_img_size", "True"])
+    dynamic = load_cfg(
+        os.path.join(BASE, "tiny_vit.yaml"),
+        opts=["INPUT.SIZE", "(48, 48)", "MODEL.BACKBONE.KWARGS.dynamic_img_size", "True"],
+    )
     check_input_size(dynamic)
 
 
@@ -109,12 +148,19 @@ def test_dassl_transform_semantics():
     norm = T.Normalize([0.1, 0.2, 0.3], [0.5, 0.5, 0.5])
     exact = T.Compose([T.Resize((32, 40), bilinear), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     assert same_output(build_transform(dassl_cfg("normalize", "random_flip"), True), exact, img)
-    assert same_output(build_transform(dassl_cfg("center_crop"), True), T.Compose([T.Resize((32, 40), bilinear),
-                                                                                    T.ToTensor()]), img)
+    assert same_output(
+        build_transform(dassl_cfg("center_crop"), True), T.Compose([T.Resize((32, 40), bilinear), T.ToTensor()]), img
+    )
     test = T.Compose([T.Resize(40, bilinear), T.CenterCrop((32, 40)), T.ToTensor()])
     assert same_output(build_transform(dassl_cfg("random_resized_crop"), False), test, img)
-    rrc = T.Compose([T.RandomResizedCrop((32, 40), scale=(0.08, 1.0), interpolation=bilinear), T.RandomHorizontalFlip(),
-                     T.ToTensor(), norm])
+    rrc = T.Compose(
+        [
+            T.RandomResizedCrop((32, 40), scale=(0.08, 1.0), interpolation=bilinear),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            norm,
+        ]
+    )
     assert same_output(build_transform(dassl_cfg("random_flip", "normalize", "random_resized_crop"), True), rrc, img)
     padded = T.Compose([T.RandomCrop((32, 40), padding=4), T.ToTensor()])
     assert same_output(build_transform(dassl_cfg("random_crop"), True), padded, img)
@@ -126,8 +172,9 @@ def test_transform_names_are_checked():
     with pytest.raises(ConfigError, match="'resize' needs a crop"):
         build_transform(dassl_cfg("resize", "random_flip"), True)
     resized = build_transform(dassl_cfg("resize", "center_crop", RESIZE_SIZE=50), True)
-    assert same_output(resized, T.Compose([T.Resize(50, T.InterpolationMode.BILINEAR), T.CenterCrop((32, 40)),
-                                           T.ToTensor()]), image())
+    assert same_output(
+        resized, T.Compose([T.Resize(50, T.InterpolationMode.BILINEAR), T.CenterCrop((32, 40)), T.ToTensor()]), image()
+    )
 
 
 def test_vpt_fgvc_preset_is_vpts_pipeline(tmp_path):
@@ -171,12 +218,16 @@ def test_other_modes_decode_as_dassl_does(mode):
     """Dassl / CoOp read images with Image.open(path).convert("RGB"): alpha dropped, PIL's conversions."""
     rgb = image(23, 17)
     alpha = Image.fromarray(np.random.default_rng(1).integers(0, 256, (17, 23), dtype=np.uint8))
-    made = {"RGBA": lambda: Image.merge("RGBA", (*rgb.split(), alpha)),
-            "LA": lambda: Image.merge("LA", (rgb.convert("L"), alpha)),
-            "P with transparency": lambda: saved(rgb.convert("P"), transparency=0),
-            "CMYK": lambda: saved(rgb.convert("CMYK"), "JPEG"), "L": lambda: rgb.convert("L"),
-            "1": lambda: rgb.convert("1"), "YCbCr": lambda: rgb.convert("YCbCr"),
-            "F": lambda: Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.float32))}[mode]()
+    made = {
+        "RGBA": lambda: Image.merge("RGBA", (*rgb.split(), alpha)),
+        "LA": lambda: Image.merge("LA", (rgb.convert("L"), alpha)),
+        "P with transparency": lambda: saved(rgb.convert("P"), transparency=0),
+        "CMYK": lambda: saved(rgb.convert("CMYK"), "JPEG"),
+        "L": lambda: rgb.convert("L"),
+        "1": lambda: rgb.convert("1"),
+        "YCbCr": lambda: rgb.convert("YCbCr"),
+        "F": lambda: Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.float32)),
+    }[mode]()
     out = to_rgb(made)
     assert out.mode == "RGB" and out.size == (23, 17)
     assert np.array_equal(np.asarray(out), np.asarray(made.convert("RGB")))

@@ -1,12 +1,13 @@
 """The prompt methods on the real tiny backbones (timm ViT, open_clip CLIP, T5, BERT) through the
 task models: where tokens land per layer, gradients only on prompts, frozen weights unchanged."""
+
 import json
 import os
 
 import pytest
 import torch
-
 from _text_backbones import tiny_encoder_cfg, tiny_t5_cfg
+
 from mmprompt.build import build_backbone, build_model, build_prompts
 from mmprompt.config import load_cfg
 from mmprompt.prompts.base import PromptContext
@@ -53,8 +54,16 @@ def vit_cfg(*opts):
 
 
 def test_vpt_deep_on_timm_vit_replaces_prompts_before_each_layer():
-    cfg = vit_cfg("PROMPT.METHODS", "['vpt']", "PROMPT.VPT.DEEP", "True", "PROMPT.VPT.NUM_TOKENS", "3",
-                  "PROMPT.VPT.DROPOUT", "0.0")
+    cfg = vit_cfg(
+        "PROMPT.METHODS",
+        "['vpt']",
+        "PROMPT.VPT.DEEP",
+        "True",
+        "PROMPT.VPT.NUM_TOKENS",
+        "3",
+        "PROMPT.VPT.DROPOUT",
+        "0.0",
+    )
     model = build_model(cfg, ["a", "b", "c"])
     vpt = model.prompts.methods[0]
     seen = record_layers(model.backbone.tower("vision"))
@@ -66,8 +75,10 @@ def test_vpt_deep_on_timm_vit_replaces_prompts_before_each_layer():
         assert torch.equal(tokens_of(s, vpt.owner_id)[1], vpt.sources[i].tokens)
     batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2])}
     got = train_step(model, batch)
-    assert {n for n in got if n.startswith("prompts.")} == {"prompts.methods.0.sources.0.tokens",
-                                                          "prompts.methods.0.sources.1.tokens"}
+    assert {n for n in got if n.startswith("prompts.")} == {
+        "prompts.methods.0.sources.0.tokens",
+        "prompts.methods.0.sources.1.tokens",
+    }
     assert all(n.startswith(("prompts.", "head.")) for n in got)
 
 
@@ -113,17 +124,34 @@ def test_maple_on_open_clip_couples_text_to_vision_per_layer(clip_json):
     trimmed = int(text.eot_positions(model.class_token_ids).max()) + 1
     assert [s.length for s in text_seen] == [trimmed + 4, trimmed + 4]
     got = train_step(model, {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([1, 0])})
-    assert got == {f"prompts.methods.0.{n}" for n in
-                   ["text_sources.0.tokens", "text_sources.1.tokens", "couplings.0.weight", "couplings.0.bias",
-                    "couplings.1.weight", "couplings.1.bias"]}
+    assert got == {
+        f"prompts.methods.0.{n}"
+        for n in [
+            "text_sources.0.tokens",
+            "text_sources.1.tokens",
+            "couplings.0.weight",
+            "couplings.0.bias",
+            "couplings.1.weight",
+            "couplings.1.bias",
+        ]
+    }
     state = model.trainable_state_dict()
     assert all(k.startswith("prompts.") for k in state)  # a checkpoint holds only the prompts
 
 
 def test_coop_on_open_clip_class_prompts(clip_json):
     # CSC with a random init: with CTX_INIT, CoOp's context is generic (test_prompts_clip.py)
-    model = clip_model(clip_json, "PROMPT.METHODS", "['coop']", "PROMPT.COOP.N_CTX", "4",
-                       "PROMPT.COOP.CTX_INIT", "", "PROMPT.COOP.CSC", "True")
+    model = clip_model(
+        clip_json,
+        "PROMPT.METHODS",
+        "['coop']",
+        "PROMPT.COOP.N_CTX",
+        "4",
+        "PROMPT.COOP.CTX_INIT",
+        "",
+        "PROMPT.COOP.CSC",
+        "True",
+    )
     coop = model.prompts.methods[0]
     assert coop.source.tokens.shape == (2 * 4, 48)
     seen = record_layers(model.backbone.tower("text"))
@@ -147,8 +175,18 @@ TEXTS = {"text": ["great movie", "bad"], "label": torch.tensor([1, 0])}
 
 @pytest.mark.parametrize("source", ["param", "superpos", "residual"])
 def test_prompt_tuning_on_t5_encoder(source):
-    model = t5_model("PROMPT.METHODS", "['prompt_tuning']", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "5",
-                     "PROMPT.PROMPT_TUNING.SOURCE", source, "PROMPT.SUPERPOS.M", "16", "PROMPT.RESIDUAL.HIDDEN", "8")
+    model = t5_model(
+        "PROMPT.METHODS",
+        "['prompt_tuning']",
+        "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+        "5",
+        "PROMPT.PROMPT_TUNING.SOURCE",
+        source,
+        "PROMPT.SUPERPOS.M",
+        "16",
+        "PROMPT.RESIDUAL.HIDDEN",
+        "8",
+    )
     pt = model.prompts.methods[0]
     tower = model.backbone.tower("encoder")
     seen = record_layers(tower)
@@ -167,9 +205,17 @@ def test_prompt_tuning_on_t5_encoder(source):
 @pytest.mark.parametrize("method", ["dept", "adept"])
 def test_offsets_on_t5_encoder(method):
     node = method.upper()
-    model = t5_model("PROMPT.METHODS", f"['{method}']", f"PROMPT.{node}.NUM_TOKENS", "4",
-                     *(["PROMPT.DEPT.RANK", "3", "PROMPT.DEPT.MAX_LEN", "64"] if method == "dept" else
-                       ["PROMPT.ADEPT.BOTTLENECK", "3"]))
+    model = t5_model(
+        "PROMPT.METHODS",
+        f"['{method}']",
+        f"PROMPT.{node}.NUM_TOKENS",
+        "4",
+        *(
+            ["PROMPT.DEPT.RANK", "3", "PROMPT.DEPT.MAX_LEN", "64"]
+            if method == "dept"
+            else ["PROMPT.ADEPT.BOTTLENECK", "3"]
+        ),
+    )
     m = model.prompts.methods[0]
     tower = model.backbone.tower("encoder")
     for p in m.offsets.parameters():  # move the zero-initialised factors so offsets are visible
@@ -182,8 +228,8 @@ def test_offsets_on_t5_encoder(method):
     seq = seen[0]
     assert seq.positions_of(m.prompt.owner_id)[0].tolist() == [0, 1, 2, 3]
     n = int(mask[0].sum())  # content = tokens before </s>
-    content = seq.x[0, 4:4 + n - 1]
-    assert not torch.allclose(content, plain.x[0, :n - 1])
+    content = seq.x[0, 4 : 4 + n - 1]
+    assert not torch.allclose(content, plain.x[0, : n - 1])
     assert torch.equal(seq.x[0, 4 + n - 1], plain.x[0, n - 1])  # </s> untouched
     got = train_step(model, TEXTS)
     assert any(".offsets." in g for g in got) and any(".prompt." in g for g in got)
@@ -193,8 +239,9 @@ def test_offsets_on_t5_encoder(method):
 
 def test_deep_prompt_on_bert_every_layer():
     cfg = tiny_encoder_cfg()
-    cfg.merge_from_list(["PROMPT.METHODS", "['deep_prompt']", "PROMPT.DEEP_PROMPT.NUM_TOKENS", "3",
-                         "PROMPT.DEEP_PROMPT.DROPOUT", "0.0"])
+    cfg.merge_from_list(
+        ["PROMPT.METHODS", "['deep_prompt']", "PROMPT.DEEP_PROMPT.NUM_TOKENS", "3", "PROMPT.DEEP_PROMPT.DROPOUT", "0.0"]
+    )
     backbone = build_backbone(cfg)
     stack = build_prompts(cfg, backbone)
     deep = stack.methods[0]

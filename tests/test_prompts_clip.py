@@ -1,8 +1,9 @@
 """CoOp and MaPLe (all modes) on a fake CLIP with a text and a vision tower."""
+
 import pytest
 import torch
-
 from _fake_backbone import EOT, SOT, check_training_step, fake_clip, fake_vit, images, tokens_at
+
 from mmprompt.build import build_prompts
 from mmprompt.config import get_cfg
 from mmprompt.errors import ConfigError, MMPromptError
@@ -38,11 +39,14 @@ def words(backbone, text):
     return [backbone.tower("text").word_id(w) for w in text.split()]
 
 
-@pytest.mark.parametrize("position, expected", [
-    ("end", ["SOT", "C", "C", "C", "C", "cls", "cls", "EOT"]),
-    ("middle", ["SOT", "C", "C", "cls", "cls", "C", "C", "EOT"]),
-    ("front", ["SOT", "cls", "cls", "C", "C", "C", "C", "EOT"]),
-])
+@pytest.mark.parametrize(
+    "position, expected",
+    [
+        ("end", ["SOT", "C", "C", "C", "C", "cls", "cls", "EOT"]),
+        ("middle", ["SOT", "C", "C", "cls", "cls", "C", "C", "EOT"]),
+        ("front", ["SOT", "cls", "cls", "C", "C", "C", "C", "EOT"]),
+    ],
+)
 def test_coop_class_token_positions(position, expected):
     backbone = fake_clip()
     stack = build_prompts(coop_cfg(N_CTX=4, CLASS_TOKEN_POSITION=position), backbone)
@@ -125,9 +129,14 @@ def test_maple_text_context_fixed_words_and_coupled_vision_prompts_per_layer():
         assert torch.allclose(tokens_at(vision_seen[i], maple.vision_owner)[0], expected)
     assert maple.couplings[0].in_features == 12 and maple.couplings[0].out_features == 16
     grads = check_training_step(backbone, stack, loss_fn(backbone, stack))
-    assert set(grads) == {"methods.0.text_sources.0.tokens", "methods.0.text_sources.1.tokens",
-                          "methods.0.couplings.0.weight", "methods.0.couplings.0.bias",
-                          "methods.0.couplings.1.weight", "methods.0.couplings.1.bias"}
+    assert set(grads) == {
+        "methods.0.text_sources.0.tokens",
+        "methods.0.text_sources.1.tokens",
+        "methods.0.couplings.0.weight",
+        "methods.0.couplings.0.bias",
+        "methods.0.couplings.1.weight",
+        "methods.0.couplings.1.bias",
+    }
 
 
 def test_maple_coupling_runs_once_per_forward():
@@ -140,11 +149,14 @@ def test_maple_coupling_runs_once_per_forward():
     assert len(calls) == 2  # one per prompted layer, not one per layer call
 
 
-@pytest.mark.parametrize("mode, text, vision, coupled", [
-    ("deep_vision", False, True, False),
-    ("deep_language", True, False, False),
-    ("ivlp", True, True, False),
-])
+@pytest.mark.parametrize(
+    "mode, text, vision, coupled",
+    [
+        ("deep_vision", False, True, False),
+        ("deep_language", True, False, False),
+        ("ivlp", True, True, False),
+    ],
+)
 def test_maple_ablation_modes(mode, text, vision, coupled):
     backbone = fake_clip()
     stack = build_prompts(maple_cfg(MODE=mode, N_CTX_VISION=3), backbone)
@@ -155,8 +167,9 @@ def test_maple_ablation_modes(mode, text, vision, coupled):
     assert backbone.tower("vision").seen[0].has(maple.vision_owner) == vision
     if vision:
         for i in range(2):
-            assert torch.equal(tokens_at(backbone.tower("vision").seen[i], maple.vision_owner)[0],
-                               maple.vision_sources[i].tokens)
+            assert torch.equal(
+                tokens_at(backbone.tower("vision").seen[i], maple.vision_owner)[0], maple.vision_sources[i].tokens
+            )
         assert maple.vision_sources[0].tokens.shape == (3, 16)
     check_training_step(backbone, stack, loss_fn(backbone, stack))
 
@@ -207,7 +220,9 @@ def test_maple_ctx_init_only_up_to_4_tokens_else_random_without_fixed_words():
     assert four.fixed_words.ids.tolist() == words(backbone, "a photo of")
     five = build_prompts(maple_cfg(N_CTX=5, CTX_INIT=phrase), backbone).methods[0]
     assert five.fixed_words is None and five.text_sources[0].tokens.shape == (5, 12)
-    assert not any(torch.allclose(five.text_sources[0].tokens[i], emb[w]) for i, w in enumerate(words(backbone, phrase)[:5]))
+    assert not any(
+        torch.allclose(five.text_sources[0].tokens[i], emb[w]) for i, w in enumerate(words(backbone, phrase)[:5])
+    )
     stack = build_prompts(maple_cfg(N_CTX=5, CTX_INIT=phrase), backbone)
     clip_logits(backbone, stack)
     seq = backbone.tower("text").seen[0]  # "cat": [SOT, ctx x5, cat, EOT], no fixed words
@@ -226,7 +241,9 @@ def test_maple_deep_couplings_start_as_copies_of_one_linear():
 
 def test_ivlp_vision_and_text_depths_and_lengths_differ():
     backbone = fake_clip(depth=3)
-    stack = build_prompts(maple_cfg(MODE="ivlp", N_CTX=2, N_CTX_VISION=3, PROMPT_DEPTH=1, PROMPT_DEPTH_VISION=3), backbone)
+    stack = build_prompts(
+        maple_cfg(MODE="ivlp", N_CTX=2, N_CTX_VISION=3, PROMPT_DEPTH=1, PROMPT_DEPTH_VISION=3), backbone
+    )
     maple = stack.methods[0]
     assert (maple.text_depth, maple.vision_depth) == (1, 3)
     assert len(maple.text_sources) == 1 and len(maple.vision_sources) == 3

@@ -2,6 +2,7 @@
 MaPLe with a superposed text context, VPT-deep with superposed prompts, VPT-deep with ADePT offsets
 on the patch tokens of layers 0-3, prompt tuning with Residual reparameterisation; and an
 impossible combination refused at setup."""
+
 import os
 
 import pytest
@@ -15,13 +16,28 @@ from mmprompt.prompts.base import PromptContext
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIGS = os.path.join(ROOT, "configs")
-TINY_CLIP = ["MODEL.BACKBONE.ARCH", os.path.join(CONFIGS, "_base_", "tiny_clip_model.json"),
-             "MODEL.BACKBONE.PRETRAINED", ""]
-TINY_VIT = ["MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS",
-            "{'embed_dim': 32, 'depth': 4, 'num_heads': 2, 'img_size': 16, 'patch_size': 8}"]
-TINY_T5 = ["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5",
-           "MODEL.BACKBONE.KWARGS", "{'d_model': 32, 'd_ff': 64, 'd_kv': 8, 'num_heads': 4, 'num_layers': 2, "
-                                    "'vocab_size': 384}"]
+TINY_CLIP = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(CONFIGS, "_base_", "tiny_clip_model.json"),
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+]
+TINY_VIT = [
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "MODEL.BACKBONE.KWARGS",
+    "{'embed_dim': 32, 'depth': 4, 'num_heads': 2, 'img_size': 16, 'patch_size': 8}",
+]
+TINY_T5 = [
+    "MODEL.BACKBONE.ARCH",
+    "t5",
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "MODEL.TEXT.TOKENIZER",
+    "byt5",
+    "MODEL.BACKBONE.KWARGS",
+    "{'d_model': 32, 'd_ff': 64, 'd_kv': 8, 'num_heads': 4, 'num_layers': 2, 'vocab_size': 384}",
+]
 
 
 def config(name, *opts):
@@ -60,8 +76,16 @@ def step(model, batch):
 
 
 def test_maple_with_superposed_text_context():
-    cfg = config("maple.yaml", *TINY_CLIP, "PROMPT.MAPLE.SOURCE", "superpos", "PROMPT.SUPERPOS.M", "16",
-                 "PROMPT.MAPLE.PROMPT_DEPTH", "2")
+    cfg = config(
+        "maple.yaml",
+        *TINY_CLIP,
+        "PROMPT.MAPLE.SOURCE",
+        "superpos",
+        "PROMPT.SUPERPOS.M",
+        "16",
+        "PROMPT.MAPLE.PROMPT_DEPTH",
+        "2",
+    )
     model = build_model(cfg, ["cat", "dog", "owl"])
     maple = model.prompts.methods[0]
     text_source = maple.text_sources[0]
@@ -80,13 +104,24 @@ def test_maple_with_superposed_text_context():
     assert "prompts.methods.0.text_sources.0.E" in got and "prompts.methods.0.couplings.1.weight" in got
     groups = {g["name"]: g for g in build_param_groups(model, cfg)}
     assert {"prompts.methods.0.text_sources.0.E", "prompts.methods.0.text_sources.1.E"} <= set(
-        groups["default (no weight decay)"]["param_names"])
+        groups["default (no weight decay)"]["param_names"]
+    )
     assert "prompts.methods.0.text_sources.0.weights" in groups["default"]["param_names"]
 
 
 def test_vpt_deep_with_superposed_prompts_per_layer():
-    cfg = config("vpt_deep_cub.yaml", *TINY_VIT, "PROMPT.VPT.SOURCE", "superpos", "PROMPT.SUPERPOS.M", "8",
-                 "PROMPT.VPT.NUM_TOKENS", "3", "PROMPT.VPT.DROPOUT", "0.0")
+    cfg = config(
+        "vpt_deep_cub.yaml",
+        *TINY_VIT,
+        "PROMPT.VPT.SOURCE",
+        "superpos",
+        "PROMPT.SUPERPOS.M",
+        "8",
+        "PROMPT.VPT.NUM_TOKENS",
+        "3",
+        "PROMPT.VPT.DROPOUT",
+        "0.0",
+    )
     model = build_model(cfg, ["a", "b"])
     vpt = model.prompts.methods[0]
     assert len(vpt.sources) == 4 and all(s.E.shape == (3, 32, 8) for s in vpt.sources)
@@ -102,9 +137,24 @@ def test_vpt_deep_with_superposed_prompts_per_layer():
 
 
 def test_vpt_deep_with_adept_offsets_on_patch_tokens_of_layers_0_to_3():
-    cfg = config("vpt_deep_cub.yaml", *TINY_VIT, "PROMPT.METHODS", "['vpt', 'adept']", "PROMPT.VPT.NUM_TOKENS", "2",
-                 "PROMPT.VPT.DROPOUT", "0.0", "PROMPT.ADEPT.TOWER", "vision", "PROMPT.ADEPT.NUM_TOKENS", "0",
-                 "PROMPT.ADEPT.BOTTLENECK", "5", "PROMPT.ADEPT.LAYERS", "[0, 1, 2, 3]")
+    cfg = config(
+        "vpt_deep_cub.yaml",
+        *TINY_VIT,
+        "PROMPT.METHODS",
+        "['vpt', 'adept']",
+        "PROMPT.VPT.NUM_TOKENS",
+        "2",
+        "PROMPT.VPT.DROPOUT",
+        "0.0",
+        "PROMPT.ADEPT.TOWER",
+        "vision",
+        "PROMPT.ADEPT.NUM_TOKENS",
+        "0",
+        "PROMPT.ADEPT.BOTTLENECK",
+        "5",
+        "PROMPT.ADEPT.LAYERS",
+        "[0, 1, 2, 3]",
+    )
     model = build_model(cfg, ["a", "b"])
     vpt, adept = model.prompts.methods
     for mlp in adept.offsets.values():  # W_up starts at 0; move it so the offsets show

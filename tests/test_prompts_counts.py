@@ -4,6 +4,7 @@ The fast tests size the prompt modules on towers that only have the full-size wi
 (no weights, no forward); the slow ones build the real full-size backbones from the configs, one
 through ``tools/model_info.py``.
 """
+
 import json
 import os
 import runpy
@@ -62,11 +63,14 @@ def test_maple_vit_b16_nctx2_depth9_is_3_55M():
     assert trainable(stack) == 9 * 2 * 512 + 9 * (512 * 768 + 768) == 3_555_072
 
 
-@pytest.mark.parametrize("config, opts, expected", [
-    ("t5_dept.yaml", ["PROMPT.DEPT.INIT", "normal"], 40 * 768 + 256 * 45 + 45 * 768),  # 76,800
-    ("t5_adept.yaml", ["PROMPT.ADEPT.INIT", "normal"], 60 * 768 + 768 * 19 + 19 + 19 * 768 + 768),  # 76,051
-    ("t5_prompt_tuning.yaml", ["PROMPT.PROMPT_TUNING.INIT", "normal"], 100 * 768),  # 76,800
-])
+@pytest.mark.parametrize(
+    "config, opts, expected",
+    [
+        ("t5_dept.yaml", ["PROMPT.DEPT.INIT", "normal"], 40 * 768 + 256 * 45 + 45 * 768),  # 76,800
+        ("t5_adept.yaml", ["PROMPT.ADEPT.INIT", "normal"], 60 * 768 + 768 * 19 + 19 + 19 * 768 + 768),  # 76,051
+        ("t5_prompt_tuning.yaml", ["PROMPT.PROMPT_TUNING.INIT", "normal"], 100 * 768),  # 76,800
+    ],
+)
 def test_t5_base_budget_of_dept_adept_and_prompt_tuning(config, opts, expected):
     stack = build_prompts(method_cfg(config, *opts), ShapeBackbone(**T5_BASE))
     assert trainable(stack) == expected
@@ -75,9 +79,12 @@ def test_t5_base_budget_of_dept_adept_and_prompt_tuning(config, opts, expected):
 
 def test_maple_repository_baselines_counts():
     # the authors' recipes: VPT 8 vision tokens, language-only 4 text tokens, IVLP 2 + 2; all 12 layers
-    counts = {name: trainable(build_prompts(method_cfg(f"{name}.yaml", "PROMPT.MAPLE.CTX_INIT", ""),
-                                            ShapeBackbone(**CLIP_B16)))
-              for name in ("vpt_clip", "ivlp_language_only", "ivlp")}
+    counts = {
+        name: trainable(
+            build_prompts(method_cfg(f"{name}.yaml", "PROMPT.MAPLE.CTX_INIT", ""), ShapeBackbone(**CLIP_B16))
+        )
+        for name in ("vpt_clip", "ivlp_language_only", "ivlp")
+    }
     assert counts == {"vpt_clip": 12 * 8 * 768, "ivlp_language_only": 12 * 4 * 512, "ivlp": 12 * 2 * (768 + 512)}
 
 
@@ -91,7 +98,7 @@ def model_info(capsys, *args):
     finally:
         sys.argv = argv
     out = capsys.readouterr().out
-    return json.loads(out[out.index("{"):])
+    return json.loads(out[out.index("{") :])
 
 
 @pytest.mark.slow
@@ -105,7 +112,14 @@ def test_maple_count_on_full_open_clip_vit_b16_through_model_info(capsys):
 def test_dept_count_on_full_t5_base_through_model_info(capsys):
     # ADePT's and prompt tuning's counts on the same widths are checked above without the weights.
     # The recipe's prompt init reads its phrase through a tokenizer; offline, ByT5's (no files) stands in.
-    info = model_info(capsys, "--config-file", os.path.join(CONFIGS, "t5_dept.yaml"), "MODEL.BACKBONE.PRETRAINED", "",
-                      "MODEL.TEXT.TOKENIZER", "byt5")
+    info = model_info(
+        capsys,
+        "--config-file",
+        os.path.join(CONFIGS, "t5_dept.yaml"),
+        "MODEL.BACKBONE.PRETRAINED",
+        "",
+        "MODEL.TEXT.TOKENIZER",
+        "byt5",
+    )
     assert info["backbone"] == {"encoder": {"width": 768, "layers": 12}}
     assert info["trainable"] == 76_800

@@ -2,14 +2,15 @@
 ``lora_alpha / sqrt(r)`` offset scaling, ADePT's bottleneck dropout and down-projection init, the
 text init both use (HF peft's TEXT: the phrase's ids with special tokens, repeated), and the
 recipes' defaults and parameter budgets."""
+
 import math
 import os
 
 import pytest
 import torch
-
 from _fake_backbone import EOT, SOT, fake_encoder, fake_vit
 from _text_backbones import tiny_t5_cfg
+
 from mmprompt.build import build_model, build_prompts
 from mmprompt.config import get_cfg, load_cfg
 from mmprompt.errors import ConfigError
@@ -84,8 +85,20 @@ def test_text_repeat_init_on_t5_includes_the_eos():
     """T5's tokenizer appends </s> (id 1), so the authors' repeated unit is the phrase + </s>."""
     cfg = tiny_t5_cfg()
     cfg.MODEL.NAME = "t5_verbalizer"
-    cfg.merge_from_list(["PROMPT.METHODS", "['dept']", "PROMPT.DEPT.NUM_TOKENS", "7", "PROMPT.DEPT.RANK", "2",
-                         "PROMPT.DEPT.MAX_LEN", "64", "PROMPT.DEPT.INIT_TEXT", "ab"])
+    cfg.merge_from_list(
+        [
+            "PROMPT.METHODS",
+            "['dept']",
+            "PROMPT.DEPT.NUM_TOKENS",
+            "7",
+            "PROMPT.DEPT.RANK",
+            "2",
+            "PROMPT.DEPT.MAX_LEN",
+            "64",
+            "PROMPT.DEPT.INIT_TEXT",
+            "ab",
+        ]
+    )
     model = build_model(cfg, ["no", "yes"])
     emb = model.backbone.model.get_input_embeddings().weight
     a, b, eos = ord("a") + 3, ord("b") + 3, 1  # ByT5: byte + 3; </s> = 1
@@ -136,21 +149,29 @@ def test_adept_dropout_acts_on_the_bottleneck_in_training_only():
 
 
 def test_adept_node_reaches_the_offset_network():
-    stack = build_prompts(cfg_for("adept", "ADEPT", NUM_TOKENS=0, BOTTLENECK=3, DROPOUT=0.25,
-                                  DOWN_INIT="linear"), fake_encoder(width=12))
+    stack = build_prompts(
+        cfg_for("adept", "ADEPT", NUM_TOKENS=0, BOTTLENECK=3, DROPOUT=0.25, DOWN_INIT="linear"), fake_encoder(width=12)
+    )
     m = stack.methods[0].offsets["0"]
     assert m.dropout.p == 0.25 and torch.count_nonzero(m.down.bias) > 0
 
 
-@pytest.mark.parametrize("config,scale,group_lr,steps", [("t5_dept.yaml", 8 / math.sqrt(45), 5e-3, 40000),
-                                                         ("t5_adept.yaml", None, 1e-4, 30000)])
+@pytest.mark.parametrize(
+    "config,scale,group_lr,steps",
+    [("t5_dept.yaml", 8 / math.sqrt(45), 5e-3, 40000), ("t5_adept.yaml", None, 1e-4, 30000)],
+)
 def test_dept_adept_recipes_train_as_the_authors_train_py(config, scale, group_lr, steps):
     cfg = load_cfg(os.path.join(CONFIGS, config))
     o = cfg.OPTIM
     assert (o.NAME, o.LR, o.GROUP_LR.offsets, o.WEIGHT_DECAY) == ("adamw", 0.3, group_lr, 0.0)
     assert (o.ADAM_BETA1, o.ADAM_BETA2, o.ADAM_EPS) == (0.9, 0.999, 1e-6)  # transformers' AdamW defaults
-    assert (o.LR_SCHEDULER, o.SCHEDULER_UNIT, o.WARMUP_ITERS, o.WARMUP_MIN_LR, o.MAX_ITER) == \
-        ("linear", "iter", 500, 0.0, steps)
+    assert (o.LR_SCHEDULER, o.SCHEDULER_UNIT, o.WARMUP_ITERS, o.WARMUP_MIN_LR, o.MAX_ITER) == (
+        "linear",
+        "iter",
+        500,
+        0.0,
+        steps,
+    )
     assert cfg.TRAIN.GRAD_CLIP_NORM == 1.0 and cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 32
     assert cfg.MODEL.TEXT.MAX_LENGTH == 256
     node = cfg.PROMPT.DEPT if config == "t5_dept.yaml" else cfg.PROMPT.ADEPT

@@ -2,14 +2,15 @@
 mask, positions and parameter counts come out, the T5 encoder path, and the towers that refuse
 it; pinned on tiny random models without the authors' code (benchmarks/official/ptuning_v2.py
 compares with it)."""
+
 import math
 import os
 
 import pytest
 import torch
+from _text_backbones import TINY_T5, padded_ids, tiny_encoder_cfg, tiny_t5_cfg
 from transformers import DynamicCache
 
-from _text_backbones import TINY_T5, padded_ids, tiny_encoder_cfg, tiny_t5_cfg
 from mmprompt.build import build_backbone, build_model, build_prompts
 from mmprompt.config import load_cfg
 from mmprompt.errors import ConfigError
@@ -21,8 +22,15 @@ L = 3  # prefix length in these tests
 
 
 def prefix_opts(*extra):
-    return ["PROMPT.METHODS", "['ptuning_v2']", "PROMPT.PTUNING_V2.NUM_TOKENS", str(L),
-            "PROMPT.PTUNING_V2.DROPOUT", "0.0", *extra]
+    return [
+        "PROMPT.METHODS",
+        "['ptuning_v2']",
+        "PROMPT.PTUNING_V2.NUM_TOKENS",
+        str(L),
+        "PROMPT.PTUNING_V2.DROPOUT",
+        "0.0",
+        *extra,
+    ]
 
 
 def built(cfg, *opts):
@@ -54,8 +62,9 @@ def record_layer_inputs(tower):
 def library_prefix_cache(module, batch):
     """The module's prefixes as the transformers cache ``BertModel(..., cache=)`` takes."""
     kv = module.keys_and_values(batch)
-    return DynamicCache(ddp_cache_data=[(kv[:, :, i, 0].transpose(1, 2), kv[:, :, i, 1].transpose(1, 2))
-                                        for i in range(module.depth)])
+    return DynamicCache(
+        ddp_cache_data=[(kv[:, :, i, 0].transpose(1, 2), kv[:, :, i, 1].transpose(1, 2)) for i in range(module.depth)]
+    )
 
 
 # ---------------------------------------------------------------------------------- layout
@@ -78,8 +87,9 @@ def test_every_layer_gets_its_own_keys_and_values_and_the_sequence_is_untouched(
 
 
 def test_projection_makes_every_layer_from_one_table():
-    backbone, stack = built(tiny_encoder_cfg(), "PROMPT.PTUNING_V2.PROJECTION", "True",
-                            "PROMPT.PTUNING_V2.PROJECTION_HIDDEN", "7")
+    backbone, stack = built(
+        tiny_encoder_cfg(), "PROMPT.PTUNING_V2.PROJECTION", "True", "PROMPT.PTUNING_V2.PROJECTION_HIDDEN", "7"
+    )
     module, tower = stack.methods[0], backbone.tower("encoder")
     assert module.embedding.shape == (L, 32)
     assert [type(m).__name__ for m in module.projection] == ["Linear", "Tanh", "Linear"]
@@ -203,9 +213,12 @@ def test_t5_encoder_prefix_equals_an_explicit_attention_over_concatenated_keys()
     first = encoder.block[0].layer[0].SelfAttention
     heads, head_dim, n = first.n_heads, first.key_value_proj_dim, ids.shape[1]
     relative = torch.arange(L + n)[None, :] - (torch.arange(n) + L)[:, None]  # key - query
-    buckets = first._relative_position_bucket(relative, bidirectional=True,
-                                              num_buckets=first.relative_attention_num_buckets,
-                                              max_distance=first.relative_attention_max_distance)
+    buckets = first._relative_position_bucket(
+        relative,
+        bidirectional=True,
+        num_buckets=first.relative_attention_num_buckets,
+        max_distance=first.relative_attention_max_distance,
+    )
     bias = first.relative_attention_bias(buckets).permute(2, 0, 1)[None]
     visible = torch.cat([torch.ones(3, L, dtype=torch.bool), mask], 1)[:, None, None, :]
     kv = module.keys_and_values(3)
@@ -217,6 +230,7 @@ def test_t5_encoder_prefix_equals_an_explicit_attention_over_concatenated_keys()
 
             def split(t):
                 return t.view(3, n, heads, head_dim).transpose(1, 2)
+
             keys = torch.cat([kv[:, :, i, 0].transpose(1, 2), split(attention.k(h))], 2)
             values = torch.cat([kv[:, :, i, 1].transpose(1, 2), split(attention.v(h))], 2)
             scores = (split(attention.q(h)) @ keys.transpose(-1, -2) + bias).masked_fill(~visible, -math.inf)
@@ -238,12 +252,12 @@ def test_t5_verbalizer_trains_the_prefix_only():
 
 
 # ------------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("base,tower", [("tiny_vit.yaml", "vision"), ("tiny_clip.yaml", "vision"),
-                                        ("tiny_clip.yaml", "text")])
+@pytest.mark.parametrize(
+    "base,tower", [("tiny_vit.yaml", "vision"), ("tiny_clip.yaml", "vision"), ("tiny_clip.yaml", "text")]
+)
 def test_towers_without_key_value_prefixes_refuse_it(base, tower, monkeypatch):
     monkeypatch.chdir(ROOT)  # tiny_clip.yaml names its model JSON relative to the repo root
-    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", base),
-                   opts=prefix_opts("PROMPT.PTUNING_V2.TOWER", tower))
+    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", base), opts=prefix_opts("PROMPT.PTUNING_V2.TOWER", tower))
     with pytest.raises(ConfigError, match=rf"'{tower}' tower does not take.*hf_encoder.*t5.*'deep_prompt'"):
         build_model(cfg, ["a", "b"])
 
@@ -251,7 +265,9 @@ def test_towers_without_key_value_prefixes_refuse_it(base, tower, monkeypatch):
 def test_a_stray_prefix_on_a_tower_without_support_is_an_error():
     class StrayPrefix(PromptModule):
         def before_layer(self, tower, i, seq, ctx):
-            return seq.with_kv_prefix(KVPrefix(torch.zeros(seq.batch_size, 1, 1, 4), torch.zeros(seq.batch_size, 1, 1, 4)))
+            return seq.with_kv_prefix(
+                KVPrefix(torch.zeros(seq.batch_size, 1, 1, 4), torch.zeros(seq.batch_size, 1, 1, 4))
+            )
 
     cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", "tiny_vit.yaml"))
     backbone = build_backbone(cfg)
@@ -273,9 +289,20 @@ def test_bad_lengths_are_config_errors():
 
 def test_prefixes_compose_with_hidden_state_prompts():
     """Prompt tuning's tokens sit in the sequence, numbered after the prefix; both train."""
-    cfg = load_cfg(os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"), opts=[
-        *prefix_opts(), "PROMPT.METHODS", "['prompt_tuning', 'ptuning_v2']", "PROMPT.PROMPT_TUNING.NUM_TOKENS", "2",
-        "PROMPT.PROMPT_TUNING.INIT", "normal", "PROMPT.PROMPT_TUNING.POSITION", "adap_pos"])
+    cfg = load_cfg(
+        os.path.join(ROOT, "configs", "_base_", "tiny_bert.yaml"),
+        opts=[
+            *prefix_opts(),
+            "PROMPT.METHODS",
+            "['prompt_tuning', 'ptuning_v2']",
+            "PROMPT.PROMPT_TUNING.NUM_TOKENS",
+            "2",
+            "PROMPT.PROMPT_TUNING.INIT",
+            "normal",
+            "PROMPT.PROMPT_TUNING.POSITION",
+            "adap_pos",
+        ],
+    )
     model = build_model(cfg, ["x", "y"]).train()
     seen = []
     position_ids = model.tower.position_ids

@@ -1,10 +1,11 @@
 """Prompt tuning, SuperPos and Residual sources, DePT and ADePT offsets on a fake text encoder."""
+
 import math
 
 import pytest
 import torch
+from _fake_backbone import check_training_step, fake_encoder, fake_vit, images, scalar_loss, tokens_at
 
-from _fake_backbone import check_training_step, fake_encoder, fake_vit, images, tokens_at, scalar_loss
 from mmprompt.build import build_prompts
 from mmprompt.config import get_cfg
 from mmprompt.errors import ConfigError, MMPromptError
@@ -48,8 +49,9 @@ def test_prompt_tuning_sampled_vocab_and_text_inits():
     stack = build_prompts(cfg_for("prompt_tuning", "PROMPT_TUNING", NUM_TOKENS=4, INIT="sampled_vocab"), backbone)
     tokens = stack.methods[0].sources[0].tokens
     assert all(any(torch.equal(t, e) for e in emb) for t in tokens)
-    stack = build_prompts(cfg_for("prompt_tuning", "PROMPT_TUNING", NUM_TOKENS=2, INIT="text",
-                                  INIT_TEXT="great movie"), backbone)
+    stack = build_prompts(
+        cfg_for("prompt_tuning", "PROMPT_TUNING", NUM_TOKENS=2, INIT="text", INIT_TEXT="great movie"), backbone
+    )
     ids = [backbone.tower("encoder").word_id(w) for w in ["great", "movie"]]
     assert torch.equal(stack.methods[0].sources[0].tokens, emb[ids])
 
@@ -101,8 +103,12 @@ def test_residual_source_mlp_with_layernorm_and_skip():
     emb = backbone.tower("encoder").token_embedding.weight
     assert torch.equal(source.tokens, emb[:4])
     P = source.tokens
-    expected = torch.nn.functional.layer_norm(source.mlp[2](torch.relu(source.mlp[0](P))), (12,),
-                                              source.mlp[3].weight, source.mlp[3].bias) + P
+    expected = (
+        torch.nn.functional.layer_norm(
+            source.mlp[2](torch.relu(source.mlp[0](P))), (12,), source.mlp[3].weight, source.mlp[3].bias
+        )
+        + P
+    )
     encode(backbone, stack)
     assert torch.allclose(tokens_at(backbone.tower("encoder").seen[0], stack.methods[0].owner_id)[0], expected)
     grads = check_training_step(backbone, stack, lambda: scalar_loss(encode(backbone, stack)))
@@ -162,8 +168,12 @@ def test_adept_token_shared_offsets_zero_at_start_and_same_token_same_offset():
     assert torch.allclose(seq.x[1, 4], seq.x[0, 5])  # "b" at another position, same offset
     assert torch.equal(seq.x[:, 0], embedded.x[:, 0])  # SOT untouched
     assert torch.equal(tokens_at(seq, adept.prompt.owner_id)[0], adept.prompt.sources[0].tokens)  # prompts untouched
-    assert adept.param_groups()["offsets"] == ["offsets.0.down.weight", "offsets.0.down.bias",
-                                              "offsets.0.up.weight", "offsets.0.up.bias"]
+    assert adept.param_groups()["offsets"] == [
+        "offsets.0.down.weight",
+        "offsets.0.down.bias",
+        "offsets.0.up.weight",
+        "offsets.0.up.bias",
+    ]
     check_training_step(backbone, stack, lambda: scalar_loss(encode(backbone, stack)))
 
 

@@ -1,11 +1,12 @@
 """VPT shallow/deep and P-tuning v2 on a recording fake tower: where tokens land at each layer."""
+
 import math
 
 import pytest
 import torch
+from _fake_backbone import check_training_step, fake_encoder, fake_vit, images, scalar_loss, tokens_at
 from torch import nn
 
-from _fake_backbone import check_training_step, fake_encoder, fake_vit, images, tokens_at, scalar_loss
 from mmprompt.build import build_prompts
 from mmprompt.config import get_cfg
 from mmprompt.errors import ConfigError
@@ -65,7 +66,7 @@ def test_vpt_deep_default_depth_is_every_layer_and_xavier_bound():
     stack = build_prompts(vpt_cfg(NUM_TOKENS=50, DEEP=True), backbone)
     vpt = stack.methods[0]
     assert vpt.depth == 3
-    bound = math.sqrt(6.0 / (3 * 4 ** 2 + 16))  # fake tower patch size 4
+    bound = math.sqrt(6.0 / (3 * 4**2 + 16))  # fake tower patch size 4
     for s in vpt.sources:
         assert s.tokens.abs().max() <= bound and s.tokens.abs().max() > 0.8 * bound
 
@@ -90,7 +91,8 @@ def test_vpt_trains_only_prompts_and_head_backbone_unchanged():
     head = nn.Linear(16, 5)
     labels = torch.tensor([1, 3])
     grads = check_training_step(
-        backbone, stack, lambda: nn.functional.cross_entropy(head(run_vision(backbone, stack)), labels), head)
+        backbone, stack, lambda: nn.functional.cross_entropy(head(run_vision(backbone, stack)), labels), head
+    )
     assert set(grads) == {f"methods.0.sources.{i}.tokens" for i in range(3)}
 
 
@@ -135,6 +137,6 @@ def test_deep_prompt_reparameterisation_produces_every_layer_from_one_prompt():
     tower.run(["a b"], stack, PromptContext())
     expected = deep.projection(deep.sources[0].tokens)  # (2, 3 * 12)
     for i, s in enumerate(tower.seen):
-        assert torch.allclose(tokens_at(s, deep.owner_id)[0], expected[:, 12 * i:12 * (i + 1)])
+        assert torch.allclose(tokens_at(s, deep.owner_id)[0], expected[:, 12 * i : 12 * (i + 1)])
     assert len(deep.sources) == 1
     check_training_step(backbone, stack, lambda: scalar_loss(tower.run(["a"], stack, PromptContext())))

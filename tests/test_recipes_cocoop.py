@@ -1,5 +1,6 @@
 """The CoCoOp and zero-shot CLIP recipes through tools/train_net.py on a tiny random CLIP and a
 generated OxfordPets in CoOp's layout."""
+
 import json
 import os
 import sys
@@ -16,9 +17,20 @@ from test_engine_train import _train_net  # noqa: E402
 from mmprompt.config import get_cfg, merge_from_file  # noqa: E402
 from mmprompt.registry import DATASETS  # noqa: E402
 
-TINY = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
-        "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
-        "TRAIN.PROGRESS_BAR", "False", "TRAIN.TENSORBOARD", "False"]
+TINY = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "INPUT.SIZE",
+    "(32, 32)",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "TRAIN.PROGRESS_BAR",
+    "False",
+    "TRAIN.TENSORBOARD",
+    "False",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +41,18 @@ def data(tmp_path_factory):
 
 
 def train_net(config, data, out, *opts):
-    argv = ["--config-file", os.path.join(REPO, "configs", config), "--root", str(data), "--seed", "1",
-            "--output-dir", str(out), *TINY, *opts]
+    argv = [
+        "--config-file",
+        os.path.join(REPO, "configs", config),
+        "--root",
+        str(data),
+        "--seed",
+        "1",
+        "--output-dir",
+        str(out),
+        *TINY,
+        *opts,
+    ]
     assert _train_net().main(argv) == 0
     with open(os.path.join(out, "metrics.json")) as f:
         return json.load(f)
@@ -39,8 +61,17 @@ def train_net(config, data, out, *opts):
 @pytest.mark.slow  # trains, then builds the model again for the new classes
 def test_cocoop_recipe_base_to_novel(data, tmp_path):
     # the recipe's fp16 needs a GPU; on this CPU it runs in fp32
-    metrics = train_net("cocoop.yaml", data, tmp_path / "run", "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1",
-                        "TRAIN.PRECISION", "fp32")
+    metrics = train_net(
+        "cocoop.yaml",
+        data,
+        tmp_path / "run",
+        "DATASET.NUM_SHOTS",
+        "2",
+        "OPTIM.MAX_EPOCH",
+        "1",
+        "TRAIN.PRECISION",
+        "fp32",
+    )
     assert metrics["methods"] == ["cocoop"] and metrics["subsample_classes"] == "base"
     assert metrics["step"] == 2 * len(CLASSES) // 2  # batch 1: one step per base-class shot
     assert metrics["base"]["num_samples"] > 0 and metrics["new"]["num_samples"] > 0 and "hm" in metrics
@@ -59,8 +90,18 @@ def test_zero_shot_recipes_evaluate_without_weights(data, tmp_path, config, temp
 
 
 def test_zero_shot_training_says_to_evaluate(data, tmp_path, capsys):
-    code, err = cli(["--config-file", os.path.join(REPO, "configs", "zsclip.yaml"), "--root", str(data),
-                     "--output-dir", str(tmp_path / "run"), *TINY], capsys)
+    code, err = cli(
+        [
+            "--config-file",
+            os.path.join(REPO, "configs", "zsclip.yaml"),
+            "--root",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ],
+        capsys,
+    )
     assert code == 2 and "nothing to train" in err and "--eval-only" in err
 
 
@@ -74,5 +115,9 @@ def test_recipe_values_are_the_authors():
     assert cfg.TRAIN.PRECISION == "fp16"
     cross = get_cfg()
     merge_from_file(cross, os.path.join(REPO, "configs", "cocoop_cross_dataset.yaml"))
-    assert (cross.DATASET.NAME, cross.DATASET.SUBSAMPLE_CLASSES, cross.PROMPT.METHODS) == ("imagenet", "all", ["cocoop"])
+    assert (cross.DATASET.NAME, cross.DATASET.SUBSAMPLE_CLASSES, cross.PROMPT.METHODS) == (
+        "imagenet",
+        "all",
+        ["cocoop"],
+    )
     assert len(cross.DATASET.TEST_DATASETS) == 14 and all(name in DATASETS for name in cross.DATASET.TEST_DATASETS)

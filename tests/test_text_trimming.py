@@ -2,18 +2,25 @@
 a feature, and the result is the untrimmed one -- logits and every prompt gradient -- for every
 CLIP recipe (prompts that move tokens, deep prompts replacing tokens at deeper layers, CoOp's
 placements around the class name, image-conditioned prompts) and for BERT-family padding."""
+
 import os
 
 import pytest
 import torch
-
 from test_prompts_backbones import record_layers
+
 from mmprompt.build import build_model
 from mmprompt.config import load_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["MODEL.BACKBONE.ARCH", os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
-        "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)"]
+TINY = [
+    "MODEL.BACKBONE.ARCH",
+    os.path.join(REPO, "configs/_base_/tiny_clip_model.json"),
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "INPUT.SIZE",
+    "(32, 32)",
+]
 DEPTH2 = ["PROMPT.MAPLE.PROMPT_DEPTH", "2", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "2"]
 #: names of different lengths: the batch's last EOT is the long name's, the others keep padding
 CLASSES = ["sea_lion", "acme inc.", "a very long class name of the kind some datasets have", "dog"]
@@ -119,8 +126,16 @@ def test_bert_padding_the_mask_hides_is_trimmed_exactly():
     from _text_backbones import tiny_encoder_cfg
 
     cfg = tiny_encoder_cfg()
-    cfg.merge_from_list(["PROMPT.METHODS", "['prompt_tuning']", "MODEL.TEXT.TOKENIZER", "byt5",
-                         "MODEL.BACKBONE.KWARGS.vocab_size", "384"])
+    cfg.merge_from_list(
+        [
+            "PROMPT.METHODS",
+            "['prompt_tuning']",
+            "MODEL.TEXT.TOKENIZER",
+            "byt5",
+            "MODEL.BACKBONE.KWARGS.vocab_size",
+            "384",
+        ]
+    )
     torch.manual_seed(0)
     model = build_model(cfg, ["no", "yes"]).eval()  # no dropout: its masks would be drawn for other shapes
     with torch.no_grad():
@@ -141,8 +156,9 @@ def test_bert_padding_the_mask_hides_is_trimmed_exactly():
         feats = tower.run(padded, model.prompts, model.new_context())
         (feats * weights).sum().backward()
         del tower.layer
-        results.append((feats.detach(), {n: p.grad.clone() for n, p in model.prompts.named_parameters()},
-                        seen[0].length))
+        results.append(
+            (feats.detach(), {n: p.grad.clone() for n, p in model.prompts.named_parameters()}, seen[0].length)
+        )
     (trimmed, grads, length), (full, full_grads, full_length) = results
     assert full_length == 40 + model.prompts.methods[0].length
     assert length == ids.shape[1] + model.prompts.methods[0].length  # the batch's own longest text stays

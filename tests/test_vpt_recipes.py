@@ -1,6 +1,7 @@
 """VPT as KMnP/vpt computes it, pinned without their code: the prompt init bound from the model's
 real patch size, the prompt-dropout default, their classifier head (init, no decay on its bias),
 their epoch schedule, and the five FGVC recipes' hyperparameters (configs/vpt_*_<task>.yaml)."""
+
 import math
 import os
 
@@ -16,11 +17,20 @@ from mmprompt.models.image_classifier import init_head_
 from mmprompt.prompts.sources import xavier_bound
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
-TINY_VIT = ["MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.KWARGS",
-            "{'embed_dim': 32, 'depth': 2, 'num_heads': 2, 'img_size': 32, 'patch_size': 8}"]
+TINY_VIT = [
+    "MODEL.BACKBONE.PRETRAINED",
+    "",
+    "MODEL.BACKBONE.KWARGS",
+    "{'embed_dim': 32, 'depth': 2, 'num_heads': 2, 'img_size': 32, 'patch_size': 8}",
+]
 # task: (their configs/prompt/<task>.yaml BASE_LR, WEIGHT_DECAY)
-FGVC = {"cub": (0.1, 0.01), "nabirds": (0.1, 0.01), "flowers": (0.001, 0.0001), "dogs": (0.001, 0.0001),
-        "cars": (0.001, 0.0001)}
+FGVC = {
+    "cub": (0.1, 0.01),
+    "nabirds": (0.1, 0.01),
+    "flowers": (0.001, 0.0001),
+    "dogs": (0.001, 0.0001),
+    "cars": (0.001, 0.0001),
+}
 
 
 def vpt_cfg(**vpt):
@@ -33,8 +43,9 @@ def vpt_cfg(**vpt):
 
 @pytest.mark.parametrize("patch,img", [(14, 28), (16, 32), ((8, 16), 32)])
 def test_xavier_bound_comes_from_the_timm_models_real_patch_size(patch, img):
-    backbone = create_timm_vit("vit_base_patch16_224", "", dict(embed_dim=32, depth=1, num_heads=2,
-                                                                 img_size=img, patch_size=patch))
+    backbone = create_timm_vit(
+        "vit_base_patch16_224", "", dict(embed_dim=32, depth=1, num_heads=2, img_size=img, patch_size=patch)
+    )
     tower = backbone.tower("vision")
     ph, pw = (patch, patch) if isinstance(patch, int) else patch
     assert tower.patch_size == (ph, pw)
@@ -76,8 +87,9 @@ def test_vpt_recipe_head_bias_gets_no_weight_decay_and_prompts_do():
     assert decay["head.bias"] == 0.0
     assert decay["head.weight"] == 0.01 and decay["prompts.methods.0.sources.0.tokens"] == 0.01
     cfg.merge_from_list(["MODEL.HEAD.BIAS_WEIGHT_DECAY", "True"])
-    decay = {n: g["weight_decay"] for g in build_param_groups(build_model(cfg, ["a", "b"]), cfg)
-             for n in g["param_names"]}
+    decay = {
+        n: g["weight_decay"] for g in build_param_groups(build_model(cfg, ["a", "b"]), cfg) for n in g["param_names"]
+    }
     assert decay["head.bias"] == 0.01
 
 
@@ -87,9 +99,18 @@ def test_after_warmup_epoch_schedule_is_vpts_warmup_cosine():
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.5)
     steps_per_epoch = 3
-    sched = WarmupScheduler(opt, schedule="cosine", unit="epoch", total=100, warmup=10, warmup_type="linear",
-                            warmup_cons_lr=0.0, warmup_min_lr=0.0, steps_per_unit=steps_per_epoch,
-                            epoch_decay_span="after_warmup")
+    sched = WarmupScheduler(
+        opt,
+        schedule="cosine",
+        unit="epoch",
+        total=100,
+        warmup=10,
+        warmup_type="linear",
+        warmup_cons_lr=0.0,
+        warmup_min_lr=0.0,
+        steps_per_unit=steps_per_epoch,
+        epoch_decay_span="after_warmup",
+    )
     for epoch in range(100):
         theirs = epoch / 10 if epoch < 10 else 0.5 * (1 + math.cos(math.pi * (epoch - 10) / 90))
         for _ in range(steps_per_epoch):
@@ -97,8 +118,18 @@ def test_after_warmup_epoch_schedule_is_vpts_warmup_cosine():
             opt.step()
             sched.step()
     with pytest.raises(ConfigError, match="EPOCH_DECAY_SPAN"):
-        WarmupScheduler(opt, schedule="cosine", unit="epoch", total=10, warmup=1, warmup_type="linear",
-                        warmup_cons_lr=0.0, warmup_min_lr=0.0, steps_per_unit=1, epoch_decay_span="half")
+        WarmupScheduler(
+            opt,
+            schedule="cosine",
+            unit="epoch",
+            total=10,
+            warmup=1,
+            warmup_type="linear",
+            warmup_cons_lr=0.0,
+            warmup_min_lr=0.0,
+            steps_per_unit=1,
+            epoch_decay_span="half",
+        )
 
 
 @pytest.mark.parametrize("task", sorted(FGVC))
@@ -115,5 +146,8 @@ def test_fgvc_recipes_carry_the_authors_hyperparameters(task):
         assert (o.LR_SCHEDULER, o.SCHEDULER_UNIT, o.EPOCH_DECAY_SPAN) == ("cosine", "epoch", "after_warmup")
         assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 128
         assert (cfg.MODEL.HEAD.INIT, cfg.MODEL.HEAD.BIAS_WEIGHT_DECAY) == ("vpt", False)
-        assert (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.ARCH, cfg.MODEL.BACKBONE.PRETRAINED) == \
-            ("timm_vit", "vit_base_patch16_224", "orig_in21k")
+        assert (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.ARCH, cfg.MODEL.BACKBONE.PRETRAINED) == (
+            "timm_vit",
+            "vit_base_patch16_224",
+            "orig_in21k",
+        )

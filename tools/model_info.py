@@ -6,6 +6,7 @@
 Prints JSON: total and trainable parameter counts, trainable counts per module, and each
 backbone tower's width and depth — how researchers check methods at equal parameter budgets.
 """
+
 import argparse
 import json
 import os
@@ -21,8 +22,12 @@ from mmprompt.utils.cli import run_cli  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="method config (yaml, _BASE_ allowed)")
-    parser.add_argument("--num-classes", type=int, default=0,
-                        help="classes to size heads / class prompts for; 0 = MODEL.HEAD.NUM_CLASSES or 10")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=0,
+        help="classes to size heads / class prompts for; 0 = MODEL.HEAD.NUM_CLASSES or 10",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = load_cfg(args.config_file, opts=args.opts)

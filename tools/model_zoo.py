@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Shim for checkouts that are not installed: ``mmprompt-zoo`` (:mod:`mmprompt.cli.zoo`), same
 flags. ``python tools/model_zoo.py --help`` shows them."""
+
 import os
 import sys
 

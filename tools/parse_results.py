@@ -11,6 +11,7 @@ get base / new / HM columns, with HM the harmonic mean of the mean base and mean
 (CoCoOp/MaPLe's convention); the average row averages the dataset means (and its HM is the
 HM of the averages). Cross-dataset targets appear as rows ``source -> target``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,9 +96,12 @@ def collect(files: List[str]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
         except MMPromptError as e:
             problems.append(str(e))
     if problems:
-        raise MMPromptError(f"{len(problems)} of {len(files)} metrics.json file(s) cannot be used:\n  "
-                            + "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
-                            + "\nRemove or fix them (or pass only the runs you want) and run again.")
+        raise MMPromptError(
+            f"{len(problems)} of {len(files)} metrics.json file(s) cannot be used:\n  "
+            + "\n  ".join(problems[:10])
+            + ("\n  ..." if len(problems) > 10 else "")
+            + "\nRemove or fix them (or pass only the runs you want) and run again."
+        )
     table: Dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for path, m in runs:
         method = m.get("recipe") or "+".join(map(str, m.get("methods") or [])) or str(m.get("model", "?"))
@@ -122,8 +126,10 @@ def summarise(rows: Dict[str, Dict[str, List[float]]]) -> Dict[str, Dict[str, ob
     datasets = [n for n in out if " -> " not in n]
     if len(datasets) > 1:
         columns = sorted({c for n in datasets for c in out[n] if c != "hm"})
-        avg = {c: {"mean": sum(out[n][c]["mean"] for n in datasets if c in out[n])
-                   / sum(c in out[n] for n in datasets)} for c in columns}
+        avg = {
+            c: {"mean": sum(out[n][c]["mean"] for n in datasets if c in out[n]) / sum(c in out[n] for n in datasets)}
+            for c in columns
+        }
         if "base" in avg and "new" in avg:
             avg["hm"] = {"mean": _hm(avg["base"]["mean"], avg["new"]["mean"])}
         out["average"] = avg
@@ -137,8 +143,12 @@ def markdown(method: str, summary: Dict[str, Dict[str, object]]) -> str:
             if c not in columns:
                 columns.append(c)
     order = [c for c in ("base", "new", "hm") if c in columns] + [c for c in columns if c not in ("base", "new", "hm")]
-    lines = [f"### {method}", "", "| dataset | " + " | ".join(c if c != "hm" else "HM" for c in order) + " |",
-             "|---|" + "---|" * len(order)]
+    lines = [
+        f"### {method}",
+        "",
+        "| dataset | " + " | ".join(c if c != "hm" else "HM" for c in order) + " |",
+        "|---|" + "---|" * len(order),
+    ]
     for name, row in summary.items():
         cells = []
         for c in order:
@@ -163,8 +173,10 @@ def main(argv=None) -> int:
     table = collect(find_metrics(args.dirs))
     result = {method: summarise(rows) for method, rows in sorted(table.items())}
     if not any(columns for summary in result.values() for columns in summary.values()):
-        raise MMPromptError(f"The metrics.json files under {', '.join(args.dirs)} hold no test results (runs with "
-                            "TEST.NO_TEST?): nothing to tabulate.")
+        raise MMPromptError(
+            f"The metrics.json files under {', '.join(args.dirs)} hold no test results (runs with "
+            "TEST.NO_TEST?): nothing to tabulate."
+        )
     print("\n\n".join(markdown(method, summary) for method, summary in result.items()))
     if args.json:
         try:

@@ -10,6 +10,7 @@ count of test samples per chosen value. A task-level position shows one bar; an 
 one its distribution over the dataset, as in the paper's case studies. Prints a one-line
 summary per key (most frequent value and its share).
 """
+
 import argparse
 import json
 import math
@@ -29,9 +30,11 @@ RECORDS = "prompt_records.json"
 def read_records(run_dir: str) -> dict:
     path = run_dir if run_dir.endswith(".json") else os.path.join(run_dir, RECORDS)
     if not os.path.isfile(path):
-        raise MMPromptError(f"No {RECORDS} at {path}. It is written by an evaluation of a model with dynamic "
-                            f"prompts (tools/train_net.py ... --eval-only, with TEST.SAVE_RECORDS True); "
-                            f"pass that run's output directory.")
+        raise MMPromptError(
+            f"No {RECORDS} at {path}. It is written by an evaluation of a model with dynamic "
+            f"prompts (tools/train_net.py ... --eval-only, with TEST.SAVE_RECORDS True); "
+            f"pass that run's output directory."
+        )
     try:
         with open(path, encoding="utf-8") as f:
             records = json.load(f)
@@ -54,12 +57,18 @@ def flatten(values, key: str = "", path: str = RECORDS):
     if isinstance(values, (list, tuple)):
         for v in values:
             yield from flatten(v, key, path)
-    elif (isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values)
-          and 0 <= values <= MAX_POSITION):
+    elif (
+        isinstance(values, (int, float))
+        and not isinstance(values, bool)
+        and math.isfinite(values)
+        and 0 <= values <= MAX_POSITION
+    ):
         yield int(round(float(values)))
     else:
-        raise MMPromptError(f"{path}: record {key} holds {values!r:.40}, not a chosen position / length (a "
-                            f"number from 0 to the prompt length).")
+        raise MMPromptError(
+            f"{path}: record {key} holds {values!r:.40}, not a chosen position / length (a "
+            f"number from 0 to the prompt length)."
+        )
 
 
 def plot(records: dict, out_dir: str, source: str = RECORDS):
@@ -72,8 +81,10 @@ def plot(records: dict, out_dir: str, source: str = RECORDS):
     counts_of = {key: Counter(flatten(records[key], key, source)) for key in sorted(records)}
     counts_of = {key: counts for key, counts in counts_of.items() if counts}
     if not counts_of:
-        raise MMPromptError(f"{source}: every record ({', '.join(sorted(records)[:5])}) is empty, so there is "
-                            "nothing to plot. Were there no test samples, or no dynamic prompt recording them?")
+        raise MMPromptError(
+            f"{source}: every record ({', '.join(sorted(records)[:5])}) is empty, so there is "
+            "nothing to plot. Were there no test samples, or no dynamic prompt recording them?"
+        )
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -85,8 +96,13 @@ def plot(records: dict, out_dir: str, source: str = RECORDS):
         fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(xs) + 2), 3))
         ax.bar(xs, [counts.get(x, 0) for x in xs], color="tab:blue")
         what = key.rsplit(".", 1)[-1]
-        ax.set_xlabel({"dpos": "dpos (prompt tokens before the input)", "length": "kept length l*",
-                       "top": "pool prompt with the largest weight"}.get(what, what))
+        ax.set_xlabel(
+            {
+                "dpos": "dpos (prompt tokens before the input)",
+                "length": "kept length l*",
+                "top": "pool prompt with the largest weight",
+            }.get(what, what)
+        )
         ax.set_ylabel("samples")
         ax.set_title(key)
         ax.set_xticks(xs if len(xs) <= 25 else xs[:: max(1, len(xs) // 20)])

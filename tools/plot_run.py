@@ -5,6 +5,7 @@
 
 Reads OUTPUT_DIR/log.jsonl (records redone after a --resume count once, the last one kept).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ SKIP = {"num_samples", "error_rate", "epoch", "iter", "step", "time"}
 
 def _metric(records, preferred: str):
     """The metric to plot for val/test records: the run's main metric, else the first numeric."""
-    keys = [k for r in records for k, v in r.items()
-            if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    keys = [
+        k
+        for r in records
+        for k, v in r.items()
+        if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     return preferred if preferred in keys else (keys[0] if keys else None)
 
 

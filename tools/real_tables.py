@@ -14,6 +14,7 @@ rewritten, so an interrupted table resumes where it stopped (runs already in res
 not run again) and always shows what it has. Each run is the library's
 :class:`~mmprompt.engine.trainer.Trainer` on the method's config, as ``tools/train_net.py`` runs it.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import demo  # noqa: E402  (cpu_seconds, quiet_libraries, _pm: the BBC table's helpers)
+
 from mmprompt.errors import ConfigError  # noqa: E402
 
 REPO = demo.REPO
@@ -73,8 +75,10 @@ def point_label(point: GridPoint) -> str:
 def config_path(spec: TableSpec, method: str) -> str:
     path = os.path.join(spec.config_dir, f"{method}.yaml")
     if "." in method and method.split(".")[0].isupper():
-        raise ConfigError(f"'{method}' is a KEY VALUE override, not a {spec.name} method: --methods takes every "
-                          "word after it, so give the overrides before --methods or after another flag.")
+        raise ConfigError(
+            f"'{method}' is a KEY VALUE override, not a {spec.name} method: --methods takes every "
+            "word after it, so give the overrides before --methods or after another flag."
+        )
     if method not in spec.methods or not os.path.isfile(path):
         raise ConfigError(f"Unknown {spec.name} method '{method}'. Choose from {', '.join(spec.methods)}.")
     return path
@@ -92,8 +96,16 @@ def full_val(cfg) -> list:
     return _FULL_VAL[key]
 
 
-def run_config(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoint, output_dir: str,
-               phase: str, opts: Sequence[str] = ()):
+def run_config(
+    spec: TableSpec,
+    method: str,
+    shots: int,
+    seed: int,
+    point: GridPoint,
+    output_dir: str,
+    phase: str,
+    opts: Sequence[str] = (),
+):
     """The frozen, validated config of one run: a bad override or dataset is one message here,
     before any run trains."""
     from mmprompt.config import load_cfg
@@ -101,16 +113,38 @@ def run_config(spec: TableSpec, method: str, shots: int, seed: int, point: GridP
 
     tag = "-".join(v for v in point[1::2])
     run_dir = os.path.join(output_dir, "runs", method, f"{phase}-shots{shots}-seed{seed}-{tag}")
-    cfg = load_cfg(config_path(spec, method), opts=[
-        "DATASET.NUM_SHOTS", str(shots), "SEED", str(seed), "OUTPUT_DIR", run_dir,
-        "TEST.NO_TEST", "True", "TRAIN.PROGRESS_BAR", "False", *point, *opts])
+    cfg = load_cfg(
+        config_path(spec, method),
+        opts=[
+            "DATASET.NUM_SHOTS",
+            str(shots),
+            "SEED",
+            str(seed),
+            "OUTPUT_DIR",
+            run_dir,
+            "TEST.NO_TEST",
+            "True",
+            "TRAIN.PROGRESS_BAR",
+            "False",
+            *point,
+            *opts,
+        ],
+    )
     cfg.freeze()
     validate_config(cfg)
     return cfg
 
 
-def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoint, output_dir: str,
-            phase: str, opts: Sequence[str] = ()) -> Dict:
+def run_one(
+    spec: TableSpec,
+    method: str,
+    shots: int,
+    seed: int,
+    point: GridPoint,
+    output_dir: str,
+    phase: str,
+    opts: Sequence[str] = (),
+) -> Dict:
     """Train one (method, shots, seed, grid point); ``phase`` "grid" scores the whole val split
     and skips the test, "table" scores the K-shot val split and tests.
 
@@ -139,15 +173,25 @@ def run_one(spec: TableSpec, method: str, shots: int, seed: int, point: GridPoin
             trainer.close()
         run_dir.close()
     return {
-        "phase": phase, "method": method, "shots": shots, "seed": seed, "point": list(point),
-        "point_label": point_label(point), "trainable_params": int(trainer.model.num_params()["trainable"]),
-        "val_acc": float(val["accuracy"]), "val_items": len(val_items),
+        "phase": phase,
+        "method": method,
+        "shots": shots,
+        "seed": seed,
+        "point": list(point),
+        "point_label": point_label(point),
+        "trainable_params": int(trainer.model.num_params()["trainable"]),
+        "val_acc": float(val["accuracy"]),
+        "val_items": len(val_items),
         "test_acc": None if grid else float(results["test"]["accuracy"]),
         "test_macro_f1": None if grid else float(results["test"]["macro_f1"]),
         "test_items": 0 if grid else int(results["test"]["num_samples"]),
-        "train_time_s": round(train_time, 2), "train_cpu_s": round(train_cpu, 2),
-        "eval_time_s": round(eval_time, 2), "eval_cpu_s": round(eval_cpu, 2), "steps": int(extra["step"]),
-        "output_dir": run_dir.output_dir, "opts": list(opts),
+        "train_time_s": round(train_time, 2),
+        "train_cpu_s": round(train_cpu, 2),
+        "eval_time_s": round(eval_time, 2),
+        "eval_cpu_s": round(eval_cpu, 2),
+        "steps": int(extra["step"]),
+        "output_dir": run_dir.output_dir,
+        "opts": list(opts),
     }
 
 
@@ -161,8 +205,11 @@ def chosen_point(spec: TableSpec, runs: Sequence[Dict], method: str, shots: int)
     grid = [tuple(p) for p in spec.grids[method]]
     if len(grid) == 1:
         return grid[0]
-    scores = {tuple(r["point"]): r["val_acc"] for r in runs
-              if r["phase"] == "grid" and r["method"] == method and r["shots"] == shots}
+    scores = {
+        tuple(r["point"]): r["val_acc"]
+        for r in runs
+        if r["phase"] == "grid" and r["method"] == method and r["shots"] == shots
+    }
     if any(p not in scores for p in grid):
         return None
     return max(grid, key=lambda p: (scores[p], -grid.index(p)))
@@ -185,8 +232,17 @@ def summarize(runs: Sequence[Dict]) -> Dict[tuple, Dict]:
     for r in runs:
         if r["phase"] != "table":
             continue
-        row = rows.setdefault((r["method"], r["shots"]), {"test": [], "val": [], "time": [], "seeds": [],
-                                                          "params": r["trainable_params"], "point": r["point_label"]})
+        row = rows.setdefault(
+            (r["method"], r["shots"]),
+            {
+                "test": [],
+                "val": [],
+                "time": [],
+                "seeds": [],
+                "params": r["trainable_params"],
+                "point": r["point_label"],
+            },
+        )
         row["test"].append(r["test_acc"])
         row["val"].append(r["val_acc"])
         row["time"].append(r["train_time_s"])
@@ -217,49 +273,96 @@ def render(spec: TableSpec, runs: Sequence[Dict], jobs: Sequence[tuple], command
         times = [f"{statistics.fmean(rows[(m, k)]['time']):.0f}" if (m, k) in rows else "-" for k in shots]
         lines.append(f"| {m} | {params:,} | " if params is not None else f"| {m} | - | ")
         lines[-1] += " | ".join(cells + times) + " |"
-    lines += ["", f"Chance: {spec.chance:.1f}%. Mean ± sample std over seeds "
-              f"{', '.join(map(str, spec.seeds))}; train s = mean training seconds of a table run on the "
-              "machine that ran it (evaluation excluded).", ""]
-    lines += ["## Learning rates chosen on val", "",
-              "Seed 1, every grid point, scored on the whole validation split (no test number computed).", "",
-              "| method | shots | " + "val acc per grid point (%)" + " | chosen |", "|---|---:|---|---|"]
+    lines += [
+        "",
+        f"Chance: {spec.chance:.1f}%. Mean ± sample std over seeds "
+        f"{', '.join(map(str, spec.seeds))}; train s = mean training seconds of a table run on the "
+        "machine that ran it (evaluation excluded).",
+        "",
+    ]
+    lines += [
+        "## Learning rates chosen on val",
+        "",
+        "Seed 1, every grid point, scored on the whole validation split (no test number computed).",
+        "",
+        "| method | shots | " + "val acc per grid point (%)" + " | chosen |",
+        "|---|---:|---|---|",
+    ]
     for m in methods:
         for k in shots:
             grid = [r for r in runs if r["phase"] == "grid" and r["method"] == m and r["shots"] == k]
             point = chosen_point(spec, runs, m, k)
             scores = ", ".join(f"{r['point_label']}: {r['val_acc']:.1f}" for r in grid) or (
-                "single point" if len(spec.grids[m]) == 1 else "not run")
+                "single point" if len(spec.grids[m]) == 1 else "not run"
+            )
             lines.append(f"| {m} | {k} | {scores} | {point_label(point) if point else '-'} |")
     if spec.plot and os.path.isfile(spec.plot):
         rel = os.path.relpath(spec.plot, os.path.dirname(os.path.abspath(spec.doc)))
-        lines += ["", "## Learned positions", "",
-                  "Test-set histograms of the chosen split point dpos (prompt tokens before the input) of "
-                  "seed 1's table run, for each method with a learned position:", "", f"![learned positions]({rel})"]
-    lines += ["", "## Every run", "", "| phase | method | shots | seed | grid point | params | val acc (%) | val items | "
-              "test acc (%) | test items | steps | train s | eval s |", "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Learned positions",
+            "",
+            "Test-set histograms of the chosen split point dpos (prompt tokens before the input) of "
+            "seed 1's table run, for each method with a learned position:",
+            "",
+            f"![learned positions]({rel})",
+        ]
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| phase | method | shots | seed | grid point | params | val acc (%) | val items | "
+        "test acc (%) | test items | steps | train s | eval s |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in runs:
         test = f"{r['test_acc']:.2f}" if r["test_acc"] is not None else "-"
-        lines.append(f"| {r['phase']} | {r['method']} | {r['shots']} | {r['seed']} | {r['point_label']} | "
-                     f"{r['trainable_params']:,} | {r['val_acc']:.2f} | {r['val_items']} | {test} | {r['test_items']} | "
-                     f"{r['steps']} | {r['train_time_s']:.0f} | {r['eval_time_s']:.0f} |")
+        lines.append(
+            f"| {r['phase']} | {r['method']} | {r['shots']} | {r['seed']} | {r['point_label']} | "
+            f"{r['trainable_params']:,} | {r['val_acc']:.2f} | {r['val_items']} | {test} | {r['test_items']} | "
+            f"{r['steps']} | {r['train_time_s']:.0f} | {r['eval_time_s']:.0f} |"
+        )
     done = {_key(r) for r in runs}
     missing = [j for j in jobs if j[0] == "grid" and (j[0], j[1], j[2], j[3], j[4]) not in done]
-    missing_table = [j for j in jobs if j[0] == "table" and not any(
-        r["phase"] == "table" and (r["method"], r["shots"], r["seed"]) == j[1:4] for r in runs)]
+    missing_table = [
+        j
+        for j in jobs
+        if j[0] == "table"
+        and not any(r["phase"] == "table" and (r["method"], r["shots"], r["seed"]) == j[1:4] for r in runs)
+    ]
     if missing or missing_table:
-        lines += ["", f"Not run yet: {len(missing)} grid run(s), {len(missing_table)} table run(s) of "
-                  f"{len(jobs)} planned."]
+        lines += [
+            "",
+            f"Not run yet: {len(missing)} grid run(s), {len(missing_table)} table run(s) of {len(jobs)} planned.",
+        ]
     cpu_s = sum(r["train_cpu_s"] + r.get("eval_cpu_s", 0.0) for r in runs)
-    lines += [*spec.extra_notes, "", f"Wall time of the runs above: {wall_s / 60:.0f} min (training and evaluation: "
-              f"{cpu_s / 60:.0f} CPU-minutes, which is what predicts the wall time on another machine)."]
+    lines += [
+        *spec.extra_notes,
+        "",
+        f"Wall time of the runs above: {wall_s / 60:.0f} min (training and evaluation: "
+        f"{cpu_s / 60:.0f} CPU-minutes, which is what predicts the wall time on another machine).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 # what every run in results.json must hold, and of which type, for the table to be built from it
-RUN_FIELDS = {"phase": str, "method": str, "shots": int, "seed": int, "point": list, "point_label": str,
-              "trainable_params": int, "val_acc": (int, float), "val_items": int, "test_items": int,
-              "train_time_s": (int, float), "eval_time_s": (int, float), "train_cpu_s": (int, float),
-              "steps": int, "output_dir": str}
+RUN_FIELDS = {
+    "phase": str,
+    "method": str,
+    "shots": int,
+    "seed": int,
+    "point": list,
+    "point_label": str,
+    "trainable_params": int,
+    "val_acc": (int, float),
+    "val_items": int,
+    "test_items": int,
+    "train_time_s": (int, float),
+    "eval_time_s": (int, float),
+    "train_cpu_s": (int, float),
+    "steps": int,
+    "output_dir": str,
+}
 
 
 def load_runs(path: str, opts: Sequence[str] = ()) -> List[Dict]:
@@ -279,21 +382,33 @@ def load_runs(path: str, opts: Sequence[str] = ()) -> List[Dict]:
         if not isinstance(run, dict):
             bad = ["everything (not an object)"]
         else:
-            bad = [k for k, kind in RUN_FIELDS.items() if not isinstance(run.get(k), kind) or isinstance(run.get(k), bool)]
+            bad = [
+                k for k, kind in RUN_FIELDS.items() if not isinstance(run.get(k), kind) or isinstance(run.get(k), bool)
+            ]
             if run.get("phase") == "table" and not isinstance(run.get("test_acc"), (int, float)):
                 bad.append("test_acc")
         if bad:
             raise ConfigError(f"{path}: run {i} has missing or wrongly typed {', '.join(bad)}; {move}.")
         made_with = run.get("opts", [])  # results files from before opts were recorded: the tables use none
         if list(made_with) != list(opts):
-            raise ConfigError(f"{path}: its runs were made with the overrides {made_with or 'none'}, this call "
-                              f"gives {list(opts) or 'none'}; a table would mix the two. Give the same overrides, "
-                              f"or another --output-dir.")
+            raise ConfigError(
+                f"{path}: its runs were made with the overrides {made_with or 'none'}, this call "
+                f"gives {list(opts) or 'none'}; a table would mix the two. Give the same overrides, "
+                f"or another --output-dir."
+            )
     return runs
 
 
-def run_table(spec: TableSpec, methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], output_dir: str,
-              command: str, opts: Sequence[str] = (), plot_fn: Optional[Callable] = None) -> List[Dict]:
+def run_table(
+    spec: TableSpec,
+    methods: Sequence[str],
+    shots: Sequence[int],
+    seeds: Sequence[int],
+    output_dir: str,
+    command: str,
+    opts: Sequence[str] = (),
+    plot_fn: Optional[Callable] = None,
+) -> List[Dict]:
     for m in methods:
         config_path(spec, m)
     if not seeds or not shots:
@@ -337,8 +452,11 @@ def run_table(spec: TableSpec, methods: Sequence[str], shots: Sequence[int], see
         runs.append(run)
         done.add(key)
         test = f"test {run['test_acc']:.2f}%  " if run["test_acc"] is not None else ""
-        print(f"    {test}val {run['val_acc']:.2f}% ({run['val_items']} items)  "
-              f"{run['train_time_s']:.0f} s training, {run['eval_time_s']:.0f} s evaluation", flush=True)
+        print(
+            f"    {test}val {run['val_acc']:.2f}% ({run['val_items']} items)  "
+            f"{run['train_time_s']:.0f} s training, {run['eval_time_s']:.0f} s evaluation",
+            flush=True,
+        )
         save()
     save()
     return runs
@@ -353,16 +471,20 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
     panels = []
     for m in spec.dynamic_methods:
         for k in spec.shots:
-            table = sorted((r for r in runs if r["phase"] == "table" and r["method"] == m and r["shots"] == k),
-                           key=lambda r: r["seed"])
+            table = sorted(
+                (r for r in runs if r["phase"] == "table" and r["method"] == m and r["shots"] == k),
+                key=lambda r: r["seed"],
+            )
             path = os.path.join(table[0]["output_dir"], pp.RECORDS) if table else ""
             if not path or not os.path.isfile(path):
                 continue
             records = pp.read_records(path)
             # the first layer's choice: with PROMPT.DYNAMIC.CHOICE_DEPTH 1 (the tables' setting)
             # every deeper layer records the same value
-            keys = sorted((key for key in records if key.endswith(".dpos")),
-                          key=lambda key: int("".join(c for c in key.split(".")[-2] if c.isdigit()) or 0))
+            keys = sorted(
+                (key for key in records if key.endswith(".dpos")),
+                key=lambda key: int("".join(c for c in key.split(".")[-2] if c.isdigit()) or 0),
+            )
             if keys:
                 panels.append((f"{m}, {k} shots ({keys[0]})", list(pp.flatten(records[keys[0]]))))
     if not spec.plot or not panels:
@@ -371,8 +493,9 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
 
     matplotlib = require("matplotlib", "Plotting")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from collections import Counter
+
+    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     cols = 2
@@ -387,7 +510,7 @@ def plot_positions(spec: TableSpec, runs: Sequence[Dict]) -> Optional[str]:
         ax.set_ylabel("test samples", fontsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(spec.plot)), exist_ok=True)
@@ -403,14 +526,25 @@ def main_for(spec: TableSpec, doc: str, argv: Optional[Sequence[str]] = None) ->
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(spec.methods), help=f"default: {' '.join(spec.methods)}")
     p.add_argument("--shots", nargs="+", type=int, default=spec.shots)
-    p.add_argument("--seeds", nargs="+", type=int, default=spec.seeds,
-                   help="seeds of the table runs; the lr grid runs on the first")
-    p.add_argument("--output-dir", default=os.path.join("output", f"results_{spec.name}"),
-                   help="the runs' folders and results.json (an existing results.json is resumed)")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=spec.seeds,
+        help="seeds of the table runs; the lr grid runs on the first",
+    )
+    p.add_argument(
+        "--output-dir",
+        default=os.path.join("output", f"results_{spec.name}"),
+        help="the runs' folders and results.json (an existing results.json is resumed)",
+    )
     p.add_argument("--doc", default=spec.doc, help=f"markdown file written (default {os.path.relpath(spec.doc, REPO)})")
     p.add_argument("--plot", default=spec.plot, help="PNG of the learned positions")
-    p.add_argument("--single-lr", action="store_true",
-                   help="no lr search: every method runs at the middle point of its grid (pilots, timing)")
+    p.add_argument(
+        "--single-lr",
+        action="store_true",
+        help="no lr search: every method runs at the middle point of its grid (pilots, timing)",
+    )
     p.add_argument("opts", nargs="*", help="KEY VALUE overrides for every run (the tables use none)")
     args = p.parse_args(argv)
     if any(k <= 0 for k in args.shots):

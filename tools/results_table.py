@@ -11,6 +11,7 @@ the methods it finished and says which runs are missing. Each run is the demo's
 (``tools/demo.py``): the library's trainer, the fixed 444-article test split, learning rates
 chosen on the validation split (``tools/demo_lr_sweep.py``), never on test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import demo  # noqa: E402
+
 from mmprompt.utils.cli import run_cli  # noqa: E402
 
 DEFAULT_DOC = os.path.join(demo.REPO, "docs", "results_bbc_news.md")
@@ -63,11 +65,19 @@ def render(runs: Sequence[Dict], planned: Sequence[tuple], command: str, wall_s:
                 cells.append(cell + ("" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})"))
         lines.append(f"| {m} | {params:,} | " if params is not None else f"| {m} | - | ")
         lines[-1] += " | ".join(cells) + " |"
-    lines += ["", "Every run (val/test accuracy, training seconds on the machine that ran it):", "",
-              demo.format_table(rows), ""]
+    lines += [
+        "",
+        "Every run (val/test accuracy, training seconds on the machine that ran it):",
+        "",
+        demo.format_table(rows),
+        "",
+    ]
     if missing:
-        lines.append(f"Not run ({len(missing)} of {len(planned)}): " +
-                     ", ".join(f"{m} {k}-shot seed {s}" for m, k, s in missing) + ".")
+        lines.append(
+            f"Not run ({len(missing)} of {len(planned)}): "
+            + ", ".join(f"{m} {k}-shot seed {s}" for m, k, s in missing)
+            + "."
+        )
     lines.append(f"Wall time of the runs above: {wall_s / 60:.0f} min.")
     return "\n".join(lines) + "\n"
 
@@ -97,8 +107,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i, (m, k, s) in enumerate(planned, 1):
         print(f"[{i}/{len(planned)}] {m}, {k} shots, seed {s}", flush=True)
         runs.append(demo.run_one(m, k, s, args.output_dir, args.opts, progress_bar=False))
-        print(f"    test {runs[-1]['test_acc']:.2f}%  val {runs[-1]['val_acc']:.1f}%  "
-              f"({runs[-1]['train_time_s']:.0f} s training)", flush=True)
+        print(
+            f"    test {runs[-1]['test_acc']:.2f}%  val {runs[-1]['val_acc']:.1f}%  "
+            f"({runs[-1]['train_time_s']:.0f} s training)",
+            flush=True,
+        )
         with open(args.doc, "w") as f:
             f.write(render(runs, planned, command, time.perf_counter() - start))
         with open(os.path.join(args.output_dir, "results.json"), "w") as f:

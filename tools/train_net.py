@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Shim for checkouts that are not installed: ``mmprompt-train`` (:mod:`mmprompt.cli.train`),
 same flags. ``python tools/train_net.py --help`` shows them."""
+
 import os
 import sys
 

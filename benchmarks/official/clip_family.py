@@ -24,6 +24,7 @@ with ``.half()`` even when ``PREC`` is fp32, an artifact of their fp16 CLIP; mmp
 fp32 computation) and ``torch.Tensor.cuda`` (the VPT trainer moves its fixed text features to the
 GPU inside ``forward``; everything here runs on the CPU).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,16 @@ from typing import Dict, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .common import (Result, checkout_on_path, grads_rel, perturb_norms_and_biases_, rel_diff, recipe,
-                     require_checkout, time_ratio)
+from .common import (
+    Result,
+    checkout_on_path,
+    grads_rel,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -54,15 +63,26 @@ LABELS = [0, 3]  # one image per label
 #: --size tiny: layers per tower and image size; the widths stay ViT-B/16's
 TINY_LAYERS, TINY_IMAGE = 4, 32
 
-MAPLE_REPO_FILES = ("trainers/maple.py", "trainers/independentVL.py", "trainers/vpt.py", "clip/model.py",
-                    "configs/trainers/MaPLe")
+MAPLE_REPO_FILES = (
+    "trainers/maple.py",
+    "trainers/independentVL.py",
+    "trainers/vpt.py",
+    "clip/model.py",
+    "configs/trainers/MaPLe",
+)
 COOP_REPO_FILES = ("trainers/coop.py", "clip/model.py", "configs/trainers/CoOp")
 
 #: TRAINER.* defaults of the authors' train.py (extend_cfg), under their trainer yamls
 THEIR_DEFAULTS = {
     "MAPLE": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9},
-    "IVLP": {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
-             "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9},
+    "IVLP": {
+        "N_CTX_VISION": 2,
+        "N_CTX_TEXT": 2,
+        "CTX_INIT": "a photo of a",
+        "PREC": "fp16",
+        "PROMPT_DEPTH_VISION": 9,
+        "PROMPT_DEPTH_TEXT": 9,
+    },
     "VPT": {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH_VISION": 1},
     "COOP": {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"},
 }
@@ -72,6 +92,7 @@ DEPTH_KEYS = ("PROMPT_DEPTH", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT")
 @dataclass
 class Spec:
     """One recipe: our config (+ overrides) against their trainer module, yaml and arguments."""
+
     name: str
     ours: str  # configs/<ours>
     repo_flag: str  # maple_repo or coop_repo
@@ -84,31 +105,93 @@ class Spec:
 
 
 SPECS = [
-    Spec("maple (base-to-novel)", "maple.yaml", "maple_repo", "maple", "MAPLE",
-         "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
-    Spec("maple_cross_datasets", "maple_cross_datasets.yaml", "maple_repo", "maple", "MAPLE",
-         "MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml"),
+    Spec(
+        "maple (base-to-novel)", "maple.yaml", "maple_repo", "maple", "MAPLE", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"
+    ),
+    Spec(
+        "maple_cross_datasets",
+        "maple_cross_datasets.yaml",
+        "maple_repo",
+        "maple",
+        "MAPLE",
+        "MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml",
+    ),
     Spec("ivlp (2+2ctx)", "ivlp.yaml", "maple_repo", "independentVL", "IVLP", "IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml"),
-    Spec("ivlp_language_only", "ivlp_language_only.yaml", "maple_repo", "independentVL", "IVLP",
-         "IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml"),
+    Spec(
+        "ivlp_language_only",
+        "ivlp_language_only.yaml",
+        "maple_repo",
+        "independentVL",
+        "IVLP",
+        "IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml",
+    ),
     Spec("vpt_clip (deep vision)", "vpt_clip.yaml", "maple_repo", "vpt", "VPT", "VPT/vit_b16_c2_ep5_batch4_4.yaml"),
-    Spec("coop (end, 16 ctx)", "coop.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-         {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False}),
-    Spec("coop_middle", "coop_middle.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-         {"CLASS_TOKEN_POSITION": "middle", "N_CTX": 16, "CSC": False}),
-    Spec("coop front", "coop.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-         {"CLASS_TOKEN_POSITION": "front", "N_CTX": 16, "CSC": False},
-         our_opts=("PROMPT.COOP.CLASS_TOKEN_POSITION", "front")),
-    Spec("coop_csc", "coop_csc.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-         {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": True}),
-    Spec("coop_csc middle", "coop_csc.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16.yaml",
-         {"CLASS_TOKEN_POSITION": "middle", "N_CTX": 16, "CSC": True},
-         our_opts=("PROMPT.COOP.CLASS_TOKEN_POSITION", "middle")),
-    Spec("coop_ctxv1", "coop_ctxv1.yaml", "coop_repo", "coop", "COOP", "CoOp/vit_b16_ctxv1.yaml",
-         {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False}),
-    Spec("coop_ctxv1 csc (generic, as CoOp)", "coop_ctxv1.yaml", "coop_repo", "coop", "COOP",
-         "CoOp/vit_b16_ctxv1.yaml", {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": True},
-         our_opts=("PROMPT.COOP.CSC", "True")),
+    Spec(
+        "coop (end, 16 ctx)",
+        "coop.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16.yaml",
+        {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False},
+    ),
+    Spec(
+        "coop_middle",
+        "coop_middle.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16.yaml",
+        {"CLASS_TOKEN_POSITION": "middle", "N_CTX": 16, "CSC": False},
+    ),
+    Spec(
+        "coop front",
+        "coop.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16.yaml",
+        {"CLASS_TOKEN_POSITION": "front", "N_CTX": 16, "CSC": False},
+        our_opts=("PROMPT.COOP.CLASS_TOKEN_POSITION", "front"),
+    ),
+    Spec(
+        "coop_csc",
+        "coop_csc.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16.yaml",
+        {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": True},
+    ),
+    Spec(
+        "coop_csc middle",
+        "coop_csc.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16.yaml",
+        {"CLASS_TOKEN_POSITION": "middle", "N_CTX": 16, "CSC": True},
+        our_opts=("PROMPT.COOP.CLASS_TOKEN_POSITION", "middle"),
+    ),
+    Spec(
+        "coop_ctxv1",
+        "coop_ctxv1.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16_ctxv1.yaml",
+        {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": False},
+    ),
+    Spec(
+        "coop_ctxv1 csc (generic, as CoOp)",
+        "coop_ctxv1.yaml",
+        "coop_repo",
+        "coop",
+        "COOP",
+        "CoOp/vit_b16_ctxv1.yaml",
+        {"CLASS_TOKEN_POSITION": "end", "N_CTX": 16, "CSC": True},
+        our_opts=("PROMPT.COOP.CSC", "True"),
+    ),
 ]
 
 
@@ -123,9 +206,11 @@ class _Stub:
 
 def _dassl_stubs() -> Dict[str, types.ModuleType]:
     """What the trainer modules import from Dassl: a registry decorator and names never called."""
-    registry = types.SimpleNamespace(register=lambda *a, **k: (lambda cls: cls))
-    modules = {name: types.ModuleType(name) for name in
-               ("dassl", "dassl.engine", "dassl.metrics", "dassl.utils", "dassl.optim")}
+    registry = types.SimpleNamespace(register=lambda *a, **k: lambda cls: cls)
+    modules = {
+        name: types.ModuleType(name)
+        for name in ("dassl", "dassl.engine", "dassl.metrics", "dassl.utils", "dassl.optim")
+    }
     modules["dassl.engine"].TRAINER_REGISTRY = registry
     modules["dassl.engine"].TrainerX = type("TrainerX", (), {})
     modules["dassl.metrics"].compute_accuracy = _Stub("dassl.metrics.compute_accuracy")
@@ -162,13 +247,24 @@ def their_trainer_values(checkout: str, spec: Spec, layers: int) -> Dict[str, ob
     return {k: min(v, layers) if k in DEPTH_KEYS else v for k, v in values.items()}
 
 
-def build_theirs(checkout: str, spec: Spec, values: Dict[str, object], weights_file: str, image_size: int,
-                 classnames: Sequence[str] = CLASSNAMES):
+def build_theirs(
+    checkout: str,
+    spec: Spec,
+    values: Dict[str, object],
+    weights_file: str,
+    image_size: int,
+    classnames: Sequence[str] = CLASSNAMES,
+):
     with checkout_on_path(checkout, stubs=_dassl_stubs(), prefixes=("clip", "trainers", "dassl")):
         module = importlib.import_module(f"trainers.{spec.trainer}")
     module.clip._download = lambda url, root=None: weights_file
-    cfg = _namespace({"MODEL": {"BACKBONE": {"NAME": "ViT-B/16"}, "INIT_WEIGHTS": ""},
-                      "INPUT": {"SIZE": (image_size, image_size)}, "TRAINER": {spec.node: values}})
+    cfg = _namespace(
+        {
+            "MODEL": {"BACKBONE": {"NAME": "ViT-B/16"}, "INIT_WEIGHTS": ""},
+            "INPUT": {"SIZE": (image_size, image_size)},
+            "TRAINER": {spec.node: values},
+        }
+    )
     with their_fp32(), contextlib.redirect_stdout(io.StringIO()):
         clip_model = module.load_clip_to_cpu(cfg).float()
         model = module.CustomCLIP(cfg, list(classnames), clip_model)
@@ -218,10 +314,11 @@ def arch_for(size: str) -> str:
         return "ViT-B-16"
     path = os.path.join(_TMP.name, "tiny_vit_b16_widths.json")
     if not os.path.isfile(path):
-        spec = {"embed_dim": 512,
-                "vision_cfg": {"image_size": TINY_IMAGE, "layers": TINY_LAYERS, "width": 768, "patch_size": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8,
-                             "layers": TINY_LAYERS}}
+        spec = {
+            "embed_dim": 512,
+            "vision_cfg": {"image_size": TINY_IMAGE, "layers": TINY_LAYERS, "width": 768, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": TINY_LAYERS},
+        }
         with open(path, "w") as f:
             json.dump(spec, f)
     return path
@@ -273,6 +370,7 @@ def randomise_prompts_(model, seed: int) -> None:
 @dataclass
 class Pair:
     """Both sides of one recipe on the same weights, their prompt parameters equal."""
+
     ours: torch.nn.Module
     theirs: torch.nn.Module
     our_params: Dict[str, torch.nn.Parameter]  # trainable, by our names
@@ -282,8 +380,9 @@ class Pair:
     image_size: int
 
 
-def aligned_pair(spec: Spec, checkout: str, args, classnames: Sequence[str] = CLASSNAMES,
-                 ours_only: Sequence[str] = ()) -> Pair:
+def aligned_pair(
+    spec: Spec, checkout: str, args, classnames: Sequence[str] = CLASSNAMES, ours_only: Sequence[str] = ()
+) -> Pair:
     """Build both sides of ``spec`` (``args.size``, ``args.seed``) for ``classnames``; our random
     prompt values are copied to theirs. ``ours_only``: trainable parameters of ours with no
     counterpart (a method the authors' model lacks, e.g. adap_pos's position logits)."""
@@ -298,13 +397,16 @@ def aligned_pair(spec: Spec, checkout: str, args, classnames: Sequence[str] = CL
     shared = {n: p for n, p in our_params.items() if n not in ours_only}
     their_params = their_prompt_params(spec, theirs)
     if set(shared) != set(their_params):
-        raise RuntimeError(f"{spec.name}: prompt parameters differ: ours only {sorted(set(shared) - set(their_params))}, "
-                           f"theirs only {sorted(set(their_params) - set(shared))}")
+        raise RuntimeError(
+            f"{spec.name}: prompt parameters differ: ours only {sorted(set(shared) - set(their_params))}, "
+            f"theirs only {sorted(set(their_params) - set(shared))}"
+        )
     with torch.no_grad():
         for name, p in their_params.items():
             if p.numel() != our_params[name].numel():
-                raise RuntimeError(f"{spec.name}: {name} has {our_params[name].numel()} values here, "
-                                   f"{p.numel()} in theirs")
+                raise RuntimeError(
+                    f"{spec.name}: {name} has {our_params[name].numel()} values here, {p.numel()} in theirs"
+                )
             p.copy_(our_params[name].reshape(p.shape))
     for p in theirs.parameters():
         p.requires_grad_(False)
@@ -335,19 +437,27 @@ def compare(spec: Spec, checkout: str, args) -> Result:
     for p in [*our_params.values(), *their_params.values()]:
         p.grad = None
     our_logits, their_logits_ = ours_step(), theirs_step()
-    grads = grads_rel({n: p.grad for n, p in our_params.items()},
-                      {n: p.grad.reshape(our_params[n].shape) for n, p in their_params.items()})
+    grads = grads_rel(
+        {n: p.grad for n, p in our_params.items()},
+        {n: p.grad.reshape(our_params[n].shape) for n, p in their_params.items()},
+    )
     ratio = time_ratio(ours_step, theirs_step, repeats=args.repeats)
     capped = args.size == "tiny" and any(k in DEPTH_KEYS for k in values)
     depth_note = f"tiny: prompt depths capped at the {layers} layers; " if capped else ""
-    trainer_values = ", ".join(f"{k} {v!r}" if isinstance(v, str) else f"{k} {v}"
-                               for k, v in values.items() if k != "PREC")
+    trainer_values = ", ".join(
+        f"{k} {v!r}" if isinstance(v, str) else f"{k} {v}" for k, v in values.items() if k != "PREC"
+    )
     return Result(
         recipe=f"{spec.name} [configs/{spec.ours}{' ' + ' '.join(spec.our_opts) if spec.our_opts else ''}]",
-        compared_with=(f"{'muzairkhattak/multimodal-prompt-learning' if spec.repo_flag == 'maple_repo' else 'KaiyangZhou/CoOp'} "
-                       f"trainers/{spec.trainer}.py CustomCLIP, configs/trainers/{spec.yaml} (TRAINER.{spec.node}: {trainer_values})"),
-        logits_rel=rel_diff(our_logits, their_logits_), grads_rel=_short_names(grads), ratio=ratio,
-        note=depth_note + "their .half() casts removed (fp32 throughout)" + (f"; {spec.note}" if spec.note else ""))
+        compared_with=(
+            f"{'muzairkhattak/multimodal-prompt-learning' if spec.repo_flag == 'maple_repo' else 'KaiyangZhou/CoOp'} "
+            f"trainers/{spec.trainer}.py CustomCLIP, configs/trainers/{spec.yaml} (TRAINER.{spec.node}: {trainer_values})"
+        ),
+        logits_rel=rel_diff(our_logits, their_logits_),
+        grads_rel=_short_names(grads),
+        ratio=ratio,
+        note=depth_note + "their .half() casts removed (fp32 throughout)" + (f"; {spec.note}" if spec.note else ""),
+    )
 
 
 def _short_names(grads: Dict[str, float]) -> Dict[str, float]:
@@ -362,6 +472,7 @@ def _register(spec: Spec):
     def run(args, spec=spec):
         checkout = require_checkout(getattr(args, spec.repo_flag), flag, files)
         return [compare(spec, checkout, args)]
+
     return run
 
 

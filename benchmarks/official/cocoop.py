@@ -16,6 +16,7 @@ weights). Their ``load_clip_to_cpu`` (a download) is replaced by that model; Das
   ``ZeroshotCLIP2`` (template ensemble) against ``MODEL.CLIP.ZERO_SHOT_TEMPLATES coop`` /
   ``coop_ensemble``; logits only (nothing is trained).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,41 +32,63 @@ from typing import Dict, List
 
 import torch
 
-from .common import (Result, checkout_on_path, grads_rel, perturb_norms_and_biases_, recipe, rel_diff,
-                     require_checkout, time_ratio)
+from .common import (
+    Result,
+    checkout_on_path,
+    grads_rel,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 # underscores, hyphens, an apostrophe, digits, accents, several words
-CLASSNAMES = ["golden_retriever", "jack-o'-lantern", "747 airliner", "crème brûlée", "Café au lait",
-              "yorkshire_terrier dog"]
+CLASSNAMES = [
+    "golden_retriever",
+    "jack-o'-lantern",
+    "747 airliner",
+    "crème brûlée",
+    "Café au lait",
+    "yorkshire_terrier dog",
+]
 LABELS = [1, 4]
 PREFIXES = ("clip", "trainers", "dassl")
 
 # A small CLIP their build_model can read back: it derives heads as width // 64.
-TINY_CLIP = {"embed_dim": 64,
-             "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "head_width": 64, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2}}
+TINY_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "head_width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
+}
 
 
 def dassl_stubs() -> Dict[str, types.ModuleType]:
     """The names the trainers import from Dassl; none of them runs in a comparison."""
+
     def unused(name):
         def fail(*args, **kwargs):
             raise RuntimeError(f"dassl.{name} is stubbed in the comparison")
+
         return fail
 
-    registry = types.SimpleNamespace(register=lambda *a, **k: (lambda cls: cls))
+    registry = types.SimpleNamespace(register=lambda *a, **k: lambda cls: cls)
     modules = {
         "dassl": {},
         "dassl.engine": {"TRAINER_REGISTRY": registry, "TrainerX": type("TrainerX", (), {})},
         "dassl.metrics": {"compute_accuracy": unused("metrics.compute_accuracy")},
-        "dassl.utils": {"load_pretrained_weights": unused("utils.load_pretrained_weights"),
-                        "load_checkpoint": unused("utils.load_checkpoint")},
-        "dassl.optim": {"build_optimizer": unused("optim.build_optimizer"),
-                        "build_lr_scheduler": unused("optim.build_lr_scheduler")},
+        "dassl.utils": {
+            "load_pretrained_weights": unused("utils.load_pretrained_weights"),
+            "load_checkpoint": unused("utils.load_checkpoint"),
+        },
+        "dassl.optim": {
+            "build_optimizer": unused("optim.build_optimizer"),
+            "build_lr_scheduler": unused("optim.build_lr_scheduler"),
+        },
     }
     out = {}
     for name, attrs in modules.items():
@@ -77,6 +100,7 @@ def dassl_stubs() -> Dict[str, types.ModuleType]:
 
 def their_cfg(**cocoop):
     from yacs.config import CfgNode as CN
+
     cfg = CN()
     cfg.MODEL = CN({"BACKBONE": CN({"NAME": "ViT-B/16"})})
     cfg.INPUT = CN({"SIZE": (224, 224)})
@@ -102,9 +126,23 @@ def ours_model(arch: str, seed: int, methods, dataset="oxford_pets", **keys):
     from mmprompt.config import get_cfg, merge_from_list
 
     cfg = get_cfg()
-    merge_from_list(cfg, ["MODEL.NAME", "clip_prompt_classifier", "MODEL.BACKBONE.NAME", "open_clip",
-                          "MODEL.BACKBONE.ARCH", arch, "MODEL.BACKBONE.PRETRAINED", "",
-                          "MODEL.BACKBONE.ACTIVATION", "quick_gelu", "DATASET.NAME", dataset])
+    merge_from_list(
+        cfg,
+        [
+            "MODEL.NAME",
+            "clip_prompt_classifier",
+            "MODEL.BACKBONE.NAME",
+            "open_clip",
+            "MODEL.BACKBONE.ARCH",
+            arch,
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.BACKBONE.ACTIVATION",
+            "quick_gelu",
+            "DATASET.NAME",
+            dataset,
+        ],
+    )
     cfg.PROMPT.METHODS = list(methods)
     merge_from_list(cfg, [str(x) for kv in keys.items() for x in kv])
     torch.manual_seed(seed)
@@ -144,10 +182,13 @@ def images_for(model, batch: int, seed: int) -> torch.Tensor:
 # ---------------------------------------------------------------------- CoCoOp
 def compare_cocoop(args, flag: str, repo_path: str, maple_fork: bool) -> List[Result]:
     results = []
-    variants = [("cocoop.yaml (ctxv1: 'a photo of a')", {"CTX_INIT": "a photo of a", "N_CTX": 4}),
-                ("cocoop N_CTX 16, random init (c16)", {"CTX_INIT": "", "N_CTX": 16})]
+    variants = [
+        ("cocoop.yaml (ctxv1: 'a photo of a')", {"CTX_INIT": "a photo of a", "N_CTX": 4}),
+        ("cocoop N_CTX 16, random init (c16)", {"CTX_INIT": "", "N_CTX": 16}),
+    ]
     with tempfile.TemporaryDirectory() as tmp, checkout_on_path(repo_path, stubs=dassl_stubs(), prefixes=PREFIXES):
         import importlib
+
         their_clip_pkg = importlib.import_module("clip.clip")
         cocoop = importlib.import_module("trainers.cocoop")
         arch = arch_for(args.size, tmp)
@@ -187,11 +228,16 @@ def compare_cocoop(args, flag: str, repo_path: str, maple_fork: bool) -> List[Re
             theirs_step()
             g_ours = {n: p.grad for n, p in mine.named_parameters()}
             g_theirs = {n: p.grad for n, p in theirs.prompt_learner.named_parameters()}
-            results.append(Result(
-                recipe=name, compared_with=f"{flag} trainers/cocoop.py CustomCLIP (PREC fp32)",
-                logits_rel=rel_diff(ours_logits, theirs_logits), grads_rel=grads_rel(g_ours, g_theirs),
-                ratio=time_ratio(ours_step, theirs_step, args.repeats),
-                note="their fp16 casts (PREC fp16: meta_net.half()) are not reproduced; fp32 compared"))
+            results.append(
+                Result(
+                    recipe=name,
+                    compared_with=f"{flag} trainers/cocoop.py CustomCLIP (PREC fp32)",
+                    logits_rel=rel_diff(ours_logits, theirs_logits),
+                    grads_rel=grads_rel(g_ours, g_theirs),
+                    ratio=time_ratio(ours_step, theirs_step, args.repeats),
+                    note="their fp16 casts (PREC fp16: meta_net.half()) are not reproduced; fp32 compared",
+                )
+            )
     return results
 
 
@@ -203,7 +249,9 @@ def cocoop_vs_coop_repo(args) -> List[Result]:
 
 @recipe("cocoop (maple repo)", "maple_repo")
 def cocoop_vs_maple_repo(args) -> List[Result]:
-    path = require_checkout(args.maple_repo, "--maple-repo", ["trainers/cocoop.py", "trainers/maple.py", "clip/model.py"])
+    path = require_checkout(
+        args.maple_repo, "--maple-repo", ["trainers/cocoop.py", "trainers/maple.py", "clip/model.py"]
+    )
     return compare_cocoop(args, "multimodal-prompt-learning", path, maple_fork=True)
 
 
@@ -221,6 +269,7 @@ def compare_zero_shot(args, flag: str, repo_path: str, maple_fork: bool) -> List
     results = []
     with tempfile.TemporaryDirectory() as tmp, checkout_on_path(repo_path, stubs=dassl_stubs(), prefixes=PREFIXES):
         import importlib
+
         their_clip_pkg = importlib.import_module("clip.clip")
         zsclip = importlib.import_module("trainers.zsclip")
         arch = arch_for(args.size, tmp)
@@ -251,12 +300,15 @@ def compare_zero_shot(args, flag: str, repo_path: str, maple_fork: bool) -> List
                 with torch.no_grad():
                     return trainer.model_inference(images)
 
-            results.append(Result(
-                recipe=f"zero-shot {template_set} on {dataset}",
-                compared_with=f"{flag} trainers/zsclip.py {trainer_name} (DATASET.NAME {dassl_name})",
-                logits_rel=rel_diff(ours_forward(), theirs_forward()),
-                ratio=time_ratio(ours_forward, theirs_forward, args.repeats),
-                note=f"{ours.num_templates} template(s) averaged"))
+            results.append(
+                Result(
+                    recipe=f"zero-shot {template_set} on {dataset}",
+                    compared_with=f"{flag} trainers/zsclip.py {trainer_name} (DATASET.NAME {dassl_name})",
+                    logits_rel=rel_diff(ours_forward(), theirs_forward()),
+                    ratio=time_ratio(ours_forward, theirs_forward, args.repeats),
+                    note=f"{ours.num_templates} template(s) averaged",
+                )
+            )
     return results
 
 
@@ -268,7 +320,9 @@ def zsclip_vs_coop_repo(args) -> List[Result]:
 
 @recipe("zsclip (maple repo)", "maple_repo")
 def zsclip_vs_maple_repo(args) -> List[Result]:
-    path = require_checkout(args.maple_repo, "--maple-repo", ["trainers/zsclip.py", "trainers/maple.py", "clip/model.py"])
+    path = require_checkout(
+        args.maple_repo, "--maple-repo", ["trainers/zsclip.py", "trainers/maple.py", "clip/model.py"]
+    )
     return compare_zero_shot(args, "multimodal-prompt-learning", path, maple_fork=True)
 
 
@@ -277,6 +331,7 @@ def lpclip_features(seed: int, classes: int = 30, dim: int = 16, counts=(20, 8, 
     """Overlapping Gaussian classes, so that C matters (with 5 well-separated classes every round
     ties and keeps the same C): {split: (features, labels)}."""
     import numpy as np
+
     rng = np.random.RandomState(seed)
     means = rng.randn(classes, dim)
     out = {}
@@ -304,14 +359,30 @@ def lpclip_vs_coop_repo(args) -> List[Result]:
         os.makedirs(folder)
         for split, (x, y) in features.items():
             np.savez(os.path.join(folder, split), feature_list=x, label_list=y)
-        proc = subprocess.run([sys.executable, os.path.join(path, "lpclip", "linear_probe.py"), "--dataset", "Synthetic",
-                               "--feature_dir", "clip_feat", "--num_step", str(steps), "--num_run", str(runs)],
-                              cwd=tmp, capture_output=True, text=True, timeout=1200)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(path, "lpclip", "linear_probe.py"),
+                "--dataset",
+                "Synthetic",
+                "--feature_dir",
+                "clip_feat",
+                "--num_step",
+                str(steps),
+                "--num_run",
+                str(runs),
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"their linear_probe.py failed:\n{proc.stderr[-2000:]}")
         with open(os.path.join(tmp, "report", f"clip_feat_s{steps}r{runs}_details.txt")) as f:
-            theirs = [(float(c), float(acc)) for c, acc in
-                      re.findall(r"weight ([0-9.e+-]+), test_acc ([0-9.]+)", f.read())]
+            theirs = [
+                (float(c), float(acc)) for c, acc in re.findall(r"weight ([0-9.e+-]+), test_acc ([0-9.]+)", f.read())
+            ]
     ours = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs stops at max_iter for the large C values, theirs too
@@ -325,8 +396,13 @@ def lpclip_vs_coop_repo(args) -> List[Result]:
     ours_acc = torch.tensor([round(a, 2) for _, a in ours])
     theirs_acc = torch.tensor([a for _, a in theirs])
     chosen = {"chosen C per round": rel_diff(torch.tensor([c for c, _ in ours]), torch.tensor([c for c, _ in theirs]))}
-    return [Result(recipe="tools/lpclip.py --sampling lpclip (C search)",
-                   compared_with="CoOp lpclip/linear_probe.py (subprocess, their report file)",
-                   logits_rel=rel_diff(ours_acc, theirs_acc), grads_rel=chosen,
-                   note=f"{len(theirs)} rounds ({len(shots_list)} shot counts x {runs} seeds x {steps}); "
-                        "'logits' = test accuracy of each round's classifier, 'grads' = the C each round keeps")]
+    return [
+        Result(
+            recipe="tools/lpclip.py --sampling lpclip (C search)",
+            compared_with="CoOp lpclip/linear_probe.py (subprocess, their report file)",
+            logits_rel=rel_diff(ours_acc, theirs_acc),
+            grads_rel=chosen,
+            note=f"{len(theirs)} rounds ({len(shots_list)} shot counts x {runs} seeds x {steps}); "
+            "'logits' = test accuracy of each round's classifier, 'grads' = the C each round keeps",
+        )
+    ]

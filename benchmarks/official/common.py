@@ -11,6 +11,7 @@ Weights must not be at their init: :func:`perturb_norms_and_biases_` gives every
 layer a random gain and bias and every bias a random value, since with gains 1 and biases 0 a
 LayerNorm undoes a misplaced shift or scale and the check hides it (seen with CLIP's ``ln_pre``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,9 +70,11 @@ RECIPES: List[Recipe] = []
 def recipe(name: str, *repos: str):
     """Register ``run(args) -> List[Result]`` as the comparison ``name`` needing the checkouts
     ``repos`` (attribute names of the driver's parsed arguments, e.g. ``"maple_repo"``)."""
+
     def register(fn):
         RECIPES.append(Recipe(name, repos, fn, fn.__module__.rsplit(".", 1)[-1]))
         return fn
+
     return register
 
 
@@ -112,8 +115,9 @@ def perturb_norms_and_biases_(module: nn.Module, seed: int = 0, scale: float = 0
     return module
 
 
-def interleaved_times(ours: Callable[[], object], theirs: Callable[[], object],
-                      repeats: int = 5, warmup: int = 1) -> Dict[str, float]:
+def interleaved_times(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 5, warmup: int = 1
+) -> Dict[str, float]:
     """Median seconds of each callable, run alternately (which goes first alternates too)."""
     times = {"ours": [], "theirs": []}
     for i in range(warmup + repeats):
@@ -154,6 +158,7 @@ def checkout_on_path(path: str, stubs: Optional[Dict[str, object]] = None, prefi
     defines (``clip``, ``trainers`` ...) that other checkouts define too: they are dropped from
     ``sys.modules`` before and after, so two checkouts never see each other's modules.
     """
+
     def drop():
         for name in list(sys.modules):
             if any(name == p or name.startswith(p + ".") for p in prefixes):

@@ -12,6 +12,7 @@ Only Dassl's ``dassl/utils`` and ``dassl/data/datasets/base_dataset.py`` are imp
 package ``__init__`` files, which pull in every dataset and trainer, are bypassed), with
 ``gdown`` stubbed (it is only used to download datasets).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,6 +42,7 @@ def _dassl_functions(dassl_repo: str):
     packages["gdown"] = types.ModuleType("gdown")
     with checkout_on_path(root, stubs=packages, prefixes=("dassl",)):
         import importlib
+
         base_dataset = importlib.import_module("dassl.data.datasets.base_dataset")
         tools = importlib.import_module("dassl.utils.tools")
     theirs = object.__new__(base_dataset.DatasetBase)  # generate_fewshot_dataset only needs the instance's methods
@@ -55,6 +57,7 @@ def _differing(ours: Sequence, theirs: Sequence) -> int:
 
 def _compare(name: str, train, val, fewshot, set_seed, cases) -> Result:
     from mmprompt.data.base import sample_fewshot
+
     differing = total = 0
     for seed, shots in cases:
         with contextlib.redirect_stdout(io.StringIO()):  # Dassl prints "Creating a K-shot dataset"
@@ -67,36 +70,46 @@ def _compare(name: str, train, val, fewshot, set_seed, cases) -> Result:
         differing += _differing(our_train, their_train) + _differing(our_val, their_val)
         total += max(len(our_train), len(their_train)) + max(len(our_val), len(their_val))
     return Result(
-        recipe=f"fewshot {name}", compared_with="Dassl.pytorch base_dataset.DatasetBase.generate_fewshot_dataset "
-                                                "after dassl.utils.set_random_seed",
+        recipe=f"fewshot {name}",
+        compared_with="Dassl.pytorch base_dataset.DatasetBase.generate_fewshot_dataset "
+        "after dassl.utils.set_random_seed",
         logits_rel=differing / max(total, 1),
         note=f"logits_rel = fraction of differing picks ({differing} of {total}, train + val, seeds "
-             f"{sorted({s for s, _ in cases})}, K {sorted({k for _, k in cases})})")
+        f"{sorted({s for s, _ in cases})}, K {sorted({k for _, k in cases})})",
+    )
 
 
 @recipe("dassl_data", "dassl_repo")
 def run(args) -> List[Result]:
     from mmprompt.data.base import Datum, read_split_json
+
     fewshot, set_seed = _dassl_functions(args.dassl_repo)
     cases = [(s, k) for s in SEEDS for k in SHOTS]
     folder = os.path.abspath(os.environ.get("MMPROMPT_COOP_SPLITS", DEFAULT_SPLITS))
-    files = sorted(f for f in os.listdir(folder) if f.startswith("split_zhou_") and f.endswith(".json")) \
-        if os.path.isdir(folder) else []
+    files = (
+        sorted(f for f in os.listdir(folder) if f.startswith("split_zhou_") and f.endswith(".json"))
+        if os.path.isdir(folder)
+        else []
+    )
     if not files:
         raise FileNotFoundError(f"no split_zhou_*.json in {folder}; set MMPROMPT_COOP_SPLITS to CoOp's split files")
     # set_random_seed seeds random, numpy and torch; leave them as they were for the other recipes
     import numpy as np
     import torch
+
     states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
     try:
         results = []
         for fname in files:
             train, val, _ = read_split_json(os.path.join(folder, fname), "/data/images")
-            results.append(_compare(fname[len("split_zhou_"):-len(".json")], train, val, fewshot, set_seed, cases))
+            results.append(_compare(fname[len("split_zhou_") : -len(".json")], train, val, fewshot, set_seed, cases))
         # classes smaller than K (kept whole by both) and labels first seen out of order
         rng = random.Random(0)
-        items = [Datum(label=c, classname=f"c{c}", impath=f"/d/{c}/{i}.jpg")
-                 for c in (5, 0, 3, 1, 4, 2) for i in range(rng.randint(1, 12))]
+        items = [
+            Datum(label=c, classname=f"c{c}", impath=f"/d/{c}/{i}.jpg")
+            for c in (5, 0, 3, 1, 4, 2)
+            for i in range(rng.randint(1, 12))
+        ]
         rng.shuffle(items)
         results.append(_compare("short classes, shuffled labels", items, items[::-1], fewshot, set_seed, cases))
         return results

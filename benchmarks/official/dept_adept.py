@@ -17,6 +17,7 @@ pointed at ``ByT5Tokenizer``, which needs no files; ADePT's is a hard-coded path
 machine), checked equal before the offsets are given random values and copied across. Every
 dropout 0 (both sides in eval mode; ADePT's hard-coded bottleneck dropout only acts in training).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,15 +26,29 @@ import os
 
 import torch
 
-from .common import (Result, checkout_on_path, grads_rel, perturb_norms_and_biases_, recipe, rel_diff,
-                     require_checkout, time_ratio)
+from .common import (
+    Result,
+    checkout_on_path,
+    grads_rel,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEXTS = ["The café's menu_item #42 - crème brûlée, well-known; isn't it?",
-         "Naïve co-op members voted 3-to-1 against the über-plan (2nd round)"]
+TEXTS = [
+    "The café's menu_item #42 - crème brûlée, well-known; isn't it?",
+    "Naïve co-op members voted 3-to-1 against the über-plan (2nd round)",
+]
 LABEL_WORDS = ["not_entailment", "entail-ment's 2"]  # awkward on purpose, of different lengths
-TINY_T5 = ["MODEL.BACKBONE.ARCH", "t5", "MODEL.BACKBONE.KWARGS",
-           "{'d_model': 32, 'd_ff': 64, 'd_kv': 8, 'num_heads': 4, 'num_layers': 2, 'vocab_size': 384}"]
+TINY_T5 = [
+    "MODEL.BACKBONE.ARCH",
+    "t5",
+    "MODEL.BACKBONE.KWARGS",
+    "{'d_model': 32, 'd_ff': 64, 'd_kv': 8, 'num_heads': 4, 'num_layers': 2, 'vocab_size': 384}",
+]
 
 
 @contextlib.contextmanager
@@ -61,8 +76,17 @@ def build_ours(config: str, size: str, seed: int):
 
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", config))
-    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", "byt5",
-                         "MODEL.BACKBONE.KWARGS.dropout_rate", "0.0", *(TINY_T5 if size == "tiny" else [])])
+    cfg.merge_from_list(
+        [
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.TEXT.TOKENIZER",
+            "byt5",
+            "MODEL.BACKBONE.KWARGS.dropout_rate",
+            "0.0",
+            *(TINY_T5 if size == "tiny" else []),
+        ]
+    )
     torch.manual_seed(seed)
     model = build_model(cfg, LABEL_WORDS)
     # T5's norms get random gains (it has no biases); the embeddings the prompt init read are untouched
@@ -74,22 +98,30 @@ def their_model(path: str, method: str, cfg, hf_model):
     """Their PeftModelForSeq2SeqLM around ``hf_model``, configured as their train.py does."""
     with checkout_on_path(path, prefixes=("peft", "src")):
         peft = importlib.import_module("peft")
-    common = dict(task_type=peft.TaskType.SEQ_2_SEQ_LM, prompt_tuning_init=peft.PromptTuningInit.TEXT,
-                  num_transformer_submodules=1, tokenizer_name_or_path="t5-base",
-                  token_dim=hf_model.config.d_model, max_length=cfg.MODEL.TEXT.MAX_LENGTH)
+    common = dict(
+        task_type=peft.TaskType.SEQ_2_SEQ_LM,
+        prompt_tuning_init=peft.PromptTuningInit.TEXT,
+        num_transformer_submodules=1,
+        tokenizer_name_or_path="t5-base",
+        token_dim=hf_model.config.d_model,
+        max_length=cfg.MODEL.TEXT.MAX_LENGTH,
+    )
     if method == "dept":
         c = cfg.PROMPT.DEPT
-        config = peft.PromptTuningLoRAConfig(num_virtual_tokens=c.NUM_TOKENS, prompt_tuning_init_text=c.INIT_TEXT,
-                                             r=c.RANK, **common)
+        config = peft.PromptTuningLoRAConfig(
+            num_virtual_tokens=c.NUM_TOKENS, prompt_tuning_init_text=c.INIT_TEXT, r=c.RANK, **common
+        )
     else:
         c = cfg.PROMPT.ADEPT
-        config = peft.PromptTuningLoRAXConfig(num_virtual_tokens=c.NUM_TOKENS, prompt_tuning_init_text=c.INIT_TEXT,
-                                              r=c.BOTTLENECK, **common)
+        config = peft.PromptTuningLoRAXConfig(
+            num_virtual_tokens=c.NUM_TOKENS, prompt_tuning_init_text=c.INIT_TEXT, r=c.BOTTLENECK, **common
+        )
     if not hasattr(hf_model, "_prepare_encoder_decoder_kwargs_for_generation"):
         # Their PeftModelForSeq2SeqLM.__init__ stores this transformers 4 generation helper (gone
         # in transformers 5); only their generate() would call it, and the comparison does not.
         def _generation_only(*_args, **_kwargs):
             raise NotImplementedError("their generate() path is not part of the comparison")
+
         hf_model._prepare_encoder_decoder_kwargs_for_generation = _generation_only
     with byte_tokenizer_for_their_init():
         return peft.get_peft_model(hf_model, config)
@@ -172,10 +204,22 @@ def compare(args, method: str) -> Result:
         g_theirs.update({"offsets A": enc.lora_embedding_A.grad, "offsets B": enc.lora_embedding_B.grad})
         scales = f"scaling ours {offsets.scale:.6f} / theirs {enc.scaling:.6f}"
     else:
-        g_ours.update({"W_down": offsets.down.weight.grad.t(), "b_down": offsets.down.bias.grad,
-                       "W_up": offsets.up.weight.grad.t(), "b_up": offsets.up.bias.grad})
-        g_theirs.update({"W_down": enc.lora_embedding_A.grad, "b_down": enc.lora_embedding_a.grad,
-                         "W_up": enc.lora_embedding_B.grad, "b_up": enc.lora_embedding_b.grad})
+        g_ours.update(
+            {
+                "W_down": offsets.down.weight.grad.t(),
+                "b_down": offsets.down.bias.grad,
+                "W_up": offsets.up.weight.grad.t(),
+                "b_up": offsets.up.bias.grad,
+            }
+        )
+        g_theirs.update(
+            {
+                "W_down": enc.lora_embedding_A.grad,
+                "b_down": enc.lora_embedding_a.grad,
+                "W_up": enc.lora_embedding_B.grad,
+                "b_up": enc.lora_embedding_b.grad,
+            }
+        )
         scales = "no scaling on either side"
     logits_rel = max(rel_diff(out["logits"], logits_theirs), rel_diff(out["loss"], loss_theirs))
     ratio = time_ratio(run_ours, their_loss, args.repeats)
@@ -187,11 +231,16 @@ def compare(args, method: str) -> Result:
     return Result(
         recipe=f"configs/{config}" + (" (tiny)" if args.size == "tiny" else ""),
         compared_with=f"{repo} peft/peft_model.py PeftModelForSeq2SeqLM ({kind}, peft/tuners/{tuner})",
-        logits_rel=logits_rel, grads_rel=grads_rel(g_ours, g_theirs), ratio=ratio,
-        note=(f"T5 {d}-d x {hf.config.num_layers} layers; logits = label-word log-likelihoods and the loss (worst "
-              f"of both); prompt init from the phrase: rel diff {init_rel:.1e}; {scales}; trainable parameters "
-              f"ours {n_ours:,} / theirs {n_theirs:,}; inputs padded to {max_len} for theirs; timing: ours "
-              f"scores all {len(LABEL_WORDS)} label words in the training pass, theirs decodes the gold one"))
+        logits_rel=logits_rel,
+        grads_rel=grads_rel(g_ours, g_theirs),
+        ratio=ratio,
+        note=(
+            f"T5 {d}-d x {hf.config.num_layers} layers; logits = label-word log-likelihoods and the loss (worst "
+            f"of both); prompt init from the phrase: rel diff {init_rel:.1e}; {scales}; trainable parameters "
+            f"ours {n_ours:,} / theirs {n_theirs:,}; inputs padded to {max_len} for theirs; timing: ours "
+            f"scores all {len(LABEL_WORDS)} label words in the training pass, theirs decodes the gold one"
+        ),
+    )
 
 
 @recipe("dept_t5", "dept_repo")

@@ -27,6 +27,7 @@ state, with noise tensors of the same size, so they pick the same j; task-level 
 that give j = 0, a middle j and j = l. Both sides use the temperature their schedules give
 after ``STEP`` optimizer steps (theirs: the scripts' loop, see :func:`dpt_temperature`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,20 +41,39 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from .common import (Result, checkout_on_path, grads_rel, perturb_norms_and_biases_, recipe, rel_diff,
-                     require_checkout, time_ratio)
+from .common import (
+    Result,
+    checkout_on_path,
+    grads_rel,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MUST_HAVE = ("openprompt/prompt_base.py", "openprompt/prompts/soft_adaptive.py",
-             "openprompt/prompts/soft_ins_pos_adaptive.py", "tutorial/global_var.py")
-TEMPLATE_FILES = ("soft_adaptive", "soft_ins_pos_adaptive", "soft_ins_vec_adaptive", "soft_pos_ins_vec_adaptive",
-                  "soft_ins_vec_pos_adaptive")
+MUST_HAVE = (
+    "openprompt/prompt_base.py",
+    "openprompt/prompts/soft_adaptive.py",
+    "openprompt/prompts/soft_ins_pos_adaptive.py",
+    "tutorial/global_var.py",
+)
+TEMPLATE_FILES = (
+    "soft_adaptive",
+    "soft_ins_pos_adaptive",
+    "soft_ins_vec_adaptive",
+    "soft_pos_ins_vec_adaptive",
+    "soft_ins_vec_pos_adaptive",
+)
 
 # Underscores, hyphens, digits, apostrophes, accents, multi-word; different lengths (padding).
-TEXTS = ["L'été à Zürich: naïve café-au-lait_2 at 3 o'clock",
-         "state-of-the-art",
-         "it's New_York's 42nd street, São Paulo & Łódź!",
-         "Ünïcödé — dash–and “quotes”, x²"]
+TEXTS = [
+    "L'été à Zürich: naïve café-au-lait_2 at 3 o'clock",
+    "state-of-the-art",
+    "it's New_York's 42nd street, São Paulo & Łódź!",
+    "Ünïcödé — dash–and “quotes”, x²",
+]
 LABELS = [1, 0, 1, 0]
 CLASSNAMES = ["no way", "yes_indeed"]  # t5_verbalizer needs label words; the comparison reads LM logits
 TINY_T5 = dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, vocab_size=384)
@@ -73,6 +93,7 @@ def load_dpt(repo: str) -> types.SimpleNamespace:
     templates import is theirs: ``prompt_base.Template``, ``openprompt.utils``,
     ``data_utils/utils.py``, the manual template/verbalizer, ``tutorial/global_var.py``.
     """
+
     def package(name, *parts):
         module = types.ModuleType(name)
         module.__path__ = [os.path.join(repo, *parts)]
@@ -81,10 +102,12 @@ def load_dpt(repo: str) -> types.SimpleNamespace:
     spec = importlib.util.spec_from_file_location("global_var", os.path.join(repo, "tutorial", "global_var.py"))
     global_var = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(global_var)
-    stubs = {"openprompt": package("openprompt", "openprompt"),
-             "openprompt.data_utils": package("openprompt.data_utils", "openprompt", "data_utils"),
-             "openprompt.prompts": package("openprompt.prompts", "openprompt", "prompts"),
-             "global_var": global_var}
+    stubs = {
+        "openprompt": package("openprompt", "openprompt"),
+        "openprompt.data_utils": package("openprompt.data_utils", "openprompt", "data_utils"),
+        "openprompt.prompts": package("openprompt.prompts", "openprompt", "prompts"),
+        "global_var": global_var,
+    }
     path_before = list(sys.path)
     with checkout_on_path(repo, stubs=stubs, prefixes=("openprompt",)):
         data = importlib.import_module("openprompt.data_utils.utils")
@@ -119,6 +142,7 @@ def dpt_temperature(steps: int) -> float:
     """The temperature the authors' scripts use after ``steps`` optimizer steps: their loop
     ``temp = max(temp * exp(-ANNEAL_RATE * glb_step / aneal), temp_min)`` after each step."""
     import numpy as np
+
     temp = DPT_TAU0
     for glb_step in range(1, steps + 1):
         temp = np.maximum(temp * np.exp(-DPT_GAMMA * glb_step / DPT_ANEAL), DPT_TAU_MIN)
@@ -130,11 +154,23 @@ def build_ours(config: str, size: str, seed: int):
     """mmprompt's recipe on random T5 weights at ``size``, dropout 0, norms and biases perturbed."""
     from mmprompt.build import build_model
     from mmprompt.config import load_cfg
+
     arch, kwargs, max_length = SIZES[size]
-    cfg = load_cfg(os.path.join(ROOT, "configs", config),
-                   opts=["MODEL.BACKBONE.ARCH", arch, "MODEL.BACKBONE.PRETRAINED", "",
-                         "MODEL.TEXT.TOKENIZER", "byt5", "MODEL.TEXT.MAX_LENGTH", str(max_length),
-                         "MODEL.BACKBONE.DROPOUT_OFF", "True"])
+    cfg = load_cfg(
+        os.path.join(ROOT, "configs", config),
+        opts=[
+            "MODEL.BACKBONE.ARCH",
+            arch,
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.TEXT.TOKENIZER",
+            "byt5",
+            "MODEL.TEXT.MAX_LENGTH",
+            str(max_length),
+            "MODEL.BACKBONE.DROPOUT_OFF",
+            "True",
+        ],
+    )
     cfg.MODEL.BACKBONE.KWARGS.update({**kwargs, "dropout_rate": 0.0})
     if cfg.PROMPT.DYNAMIC.FEATURE_LENGTH > 0:  # OpenPrompt pads to max_seq_length
         cfg.PROMPT.DYNAMIC.FEATURE_LENGTH = max_length
@@ -165,12 +201,16 @@ MASK_POSITION = 1  # OpenPrompt's loss_ids for T5-LM: [0, 1, 0] over <pad> <extr
 
 def run_ours(model, tokens, decoder, seed):
     from transformers.modeling_outputs import BaseModelOutput
+
     model.train()  # the prompts sample; the frozen backbone stays in eval (DROPOUT_OFF)
     torch.manual_seed(seed)
     ctx = model.new_context()
     encoded = model.backbone.tower("encoder").encode(tokens, model.prompts, ctx)
-    out = model.backbone.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.x),
-                               attention_mask=encoded.mask.long(), decoder_input_ids=decoder)
+    out = model.backbone.model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoded.x),
+        attention_mask=encoded.mask.long(),
+        decoder_input_ids=decoder,
+    )
     return out.logits[:, MASK_POSITION], ctx
 
 
@@ -280,8 +320,10 @@ def compare(args, kind: str) -> List[Result]:
         g_theirs = {k: v.view_as(g_ours[k]) for k, v in g_theirs.items()}
         if learned:
             dpos = ctx.records["encoder.layer0.dpos"][0].tolist()
-            how = (f"j per text {[l - d for d in dpos]} (prompt tokens after the input), same seeded Gumbel "
-                   f"draw on both sides; temperature after {STEP} steps: ours {tau_ours:.6f}, theirs {tau_theirs:.6f}")
+            how = (
+                f"j per text {[l - d for d in dpos]} (prompt tokens after the input), same seeded Gumbel "
+                f"draw on both sides; temperature after {STEP} steps: ours {tau_ours:.6f}, theirs {tau_theirs:.6f}"
+            )
         else:
             how = f"prefix [P; X], pool weights top {ctx.records['encoder.pool.top'][0].tolist()}"
         ratio = None
@@ -289,14 +331,18 @@ def compare(args, kind: str) -> List[Result]:
             ratio = time_ratio(
                 lambda: loss_of(run_ours(model, tokens, decoder, seed)[0], words).backward(),
                 lambda: loss_of(run_theirs(dpt, template, plm, padded, decoder, seed, tau_theirs), words).backward(),
-                args.repeats)
-        results.append(Result(
-            recipe=f"dpt/{config}{suffix}",
-            compared_with=f"Xianjun-Yang/DPT openprompt/prompts/{file}.py {cls}",
-            logits_rel=rel_diff(ours_logits, theirs_logits),
-            grads_rel=grads_rel(g_ours, g_theirs),
-            ratio=ratio,
-            note=f"T5 {args.size} random, {len(TEXTS)} texts; {how}; their inputs padded to {SIZES[args.size][2]} tokens"))
+                args.repeats,
+            )
+        results.append(
+            Result(
+                recipe=f"dpt/{config}{suffix}",
+                compared_with=f"Xianjun-Yang/DPT openprompt/prompts/{file}.py {cls}",
+                logits_rel=rel_diff(ours_logits, theirs_logits),
+                grads_rel=grads_rel(g_ours, g_theirs),
+                ratio=ratio,
+                note=f"T5 {args.size} random, {len(TEXTS)} texts; {how}; their inputs padded to {SIZES[args.size][2]} tokens",
+            )
+        )
     return results
 
 

@@ -7,6 +7,7 @@ the same order. ``logits_rel`` holds the max relative difference of the output t
 there are no gradients. mmprompt's side is configured from the authors' own yaml values (read
 through mmprompt's Dassl translation for Dassl) or from ``configs/_base_/vpt_fgvc_input.yaml``.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,12 @@ def _package_stub(name: str, path: str) -> types.ModuleType:
 
 def _dassl_modules(dassl_repo: str):
     import importlib
-    stubs = {"dassl": _package_stub("dassl", os.path.join(dassl_repo, "dassl")),
-             "dassl.data": _package_stub("dassl.data", os.path.join(dassl_repo, "dassl", "data")),
-             "dassl.utils": _package_stub("dassl.utils", os.path.join(dassl_repo, "dassl", "utils"))}
+
+    stubs = {
+        "dassl": _package_stub("dassl", os.path.join(dassl_repo, "dassl")),
+        "dassl.data": _package_stub("dassl.data", os.path.join(dassl_repo, "dassl", "data")),
+        "dassl.utils": _package_stub("dassl.utils", os.path.join(dassl_repo, "dassl", "utils")),
+    }
     with checkout_on_path(dassl_repo, stubs=stubs, prefixes=("dassl",)):
         transforms = importlib.import_module("dassl.data.transforms.transforms")
         tools = importlib.import_module("dassl.utils.tools")
@@ -74,34 +78,56 @@ def dassl_transforms(args) -> List[Result]:
     from mmprompt.config import load_cfg
     from mmprompt.data.build import build_transform
 
-    repo = require_checkout(args.dassl_repo, "--dassl-repo", ["dassl/data/transforms/transforms.py",
-                                                              "dassl/config/defaults.py"])
+    repo = require_checkout(
+        args.dassl_repo, "--dassl-repo", ["dassl/data/transforms/transforms.py", "dassl/config/defaults.py"]
+    )
     transforms, _ = _dassl_modules(repo)
-    with checkout_on_path(repo, stubs={"dassl": _package_stub("dassl", os.path.join(repo, "dassl"))},
-                          prefixes=("dassl",)):
+    with checkout_on_path(
+        repo, stubs={"dassl": _package_stub("dassl", os.path.join(repo, "dassl"))}, prefixes=("dassl",)
+    ):
         import importlib
+
         dassl_defaults = importlib.import_module("dassl.config.defaults")
     images = _images(args.seed)
     results = []
     for name, names in DASSL_INPUTS.items():
         # Their yaml's INPUT block (CoOp / MaPLe trainer yamls), on Dassl's defaults and on mmprompt's
         theirs_cfg = dassl_defaults._C.clone()
-        values = {"SIZE": (224, 224), "INTERPOLATION": "bicubic", "TRANSFORMS": names,
-                  "PIXEL_MEAN": [0.48145466, 0.4578275, 0.40821073], "PIXEL_STD": [0.26862954, 0.26130258, 0.27577711]}
+        values = {
+            "SIZE": (224, 224),
+            "INTERPOLATION": "bicubic",
+            "TRANSFORMS": names,
+            "PIXEL_MEAN": [0.48145466, 0.4578275, 0.40821073],
+            "PIXEL_STD": [0.26862954, 0.26130258, 0.27577711],
+        }
         theirs_cfg.merge_from_other_cfg(CfgNode({"INPUT": values}))
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "trainer.yaml")
             with open(path, "w") as f:
-                f.write("INPUT:\n" + "".join(f"  {k}: {list(v) if isinstance(v, tuple) else v!r}\n"
-                                             for k, v in values.items()).replace("'", '"')
-                        + 'MODEL:\n  BACKBONE:\n    NAME: "ViT-B/16"\n')
+                f.write(
+                    "INPUT:\n"
+                    + "".join(
+                        f"  {k}: {list(v) if isinstance(v, tuple) else v!r}\n" for k, v in values.items()
+                    ).replace("'", '"')
+                    + 'MODEL:\n  BACKBONE:\n    NAME: "ViT-B/16"\n'
+                )
             ours_cfg = load_cfg(path, trainer="CoOp")
         for is_train in (True, False):
-            rel = _compare(build_transform(ours_cfg, is_train), transforms.build_transform(theirs_cfg, is_train),
-                           images, args.seed, is_train)
-            results.append(Result(recipe=f"transforms {name} {'train' if is_train else 'test'}",
-                                  compared_with="Dassl.pytorch dassl/data/transforms/transforms.py build_transform",
-                                  logits_rel=rel, note="pixels after the transform, same RNG state"))
+            rel = _compare(
+                build_transform(ours_cfg, is_train),
+                transforms.build_transform(theirs_cfg, is_train),
+                images,
+                args.seed,
+                is_train,
+            )
+            results.append(
+                Result(
+                    recipe=f"transforms {name} {'train' if is_train else 'test'}",
+                    compared_with="Dassl.pytorch dassl/data/transforms/transforms.py build_transform",
+                    logits_rel=rel,
+                    note="pixels after the transform, same RNG state",
+                )
+            )
     return results
 
 
@@ -112,6 +138,7 @@ def dassl_read_image(args) -> List[Result]:
     repo = require_checkout(args.dassl_repo, "--dassl-repo", ["dassl/utils/tools.py"])
     _, tools = _dassl_modules(repo)
     from torchvision.transforms.functional import pil_to_tensor
+
     rng = np.random.default_rng(args.seed)
     rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (37, 53), dtype=np.uint8)
@@ -133,10 +160,20 @@ def dassl_read_image(args) -> List[Result]:
                 image.info["transparency"] = 0
             image.save(path, fmt)
             rel = rel_diff(pil_to_tensor(load_image(path)).float(), pil_to_tensor(tools.read_image(path)).float())
-            intended = ("Dassl's convert('RGB') clips 16-bit values at 255 (a white image); mmprompt scales "
-                        "them by 255/65535" if label.startswith("16-bit") else "")
-            results.append(Result(recipe=f"read_image {label}", compared_with="Dassl.pytorch dassl/utils/tools.py "
-                                  "read_image", logits_rel=rel, note="decoded pixels", intended=intended))
+            intended = (
+                "Dassl's convert('RGB') clips 16-bit values at 255 (a white image); mmprompt scales them by 255/65535"
+                if label.startswith("16-bit")
+                else ""
+            )
+            results.append(
+                Result(
+                    recipe=f"read_image {label}",
+                    compared_with="Dassl.pytorch dassl/utils/tools.py read_image",
+                    logits_rel=rel,
+                    note="decoded pixels",
+                    intended=intended,
+                )
+            )
     return results
 
 
@@ -148,9 +185,14 @@ def vpt_transforms(args) -> List[Result]:
     from mmprompt.data.build import build_transform
 
     repo = require_checkout(args.vpt_repo, "--vpt-repo", ["src/data/transforms.py"])
-    with checkout_on_path(repo, stubs={"src": _package_stub("src", os.path.join(repo, "src")),
-                                       "src.data": _package_stub("src.data", os.path.join(repo, "src", "data"))},
-                          prefixes=("src",)):
+    with checkout_on_path(
+        repo,
+        stubs={
+            "src": _package_stub("src", os.path.join(repo, "src")),
+            "src.data": _package_stub("src.data", os.path.join(repo, "src", "data")),
+        },
+        prefixes=("src",),
+    ):
         theirs = importlib.import_module("src.data.transforms")
     base = os.path.join(REPO, "configs", "_base_")
     with tempfile.TemporaryDirectory() as tmp:  # how a VPT recipe uses the preset
@@ -161,9 +203,15 @@ def vpt_transforms(args) -> List[Result]:
     images = _images(args.seed)
     results = []
     for split, is_train in (("train", True), ("test", False)):
-        rel = _compare(build_transform(ours_cfg, is_train), theirs.get_transforms(split, 224), images, args.seed,
-                       is_train)
-        results.append(Result(recipe=f"vpt_fgvc_input {split}", compared_with="vpt src/data/transforms.py "
-                              "get_transforms(split, 224)", logits_rel=rel,
-                              note="configs/_base_/vpt_fgvc_input.yaml on vit_b16; pixels, same RNG state"))
+        rel = _compare(
+            build_transform(ours_cfg, is_train), theirs.get_transforms(split, 224), images, args.seed, is_train
+        )
+        results.append(
+            Result(
+                recipe=f"vpt_fgvc_input {split}",
+                compared_with="vpt src/data/transforms.py get_transforms(split, 224)",
+                logits_rel=rel,
+                note="configs/_base_/vpt_fgvc_input.yaml on vit_b16; pixels, same RNG state",
+            )
+        )
     return results

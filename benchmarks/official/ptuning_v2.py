@@ -16,6 +16,7 @@ took; transformers 5.x takes a ``Cache``, so the comparison converts that tuple,
 concatenates ``[prefix; keys]`` exactly as 4.11's did, and numbers positions from the prefix
 length as 4.11 did from ``past_key_values_length``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,16 +26,31 @@ from typing import Dict, List
 
 import torch
 
-from .common import (Result, grads_rel, import_from, perturb_norms_and_biases_, recipe, rel_diff, require_checkout,
-                     time_ratio)
+from .common import (
+    Result,
+    grads_rel,
+    import_from,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 # Awkward pairs: underscores, hyphens, digits, apostrophes, accents, multi-word, one long enough
 # to be truncated, so padding and the pair's token types vary across the batch.
-PREMISES = ["The café's owner_id is 42-B.", "Zoë didn't re-enter São Paulo in 1999.",
-            "A well-known, multi-word claim: it's 3.5 km long and north-east of the old mill",
-            "no"]
-HYPOTHESES = ["The owner id is 42.", "Zoë left São Paulo", "It is long.",
-              "The naïve co-worker's O'Brien-style answer was 'no' — twice, in 2023 and 2024."]
+PREMISES = [
+    "The café's owner_id is 42-B.",
+    "Zoë didn't re-enter São Paulo in 1999.",
+    "A well-known, multi-word claim: it's 3.5 km long and north-east of the old mill",
+    "no",
+]
+HYPOTHESES = [
+    "The owner id is 42.",
+    "Zoë left São Paulo",
+    "It is long.",
+    "The naïve co-worker's O'Brien-style answer was 'no' — twice, in 2023 and 2024.",
+]
 LABELS = [0, 1, 1, 0]
 TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"  # offline WordPiece (pad id 0), both sides
 
@@ -57,8 +73,9 @@ def _unused_deberta_stub() -> types.ModuleType:
 
 
 def _their_module(repo: str):
-    return import_from(repo, "model.sequence_classification", stubs={"model.deberta": _unused_deberta_stub()},
-                       prefixes=("model",))
+    return import_from(
+        repo, "model.sequence_classification", stubs={"model.deberta": _unused_deberta_stub()}, prefixes=("model",)
+    )
 
 
 def _take_legacy_past_key_values(encoder) -> None:
@@ -100,29 +117,66 @@ def _configs(arch: str, size: str, projection: bool):
 
     from mmprompt.config import get_cfg
 
-    dims = dict(SIZES[size], vocab_size=30522, max_position_embeddings=512 if size == "base" else 128,
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    dims = dict(
+        SIZES[size],
+        vocab_size=30522,
+        max_position_embeddings=512 if size == "base" else 128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     if arch == "roberta":  # the WordPiece tokenizer pads with 0: RoBERTa's padding_idx follows it
         dims.update(pad_token_id=0, type_vocab_size=1)
     theirs = AutoConfig.for_model(arch, **dims, num_labels=2)
-    theirs.pre_seq_len, theirs.prefix_projection, theirs.prefix_hidden_size = PREFIX_LENGTH, projection, PROJECTION_HIDDEN
+    theirs.pre_seq_len, theirs.prefix_projection, theirs.prefix_hidden_size = (
+        PREFIX_LENGTH,
+        projection,
+        PROJECTION_HIDDEN,
+    )
 
     cfg = get_cfg()
-    cfg.merge_from_list([
-        "MODEL.NAME", "text_classifier", "MODEL.BACKBONE.NAME", "hf_encoder", "MODEL.BACKBONE.ARCH", arch,
-        "MODEL.BACKBONE.PRETRAINED", "", "MODEL.TEXT.TOKENIZER", TOKENIZER, "MODEL.TEXT.MAX_LENGTH", str(MAX_LENGTH),
-        "MODEL.HEAD.POOL", "pooler", "MODEL.HEAD.DROPOUT", "0.0", "MODEL.TEXT.HEAD_INIT_STD", "0.02",
-        "PROMPT.METHODS", "['ptuning_v2']", "PROMPT.PTUNING_V2.NUM_TOKENS", str(PREFIX_LENGTH),
-        "PROMPT.PTUNING_V2.PROJECTION", str(projection), "PROMPT.PTUNING_V2.PROJECTION_HIDDEN", str(PROJECTION_HIDDEN),
-        "PROMPT.PTUNING_V2.DROPOUT", "0.0"])
+    cfg.merge_from_list(
+        [
+            "MODEL.NAME",
+            "text_classifier",
+            "MODEL.BACKBONE.NAME",
+            "hf_encoder",
+            "MODEL.BACKBONE.ARCH",
+            arch,
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "MODEL.TEXT.TOKENIZER",
+            TOKENIZER,
+            "MODEL.TEXT.MAX_LENGTH",
+            str(MAX_LENGTH),
+            "MODEL.HEAD.POOL",
+            "pooler",
+            "MODEL.HEAD.DROPOUT",
+            "0.0",
+            "MODEL.TEXT.HEAD_INIT_STD",
+            "0.02",
+            "PROMPT.METHODS",
+            "['ptuning_v2']",
+            "PROMPT.PTUNING_V2.NUM_TOKENS",
+            str(PREFIX_LENGTH),
+            "PROMPT.PTUNING_V2.PROJECTION",
+            str(projection),
+            "PROMPT.PTUNING_V2.PROJECTION_HIDDEN",
+            str(PROJECTION_HIDDEN),
+            "PROMPT.PTUNING_V2.DROPOUT",
+            "0.0",
+        ]
+    )
     cfg.MODEL.BACKBONE.KWARGS.update(dims)
     return theirs, cfg
 
 
 #: mmprompt parameter -> their parameter (the classifier is trained too, so it is compared)
 def _names(projection: bool) -> Dict[str, str]:
-    names = {"prompts.methods.0.embedding": "prefix_encoder.embedding.weight",
-             "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
+    names = {
+        "prompts.methods.0.embedding": "prefix_encoder.embedding.weight",
+        "head.weight": "classifier.weight",
+        "head.bias": "classifier.bias",
+    }
     if projection:
         for i in (0, 2):
             for p in ("weight", "bias"):
@@ -133,9 +187,13 @@ def _names(projection: bool) -> Dict[str, str]:
 def compare(args, arch: str, projection: bool) -> Result:
     from mmprompt.build import build_model
 
-    repo = require_checkout(args.ptv2_repo, "--ptv2-repo", ["model/sequence_classification.py", "model/prefix_encoder.py"])
+    repo = require_checkout(
+        args.ptv2_repo, "--ptv2-repo", ["model/sequence_classification.py", "model/prefix_encoder.py"]
+    )
     module = _their_module(repo)
-    their_class = module.BertPrefixForSequenceClassification if arch == "bert" else module.RobertaPrefixForSequenceClassification
+    their_class = (
+        module.BertPrefixForSequenceClassification if arch == "bert" else module.RobertaPrefixForSequenceClassification
+    )
     their_config, cfg = _configs(arch, args.size, projection)
     torch.manual_seed(args.seed)
     theirs = _build_theirs(their_class, their_config)
@@ -161,8 +219,12 @@ def compare(args, arch: str, projection: bool) -> Result:
     tokenizer = ours.tower.tokenizer.get()
     enc = tokenizer(PREMISES, HYPOTHESES, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
     labels = torch.tensor(LABELS)
-    their_inputs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
-                        token_type_ids=enc["token_type_ids"] if arch == "bert" else None)
+    their_inputs = dict(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        labels=labels,
+        token_type_ids=enc["token_type_ids"] if arch == "bert" else None,
+    )
     batch = {"text": PREMISES, "text_b": HYPOTHESES, "label": labels}
 
     def run_theirs():
@@ -186,16 +248,26 @@ def compare(args, arch: str, projection: bool) -> Result:
     heads, dim = their_config.num_attention_heads, their_config.hidden_size
     layers = their_config.num_hidden_layers
     prompt_params = sum(p.numel() for p in ours.prompts.parameters())
-    note = (f"{args.size} {arch}: {layers} layers, d {dim}, {heads} heads, l {PREFIX_LENGTH}"
-            + (f", projection h {PROJECTION_HIDDEN}" if projection else f" (2*L*l*d = {2 * layers * PREFIX_LENGTH * dim:,})")
-            + f"; prefix parameters {prompt_params:,}, theirs {sum(p.numel() for p in theirs.prefix_encoder.parameters()):,}"
-            "; their 4.11-style past_key_values tuple handed to transformers 5.x as a DynamicCache")
+    note = (
+        f"{args.size} {arch}: {layers} layers, d {dim}, {heads} heads, l {PREFIX_LENGTH}"
+        + (
+            f", projection h {PROJECTION_HIDDEN}"
+            if projection
+            else f" (2*L*l*d = {2 * layers * PREFIX_LENGTH * dim:,})"
+        )
+        + f"; prefix parameters {prompt_params:,}, theirs {sum(p.numel() for p in theirs.prefix_encoder.parameters()):,}"
+        "; their 4.11-style past_key_values tuple handed to transformers 5.x as a DynamicCache"
+    )
     module_name = "BertPrefixForSequenceClassification" if arch == "bert" else "RobertaPrefixForSequenceClassification"
-    return Result(recipe=f"ptuning_v2 {arch}" + (" +projection" if projection else ""),
-                  compared_with=f"THUDM/P-tuning-v2 model/sequence_classification.py {module_name}"
-                                + (" (prefix_projection)" if projection else ""),
-                  logits_rel=rel_diff(our_logits, their_logits), grads_rel=grads_rel(our_grads, their_grads),
-                  ratio=ratio, note=note)
+    return Result(
+        recipe=f"ptuning_v2 {arch}" + (" +projection" if projection else ""),
+        compared_with=f"THUDM/P-tuning-v2 model/sequence_classification.py {module_name}"
+        + (" (prefix_projection)" if projection else ""),
+        logits_rel=rel_diff(our_logits, their_logits),
+        grads_rel=grads_rel(our_grads, their_grads),
+        ratio=ratio,
+        note=note,
+    )
 
 
 @recipe("ptuning_v2_bert", "ptv2_repo")

@@ -13,6 +13,7 @@ attribute access stands in) and ``src.utils.logging`` (``get_logger``; the real 
 ``simplejson``/``termcolor``/``iopath``). Their prompt config is passed as a namespace with the
 keys ``PromptedTransformer`` reads.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,19 +24,33 @@ import types
 import torch
 import torch.nn.functional as F
 
-from .common import (Result, checkout_on_path, grads_rel, perturb_norms_and_biases_, recipe, rel_diff,
-                     require_checkout, time_ratio)
+from .common import (
+    Result,
+    checkout_on_path,
+    grads_rel,
+    perturb_norms_and_biases_,
+    recipe,
+    rel_diff,
+    require_checkout,
+    time_ratio,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-THEIR_FILES = ("src/models/vit_prompt/vit.py", "src/models/vit_backbones/vit.py", "src/models/mlp.py",
-               "src/configs/vit_configs.py")
+THEIR_FILES = (
+    "src/models/vit_prompt/vit.py",
+    "src/models/vit_backbones/vit.py",
+    "src/models/mlp.py",
+    "src/configs/vit_configs.py",
+)
 NUM_CLASSES = 200  # CUB
 BATCH = 2
 #: (timm kwargs, their ViT config fields) per --size; tiny keeps the real patch/CLS layout
 SIZES = {
     "base": (dict(), dict(hidden_size=768, mlp_dim=3072, num_heads=12, num_layers=12, patch=16, img=224)),
-    "tiny": (dict(embed_dim=64, depth=3, num_heads=2, img_size=32, patch_size=8),
-             dict(hidden_size=64, mlp_dim=256, num_heads=2, num_layers=3, patch=8, img=32)),
+    "tiny": (
+        dict(embed_dim=64, depth=3, num_heads=2, img_size=32, patch_size=8),
+        dict(hidden_size=64, mlp_dim=256, num_heads=2, num_layers=3, patch=8, img=32),
+    ),
 }
 
 
@@ -86,31 +101,42 @@ def their_vit_config(vit_configs, dims):
 def their_prompt_config(num_tokens: int, deep: bool):
     """The MODEL.PROMPT keys ``PromptedTransformer`` / ``PromptedVisionTransformer`` read, at
     their defaults (src/configs/config.py) except length, depth and dropout 0."""
-    return types.SimpleNamespace(NUM_TOKENS=num_tokens, LOCATION="prepend", INITIATION="random",
-                                 NUM_DEEP_LAYERS=None, DEEP_SHARED=False, PROJECT=-1, DEEP=deep,
-                                 DROPOUT=0.0, VIT_POOL_TYPE="original")
+    return types.SimpleNamespace(
+        NUM_TOKENS=num_tokens,
+        LOCATION="prepend",
+        INITIATION="random",
+        NUM_DEEP_LAYERS=None,
+        DEEP_SHARED=False,
+        PROJECT=-1,
+        DEEP=deep,
+        DROPOUT=0.0,
+        VIT_POOL_TYPE="original",
+    )
 
 
 def timm_to_google_npz(vit) -> dict:
     """The timm ViT's weights in the key layout of Google's ViT .npz checkpoints (what their
     ``VisionTransformer.load_from`` reads): kernels (in, out), conv kernel HWIO."""
+
     def arr(t):
         return t.detach().float().cpu().contiguous().numpy()
 
     d = vit.embed_dim
-    w = {"embedding/kernel": arr(vit.patch_embed.proj.weight.permute(2, 3, 1, 0)),
-         "embedding/bias": arr(vit.patch_embed.proj.bias),
-         "cls": arr(vit.cls_token),
-         "Transformer/posembed_input/pos_embedding": arr(vit.pos_embed),
-         "Transformer/encoder_norm/scale": arr(vit.norm.weight),
-         "Transformer/encoder_norm/bias": arr(vit.norm.bias)}
+    w = {
+        "embedding/kernel": arr(vit.patch_embed.proj.weight.permute(2, 3, 1, 0)),
+        "embedding/bias": arr(vit.patch_embed.proj.bias),
+        "cls": arr(vit.cls_token),
+        "Transformer/posembed_input/pos_embedding": arr(vit.pos_embed),
+        "Transformer/encoder_norm/scale": arr(vit.norm.weight),
+        "Transformer/encoder_norm/bias": arr(vit.norm.bias),
+    }
     for i, blk in enumerate(vit.blocks):
         root = f"Transformer/encoderblock_{i}"
         attn = f"{root}/MultiHeadDotProductAttention_1"
         qkv_w, qkv_b = blk.attn.qkv.weight, blk.attn.qkv.bias
         for j, name in enumerate(("query", "key", "value")):
-            w[f"{attn}/{name}/kernel"] = arr(qkv_w[j * d:(j + 1) * d].t())
-            w[f"{attn}/{name}/bias"] = arr(qkv_b[j * d:(j + 1) * d])
+            w[f"{attn}/{name}/kernel"] = arr(qkv_w[j * d : (j + 1) * d].t())
+            w[f"{attn}/{name}/bias"] = arr(qkv_b[j * d : (j + 1) * d])
         w[f"{attn}/out/kernel"] = arr(blk.attn.proj.weight.t())
         w[f"{attn}/out/bias"] = arr(blk.attn.proj.bias)
         for k, fc in (("Dense_0", blk.mlp.fc1), ("Dense_1", blk.mlp.fc2)):
@@ -129,8 +155,16 @@ def build_ours(config: str, size: str, seed: int):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", config))
     kwargs = SIZES[size][0]
-    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "", "PROMPT.VPT.DROPOUT", "0.0",
-                         "MODEL.BACKBONE.KWARGS", str(kwargs) if kwargs else "{}"])
+    cfg.merge_from_list(
+        [
+            "MODEL.BACKBONE.PRETRAINED",
+            "",
+            "PROMPT.VPT.DROPOUT",
+            "0.0",
+            "MODEL.BACKBONE.KWARGS",
+            str(kwargs) if kwargs else "{}",
+        ]
+    )
     torch.manual_seed(seed)
     model = build_model(cfg, [f"class_{i}" for i in range(NUM_CLASSES)])
     vit = model.backbone.model
@@ -151,8 +185,9 @@ def compare(args, config: str, deep: bool) -> Result:
 
     model_type = "mmprompt_comparison"
     vit_prompt.CONFIGS[model_type] = their_vit_config(vit_configs, dims)
-    enc = vit_prompt.PromptedVisionTransformer(their_prompt_config(n_tokens, deep), model_type,
-                                               img_size=dims["img"], num_classes=-1)
+    enc = vit_prompt.PromptedVisionTransformer(
+        their_prompt_config(n_tokens, deep), model_type, img_size=dims["img"], num_classes=-1
+    )
     enc.load_from(timm_to_google_npz(vit))
     head = mlp.MLP(input_dim=dims["hidden_size"], mlp_dims=[NUM_CLASSES], special_bias=True)
     vpt = ours.prompts.methods[0]
@@ -199,17 +234,24 @@ def compare(args, config: str, deep: bool) -> Result:
     if len(grads) > 6:  # 12 deep layers: report the worst prompt layer and the head
         prompt = {k: v for k, v in grads.items() if k.startswith("prompt")}
         worst = max(prompt, key=prompt.get)
-        grads = {f"prompts ({len(prompt)} layers, worst {worst})": prompt[worst],
-                 **{k: v for k, v in grads.items() if k.startswith("head")}}
+        grads = {
+            f"prompts ({len(prompt)} layers, worst {worst})": prompt[worst],
+            **{k: v for k, v in grads.items() if k.startswith("head")},
+        }
     ratio = time_ratio(run_ours, run_theirs, args.repeats)
     patch = vit.patch_embed.patch_size
     return Result(
         recipe=f"configs/{config}" + (" (tiny)" if args.size == "tiny" else ""),
         compared_with="KMnP/vpt src/models/vit_prompt/vit.py PromptedVisionTransformer + src/models/mlp.py MLP head",
-        logits_rel=rel_diff(logits_ours, logits_theirs), grads_rel=grads, ratio=ratio,
-        note=(f"timm {cfg.MODEL.BACKBONE.ARCH} ({vit.embed_dim}-d, {len(vit.blocks)} layers, patch {patch[0]}x{patch[1]}), "
-              f"{n_tokens} prompts, batch {BATCH}, prompt dropout 0, weights mapped to Google's npz layout "
-              f"and read by their load_from"))
+        logits_rel=rel_diff(logits_ours, logits_theirs),
+        grads_rel=grads,
+        ratio=ratio,
+        note=(
+            f"timm {cfg.MODEL.BACKBONE.ARCH} ({vit.embed_dim}-d, {len(vit.blocks)} layers, patch {patch[0]}x{patch[1]}), "
+            f"{n_tokens} prompts, batch {BATCH}, prompt dropout 0, weights mapped to Google's npz layout "
+            f"and read by their load_from"
+        ),
+    )
 
 
 @recipe("vpt_shallow_cub", "vpt_repo")

@@ -1,4 +1,5 @@
 """Small pieces the vision/CLIP adapters share."""
+
 from __future__ import annotations
 
 import difflib
@@ -21,14 +22,17 @@ def backbone_tokens(seq: TokenSeq) -> torch.Tensor:
         return seq.x
     counts = own.sum(1)
     if not bool((counts == counts[0]).all()):
-        raise MMPromptError(f"the {seq.tower} sequence has a different number of backbone tokens per "
-                            f"sample ({counts.tolist()}); a prompt method removed backbone tokens unevenly")
+        raise MMPromptError(
+            f"the {seq.tower} sequence has a different number of backbone tokens per "
+            f"sample ({counts.tolist()}); a prompt method removed backbone tokens unevenly"
+        )
     order = torch.sort((~own).to(torch.uint8), dim=1, stable=True).indices[:, : int(counts[0])]
     return seq.x.gather(1, order[..., None].expand(-1, -1, seq.width))
 
 
-def additive_key_mask(mask: torch.Tensor, num_heads: int, dtype: torch.dtype,
-                      base: torch.Tensor = None) -> torch.Tensor:
+def additive_key_mask(
+    mask: torch.Tensor, num_heads: int, dtype: torch.dtype, base: torch.Tensor = None
+) -> torch.Tensor:
     """(B * heads, N, N) additive mask (0 / -inf) that hides keys where ``mask`` is False.
 
     This is the 3-D form ``nn.MultiheadAttention`` and open_clip's own attention both accept

@@ -6,6 +6,7 @@
 friends, or no connection to the hub), everything is looked up with ``local_files_only=True`` so
 a missing file fails at once with :class:`OfflineError` instead of the hub client's retry loop.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def offline() -> bool:
     """Whether the user switched the hub clients off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE ...)."""
     try:
         from huggingface_hub import is_offline_mode
+
         if is_offline_mode():
             return True
     except ImportError:  # older huggingface_hub: the environment variables are all there is
@@ -49,6 +51,7 @@ def cache_only() -> bool:
         return False  # the proxy decides; a direct probe would wrongly fail
     if _hub_reachable is None:
         from ._hub import hf_endpoint, host_reachable
+
         _hub_reachable = host_reachable(hf_endpoint())
     return not _hub_reachable
 
@@ -98,8 +101,11 @@ def load_or_explain(loader, source: str, what: str, key: str, **kwargs):
         if os.path.isdir(source):
             raise MMPromptError(f"Could not load the {what} from the folder {source}: {e}") from None
         if kwargs.get("local_files_only"):
-            why = ("downloads are switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / MMPROMPT_OFFLINE)"
-                   if offline() else "this machine cannot reach the Hugging Face hub")
+            why = (
+                "downloads are switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / MMPROMPT_OFFLINE)"
+                if offline()
+                else "this machine cannot reach the Hugging Face hub"
+            )
             raise OfflineError(
                 f"Could not fetch the {what} '{source}': it is not a local folder and not in the Hugging "
                 f"Face cache, and {why}. On a machine with internet run `hf download {source} "
@@ -117,8 +123,10 @@ def tokenizer_from(cfg, default_source: Optional[str]):
         return ByT5Tokenizer()
     source = resolve(name) if name else default_source
     if not source:
-        raise ConfigError("No tokenizer: set MODEL.TEXT.TOKENIZER to a tokenizer folder or hub id "
-                          "(or 'byt5' for the file-free byte tokenizer).")
+        raise ConfigError(
+            "No tokenizer: set MODEL.TEXT.TOKENIZER to a tokenizer folder or hub id "
+            "(or 'byt5' for the file-free byte tokenizer)."
+        )
     key = "MODEL.TEXT.TOKENIZER" if name else "MODEL.BACKBONE.ARCH (or MODEL.TEXT.TOKENIZER)"
     return load_or_explain(AutoTokenizer.from_pretrained, source, "tokenizer", key, **hub_kwargs(cfg))
 
@@ -129,11 +137,13 @@ def config_overrides(cfg) -> dict:
 
 def model_types():
     from transformers import CONFIG_MAPPING
+
     return set(CONFIG_MAPPING.keys())
 
 
-def build_config(cfg, builtin: Optional[dict] = None, type_defaults: Optional[dict] = None,
-                 overrides: Optional[dict] = None):
+def build_config(
+    cfg, builtin: Optional[dict] = None, type_defaults: Optional[dict] = None, overrides: Optional[dict] = None
+):
     """The transformers config for ``MODEL.BACKBONE``, with ``KWARGS`` applied before the config
     is constructed (so fields derived from others, like T5's decoder depth, follow them);
     ``overrides`` replaces ``KWARGS`` when a backbone adjusts them.
@@ -164,10 +174,15 @@ def build_config(cfg, builtin: Optional[dict] = None, type_defaults: Optional[di
     unknown = [k for k in overrides if k not in fields]
     if unknown:
         hints = {k: difflib.get_close_matches(k, fields, n=3) for k in unknown}
-        raise ConfigError("MODEL.BACKBONE.KWARGS has fields the %s config does not have: %s. Valid fields "
-                          "include %s." % (config.model_type, ", ".join(
-                              f"{k}" + (f" (did you mean {', '.join(h)}?)" if h else "") for k, h in hints.items()),
-                              ", ".join(sorted(fields)[:40])))
+        raise ConfigError(
+            "MODEL.BACKBONE.KWARGS has fields the %s config does not have: %s. Valid fields "
+            "include %s."
+            % (
+                config.model_type,
+                ", ".join(f"{k}" + (f" (did you mean {', '.join(h)}?)" if h else "") for k, h in hints.items()),
+                ", ".join(sorted(fields)[:40]),
+            )
+        )
     return config
 
 
@@ -236,15 +251,30 @@ class LazyTokenizer:
             self._tokenizer = self.factory()
         return self._tokenizer
 
-    def __call__(self, texts: Sequence[str], texts_b: Optional[Sequence[str]] = None,
-                 max_length: Optional[int] = None, device=None):
+    def __call__(
+        self,
+        texts: Sequence[str],
+        texts_b: Optional[Sequence[str]] = None,
+        max_length: Optional[int] = None,
+        device=None,
+    ):
         if isinstance(texts, str):
             texts = [texts]
-        enc = self.get()(list(texts), list(texts_b) if texts_b is not None else None, padding=True,
-                         truncation=True, max_length=max_length or self.max_length, return_tensors="pt")
+        enc = self.get()(
+            list(texts),
+            list(texts_b) if texts_b is not None else None,
+            padding=True,
+            truncation=True,
+            max_length=max_length or self.max_length,
+            return_tensors="pt",
+        )
         types = enc.get("token_type_ids") if texts_b is not None else None
-        return TokenizedText(*(t.to(device) if t is not None and device is not None else t
-                               for t in (enc["input_ids"], enc["attention_mask"].bool(), types)))
+        return TokenizedText(
+            *(
+                t.to(device) if t is not None and device is not None else t
+                for t in (enc["input_ids"], enc["attention_mask"].bool(), types)
+            )
+        )
 
     def special_token_ids(self):
         return set(self.get().all_special_ids)

@@ -9,6 +9,7 @@ library to download, :func:`check_download_possible` decides in at most a couple
 * otherwise one TCP connection to the download host, with a short timeout; if it fails, the
   download cannot work and :class:`OfflineError` is raised before the library starts retrying.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,22 +51,28 @@ def host_reachable(url: str) -> bool:
 def offline_error(what: str, source: str, hint: str, cause: object = None) -> OfflineError:
     """The one message a user sees when weights cannot be fetched."""
     because = f" ({cause})" if cause else ""
-    cache = ("" if hub_offline() else "If they are already in your Hugging Face cache, set "
-             "HF_HUB_OFFLINE=1 so the cache is used without a network; ")
+    cache = (
+        ""
+        if hub_offline()
+        else "If they are already in your Hugging Face cache, set "
+        "HF_HUB_OFFLINE=1 so the cache is used without a network; "
+    )
     return OfflineError(
         f"Could not fetch the pretrained weights for {what} from {source}: this machine cannot "
         f"download them{because}.\n"
         f"Download them on a machine with internet access, copy the file here and point the config "
         f"at it: {hint}\n"
-        f"{cache}MODEL.BACKBONE.PRETRAINED \"\" builds the model with random weights.")
+        f'{cache}MODEL.BACKBONE.PRETRAINED "" builds the model with random weights.'
+    )
 
 
 def hf_cached(repo_id: str, filenames, cache_dir: str = "") -> bool:
     """Whether one of ``filenames`` of hub repo ``repo_id`` is in the local hub cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    return any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir or None), str)
-               for name in filenames)
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir or None), str) for name in filenames
+    )
 
 
 def check_download_possible(what: str, url: str, hint: str) -> None:

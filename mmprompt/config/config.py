@@ -8,6 +8,7 @@
 * The authors' Dassl/CoOp/MaPLe yamls and overrides (``TRAINER.MAPLE.N_CTX`` ...) are read by
   :func:`load_cfg` through :mod:`mmprompt.config.dassl_compat`, detected by their keys.
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,11 +41,16 @@ class CfgNode(_YacsNode):
 def get_cfg() -> CfgNode:
     """A fresh copy of the defaults."""
     from .defaults import _C
+
     return _C.clone()
 
 
-def load_cfg(config_file: Optional[str] = None, dataset_config_file: Optional[str] = None,
-             opts: Sequence[str] = (), trainer: str = "") -> CfgNode:
+def load_cfg(
+    config_file: Optional[str] = None,
+    dataset_config_file: Optional[str] = None,
+    opts: Sequence[str] = (),
+    trainer: str = "",
+) -> CfgNode:
     """defaults -> dataset config -> method config -> KEY VALUE overrides (Dassl's order).
 
     When the files or overrides are Dassl-style (a ``TRAINER`` node, ``trainer`` given -- their
@@ -141,9 +147,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
                     f"the key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
-                    "keep one (the first would be silently ignored)", key_node.start_mark)
+                    "keep one (the first would be silently ignored)",
+                    key_node.start_mark,
+                )
             try:
                 seen[key] = key_node.start_mark.line
             except TypeError:  # an unhashable key: the SafeLoader's own message follows
@@ -216,8 +225,10 @@ def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=No
     for k, v in data.items():
         full = f"{prefix}{k}"
         if not isinstance(k, str):
-            raise ConfigError(f"Config key {full} (from {source}) is not a name ({type(k).__name__}); config keys are "
-                              "names such as OPTIM or LR.")
+            raise ConfigError(
+                f"Config key {full} (from {source}) is not a name ({type(k).__name__}); config keys are "
+                "names such as OPTIM or LR."
+            )
         if k not in cfg:
             if cfg.is_new_allowed():
                 cfg[k] = _to_node(v)
@@ -228,14 +239,18 @@ def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "", root=No
                 close = [f"{prefix}{c}" for c in difflib.get_close_matches(k, list(cfg.keys()), n=3, cutoff=0.5)]
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             if full == "TRAINER":
-                hint = (" TRAINER is a Dassl/CoOp node: load such a file with load_cfg(...) or "
-                        "tools/train_net.py, which translate it.")
+                hint = (
+                    " TRAINER is a Dassl/CoOp node: load such a file with load_cfg(...) or "
+                    "tools/train_net.py, which translate it."
+                )
             raise ConfigError(f"Unknown config key {full} (from {source}).{hint}")
         old = cfg[k]
         if isinstance(old, _YacsNode):
             if not isinstance(v, dict):
-                raise ConfigError(f"Config key {full} (from {source}) is a group of keys "
-                                  f"({', '.join(list(old.keys())[:6])}...), not a value; got {v!r}")
+                raise ConfigError(
+                    f"Config key {full} (from {source}) is a group of keys "
+                    f"({', '.join(list(old.keys())[:6])}...), not a value; got {v!r}"
+                )
             _merge_dict(old, v, source, full + ".", root)
             continue
         cfg[k] = _coerce(full, old, v, source)
@@ -249,8 +264,9 @@ def _coerce(key: str, old, new, source: str):
     if isinstance(new, str) and not isinstance(old, str):
         new = _parse_literal(new)
     if new is None and old is not None:
-        raise ConfigError(f"Config key {key} (from {source}) is empty (null); give it a value "
-                          f"(default {old!r}) or remove the line.")
+        raise ConfigError(
+            f"Config key {key} (from {source}) is empty (null); give it a value (default {old!r}) or remove the line."
+        )
     if old is None:
         return new
     if isinstance(old, bool) or isinstance(new, bool):
@@ -264,5 +280,7 @@ def _coerce(key: str, old, new, source: str):
         return type(old)([new])
     elif isinstance(new, type(old)):
         return new
-    raise ConfigError(f"Config key {key} (from {source}) expects {type(old).__name__} "
-                      f"(default {old!r}), got {type(new).__name__} {new!r}")
+    raise ConfigError(
+        f"Config key {key} (from {source}) expects {type(old).__name__} "
+        f"(default {old!r}), got {type(new).__name__} {new!r}"
+    )

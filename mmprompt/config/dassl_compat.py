@@ -29,6 +29,7 @@ The tables below are facts read from the authors' code (Dassl ``dassl/config/def
 ``extend_cfg`` of CoOp's and MaPLe's ``train.py``, their ``configs/datasets/*.yaml`` and
 ``clip/clip.py``); the code here is mmprompt's own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ def canonical_dataset_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- rules
 
+
 class Unmapped(Exception):
     """A Dassl key or value with no mmprompt counterpart (collected, then reported together)."""
 
@@ -89,6 +91,7 @@ class Unmapped(Exception):
 @dataclass(frozen=True)
 class Fixed:
     """A Dassl key whose only accepted value is the behaviour mmprompt has built in."""
+
     value: Any
     why: str
 
@@ -96,6 +99,7 @@ class Fixed:
 @dataclass(frozen=True)
 class Ignored:
     """A Dassl key that changes nothing mmprompt computes (their printing, their checkpoints)."""
+
     why: str
 
 
@@ -110,9 +114,13 @@ def _clip_backbone(value) -> Dict[str, Any]:
     if value in CLIP_BACKBONES:
         # clip.load's models are OpenAI's, trained with QuickGELU: stated, so that a local file
         # given as MODEL.BACKBONE.PRETRAINED (offline) builds the same activation as the tag
-        return {"MODEL.NAME": "clip_prompt_classifier", "MODEL.BACKBONE.NAME": "open_clip",
-                "MODEL.BACKBONE.ARCH": CLIP_BACKBONES[value], "MODEL.BACKBONE.PRETRAINED": "openai",
-                "MODEL.BACKBONE.ACTIVATION": "quick_gelu"}
+        return {
+            "MODEL.NAME": "clip_prompt_classifier",
+            "MODEL.BACKBONE.NAME": "open_clip",
+            "MODEL.BACKBONE.ARCH": CLIP_BACKBONES[value],
+            "MODEL.BACKBONE.PRETRAINED": "openai",
+            "MODEL.BACKBONE.ACTIVATION": "quick_gelu",
+        }
     if value == "":
         return {}
     # An mmprompt adapter name given with Dassl keys (e.g. a mixed user file) keeps its meaning.
@@ -131,8 +139,9 @@ def _backbone_pretrained(value) -> Dict[str, Any]:
 def _evaluator(value) -> Dict[str, Any]:
     if str(value).lower() == "classification":
         return {"TEST.EVALUATOR": "classification"}
-    raise Unmapped(f"evaluator {value!r} has no mmprompt counterpart (mmprompt's EVALUATORS: classification, "
-                   f"base_novel, mcc, ...)")
+    raise Unmapped(
+        f"evaluator {value!r} has no mmprompt counterpart (mmprompt's EVALUATORS: classification, base_novel, mcc, ...)"
+    )
 
 
 def _resume(value) -> Dict[str, Any]:
@@ -167,8 +176,11 @@ DASSL_KEYS: Dict[str, Any] = {
     "DATASET.NUM_SHOTS": SAME,
     "DATASET.SUBSAMPLE_CLASSES": SAME,
     "DATASET.SOURCE_DOMAINS": Fixed((), "domain adaptation / generalisation domains are not datasets mmprompt reads"),
-    "DATASET.TARGET_DOMAINS": Fixed((), "domain adaptation / generalisation domains are not datasets mmprompt reads; "
-                                        "use DATASET.TEST_DATASETS for cross-dataset evaluation"),
+    "DATASET.TARGET_DOMAINS": Fixed(
+        (),
+        "domain adaptation / generalisation domains are not datasets mmprompt reads; "
+        "use DATASET.TEST_DATASETS for cross-dataset evaluation",
+    ),
     "DATASET.NUM_LABELED": Fixed(-1, "semi-supervised splits are not built by mmprompt"),
     "DATASET.VAL_PERCENT": Fixed(0.1, "semi-supervised splits are not built by mmprompt"),
     "DATASET.ALL_AS_UNLABELED": Fixed(False, "semi-supervised splits are not built by mmprompt"),
@@ -205,16 +217,24 @@ DASSL_KEYS: Dict[str, Any] = {
     "OPTIM.NEW_LAYERS": Fixed((), "per-layer-group learning rates are OPTIM.GROUP_LR in mmprompt"),
     "OPTIM.BASE_LR_MULT": Ignored("it is read only with OPTIM.STAGED_LR True"),
     "OPTIM.LR_SCHEDULER": SAME,
-    "OPTIM.STEPSIZE": Ignored("it is read by Dassl's step schedulers only, which mmprompt lacks (OPTIM.LR_SCHEDULER says so)"),
-    "OPTIM.GAMMA": Ignored("it is read by Dassl's step schedulers only, which mmprompt lacks (OPTIM.LR_SCHEDULER says so)"),
+    "OPTIM.STEPSIZE": Ignored(
+        "it is read by Dassl's step schedulers only, which mmprompt lacks (OPTIM.LR_SCHEDULER says so)"
+    ),
+    "OPTIM.GAMMA": Ignored(
+        "it is read by Dassl's step schedulers only, which mmprompt lacks (OPTIM.LR_SCHEDULER says so)"
+    ),
     "OPTIM.MAX_EPOCH": SAME,
     "OPTIM.WARMUP_EPOCH": SAME,
     "OPTIM.WARMUP_TYPE": SAME,
     "OPTIM.WARMUP_CONS_LR": SAME,
     "OPTIM.WARMUP_MIN_LR": SAME,
-    "OPTIM.WARMUP_RECOUNT": Fixed(True, "mmprompt's schedule after warm-up starts at its first epoch, as Dassl's default"),
+    "OPTIM.WARMUP_RECOUNT": Fixed(
+        True, "mmprompt's schedule after warm-up starts at its first epoch, as Dassl's default"
+    ),
     # TRAIN
-    "TRAIN.CHECKPOINT_FREQ": Ignored("mmprompt writes its own checkpoints (TRAIN.CHECKPOINT_PERIOD); results do not change"),
+    "TRAIN.CHECKPOINT_FREQ": Ignored(
+        "mmprompt writes its own checkpoints (TRAIN.CHECKPOINT_PERIOD); results do not change"
+    ),
     "TRAIN.PRINT_FREQ": SAME,
     "TRAIN.COUNT_ITER": Fixed("train_x", "mmprompt counts an epoch over the labelled training items"),
     # TEST
@@ -229,10 +249,12 @@ DASSL_KEYS: Dict[str, Any] = {
 
 # --------------------------------------------------------------------------- trainers
 
+
 @dataclass(frozen=True)
 class DasslTrainer:
     """One of the authors' trainers: its name, its TRAINER node, the node's defaults from their
     ``extend_cfg``, and how the node's values become mmprompt keys."""
+
     name: str  # --trainer / TRAINER.NAME, as their registry spells it
     node: str  # TRAINER.<node>
     defaults: Dict[str, Any] = field(default_factory=dict)
@@ -249,51 +271,81 @@ def _precision(node) -> Mapped:
 
 
 def _coop(node) -> Mapped:
-    return [("PROMPT.METHODS", ["coop"], ""), ("PROMPT.COOP.N_CTX", node["N_CTX"], "N_CTX"),
-            ("PROMPT.COOP.CSC", node["CSC"], "CSC"), ("PROMPT.COOP.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
-            ("PROMPT.COOP.CLASS_TOKEN_POSITION", node["CLASS_TOKEN_POSITION"], "CLASS_TOKEN_POSITION"),
-            *_precision(node)]
+    return [
+        ("PROMPT.METHODS", ["coop"], ""),
+        ("PROMPT.COOP.N_CTX", node["N_CTX"], "N_CTX"),
+        ("PROMPT.COOP.CSC", node["CSC"], "CSC"),
+        ("PROMPT.COOP.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
+        ("PROMPT.COOP.CLASS_TOKEN_POSITION", node["CLASS_TOKEN_POSITION"], "CLASS_TOKEN_POSITION"),
+        *_precision(node),
+    ]
 
 
 def _cocoop(node) -> Mapped:
-    return [("PROMPT.METHODS", ["cocoop"], ""), ("PROMPT.COCOOP.N_CTX", node["N_CTX"], "N_CTX"),
-            ("PROMPT.COCOOP.CTX_INIT", node["CTX_INIT"], "CTX_INIT"), *_precision(node)]
+    return [
+        ("PROMPT.METHODS", ["cocoop"], ""),
+        ("PROMPT.COCOOP.N_CTX", node["N_CTX"], "N_CTX"),
+        ("PROMPT.COCOOP.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
+        *_precision(node),
+    ]
 
 
 def _maple(node) -> Mapped:
-    return [("PROMPT.METHODS", ["maple"], ""), ("PROMPT.MAPLE.MODE", "maple", ""),
-            ("PROMPT.MAPLE.N_CTX", node["N_CTX"], "N_CTX"), ("PROMPT.MAPLE.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
-            ("PROMPT.MAPLE.PROMPT_DEPTH", node["PROMPT_DEPTH"], "PROMPT_DEPTH"), *_precision(node)]
+    return [
+        ("PROMPT.METHODS", ["maple"], ""),
+        ("PROMPT.MAPLE.MODE", "maple", ""),
+        ("PROMPT.MAPLE.N_CTX", node["N_CTX"], "N_CTX"),
+        ("PROMPT.MAPLE.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
+        ("PROMPT.MAPLE.PROMPT_DEPTH", node["PROMPT_DEPTH"], "PROMPT_DEPTH"),
+        *_precision(node),
+    ]
 
 
 def _ivlp(node) -> Mapped:
     vision_depth, text_depth = node["PROMPT_DEPTH_VISION"], node["PROMPT_DEPTH_TEXT"]
-    out = [("PROMPT.METHODS", ["maple"], ""), ("PROMPT.MAPLE.N_CTX", node["N_CTX_TEXT"], "N_CTX_TEXT"),
-           ("PROMPT.MAPLE.CTX_INIT", node["CTX_INIT"], "CTX_INIT"), *_precision(node)]
+    out = [
+        ("PROMPT.METHODS", ["maple"], ""),
+        ("PROMPT.MAPLE.N_CTX", node["N_CTX_TEXT"], "N_CTX_TEXT"),
+        ("PROMPT.MAPLE.CTX_INIT", node["CTX_INIT"], "CTX_INIT"),
+        *_precision(node),
+    ]
     if vision_depth == 0:
         # Their image tower gets no prompts at vision depth 0 (N_CTX_VISION is then unused):
         # language-only deep prompting.
-        return out + [("PROMPT.MAPLE.MODE", "deep_language", "PROMPT_DEPTH_VISION"),
-                      ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT")]
+        return out + [
+            ("PROMPT.MAPLE.MODE", "deep_language", "PROMPT_DEPTH_VISION"),
+            ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT"),
+        ]
     if node["N_CTX_VISION"] <= 0:
-        raise Unmapped(f"N_CTX_VISION {node['N_CTX_VISION']} with vision depth {vision_depth}: PROMPT.MAPLE.N_CTX_VISION "
-                       f"<= 0 means 'as many as the text' in mmprompt")
+        raise Unmapped(
+            f"N_CTX_VISION {node['N_CTX_VISION']} with vision depth {vision_depth}: PROMPT.MAPLE.N_CTX_VISION "
+            f"<= 0 means 'as many as the text' in mmprompt"
+        )
     if text_depth == 0:
-        raise Unmapped("PROMPT_DEPTH_TEXT 0 with vision prompts: vision-only prompting is their VPT trainer "
-                       "(--trainer VPT), mmprompt's PROMPT.MAPLE.MODE deep_vision")
-    return out + [("PROMPT.MAPLE.MODE", "ivlp", ""), ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
-                  ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT"),
-                  ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", vision_depth, "PROMPT_DEPTH_VISION")]
+        raise Unmapped(
+            "PROMPT_DEPTH_TEXT 0 with vision prompts: vision-only prompting is their VPT trainer "
+            "(--trainer VPT), mmprompt's PROMPT.MAPLE.MODE deep_vision"
+        )
+    return out + [
+        ("PROMPT.MAPLE.MODE", "ivlp", ""),
+        ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
+        ("PROMPT.MAPLE.PROMPT_DEPTH", text_depth, "PROMPT_DEPTH_TEXT"),
+        ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", vision_depth, "PROMPT_DEPTH_VISION"),
+    ]
 
 
 def _vision_prompting(node) -> Mapped:
     # Their VPT trainer keeps the text fixed at "a photo of a {name}." whatever CTX_INIT says.
     if node["N_CTX_VISION"] <= 0:
         raise Unmapped(f"N_CTX_VISION {node['N_CTX_VISION']}: vision prompting needs at least one token")
-    return [("PROMPT.METHODS", ["maple"], ""), ("PROMPT.MAPLE.MODE", "deep_vision", ""),
-            ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
-            ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", node["PROMPT_DEPTH_VISION"], "PROMPT_DEPTH_VISION"),
-            ("MODEL.CLIP.TEMPLATE", "a photo of a {}.", ""), *_precision(node)]
+    return [
+        ("PROMPT.METHODS", ["maple"], ""),
+        ("PROMPT.MAPLE.MODE", "deep_vision", ""),
+        ("PROMPT.MAPLE.N_CTX_VISION", node["N_CTX_VISION"], "N_CTX_VISION"),
+        ("PROMPT.MAPLE.PROMPT_DEPTH_VISION", node["PROMPT_DEPTH_VISION"], "PROMPT_DEPTH_VISION"),
+        ("MODEL.CLIP.TEMPLATE", "a photo of a {}.", ""),
+        *_precision(node),
+    ]
 
 
 def _zero_shot(templates: str) -> Callable[[Dict[str, Any]], Mapped]:
@@ -302,19 +354,42 @@ def _zero_shot(templates: str) -> Callable[[Dict[str, Any]], Mapped]:
 
 
 # Defaults: the extend_cfg of CoOp's and MaPLe's train.py (identical where both define a node).
-TRAINERS: Dict[str, DasslTrainer] = {t.name.lower(): t for t in (
-    DasslTrainer("CoOp", "COOP", {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16",
-                                  "CLASS_TOKEN_POSITION": "end"}, _coop),
-    DasslTrainer("CoCoOp", "COCOOP", {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"}, _cocoop),
-    DasslTrainer("MaPLe", "MAPLE", {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9},
-                 _maple),
-    DasslTrainer("IVLP", "IVLP", {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
-                                  "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9}, _ivlp),
-    DasslTrainer("VPT", "VPT", {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
-                                "PROMPT_DEPTH_VISION": 1}, _vision_prompting),
-    DasslTrainer("ZeroshotCLIP", "", translate=_zero_shot("coop")),  # configs/zsclip.yaml
-    DasslTrainer("ZeroshotCLIP2", "", translate=_zero_shot("coop_ensemble")),  # configs/zsclip_ensemble.yaml
-)}
+TRAINERS: Dict[str, DasslTrainer] = {
+    t.name.lower(): t
+    for t in (
+        DasslTrainer(
+            "CoOp",
+            "COOP",
+            {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"},
+            _coop,
+        ),
+        DasslTrainer("CoCoOp", "COCOOP", {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"}, _cocoop),
+        DasslTrainer(
+            "MaPLe", "MAPLE", {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9}, _maple
+        ),
+        DasslTrainer(
+            "IVLP",
+            "IVLP",
+            {
+                "N_CTX_VISION": 2,
+                "N_CTX_TEXT": 2,
+                "CTX_INIT": "a photo of a",
+                "PREC": "fp16",
+                "PROMPT_DEPTH_VISION": 9,
+                "PROMPT_DEPTH_TEXT": 9,
+            },
+            _ivlp,
+        ),
+        DasslTrainer(
+            "VPT",
+            "VPT",
+            {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH_VISION": 1},
+            _vision_prompting,
+        ),
+        DasslTrainer("ZeroshotCLIP", "", translate=_zero_shot("coop")),  # configs/zsclip.yaml
+        DasslTrainer("ZeroshotCLIP2", "", translate=_zero_shot("coop_ensemble")),  # configs/zsclip_ensemble.yaml
+    )
+}
 _TRAINER_NODES = {t.node: t for t in TRAINERS.values() if t.node}
 
 
@@ -370,8 +445,9 @@ def _same_value(a, b) -> bool:
 class Translation:
     """What :func:`translate_sources` hands to the merge: translated keys (each with the Dassl key
     and source it came from), then each source's own mmprompt keys, to merge in that order."""
+
     translated: List[Tuple[str, Any, str]]  # (mmprompt key, value, origin)
-    native: List[Source]                    # (source, nested mmprompt keys)
+    native: List[Source]  # (source, nested mmprompt keys)
     trainer: Optional[DasslTrainer]
 
 
@@ -424,11 +500,15 @@ def translate_sources(sources: Sequence[Source], trainer: str, is_mmprompt_key: 
         parts = key.split(".")
         node = _TRAINER_NODES.get(parts[1]) if len(parts) == 3 else None
         if node is None:
-            unmapped.append(f"{key} (from {origin[key]}): not a key of the trainers mmprompt reads "
-                            f"({', '.join(f'TRAINER.{n}' for n in _TRAINER_NODES)})")
+            unmapped.append(
+                f"{key} (from {origin[key]}): not a key of the trainers mmprompt reads "
+                f"({', '.join(f'TRAINER.{n}' for n in _TRAINER_NODES)})"
+            )
         elif parts[2] not in node.defaults:
-            unmapped.append(f"{key} (from {origin[key]}): TRAINER.{node.node} has no key {parts[2]} "
-                            f"(its keys: {', '.join(node.defaults)})")
+            unmapped.append(
+                f"{key} (from {origin[key]}): TRAINER.{node.node} has no key {parts[2]} "
+                f"(its keys: {', '.join(node.defaults)})"
+            )
         # keys of other known trainers' nodes: ignored, as their train.py ignores them
 
     if chosen is not None:
@@ -438,8 +518,7 @@ def translate_sources(sources: Sequence[Source], trainer: str, is_mmprompt_key: 
             values, where_from = dict(chosen.defaults), {}
             for name in chosen.defaults:
                 key = f"TRAINER.{chosen.node}.{name}"
-                where_from[name] = f"{key} from {origin[key]}" if key in trainer_keys else \
-                    f"{key} (their default)"
+                where_from[name] = f"{key} from {origin[key]}" if key in trainer_keys else f"{key} (their default)"
                 if key in trainer_keys:
                     # CTX_INIT is a phrase: never read "1" or "None" in it as a literal
                     values[name] = trainer_keys[key] if name == "CTX_INIT" else _literal(trainer_keys[key])
@@ -455,9 +534,12 @@ def translate_sources(sources: Sequence[Source], trainer: str, is_mmprompt_key: 
         if not is_mmprompt_key(key):
             unmapped.append(f"{where}: its counterpart {key} is not in this mmprompt's config")
     if unmapped:
-        raise ConfigError("These Dassl/CoOp config keys have no mmprompt counterpart:\n  - " + "\n  - ".join(unmapped)
-                          + "\nRemove them or set them to the accepted value; mmprompt's own keys "
-                            "(see mmprompt/config/*defaults.py) may be given beside Dassl's.")
+        raise ConfigError(
+            "These Dassl/CoOp config keys have no mmprompt counterpart:\n  - "
+            + "\n  - ".join(unmapped)
+            + "\nRemove them or set them to the accepted value; mmprompt's own keys "
+            "(see mmprompt/config/*defaults.py) may be given beside Dassl's."
+        )
     return Translation(translated, native, chosen)
 
 
@@ -467,19 +549,35 @@ def _choose_trainer(name: str, trainer_keys: Dict[str, Any], origin: Dict[str, s
     if name:
         chosen = TRAINERS.get(str(name).lower())
         if chosen is None:
-            raise ConfigError(f"Trainer {name!r} is not one mmprompt reads; use one of {known} (their --trainer names).")
+            raise ConfigError(
+                f"Trainer {name!r} is not one mmprompt reads; use one of {known} (their --trainer names)."
+            )
         return chosen
     nodes = sorted({k.split(".")[1] for k in trainer_keys if k.count(".") == 2 and k.split(".")[1] in _TRAINER_NODES})
     if len(nodes) > 1:
-        raise ConfigError(f"The config sets the nodes {', '.join('TRAINER.' + n for n in nodes)}; pass --trainer NAME "
-                          f"to say which trainer runs ({known}).")
+        raise ConfigError(
+            f"The config sets the nodes {', '.join('TRAINER.' + n for n in nodes)}; pass --trainer NAME "
+            f"to say which trainer runs ({known})."
+        )
     return _TRAINER_NODES[nodes[0]] if nodes else None
 
 
 def requires_method_message() -> str:
-    return ("This Dassl/CoOp config names no trainer (their scripts pass it as --trainer): pass --trainer "
-            f"{'|'.join(t.name for t in TRAINERS.values() if t.node)}, or PROMPT.METHODS with mmprompt's keys.")
+    return (
+        "This Dassl/CoOp config names no trainer (their scripts pass it as --trainer): pass --trainer "
+        f"{'|'.join(t.name for t in TRAINERS.values() if t.node)}, or PROMPT.METHODS with mmprompt's keys."
+    )
 
 
-__all__ = ["CLIP_BACKBONES", "DASSL_DATASET_NAMES", "DASSL_KEYS", "TRAINERS", "Translation", "canonical_dataset_name",
-           "flatten", "is_dassl_style", "nest", "translate_sources"]
+__all__ = [
+    "CLIP_BACKBONES",
+    "DASSL_DATASET_NAMES",
+    "DASSL_KEYS",
+    "TRAINERS",
+    "Translation",
+    "canonical_dataset_name",
+    "flatten",
+    "is_dassl_style",
+    "nest",
+    "translate_sources",
+]

@@ -7,6 +7,7 @@ config is merged (:mod:`mmprompt.config.config`); what is checked here is whethe
 work together. Option lists that belong to a module (optimizers, precisions, transforms) are asked
 of that module, so they are written down once.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,13 @@ NONFINITE = ("stop", "skip")
 # prompt length keys of each method's config node: at least one of them must be > 0 for the
 # method to have anything to train (DePT / ADePT train their offsets even without a prompt)
 TRAINED_SIZES = {
-    "vpt": ("NUM_TOKENS",), "coop": ("N_CTX",), "maple": ("N_CTX",), "prompt_tuning": ("NUM_TOKENS",),
-    "ptuning_v2": ("NUM_TOKENS",), "dept": ("NUM_TOKENS", "RANK"), "adept": ("NUM_TOKENS", "BOTTLENECK"),
+    "vpt": ("NUM_TOKENS",),
+    "coop": ("N_CTX",),
+    "maple": ("N_CTX",),
+    "prompt_tuning": ("NUM_TOKENS",),
+    "ptuning_v2": ("NUM_TOKENS",),
+    "dept": ("NUM_TOKENS", "RANK"),
+    "adept": ("NUM_TOKENS", "BOTTLENECK"),
 }
 
 
@@ -38,8 +44,9 @@ def validate_config(cfg, *, training: bool = True) -> None:
     training run needs, e.g. epochs and something to train)."""
     problems = config_problems(cfg, training=training)
     if problems:
-        raise ConfigError(f"The config has {len(problems)} problem{'s' * (len(problems) > 1)}:\n  - "
-                          + "\n  - ".join(problems))
+        raise ConfigError(
+            f"The config has {len(problems)} problem{'s' * (len(problems) > 1)}:\n  - " + "\n  - ".join(problems)
+        )
 
 
 def config_problems(cfg, *, training: bool = True) -> List[str]:
@@ -63,7 +70,7 @@ def _finite_numbers(node, prefix: str, problems: List[str]) -> None:
             _finite_numbers(value, full + ".", problems)
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{full} is {value}: every number must be finite")
-        elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             problems.append(f"{full} {value} does not fit in 64 bits")
         elif isinstance(value, str) and "\x00" in value:
             problems.append(f"{full} {value!r} contains a NUL character")
@@ -84,7 +91,9 @@ def _one_of(problems: List[str], key: str, value: str, options, lower: bool = Fa
 def _repeated(problems: List[str], key: str, values, why: str) -> None:
     seen = [v for i, v in enumerate(values) if v in list(values)[:i]]
     if seen:
-        problems.append(f"{key} lists {', '.join(map(repr, dict.fromkeys(seen)))} more than once ({why}); give each once")
+        problems.append(
+            f"{key} lists {', '.join(map(repr, dict.fromkeys(seen)))} more than once ({why}); give each once"
+        )
 
 
 def _registered(problems: List[str], registry, key: str, name: str) -> None:
@@ -126,8 +135,10 @@ def _group_lrs(node, prefix: str, problems: List[str]) -> None:
 
 def _train(cfg, problems: List[str]) -> None:
     t = cfg.TRAIN
-    from ..engine.trainer import resolve_precision
     import torch
+
+    from ..engine.trainer import resolve_precision
+
     # the device the trainer will pick (mmprompt.engine.distributed.init_distributed)
     device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
     try:
@@ -136,8 +147,14 @@ def _train(cfg, problems: List[str]) -> None:
         problems.append(str(e))
     _one_of(problems, "TRAIN.DIST_BACKEND", t.DIST_BACKEND, DIST_BACKENDS)
     _one_of(problems, "TRAIN.NONFINITE", t.NONFINITE, NONFINITE)
-    for key, low in (("GRAD_ACCUM_STEPS", 1), ("PRINT_FREQ", 1), ("CHECKPOINT_PERIOD", 0), ("EVAL_PERIOD", 0),
-                     ("EARLY_STOP_PATIENCE", 0), ("MAX_SKIPPED_STEPS", 0)):
+    for key, low in (
+        ("GRAD_ACCUM_STEPS", 1),
+        ("PRINT_FREQ", 1),
+        ("CHECKPOINT_PERIOD", 0),
+        ("EVAL_PERIOD", 0),
+        ("EARLY_STOP_PATIENCE", 0),
+        ("MAX_SKIPPED_STEPS", 0),
+    ):
         _check(problems, f"TRAIN.{key}", t[key], lambda v, low=low: v >= low, f">= {low}")
     _check(problems, "TRAIN.GRAD_CLIP_NORM", t.GRAD_CLIP_NORM, lambda v: v >= 0, ">= 0 (0 = no clipping)")
     s = cfg.TEST
@@ -145,11 +162,13 @@ def _train(cfg, problems: List[str]) -> None:
     _one_of(problems, "TEST.FINAL_MODEL", s.FINAL_MODEL, FINAL_MODELS)
     if s.EVALUATOR:
         from ..registry import EVALUATORS
+
         _registered(problems, EVALUATORS, "TEST.EVALUATOR", s.EVALUATOR)
 
 
 def _data(cfg, training: bool, problems: List[str]) -> None:
     from ..registry import DATASETS
+
     d = cfg.DATASET
     if not d.NAME:
         problems.append("DATASET.NAME is empty: set it to a dataset (or use --dataset-config-file)")
@@ -196,8 +215,10 @@ def _input(cfg, problems: List[str]) -> None:
     before = len(problems)
     size = list(i.SIZE)
     if size and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-        problems.append(f"INPUT.SIZE must be (height, width), two whole numbers > 0; got {i.SIZE} "
-                        f"(or () to follow the backbone's input size)")
+        problems.append(
+            f"INPUT.SIZE must be (height, width), two whole numbers > 0; got {i.SIZE} "
+            f"(or () to follow the backbone's input size)"
+        )
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         value = list(i[key])
         if value and value != ["auto"] and (not _numbers(value) or len(value) != 3):
@@ -207,14 +228,21 @@ def _input(cfg, problems: List[str]) -> None:
         problems.append(f"INPUT.PIXEL_STD must be > 0 (images are divided by it); got {std}")
     scale = list(i.RRCROP_SCALE)
     if not (_numbers(scale) and len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
-        problems.append(f"INPUT.RRCROP_SCALE must be (min, max) area fractions with 0 < min <= max <= 1; got {i.RRCROP_SCALE}")
+        problems.append(
+            f"INPUT.RRCROP_SCALE must be (min, max) area fractions with 0 < min <= max <= 1; got {i.RRCROP_SCALE}"
+        )
     # 0 = the backbone's own resize (mmprompt.data.build.resolve_preprocess)
     _check(problems, "INPUT.TEST_RESIZE_RATIO", i.TEST_RESIZE_RATIO, lambda v: v >= 0, ">= 0 (0 = the backbone's)")
     _check(problems, "INPUT.RESIZE_SIZE", i.RESIZE_SIZE, lambda v: v >= 0, ">= 0 (0 = from SIZE)")
     if len(problems) == before:  # the rest (interpolation, transform names, a size the backbone
         # cannot take) as the transform builder and the backbone's preprocess metadata see it
         from ..data.build import build_transform, check_input_size
-        checks = [lambda: build_transform(cfg, True), lambda: build_transform(cfg, False), lambda: check_input_size(cfg)]
+
+        checks = [
+            lambda: build_transform(cfg, True),
+            lambda: build_transform(cfg, False),
+            lambda: check_input_size(cfg),
+        ]
         for check in checks:
             try:
                 check()
@@ -225,6 +253,7 @@ def _input(cfg, problems: List[str]) -> None:
 
 def _model(cfg, training: bool, problems: List[str]) -> None:
     from ..registry import BACKBONES, MODELS, PLACEMENTS, PROMPT_SOURCES, PROMPTS
+
     m = cfg.MODEL
     _registered(problems, MODELS, "MODEL.NAME", m.NAME)
     _registered(problems, BACKBONES, "MODEL.BACKBONE.NAME", m.BACKBONE.NAME)
@@ -254,8 +283,10 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
         for key in sizes:
             _check(problems, f"PROMPT.{node_name}.{key}", node[key], lambda v: v >= 0, ">= 0")
         if training and sizes and all(_is_number(node[k]) and node[k] == 0 for k in sizes):
-            problems.append(f"PROMPT.{node_name}: {' and '.join(f'{k} 0' for k in sizes)} leaves the {name} method "
-                            "with nothing to train; set a length >= 1, or remove it from PROMPT.METHODS")
+            problems.append(
+                f"PROMPT.{node_name}: {' and '.join(f'{k} 0' for k in sizes)} leaves the {name} method "
+                "with nothing to train; set a length >= 1, or remove it from PROMPT.METHODS"
+            )
     dyn = cfg.PROMPT.DYNAMIC
     for key in ("TAU0", "TAU_MIN", "STEP_SCALE"):
         _check(problems, f"PROMPT.DYNAMIC.{key}", dyn[key], lambda v: v > 0, "> 0")

@@ -17,6 +17,7 @@ can never run code), with their absolute paths rebased onto the dataset folder. 
 lists that mmprompt wrote under CoOp's name before it sampled as Dassl are refused with a message
 saying to delete them: their picks differ from Dassl's and CoOp cannot read them.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,9 +76,16 @@ class DatasetBase:
     # val is the test set and few-shot sampling leaves it whole (CoOp's ImageNet).
     val_is_test = False
 
-    def __init__(self, train_x: Sequence[Datum], val: Sequence[Datum] = (), test: Sequence[Datum] = (),
-                 classnames: Optional[Sequence[str]] = None, name: str = "",
-                 dataset_dir: str = "", image_dir: str = ""):
+    def __init__(
+        self,
+        train_x: Sequence[Datum],
+        val: Sequence[Datum] = (),
+        test: Sequence[Datum] = (),
+        classnames: Optional[Sequence[str]] = None,
+        name: str = "",
+        dataset_dir: str = "",
+        image_dir: str = "",
+    ):
         self.train_x, self.val, self.test = list(train_x), list(val), list(test)
         self.name = name or type(self).__name__
         self.dataset_dir, self.image_dir = dataset_dir, image_dir
@@ -97,8 +105,10 @@ class DatasetBase:
         return {"train": self.train_x, "val": self.val, "test": self.test}
 
     def __repr__(self):
-        return (f"{self.name}({self.num_classes} classes, train {len(self.train_x)}, "
-                f"val {len(self.val)}, test {len(self.test)})")
+        return (
+            f"{self.name}({self.num_classes} classes, train {len(self.train_x)}, "
+            f"val {len(self.val)}, test {len(self.test)})"
+        )
 
 
 def classnames_from_items(items: Iterable[Datum]) -> List[str]:
@@ -112,24 +122,31 @@ def classnames_from_items(items: Iterable[Datum]) -> List[str]:
     if not names:
         return []
     if clashes:  # which name a model is given would depend on the order of the items
-        raise DataError("A label has two class names: " + "; ".join(f"label {lab} is {a!r} and {b!r}"
-                                                                   for lab, a, b in clashes)
-                        + ". Fix the split file (every item of a label names the same class).")
+        raise DataError(
+            "A label has two class names: "
+            + "; ".join(f"label {lab} is {a!r} and {b!r}" for lab, a, b in clashes)
+            + ". Fix the split file (every item of a label names the same class)."
+        )
     labels = sorted(names)
     if labels[0] < 0:
-        raise DataError(f"Labels must run from 0 to n-1; got the negative label {labels[0]} (class {names[labels[0]]!r}).")
+        raise DataError(
+            f"Labels must run from 0 to n-1; got the negative label {labels[0]} (class {names[labels[0]]!r})."
+        )
     if labels != list(range(len(labels))):
         missing = sorted(set(range(labels[-1] + 1)) - set(labels))
         raise DataError(f"Labels must run from 0 to n-1 without gaps; missing labels {missing[:10]}")
     classnames = [names[i] for i in labels]
     repeated = sorted({n for n in classnames if classnames.count(n) > 1})
     if repeated:  # CoOp's ImageNet list has two "crane"s: allowed, but a CLIP model cannot tell them apart
-        warnings.warn(f"{len(repeated)} class name(s) belong to more than one label ({', '.join(map(repr, repeated[:5]))}); "
-                      "a model that reads class names (CLIP prompts) sees those classes as one.")
+        warnings.warn(
+            f"{len(repeated)} class name(s) belong to more than one label ({', '.join(map(repr, repeated[:5]))}); "
+            "a model that reads class names (CLIP prompts) sees those classes as one."
+        )
     return classnames
 
 
 # ------------------------------------------------------------------ split files (CoOp json)
+
 
 def _atomic_write(path: str, data: bytes) -> None:
     """Write to a temp file beside ``path`` and rename, so a crash never leaves half a file."""
@@ -147,26 +164,35 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _to_rows(items: Sequence[Datum], path_prefix: str) -> List[list]:
-    return [[os.path.relpath(d.impath, path_prefix).replace(os.sep, "/"), int(d.label), d.classname]
-            for d in items]
+    return [[os.path.relpath(d.impath, path_prefix).replace(os.sep, "/"), int(d.label), d.classname] for d in items]
 
 
 def _from_rows(rows, path_prefix: str, source: str) -> List[Datum]:
     items = []
     for row in rows:
-        if not (isinstance(row, (list, tuple)) and len(row) == 3 and isinstance(row[0], str)
-                and isinstance(row[1], int) and not isinstance(row[1], bool) and isinstance(row[2], str)):
+        if not (
+            isinstance(row, (list, tuple))
+            and len(row) == 3
+            and isinstance(row[0], str)
+            and isinstance(row[1], int)
+            and not isinstance(row[1], bool)
+            and isinstance(row[2], str)
+        ):
             raise DataError(f"{source}: every entry must be [relative_path, label, classname]; got {row!r}")
         relpath, label, classname = row
         items.append(Datum(impath=os.path.join(path_prefix, relpath), label=label, classname=classname))
     return items
 
 
-def write_split_json(path: str, train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Datum],
-                     path_prefix: str) -> None:
+def write_split_json(
+    path: str, train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Datum], path_prefix: str
+) -> None:
     """Write a CoOp split file; image paths are stored relative to ``path_prefix``."""
-    split = {"train": _to_rows(train, path_prefix), "val": _to_rows(val, path_prefix),
-             "test": _to_rows(test, path_prefix)}
+    split = {
+        "train": _to_rows(train, path_prefix),
+        "val": _to_rows(val, path_prefix),
+        "test": _to_rows(test, path_prefix),
+    }
     _atomic_write(path, json.dumps(split, indent=1).encode())
 
 
@@ -176,8 +202,10 @@ def read_split_json(path: str, path_prefix: str):
         with open(path, encoding="utf-8") as f:
             split = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"Split file {path} is not valid JSON ({e}). Delete it to regenerate it "
-                        f"with the prep script, or restore the published file.") from None
+        raise DataError(
+            f"Split file {path} is not valid JSON ({e}). Delete it to regenerate it "
+            f"with the prep script, or restore the published file."
+        ) from None
     except OSError as e:
         raise DataError(f"Split file {path} cannot be read: {e.strerror}.") from None
     if not isinstance(split, dict) or not all(k in split for k in SPLITS):
@@ -194,6 +222,7 @@ def read_split_json(path: str, path_prefix: str):
 
 # ------------------------------------------------------------------ few-shot sampling
 
+
 def group_by_label(items: Iterable[Datum]) -> Dict[int, List[Datum]]:
     """Items per label; labels in the order they first appear, items in list order."""
     groups: Dict[int, List[Datum]] = defaultdict(list)
@@ -202,8 +231,9 @@ def group_by_label(items: Iterable[Datum]) -> Dict[int, List[Datum]]:
     return dict(groups)
 
 
-def generate_fewshot_dataset(data: Sequence[Datum], num_shots: int, rng: random.Random,
-                             split: str = "train") -> List[Datum]:
+def generate_fewshot_dataset(
+    data: Sequence[Datum], num_shots: int, rng: random.Random, split: str = "train"
+) -> List[Datum]:
     """Dassl's ``generate_fewshot_dataset`` on one list, drawing from ``rng``.
 
     Classes are visited in the order their label first appears in ``data`` and each gives
@@ -222,9 +252,11 @@ def generate_fewshot_dataset(data: Sequence[Datum], num_shots: int, rng: random.
             out.extend(items)
             short.append(f"{label} '{items[0].classname}' ({len(items)})")
     if short:
-        warnings.warn(f"{num_shots}-shot sampling of the {split} split: {len(short)} class(es) have fewer "
-                      f"items and are kept whole, as Dassl does: {', '.join(short[:5])}"
-                      f"{' ...' if len(short) > 5 else ''}")
+        warnings.warn(
+            f"{num_shots}-shot sampling of the {split} split: {len(short)} class(es) have fewer "
+            f"items and are kept whole, as Dassl does: {', '.join(short[:5])}"
+            f"{' ...' if len(short) > 5 else ''}"
+        )
     return out
 
 
@@ -233,8 +265,7 @@ def fewshot_val_shots(num_shots: int) -> int:
     return min(num_shots, 4)
 
 
-def sample_fewshot(train: Sequence[Datum], val: Sequence[Datum], num_shots: int, seed: int,
-                   val_is_test: bool = False):
+def sample_fewshot(train: Sequence[Datum], val: Sequence[Datum], num_shots: int, seed: int, val_is_test: bool = False):
     """(train, val) few-shot lists picked as a CoOp/MaPLe run with ``--seed seed`` picks them.
 
     Dassl's ``train.py`` seeds the global ``random`` with the seed (``set_random_seed``) and
@@ -279,10 +310,11 @@ class _PickledDatum:
     __slots__ = ("fields",)
 
     def __setstate__(self, state):
-        if not (isinstance(state, dict) and set(state) <= set(_DATUM_FIELDS)
-                and {"_impath", "_label"} <= set(state)):
-            raise pickle.UnpicklingError(f"a Datum must hold {sorted(_DATUM_FIELDS)}; got "
-                                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        if not (isinstance(state, dict) and set(state) <= set(_DATUM_FIELDS) and {"_impath", "_label"} <= set(state)):
+            raise pickle.UnpicklingError(
+                f"a Datum must hold {sorted(_DATUM_FIELDS)}; got "
+                f"{sorted(state) if isinstance(state, dict) else type(state).__name__}"
+            )
         for key, value in state.items():
             kind = _DATUM_FIELDS[key]
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -307,8 +339,18 @@ class _DasslDatumUnpickler(pickle.Unpickler):
 
 
 # What a hostile or damaged pickle raises while being loaded with the unpickler above.
-_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                    KeyError, OverflowError, RecursionError, MemoryError)
+_UNPICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+)
 
 
 def _path_index(items: Sequence[Datum], path_prefix: str) -> Dict[str, Datum]:
@@ -337,8 +379,10 @@ def load_dassl_pickle(path: str, what: str, remedy: str):
     try:
         data = _DasslDatumUnpickler(io.BytesIO(raw)).load()
     except _UNPICKLE_ERRORS as e:
-        raise DataError(f"{what} {path} is not a CoOp/Dassl cache mmprompt can read ({e}); only pickled "
-                        f"Dassl Datum objects are accepted. {remedy}") from None
+        raise DataError(
+            f"{what} {path} is not a CoOp/Dassl cache mmprompt can read ({e}); only pickled "
+            f"Dassl Datum objects are accepted. {remedy}"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("train"), list):
         raise DataError(f"{what} {path} is not CoOp's format (a dict with a 'train' list of Datum). {remedy}")
     return data
@@ -351,8 +395,9 @@ def rebase_dassl_items(entries, items: Sequence[Datum], path_prefix: str, what: 
     relative to ``path_prefix``, and must carry the same label; anything else raises, naming
     ``what`` (the file and split the entries came from).
     """
-    if not isinstance(entries, list) or not all(isinstance(e, _PickledDatum) and hasattr(e, "fields")
-                                                for e in entries):  # a Datum created but never given its fields
+    if not isinstance(entries, list) or not all(
+        isinstance(e, _PickledDatum) and hasattr(e, "fields") for e in entries
+    ):  # a Datum created but never given its fields
         raise DataError(f"{what} must be a list of Dassl Datum objects.")
     index = _path_index(items, path_prefix)
     out = []
@@ -360,8 +405,10 @@ def rebase_dassl_items(entries, items: Sequence[Datum], path_prefix: str, what: 
         impath, label = entry.fields["_impath"], entry.fields["_label"]
         item = _rebase(impath, index)
         if item is None or item.label != label:
-            raise DataError(f"{what} lists {impath} (label {label}), which is not an item under {path_prefix}"
-                            f"{'' if item is None else f' with that label (it has {item.label})'}.")
+            raise DataError(
+                f"{what} lists {impath} (label {label}), which is not an item under {path_prefix}"
+                f"{'' if item is None else f' with that label (it has {item.label})'}."
+            )
         out.append(item)
     return out
 
@@ -377,9 +424,11 @@ def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
     cache = load_dassl_pickle(path, "Few-shot cache", resample)
     entries = cache["train"] + (cache.get("val") if isinstance(cache.get("val"), list) else [])
     if entries and all(isinstance(e, list) for e in entries):
-        raise DataError(f"Few-shot cache {path} was written by an older mmprompt under CoOp's file name; its "
-                        f"picks differ from Dassl's for the same seed and CoOp cannot read it. Delete it; "
-                        f"mmprompt now samples as Dassl does and caches under mmprompt_shot_K-seed_S.json.")
+        raise DataError(
+            f"Few-shot cache {path} was written by an older mmprompt under CoOp's file name; its "
+            f"picks differ from Dassl's for the same seed and CoOp cannot read it. Delete it; "
+            f"mmprompt now samples as Dassl does and caches under mmprompt_shot_K-seed_S.json."
+        )
     out = []
     for split, items in (("train", dataset.train_x), ("val", dataset.val)):
         if split not in cache:
@@ -389,8 +438,10 @@ def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
         try:
             out.append(rebase_dassl_items(cache[split], items, dataset.image_dir, where))
         except DataError as e:
-            raise DataError(f"{e} The cache was written for another {split} split of {dataset.name} than its "
-                            f"split file's. Delete {path} or restore that split file.") from None
+            raise DataError(
+                f"{e} The cache was written for another {split} split of {dataset.name} than its "
+                f"split file's. Delete {path} or restore that split file."
+            ) from None
     return tuple(out)
 
 
@@ -399,21 +450,32 @@ def _load_cache(path: str, dataset: "DatasetBase", num_shots: int, seed: int):
         with open(path) as f:
             cache = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"Few-shot cache {path} is not valid JSON ({e}); delete it and it will be regenerated.") from None
-    if not (isinstance(cache, dict) and cache.get("version") == FEWSHOT_CACHE_VERSION
-            and cache.get("num_shots") == num_shots and cache.get("seed") == seed
-            and isinstance(cache.get("train"), list) and isinstance(cache.get("val"), list)):
-        raise DataError(f"Few-shot cache {path} is not an mmprompt {num_shots}-shot seed-{seed} cache of "
-                        f"version {FEWSHOT_CACHE_VERSION}; delete it and it will be regenerated.")
+        raise DataError(
+            f"Few-shot cache {path} is not valid JSON ({e}); delete it and it will be regenerated."
+        ) from None
+    if not (
+        isinstance(cache, dict)
+        and cache.get("version") == FEWSHOT_CACHE_VERSION
+        and cache.get("num_shots") == num_shots
+        and cache.get("seed") == seed
+        and isinstance(cache.get("train"), list)
+        and isinstance(cache.get("val"), list)
+    ):
+        raise DataError(
+            f"Few-shot cache {path} is not an mmprompt {num_shots}-shot seed-{seed} cache of "
+            f"version {FEWSHOT_CACHE_VERSION}; delete it and it will be regenerated."
+        )
     train = _from_rows(cache["train"], dataset.image_dir, path)
     val = _from_rows(cache["val"], dataset.image_dir, path) if not cache.get("val_is_test") else list(dataset.val)
     for split, picked, items in (("train", train, dataset.train_x), ("val", val, dataset.val)):
         known = {(d.impath, d.label) for d in items}
         stale = [d for d in picked if (d.impath, d.label) not in known]
         if stale:
-            raise DataError(f"Few-shot cache {path} lists {stale[0].impath} (label {stale[0].label}), which the "
-                            f"current {split} split does not hold (the split file changed since it was "
-                            f"written). Delete {path} and it will be regenerated.")
+            raise DataError(
+                f"Few-shot cache {path} lists {stale[0].impath} (label {stale[0].label}), which the "
+                f"current {split} split does not hold (the split file changed since it was "
+                f"written). Delete {path} and it will be regenerated."
+            )
     return train, val
 
 
@@ -429,8 +491,7 @@ def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bo
     if num_shots <= 0:
         return dataset
     val_is_test = getattr(dataset, "val_is_test", False)
-    cacheable = (use_cache and dataset.dataset_dir and dataset.image_dir
-                 and all(d.impath for d in dataset.train_x))
+    cacheable = use_cache and dataset.dataset_dir and dataset.image_dir and all(d.impath for d in dataset.train_x)
     coop_cache = coop_fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
     cache = fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
     if coop_cache and os.path.isfile(coop_cache):
@@ -440,19 +501,26 @@ def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bo
     else:
         train, val = sample_fewshot(dataset.train_x, dataset.val, num_shots, seed, val_is_test)
         if cache:
-            payload = {"version": FEWSHOT_CACHE_VERSION, "num_shots": num_shots, "seed": seed,
-                       "val_is_test": bool(val_is_test),
-                       "train": _to_rows(train, dataset.image_dir),
-                       "val": [] if val_is_test else _to_rows(val, dataset.image_dir)}
+            payload = {
+                "version": FEWSHOT_CACHE_VERSION,
+                "num_shots": num_shots,
+                "seed": seed,
+                "val_is_test": bool(val_is_test),
+                "train": _to_rows(train, dataset.image_dir),
+                "val": [] if val_is_test else _to_rows(val, dataset.image_dir),
+            }
             try:
                 _atomic_write(cache, json.dumps(payload, indent=1).encode())
             except OSError as e:  # a read-only dataset folder: the split is recomputed next time, same seed
-                print(f"warning: cannot write the few-shot cache {cache} ({e.strerror}); continuing without it.",
-                      file=sys.stderr)
+                print(
+                    f"warning: cannot write the few-shot cache {cache} ({e.strerror}); continuing without it.",
+                    file=sys.stderr,
+                )
     return _with_splits(dataset, train, val, dataset.test, dataset.classnames)
 
 
 # ------------------------------------------------------------------ base / novel classes
+
 
 def subsample_classes(*splits: Sequence[Datum], subsample: str = "all"):
     """Keep the base or new half of the classes and relabel from 0 (CoOp's base-to-novel rule).
@@ -477,8 +545,10 @@ def apply_subsample(dataset: DatasetBase, subsample: str) -> DatasetBase:
     labels = {d.label for s in splits for d in s}
     kept = _selected_labels(labels, subsample.lower())
     if not kept:
-        raise DataError(f"DATASET.SUBSAMPLE_CLASSES {subsample}: the dataset {dataset.name} has {len(labels)} class(es), "
-                        f"so the {subsample} half is empty; base-to-new needs at least 2 classes.")
+        raise DataError(
+            f"DATASET.SUBSAMPLE_CLASSES {subsample}: the dataset {dataset.name} has {len(labels)} class(es), "
+            f"so the {subsample} half is empty; base-to-new needs at least 2 classes."
+        )
     train, val, test = subsample_classes(*splits, subsample=subsample)
     return _with_splits(dataset, train, val, test, [dataset.classnames[i] for i in kept])
 
@@ -501,6 +571,7 @@ def is_decodable(path: str) -> bool:
     with its end-of-image marker (truncated, which ``verify`` does not see) is decoded in full to
     decide. Decompression bombs (PIL's pixel limit) count as undecodable."""
     from PIL import Image
+
     try:
         with Image.open(path) as im:
             fmt = im.format

@@ -19,6 +19,7 @@ their summary), so a prepared split only lists readable files. An image that sti
 decode at load time (changed on disk after prep, or in a split file given by the user) stops the
 run with an error naming the file: silently dropping it would change the evaluation set.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from ..config.dassl_compat import canonical_dataset_name
 from ..errors import ConfigError
 from ..registry import DATASETS
-from .base import DataError, DatasetBase, Datum, apply_fewshot, apply_subsample
 from ..utils.extras import require
+from .base import DataError, DatasetBase, Datum, apply_fewshot, apply_subsample
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,8 +43,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_dataset(cfg, name: Optional[str] = None, num_shots: Optional[int] = None,
-                  subsample: Optional[str] = None) -> DatasetBase:
+def build_dataset(
+    cfg, name: Optional[str] = None, num_shots: Optional[int] = None, subsample: Optional[str] = None
+) -> DatasetBase:
     """The dataset named by the config (or ``name``), after few-shot sampling and class subsampling."""
     name = name or cfg.DATASET.NAME
     if not name:
@@ -68,10 +70,12 @@ def build_test_dataset(cfg, name: str) -> DatasetBase:
 
 # ------------------------------------------------------------------ transforms
 
+
 @dataclass(frozen=True)
 class Preprocess:
     """What the images of a run go through, resolved from ``INPUT.*`` and the backbone's own
     preprocess configuration (``INPUT`` keys left unset follow the backbone)."""
+
     size: Tuple[int, int]  # (height, width) the model gets
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
@@ -85,8 +89,12 @@ _RESIZE_MODES = ("shortest", "squash")
 
 
 def _is_weights_file(tag: str) -> bool:
-    return "/" in tag or "\\" in tag or tag.startswith(".") or tag.lower().endswith(
-        (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt"))
+    return (
+        "/" in tag
+        or "\\" in tag
+        or tag.startswith(".")
+        or tag.lower().endswith((".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt"))
+    )
 
 
 def _open_clip_preprocess(backbone) -> dict:
@@ -104,9 +112,19 @@ def _open_clip_preprocess(backbone) -> dict:
     tag = str(backbone.PRETRAINED or "").strip()
     if tag and not _is_weights_file(tag):
         cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(name, tag) or {})
-    size = dict(backbone.KWARGS).get("force_image_size") or model_cfg.get("vision_cfg", {}).get("image_size") or cfg["size"]
-    return {"size": size, "mean": cfg["mean"], "std": cfg["std"], "interpolation": cfg["interpolation"],
-            "resize_mode": cfg["resize_mode"], "crop_pct": 1.0}
+    size = (
+        dict(backbone.KWARGS).get("force_image_size")
+        or model_cfg.get("vision_cfg", {}).get("image_size")
+        or cfg["size"]
+    )
+    return {
+        "size": size,
+        "mean": cfg["mean"],
+        "std": cfg["std"],
+        "interpolation": cfg["interpolation"],
+        "resize_mode": cfg["resize_mode"],
+        "crop_pct": 1.0,
+    }
 
 
 def _timm_preprocess(backbone) -> dict:
@@ -127,11 +145,18 @@ def _timm_preprocess(backbone) -> dict:
     size = dict(backbone.KWARGS).get("img_size") or tuple(pretrained.input_size[1:])
     crop_mode = getattr(pretrained, "crop_mode", "center") or "center"
     if crop_mode not in ("center", "squash"):
-        raise ConfigError(f"timm '{name}' evaluates with crop_mode '{crop_mode}', which mmprompt does not build; "
-                          f"set INPUT.TEST_RESIZE_MODE (shortest or squash) and INPUT.RESIZE_SIZE.")
-    return {"size": size, "mean": tuple(pretrained.mean), "std": tuple(pretrained.std),
-            "interpolation": pretrained.interpolation or "bicubic",
-            "resize_mode": "squash" if crop_mode == "squash" else "shortest", "crop_pct": pretrained.crop_pct or 1.0}
+        raise ConfigError(
+            f"timm '{name}' evaluates with crop_mode '{crop_mode}', which mmprompt does not build; "
+            f"set INPUT.TEST_RESIZE_MODE (shortest or squash) and INPUT.RESIZE_SIZE."
+        )
+    return {
+        "size": size,
+        "mean": tuple(pretrained.mean),
+        "std": tuple(pretrained.std),
+        "interpolation": pretrained.interpolation or "bicubic",
+        "resize_mode": "squash" if crop_mode == "squash" else "shortest",
+        "crop_pct": pretrained.crop_pct or 1.0,
+    }
 
 
 def backbone_preprocess(cfg) -> dict:
@@ -144,8 +169,14 @@ def backbone_preprocess(cfg) -> dict:
         found = _open_clip_preprocess(backbone)
     elif backbone.NAME.startswith("timm"):
         found = _timm_preprocess(backbone)
-    out = {"size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear",
-           "resize_mode": "shortest", "crop_pct": 1.0}
+    out = {
+        "size": 224,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": "bilinear",
+        "resize_mode": "shortest",
+        "crop_pct": 1.0,
+    }
     out.update(found)
     size = out["size"]
     out["size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
@@ -175,19 +206,25 @@ def resolve_preprocess(cfg) -> Preprocess:
     if len(size) == 1:
         size = (size[0], size[0])
     if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
-        raise ConfigError(f"INPUT.SIZE must be (height, width) in pixels, or () to follow the backbone; got {cfg.INPUT.SIZE}")
+        raise ConfigError(
+            f"INPUT.SIZE must be (height, width) in pixels, or () to follow the backbone; got {cfg.INPUT.SIZE}"
+        )
     size = size or own["size"]
     interpolation = cfg.INPUT.INTERPOLATION or own["interpolation"]
     if interpolation not in _INTERPOLATIONS:
-        raise ConfigError(f"INPUT.INTERPOLATION must be one of {list(_INTERPOLATIONS)} or \"\" (the backbone's); "
-                          f"got {interpolation!r}")
+        raise ConfigError(
+            f'INPUT.INTERPOLATION must be one of {list(_INTERPOLATIONS)} or "" (the backbone\'s); got {interpolation!r}'
+        )
     mode = cfg.INPUT.TEST_RESIZE_MODE or own["resize_mode"]
     if mode not in _RESIZE_MODES:
-        raise ConfigError(f"INPUT.TEST_RESIZE_MODE must be one of {list(_RESIZE_MODES)} or \"\" (the backbone's); "
-                          f"got {mode!r}")
+        raise ConfigError(
+            f'INPUT.TEST_RESIZE_MODE must be one of {list(_RESIZE_MODES)} or "" (the backbone\'s); got {mode!r}'
+        )
     if cfg.INPUT.RESIZE_SIZE < 0 or cfg.INPUT.TEST_RESIZE_RATIO < 0:
-        raise ConfigError(f"INPUT.RESIZE_SIZE ({cfg.INPUT.RESIZE_SIZE}) and INPUT.TEST_RESIZE_RATIO "
-                          f"({cfg.INPUT.TEST_RESIZE_RATIO}) must be > 0, or 0 to follow the backbone.")
+        raise ConfigError(
+            f"INPUT.RESIZE_SIZE ({cfg.INPUT.RESIZE_SIZE}) and INPUT.TEST_RESIZE_RATIO "
+            f"({cfg.INPUT.TEST_RESIZE_RATIO}) must be > 0, or 0 to follow the backbone."
+        )
     if cfg.INPUT.RESIZE_SIZE:
         resize = cfg.INPUT.RESIZE_SIZE
     elif cfg.INPUT.TEST_RESIZE_RATIO:
@@ -200,13 +237,26 @@ def resolve_preprocess(cfg) -> Preprocess:
 
 # Dassl's build_transform names this module implements, and the ones of Dassl it does not.
 TRANSFORMS = ("random_resized_crop", "random_crop", "random_flip", "normalize", "center_crop", "resize")
-DASSL_ONLY_TRANSFORMS = ("instance_norm", "random_translation", "cutout", "imagenet_policy", "cifar10_policy",
-                         "svhn_policy", "randaugment", "randaugment_fixmatch", "randaugment2", "gaussian_noise",
-                         "colorjitter", "randomgrayscale", "gaussian_blur")
+DASSL_ONLY_TRANSFORMS = (
+    "instance_norm",
+    "random_translation",
+    "cutout",
+    "imagenet_policy",
+    "cifar10_policy",
+    "svhn_policy",
+    "randaugment",
+    "randaugment_fixmatch",
+    "randaugment2",
+    "gaussian_noise",
+    "colorjitter",
+    "randomgrayscale",
+    "gaussian_blur",
+)
 
 
 def _resize(pre: Preprocess, interp):
     from torchvision import transforms as T
+
     if pre.resize_mode == "squash":
         h, w = pre.size
         scale = pre.resize_size / max(pre.size)
@@ -226,11 +276,14 @@ def build_transform(cfg, is_train: bool):
     listed (Dassl normalises at test only when ``normalize`` is in INPUT.TRANSFORMS).
     """
     from torchvision import transforms as T
+
     names = list(cfg.INPUT.TRANSFORMS)
     dassl_only = [n for n in names if n in DASSL_ONLY_TRANSFORMS]
     if dassl_only:
-        raise ConfigError(f"INPUT.TRANSFORMS: {dassl_only} are Dassl transforms mmprompt does not implement; "
-                          f"mmprompt has {list(TRANSFORMS)}.")
+        raise ConfigError(
+            f"INPUT.TRANSFORMS: {dassl_only} are Dassl transforms mmprompt does not implement; "
+            f"mmprompt has {list(TRANSFORMS)}."
+        )
     unknown = [n for n in names if n not in TRANSFORMS]
     if unknown:
         raise ConfigError(f"INPUT.TRANSFORMS: unknown {unknown}; choose from {list(TRANSFORMS)}")
@@ -241,8 +294,10 @@ def build_transform(cfg, is_train: bool):
         crops = [n for n in ("random_crop", "random_resized_crop") if n in names]
         if "resize" in names:
             if not crops and "center_crop" not in names:
-                raise ConfigError("INPUT.TRANSFORMS: 'resize' needs a crop to SIZE after it "
-                                  "(random_crop, random_resized_crop or center_crop).")
+                raise ConfigError(
+                    "INPUT.TRANSFORMS: 'resize' needs a crop to SIZE after it "
+                    "(random_crop, random_resized_crop or center_crop)."
+                )
             steps.append(_resize(pre, interp))
         elif not crops:
             steps.append(T.Resize(pre.size, interpolation=interp))  # Dassl: exactly SIZE, no crop
@@ -264,8 +319,12 @@ def build_transform(cfg, is_train: bool):
 
 def _interpolation(name: str):
     from torchvision.transforms import InterpolationMode
-    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-            "nearest": InterpolationMode.NEAREST}[name]
+
+    return {
+        "bilinear": InterpolationMode.BILINEAR,
+        "bicubic": InterpolationMode.BICUBIC,
+        "nearest": InterpolationMode.NEAREST,
+    }[name]
 
 
 def check_input_size(cfg) -> None:
@@ -280,9 +339,11 @@ def check_input_size(cfg) -> None:
         return
     own, wanted = backbone_preprocess(cfg)["size"], resolve_preprocess(cfg).size
     if own != wanted:
-        raise ConfigError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} but {cfg.MODEL.BACKBONE.NAME} '{cfg.MODEL.BACKBONE.ARCH}' "
-                          f"takes {own[0]}x{own[1]} images. Remove INPUT.SIZE (it then follows the backbone) "
-                          f"or set it to ({own[0]}, {own[1]}).")
+        raise ConfigError(
+            f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} but {cfg.MODEL.BACKBONE.NAME} '{cfg.MODEL.BACKBONE.ARCH}' "
+            f"takes {own[0]}x{own[1]} images. Remove INPUT.SIZE (it then follows the backbone) "
+            f"or set it to ({own[0]}, {own[1]})."
+        )
 
 
 # ------------------------------------------------------------------ loaders
@@ -313,11 +374,15 @@ def load_image(path: str) -> Image.Image:
         with Image.open(path) as im:
             return to_rgb(im)
     except FileNotFoundError:
-        raise DataError(f"Image {path} is listed in the split but does not exist. Check DATASET.ROOT "
-                        f"or rerun the prep script for this dataset.") from None
+        raise DataError(
+            f"Image {path} is listed in the split but does not exist. Check DATASET.ROOT "
+            f"or rerun the prep script for this dataset."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"Image {path} cannot be decoded ({e}). Replace the file, or rerun the prep "
-                        f"script, which leaves undecodable images out of the split.") from None
+        raise DataError(
+            f"Image {path} cannot be decoded ({e}). Replace the file, or rerun the prep "
+            f"script, which leaves undecodable images out of the split."
+        ) from None
 
 
 class DatumDataset(torch.utils.data.Dataset):
@@ -357,8 +422,14 @@ def build_loader(cfg, data: Sequence[Datum], is_train: bool, transform=None):
         generator = torch.Generator().manual_seed(cfg.SEED)
     workers = cfg.DATALOADER.NUM_WORKERS
     return torch.utils.data.DataLoader(
-        DatumDataset(data, transform), batch_size=batch_size, shuffle=is_train,
-        num_workers=workers, generator=generator,
-        drop_last=is_train and cfg.DATALOADER.TRAIN_X.DROP_LAST and len(data) >= batch_size,  # CoOp: no ragged last train batch
+        DatumDataset(data, transform),
+        batch_size=batch_size,
+        shuffle=is_train,
+        num_workers=workers,
+        generator=generator,
+        drop_last=is_train
+        and cfg.DATALOADER.TRAIN_X.DROP_LAST
+        and len(data) >= batch_size,  # CoOp: no ragged last train batch
         pin_memory=cfg.DATALOADER.PIN_MEMORY and cfg.USE_CUDA and torch.cuda.is_available(),
-        persistent_workers=False)
+        persistent_workers=False,
+    )

@@ -28,6 +28,7 @@ should not block a dataset of 100k. A class left without images is an error.
 
 ImageNet and its variants have no split file in CoOp's layout: their folders are the split.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,18 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
-from .base import (DataError, DatasetBase, DatasetMissingError, Datum, group_by_label, is_decodable,
-                   load_dassl_pickle, read_split_json, rebase_dassl_items, write_split_json)
+from .base import (
+    DataError,
+    DatasetBase,
+    DatasetMissingError,
+    Datum,
+    group_by_label,
+    is_decodable,
+    load_dassl_pickle,
+    read_split_json,
+    rebase_dassl_items,
+    write_split_json,
+)
 
 SPLIT_SEED = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -48,11 +59,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 CALTECH_IGNORED = ("BACKGROUND_Google", "Faces_easy")
 CALTECH_RENAMED = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
 EUROSAT_RENAMED = {
-    "AnnualCrop": "Annual Crop Land", "Forest": "Forest",
-    "HerbaceousVegetation": "Herbaceous Vegetation Land", "Highway": "Highway or Road",
-    "Industrial": "Industrial Buildings", "Pasture": "Pasture Land",
-    "PermanentCrop": "Permanent Crop Land", "Residential": "Residential Buildings",
-    "River": "River", "SeaLake": "Sea or Lake",
+    "AnnualCrop": "Annual Crop Land",
+    "Forest": "Forest",
+    "HerbaceousVegetation": "Herbaceous Vegetation Land",
+    "Highway": "Highway or Road",
+    "Industrial": "Industrial Buildings",
+    "Pasture": "Pasture Land",
+    "PermanentCrop": "Permanent Crop Land",
+    "Residential": "Residential Buildings",
+    "River": "River",
+    "SeaLake": "Sea or Lake",
 }
 
 
@@ -66,20 +82,21 @@ def dataset_root(cfg) -> str:
 
 def list_images(folder: str) -> List[str]:
     """Image files (not hidden) directly in ``folder``, sorted."""
-    return sorted(f for f in os.listdir(folder)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(folder, f)))
+    return sorted(
+        f
+        for f in os.listdir(folder)
+        if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
+    )
 
 
 def list_folders(folder: str) -> List[str]:
-    return sorted(f for f in os.listdir(folder)
-                  if not f.startswith(".") and os.path.isdir(os.path.join(folder, f)))
+    return sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isdir(os.path.join(folder, f)))
 
 
 # ------------------------------------------------------------------ CoOp's split rules
 
-def split_per_class(groups: Dict[int, List[Datum]], rng: random.Random,
-                    p_train: float = 0.5, p_val: float = 0.2):
+
+def split_per_class(groups: Dict[int, List[Datum]], rng: random.Random, p_train: float = 0.5, p_val: float = 0.2):
     """CoOp's ``read_and_split_data`` (and Flowers' ``read_data``): per class, in the order of
     ``groups``, shuffle the items as given with ``rng`` (one stream across classes), then
     round(n*p_train) to train, round(n*p_val) to val, the rest to test."""
@@ -90,12 +107,14 @@ def split_per_class(groups: Dict[int, List[Datum]], rng: random.Random,
         n = len(items)
         n_train, n_val = round(n * p_train), round(n * p_val)
         if min(n_train, n_val, n - n_train - n_val) < 1:
-            raise DataError(f"Class {label} '{items[0].classname}' has {n} image(s), too few for a "
-                            f"{p_train:.0%}/{p_val:.0%}/rest split (each part needs one); add images or "
-                            f"remove the class folder ({os.path.dirname(items[0].impath)}).")
+            raise DataError(
+                f"Class {label} '{items[0].classname}' has {n} image(s), too few for a "
+                f"{p_train:.0%}/{p_val:.0%}/rest split (each part needs one); add images or "
+                f"remove the class folder ({os.path.dirname(items[0].impath)})."
+            )
         train += items[:n_train]
-        val += items[n_train:n_train + n_val]
-        test += items[n_train + n_val:]
+        val += items[n_train : n_train + n_val]
+        test += items[n_train + n_val :]
     return train, val, test
 
 
@@ -108,8 +127,10 @@ def split_trainval(trainval: Sequence[Datum], rng: random.Random, p_val: float =
         items = list(group)
         n_val = round(len(items) * p_val)
         if n_val < 1 or n_val >= len(items):
-            raise DataError(f"Class {label} '{items[0].classname}' has {len(items)} train image(s); "
-                            f"carving a validation set needs at least 3.")
+            raise DataError(
+                f"Class {label} '{items[0].classname}' has {len(items)} train image(s); "
+                f"carving a validation set needs at least 3."
+            )
         rng.shuffle(items)
         val += items[:n_val]
         train += items[n_val:]
@@ -124,11 +145,14 @@ def read_class_folders(image_dir: str, ignored: Sequence[str] = (), renamed: Opt
     for label, folder in enumerate(folders):
         names = list_images(os.path.join(image_dir, folder))
         if not names:
-            raise DataError(f"Class folder {os.path.join(image_dir, folder)} holds no images. Remove it "
-                            f"or extract the dataset again.")
+            raise DataError(
+                f"Class folder {os.path.join(image_dir, folder)} holds no images. Remove it "
+                f"or extract the dataset again."
+            )
         classname = renamed.get(folder, folder)
-        groups[label] = [Datum(impath=os.path.join(image_dir, folder, n), label=label, classname=classname)
-                         for n in names]
+        groups[label] = [
+            Datum(impath=os.path.join(image_dir, folder, n), label=label, classname=classname) for n in names
+        ]
     if not groups:
         raise DataError(f"{image_dir} holds no class folders.")
     return groups
@@ -150,10 +174,12 @@ def _read_lines(path: str) -> List[str]:
 
 def _loadmat(path: str):
     from scipy.io import loadmat
+
     return loadmat(path)
 
 
 # ------------------------------------------------------------------ readers with split files
+
 
 class SplitFileDataset(DatasetBase):
     """A CoOp dataset with a ``split_zhou_*.json``: read it, or generate it from the raw files."""
@@ -177,14 +203,22 @@ class SplitFileDataset(DatasetBase):
         else:
             missing = [p for p in self.required if not os.path.exists(os.path.join(dataset_dir, p))]
             if not os.path.isdir(dataset_dir) or missing:
-                raise DatasetMissingError(self.registry_name, dataset_dir,
-                                          [self.split_file + " (or the raw files to generate it: "
-                                           + ", ".join(missing or [self.folder]) + ")"],
-                                          prep_command(root, self.registry_name))
+                raise DatasetMissingError(
+                    self.registry_name,
+                    dataset_dir,
+                    [
+                        self.split_file
+                        + " (or the raw files to generate it: "
+                        + ", ".join(missing or [self.folder])
+                        + ")"
+                    ],
+                    prep_command(root, self.registry_name),
+                )
             train, val, test, classnames = self._generate_checked(dataset_dir)
             write_split_json(split_path, train, val, test, prefix)
-        super().__init__(train, val, test, classnames=classnames, name=self.registry_name,
-                         dataset_dir=dataset_dir, image_dir=prefix)
+        super().__init__(
+            train, val, test, classnames=classnames, name=self.registry_name, dataset_dir=dataset_dir, image_dir=prefix
+        )
 
     def generate(self, dataset_dir: str):
         """(train, val, test, classnames) from the raw files, with CoOp's rules."""
@@ -196,11 +230,15 @@ class SplitFileDataset(DatasetBase):
         missing = [d.impath for d in listed if not os.path.isfile(d.impath)]
         if missing:
             raise DatasetMissingError(
-                self.registry_name, dataset_dir,
-                [f"{len(missing)} of the {len(listed)} images its annotation lists name (first: "
-                 f"{os.path.relpath(missing[0], dataset_dir)}); the image folder looks half-extracted: "
-                 f"delete it and run the prep again"],
-                prep_command(os.path.dirname(dataset_dir), self.registry_name))
+                self.registry_name,
+                dataset_dir,
+                [
+                    f"{len(missing)} of the {len(listed)} images its annotation lists name (first: "
+                    f"{os.path.relpath(missing[0], dataset_dir)}); the image folder looks half-extracted: "
+                    f"delete it and run the prep again"
+                ],
+                prep_command(os.path.dirname(dataset_dir), self.registry_name),
+            )
         splits = []
         for items in (train, val, test):
             kept = []
@@ -211,22 +249,31 @@ class SplitFileDataset(DatasetBase):
                     self.skipped_images.append(os.path.relpath(d.impath, dataset_dir))
             splits.append(kept)
         if self.skipped_images:
-            warnings.warn(f"{self.registry_name}: left {len(self.skipped_images)} undecodable image(s) out "
-                          f"of the split: {', '.join(self.skipped_images[:5])}")
+            warnings.warn(
+                f"{self.registry_name}: left {len(self.skipped_images)} undecodable image(s) out "
+                f"of the split: {', '.join(self.skipped_images[:5])}"
+            )
         present = {d.label for d in splits[0]}
         empty = [f"{i} '{c}'" for i, c in enumerate(classnames) if i not in present]
         if empty:
-            raise DataError(f"{self.registry_name}: class(es) {', '.join(empty[:5])} have no usable training "
-                            f"image under {dataset_dir}; re-extract the dataset. No split file was written.")
+            raise DataError(
+                f"{self.registry_name}: class(es) {', '.join(empty[:5])} have no usable training "
+                f"image under {dataset_dir}; re-extract the dataset. No split file was written."
+            )
         return (*splits, classnames)
 
     def _check_listed_files(self, items: Sequence[Datum], split_path: str, command: str) -> None:
         missing = [d.impath for d in items if not os.path.isfile(d.impath)]
         if missing:
             raise DatasetMissingError(
-                self.registry_name, os.path.dirname(split_path),
-                [f"{len(missing)} of the {len(items)} images listed in {os.path.basename(split_path)} "
-                 f"(first: {missing[0]})"], command)
+                self.registry_name,
+                os.path.dirname(split_path),
+                [
+                    f"{len(missing)} of the {len(items)} images listed in {os.path.basename(split_path)} "
+                    f"(first: {missing[0]})"
+                ],
+                command,
+            )
 
 
 def _classnames_of(groups: Dict[int, List[Datum]]) -> List[str]:
@@ -264,8 +311,13 @@ class OxfordPets(SplitFileDataset):
         for line in _read_lines(os.path.join(dataset_dir, "annotations", list_name)):
             imname, class_id = line.split()[:2]
             breed = "_".join(imname.split("_")[:-1]).lower()
-            items.append(Datum(impath=os.path.join(dataset_dir, "images", imname + ".jpg"),
-                               label=int(class_id) - 1, classname=breed))
+            items.append(
+                Datum(
+                    impath=os.path.join(dataset_dir, "images", imname + ".jpg"),
+                    label=int(class_id) - 1,
+                    classname=breed,
+                )
+            )
         return items
 
     def generate(self, dataset_dir):
@@ -287,8 +339,13 @@ def _names_by_label(items: Sequence[Datum]) -> List[str]:
 class StanfordCars(SplitFileDataset):
     registry_name, folder, split_prefix = "stanford_cars", "stanford_cars", ""
     split_file = "split_zhou_StanfordCars.json"
-    required = ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat",
-                "cars_test_annos_withlabels.mat")
+    required = (
+        "cars_train",
+        "cars_test",
+        "devkit/cars_train_annos.mat",
+        "devkit/cars_meta.mat",
+        "cars_test_annos_withlabels.mat",
+    )
 
     @staticmethod
     def readable_name(raw: str) -> str:
@@ -301,8 +358,13 @@ class StanfordCars(SplitFileDataset):
         items = []
         for a in annos:
             label = int(a["class"][0, 0]) - 1
-            items.append(Datum(impath=os.path.join(dataset_dir, image_folder, str(a["fname"][0])),
-                               label=label, classname=classnames[label]))
+            items.append(
+                Datum(
+                    impath=os.path.join(dataset_dir, image_folder, str(a["fname"][0])),
+                    label=label,
+                    classname=classnames[label],
+                )
+            )
         return items
 
     def generate(self, dataset_dir):
@@ -326,8 +388,10 @@ class OxfordFlowers(SplitFileDataset):
             with open(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
                 cat_to_name = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"oxford_flowers: {os.path.join(dataset_dir, 'cat_to_name.json')} is not valid JSON "
-                            f"({e}); get CoOp's copy again.") from None
+            raise DataError(
+                f"oxford_flowers: {os.path.join(dataset_dir, 'cat_to_name.json')} is not valid JSON "
+                f"({e}); get CoOp's copy again."
+            ) from None
         if not isinstance(cat_to_name, dict):
             raise DataError("oxford_flowers: cat_to_name.json must map labels '1'..'102' to names.")
         missing = sorted({int(y) for y in labels} - {int(k) for k in cat_to_name})
@@ -336,8 +400,13 @@ class OxfordFlowers(SplitFileDataset):
         groups: Dict[int, List[Datum]] = defaultdict(list)  # classes in first-appearance order, as CoOp
         for i, y in enumerate(labels):  # image_00001.jpg has the first label
             label = int(y) - 1
-            groups[label].append(Datum(impath=os.path.join(dataset_dir, "jpg", f"image_{i + 1:05d}.jpg"),
-                                       label=label, classname=cat_to_name[str(int(y))]))
+            groups[label].append(
+                Datum(
+                    impath=os.path.join(dataset_dir, "jpg", f"image_{i + 1:05d}.jpg"),
+                    label=label,
+                    classname=cat_to_name[str(int(y))],
+                )
+            )
         return (*split_per_class(groups, random.Random(SPLIT_SEED)), _classnames_of(groups))
 
 
@@ -367,8 +436,13 @@ class EuroSAT(ClassFolderDataset):
 class FGVCAircraft(SplitFileDataset):
     registry_name, folder, split_prefix = "fgvc_aircraft", "fgvc_aircraft", "images"
     split_file = "split_zhou_FGVCAircraft.json"
-    required = ("images", "variants.txt", "images_variant_train.txt", "images_variant_val.txt",
-                "images_variant_test.txt")
+    required = (
+        "images",
+        "variants.txt",
+        "images_variant_train.txt",
+        "images_variant_val.txt",
+        "images_variant_test.txt",
+    )
 
     def generate(self, dataset_dir):
         classnames = _read_lines(os.path.join(dataset_dir, "variants.txt"))  # file order, as CoOp
@@ -379,10 +453,17 @@ class FGVCAircraft(SplitFileDataset):
             for line in _read_lines(os.path.join(dataset_dir, f"images_variant_{part}.txt")):
                 image_id, variant = line.split(" ", 1)
                 if variant not in label_of:
-                    raise DataError(f"fgvc_aircraft: images_variant_{part}.txt names variant {variant!r}, "
-                                    f"which variants.txt does not list.")
-                items.append(Datum(impath=os.path.join(dataset_dir, "images", image_id + ".jpg"),
-                                   label=label_of[variant], classname=variant))
+                    raise DataError(
+                        f"fgvc_aircraft: images_variant_{part}.txt names variant {variant!r}, "
+                        f"which variants.txt does not list."
+                    )
+                items.append(
+                    Datum(
+                        impath=os.path.join(dataset_dir, "images", image_id + ".jpg"),
+                        label=label_of[variant],
+                        classname=variant,
+                    )
+                )
             splits.append(items)
         return (*splits, classnames)
 
@@ -411,8 +492,9 @@ class SUN397(SplitFileDataset):
                 if category not in label_of:
                     raise DataError(f"sun397: {list_name} lists {line}, whose class is not in ClassName.txt")
                 label = label_of[category]
-                items.append(Datum(impath=os.path.join(dataset_dir, "SUN397", relpath), label=label,
-                                   classname=classnames[label]))
+                items.append(
+                    Datum(impath=os.path.join(dataset_dir, "SUN397", relpath), label=label, classname=classnames[label])
+                )
             return items
 
         trainval, test = read("Training_01.txt"), read("Testing_01.txt")
@@ -429,8 +511,12 @@ def ucf_folder_name(action: str) -> str:
 class UCF101(SplitFileDataset):
     registry_name, folder, split_prefix = "ucf101", "ucf101", "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
-    required = ("UCF-101-midframes", "ucfTrainTestlist/classInd.txt", "ucfTrainTestlist/trainlist01.txt",
-                "ucfTrainTestlist/testlist01.txt")
+    required = (
+        "UCF-101-midframes",
+        "ucfTrainTestlist/classInd.txt",
+        "ucfTrainTestlist/trainlist01.txt",
+        "ucfTrainTestlist/testlist01.txt",
+    )
 
     def generate(self, dataset_dir):
         label_of, classnames = {}, {}
@@ -444,9 +530,15 @@ class UCF101(SplitFileDataset):
             for line in _read_lines(os.path.join(dataset_dir, "ucfTrainTestlist", list_name)):
                 action, video = line.split()[0].split("/")
                 folder = ucf_folder_name(action)
-                items.append(Datum(impath=os.path.join(dataset_dir, self.split_prefix, folder,
-                                                       os.path.splitext(video)[0] + ".jpg"),
-                                   label=label_of[action], classname=folder))
+                items.append(
+                    Datum(
+                        impath=os.path.join(
+                            dataset_dir, self.split_prefix, folder, os.path.splitext(video)[0] + ".jpg"
+                        ),
+                        label=label_of[action],
+                        classname=folder,
+                    )
+                )
             return items
 
         trainval, test = read("trainlist01.txt"), read("testlist01.txt")
@@ -456,9 +548,11 @@ class UCF101(SplitFileDataset):
 
 # ------------------------------------------------------------------ ImageNet and its variants
 
+
 def _library_file(package: str, relpath: str) -> str:
     """A data file shipped inside an installed package, found without importing the package."""
     import importlib.util
+
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"The ImageNet class table comes from the installed {package} package, which is missing.")
@@ -474,14 +568,20 @@ def imagenet_classnames_table() -> List[Tuple[str, str]]:
     tuple), without importing the libraries, which takes many seconds.
     """
     import ast
+
     with open(_library_file("timm", "data/_info/imagenet_synsets.txt")) as f:
         wnids = [line.strip() for line in f if line.strip()]
     with open(_library_file("open_clip", "zero_shot_metadata.py")) as f:
         tree = ast.parse(f.read())
-    names = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-                 and any(getattr(t, "id", "") == "IMAGENET_CLASSNAMES" for t in node.targets))
+    names = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "IMAGENET_CLASSNAMES" for t in node.targets)
+    )
     if len(wnids) != 1000 or len(names) != 1000:
-        raise DataError(f"Expected 1000 ImageNet wnids and names in timm/open_clip; found {len(wnids)} and {len(names)}.")
+        raise DataError(
+            f"Expected 1000 ImageNet wnids and names in timm/open_clip; found {len(wnids)} and {len(names)}."
+        )
     return list(zip(wnids, names))
 
 
@@ -504,8 +604,7 @@ class ImageNetFamily(DatasetBase):
         dataset_dir = os.path.join(root, self.folder)
         missing = [p for p in needed if not os.path.exists(os.path.join(dataset_dir, p))]
         if missing:
-            raise DatasetMissingError(self.registry_name, dataset_dir, missing,
-                                      prep_command(root, self.registry_name))
+            raise DatasetMissingError(self.registry_name, dataset_dir, missing, prep_command(root, self.registry_name))
         return root, dataset_dir, read_classnames_txt(os.path.join(dataset_dir, "classnames.txt"))
 
     @staticmethod
@@ -545,12 +644,16 @@ class ImageNet(ImageNetFamily):
         train = self._read_wnid_folders(os.path.join(image_dir, "train"), names, source)
         test = self._read_wnid_folders(os.path.join(image_dir, "val"), names, source)
         if {d.classname for d in train} != {d.classname for d in test}:
-            raise DataError(f"imagenet: images/train and images/val hold different classes in {image_dir}; "
-                            f"one of them is incompletely extracted.")
+            raise DataError(
+                f"imagenet: images/train and images/val hold different classes in {image_dir}; "
+                f"one of them is incompletely extracted."
+            )
         lists = os.path.join(dataset_dir, self.item_lists)
         if os.path.isfile(lists):
-            remedy = (f"Delete it to use the sorted folder listing instead (CoOp's order is recorded only in "
-                      f"that file, so few-shot picks then differ from CoOp's).")
+            remedy = (
+                "Delete it to use the sorted folder listing instead (CoOp's order is recorded only in "
+                "that file, so few-shot picks then differ from CoOp's)."
+            )
             data = load_dassl_pickle(lists, "ImageNet item list", remedy)
             if not isinstance(data.get("test"), list):
                 raise DataError(f"ImageNet item list {lists} has no 'test' list. {remedy}")
@@ -569,8 +672,15 @@ class ImageNetVariant(ImageNetFamily):
         _, dataset_dir, names = self._locate(cfg, ("classnames.txt", self.image_subdir))
         image_dir = os.path.join(dataset_dir, self.image_subdir)
         items, classnames = self.read(image_dir, names, os.path.join(dataset_dir, "classnames.txt"))
-        super().__init__(items, [], items, classnames=classnames, name=self.registry_name,
-                         dataset_dir=dataset_dir, image_dir=image_dir)
+        super().__init__(
+            items,
+            [],
+            items,
+            classnames=classnames,
+            name=self.registry_name,
+            dataset_dir=dataset_dir,
+            image_dir=image_dir,
+        )
 
     def read(self, image_dir, names, source):
         items = self._read_wnid_folders(image_dir, names, source)
@@ -608,12 +718,16 @@ class ImageNetV2(ImageNetVariant):
         expected = {str(i) for i in range(len(classnames))}
         if folders != expected:
             missing = sorted(expected - folders, key=int)
-            raise DataError(f"imagenet_v2: {image_dir} must hold folders 0..{len(classnames) - 1}; "
-                            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
-                            f"{sorted(folders - expected)[:5]}. Extract the archive again.")
+            raise DataError(
+                f"imagenet_v2: {image_dir} must hold folders 0..{len(classnames) - 1}; "
+                f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+                f"{sorted(folders - expected)[:5]}. Extract the archive again."
+            )
         items = []
         for label in range(len(classnames)):
             folder = os.path.join(image_dir, str(label))
-            items += [Datum(impath=os.path.join(folder, f), label=label, classname=classnames[label])
-                      for f in list_images(folder)]
+            items += [
+                Datum(impath=os.path.join(folder, f), label=label, classname=classnames[label])
+                for f in list_images(folder)
+            ]
         return items, classnames

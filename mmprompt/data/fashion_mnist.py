@@ -10,6 +10,7 @@ class id 0..9) and ``classnames.json``. Registered as ``fashion_mnist``.
 Images stay one grey channel on disk; the loader's ``convert("RGB")`` copies it into the three
 channels an RGB backbone expects.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,13 +28,21 @@ INFO = FGVCInfo(NAME, "Fashion-MNIST", "fashion-mnist", "images", 10)
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # the official file names, each read plain or gzipped
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 # label id -> name, as the dataset's README lists them
 CLASSNAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def parse_idx(data: bytes, source: str = "idx data") -> np.ndarray:
@@ -51,8 +60,10 @@ def parse_idx(data: bytes, source: str = "idx data") -> np.ndarray:
     count = int(np.prod(shape))
     itemsize = np.dtype(dtype).itemsize
     if len(data) != header + count * itemsize:
-        raise DataError(f"{source}: the header promises {shape} values ({header + count * itemsize} bytes) but the "
-                        f"file has {len(data)} bytes; the file is truncated or not this format.")
+        raise DataError(
+            f"{source}: the header promises {shape} values ({header + count * itemsize} bytes) but the "
+            f"file has {len(data)} bytes; the file is truncated or not this format."
+        )
     return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(shape)
 
 
@@ -65,9 +76,11 @@ def read_idx_file(folder: str, stem: str) -> np.ndarray:
                     return parse_idx(f.read(), path)
             except (OSError, EOFError) as e:  # a damaged gzip stream
                 raise DataError(f"{path} cannot be read ({e}); reinstall {DEBIAN_PACKAGE}.") from None
-    raise DataError(f"Neither {stem}.gz nor {stem} is in {folder}. Fashion-MNIST comes with the Debian package "
-                    f"{DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE}, files in {DEBIAN_DIR}), or pass "
-                    f"--src to a folder holding the four official idx files.")
+    raise DataError(
+        f"Neither {stem}.gz nor {stem} is in {folder}. Fashion-MNIST comes with the Debian package "
+        f"{DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE}, files in {DEBIAN_DIR}), or pass "
+        f"--src to a folder holding the four official idx files."
+    )
 
 
 def read_split(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -75,10 +88,14 @@ def read_split(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     images_stem, labels_stem = FILES[split]
     images, labels = read_idx_file(folder, images_stem), read_idx_file(folder, labels_stem)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{folder}: {split} images {images.shape} and labels {labels.shape} do not pair up "
-                        f"(expected (N, H, W) and (N,)).")
+        raise DataError(
+            f"{folder}: {split} images {images.shape} and labels {labels.shape} do not pair up "
+            f"(expected (N, H, W) and (N,))."
+        )
     if labels.size and int(labels.max()) >= len(CLASSNAMES):
-        raise DataError(f"{folder}: {split} labels go up to {int(labels.max())}; Fashion-MNIST has {len(CLASSNAMES)} classes.")
+        raise DataError(
+            f"{folder}: {split} labels go up to {int(labels.max())}; Fashion-MNIST has {len(CLASSNAMES)} classes."
+        )
     return images, labels
 
 

@@ -24,6 +24,7 @@ cars       Stanford-cars               the folder       196
 hyperparameters on val). Few-shot splits are cached under the dataset folder like the CLIP
 datasets'.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,13 +50,16 @@ class FGVCInfo:
     num_classes: int  # classes of the official release
 
 
-FGVC_DATASETS: Dict[str, FGVCInfo] = {i.name: i for i in [
-    FGVCInfo("cub", "CUB-200-2011", "CUB_200_2011", "images", 200),
-    FGVCInfo("nabirds", "NABirds", "nabirds", "images", 555),
-    FGVCInfo("flowers", "Oxford Flowers 102", "OxfordFlower", "", 102),
-    FGVCInfo("dogs", "Stanford Dogs", "Stanford-dogs", "Images", 120),
-    FGVCInfo("cars", "Stanford Cars", "Stanford-cars", "", 196),
-]}
+FGVC_DATASETS: Dict[str, FGVCInfo] = {
+    i.name: i
+    for i in [
+        FGVCInfo("cub", "CUB-200-2011", "CUB_200_2011", "images", 200),
+        FGVCInfo("nabirds", "NABirds", "nabirds", "images", 555),
+        FGVCInfo("flowers", "Oxford Flowers 102", "OxfordFlower", "", 102),
+        FGVCInfo("dogs", "Stanford Dogs", "Stanford-dogs", "Images", 120),
+        FGVCInfo("cars", "Stanford Cars", "Stanford-cars", "", 196),
+    ]
+}
 
 
 def prep_command(root: str, name: str) -> str:
@@ -79,8 +83,7 @@ def read_vpt_json(path: str) -> Dict[str, ClassId]:
         raise DataError(f"{path} must map image paths to class ids; got a {type(data).__name__}.")
     for rel, label in data.items():
         if isinstance(label, bool) or not isinstance(label, (int, str)) or label == "":
-            raise DataError(f"{path}: class id of {rel!r} must be an integer or a string (CUB's '001'); "
-                            f"got {label!r}.")
+            raise DataError(f"{path}: class id of {rel!r} must be an integer or a string (CUB's '001'); got {label!r}.")
     return data
 
 
@@ -94,8 +97,10 @@ def vpt_label_map(splits: Dict[str, Dict[str, ClassId]], where: str) -> Dict[Cla
     """
     ids = {y for split in splits.values() for y in split.values()}
     if len({type(y) for y in ids}) > 1:
-        raise DataError(f"{where}: class ids mix integers and strings ({sorted(map(repr, ids))[:4]}...); "
-                        f"VPT's sorting needs one kind. Rewrite the split files with one kind of id.")
+        raise DataError(
+            f"{where}: class ids mix integers and strings ({sorted(map(repr, ids))[:4]}...); "
+            f"VPT's sorting needs one kind. Rewrite the split files with one kind of id."
+        )
     return {y: i for i, y in enumerate(sorted(ids))}
 
 
@@ -137,14 +142,16 @@ def _owner_names(name: str, dataset_dir: str) -> Dict[str, str]:
     for mat in ("devkit/cars_meta.mat", "cars_annos.mat") if name == "cars" else ():
         if os.path.isfile(os.path.join(dataset_dir, mat)):
             from scipy.io import loadmat
+
             names = loadmat(os.path.join(dataset_dir, mat)).get("class_names")
             if names is not None:
                 return {str(i): str(n.ravel()[0]) for i, n in enumerate(names.ravel(), start=1)}
     return {}
 
 
-def names_from_vpt_files(name: str, dataset_dir: str, splits: Dict[str, Dict[str, ClassId]],
-                         label_of: Dict[ClassId, int]) -> List[str]:
+def names_from_vpt_files(
+    name: str, dataset_dir: str, splits: Dict[str, Dict[str, ClassId]], label_of: Dict[ClassId, int]
+) -> List[str]:
     """Class names for VPT's own split files, which carry none: CUB's and Dogs' image folders name
     their classes; NABirds, Flowers and Cars take them from the owners' files when the folder has
     them (:func:`_owner_names`); any other class is named by its id as VPT numbers it."""
@@ -187,28 +194,49 @@ class FGVCDataset(DatasetBase):
         if classnames is None:
             classnames = names_from_vpt_files(name, dataset_dir, splits, label_of)
         elif len(classnames) != len(label_of):
-            raise DataError(f"{name}: the split files in {dataset_dir} hold {len(label_of)} class ids but "
-                            f"{CLASSNAMES_FILE} names {len(classnames)} classes. Delete {CLASSNAMES_FILE} (names "
-                            f"then come from the split files) or run the prep script again.")
+            raise DataError(
+                f"{name}: the split files in {dataset_dir} hold {len(label_of)} class ids but "
+                f"{CLASSNAMES_FILE} names {len(classnames)} classes. Delete {CLASSNAMES_FILE} (names "
+                f"then come from the split files) or run the prep script again."
+            )
         missing_train = sorted(set(label_of) - set(splits["train"].values()))
         if missing_train:
-            raise DataError(f"{name}: class(es) {', '.join(f'{y!r} {classnames[label_of[y]]!r}' for y in missing_train[:5])} "
-                            f"have no training image in {os.path.join(dataset_dir, SPLIT_FILES['train'])}.")
-        items = {s: [Datum(impath=os.path.join(image_dir, rel), label=label_of[y], classname=classnames[label_of[y]])
-                     for rel, y in split.items()] for s, split in splits.items()}
+            raise DataError(
+                f"{name}: class(es) {', '.join(f'{y!r} {classnames[label_of[y]]!r}' for y in missing_train[:5])} "
+                f"have no training image in {os.path.join(dataset_dir, SPLIT_FILES['train'])}."
+            )
+        items = {
+            s: [
+                Datum(impath=os.path.join(image_dir, rel), label=label_of[y], classname=classnames[label_of[y]])
+                for rel, y in split.items()
+            ]
+            for s, split in splits.items()
+        }
         absent = [d.impath for split in items.values() for d in split if not os.path.isfile(d.impath)]
         if absent:
             listed = sum(len(v) for v in items.values())
-            raise DatasetMissingError(name, image_dir, [f"{len(absent)} of the {listed} images its split files "
-                                                        f"list (first: {absent[0]})"], prep)
+            raise DatasetMissingError(
+                name,
+                image_dir,
+                [f"{len(absent)} of the {listed} images its split files list (first: {absent[0]})"],
+                prep,
+            )
         train = items["train"] + (items["val"] if cfg.DATASET.FGVC.TRAINVAL else [])
-        super().__init__(train, items["val"], items["test"], classnames=classnames, name=name,
-                         dataset_dir=dataset_dir, image_dir=image_dir)
+        super().__init__(
+            train,
+            items["val"],
+            items["test"],
+            classnames=classnames,
+            name=name,
+            dataset_dir=dataset_dir,
+            image_dir=image_dir,
+        )
 
 
 def _register(name: str):
     def build(cfg) -> FGVCDataset:
         return FGVCDataset(cfg, name)
+
     build.__name__ = f"build_{name}"
     build.__doc__ = f"{FGVC_DATASETS[name].title} in VPT's layout (see mmprompt.data.fgvc)."
     DATASETS.register(name, build)

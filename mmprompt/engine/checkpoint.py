@@ -11,6 +11,7 @@ Layout under ``OUTPUT_DIR/checkpoints``::
 A crash between two writes leaves the previous ``last_checkpoint.json`` valid, because the pointer
 is replaced only after both files it names are complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ def write_text_atomic(path: str, text: str) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
     _atomic(path, write)
 
 
@@ -58,16 +60,22 @@ def method_signature(cfg) -> Dict[str, str]:
     arch = cfg.MODEL.BACKBONE.ARCH
     if arch.endswith(".json") or os.sep in arch:  # a config file: where it lives does not matter
         arch = os.path.basename(arch.rstrip(os.sep))
-    return {"model": cfg.MODEL.NAME, "methods": json.dumps(list(cfg.PROMPT.METHODS)),
-            "backbone": f"{cfg.MODEL.BACKBONE.NAME}:{arch}"}
+    return {
+        "model": cfg.MODEL.NAME,
+        "methods": json.dumps(list(cfg.PROMPT.METHODS)),
+        "backbone": f"{cfg.MODEL.BACKBONE.NAME}:{arch}",
+    }
 
 
-def save_weights(path: str, state: Dict[str, torch.Tensor], cfg, config_text: Optional[str] = None,
-                 **info) -> None:
+def save_weights(path: str, state: Dict[str, torch.Tensor], cfg, config_text: Optional[str] = None, **info) -> None:
     """``config_text``: ``cfg.dump()`` when the caller has it already (dumping takes ~0.1 s)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    metadata = {"format": FORMAT, "config": config_text or cfg.dump(), **method_signature(cfg),
-                **{k: str(v) for k, v in info.items()}}
+    metadata = {
+        "format": FORMAT,
+        "config": config_text or cfg.dump(),
+        **method_signature(cfg),
+        **{k: str(v) for k, v in info.items()},
+    }
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -79,13 +87,16 @@ def load_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
             metadata = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise MMPromptError(f"{path} is not a readable safetensors checkpoint ({e}). "
-                            "Was the download or the save cut short?") from None
+        raise MMPromptError(
+            f"{path} is not a readable safetensors checkpoint ({e}). Was the download or the save cut short?"
+        ) from None
     bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise MMPromptError(f"{path} holds NaN or infinite values in {', '.join(sorted(bad)[:5])}"
-                            f"{' ...' if len(bad) > 5 else ''}: these weights are unusable (the run that saved "
-                            "them diverged). Use an earlier checkpoint of that run.")
+        raise MMPromptError(
+            f"{path} holds NaN or infinite values in {', '.join(sorted(bad)[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}: these weights are unusable (the run that saved "
+            "them diverged). Use an earlier checkpoint of that run."
+        )
     return state, metadata
 
 
@@ -93,12 +104,18 @@ def check_fits_config(metadata: Dict[str, str], cfg, path: str) -> None:
     """A checkpoint of another method or backbone fails here with both sides named."""
     mine = method_signature(cfg)
     theirs = {k: metadata.get(k) for k in mine}
-    diffs = [f"{k}: checkpoint {theirs[k]} vs config {mine[k]}" for k in mine
-             if theirs[k] is not None and theirs[k] != mine[k]]
+    diffs = [
+        f"{k}: checkpoint {theirs[k]} vs config {mine[k]}"
+        for k in mine
+        if theirs[k] is not None and theirs[k] != mine[k]
+    ]
     if diffs:
-        raise MMPromptError(f"The checkpoint {path} was trained with another setup:\n  " + "\n  ".join(diffs)
-                            + "\nUse the config it was trained with (stored in the checkpoint and in its "
-                            "run's config.yaml), or a checkpoint of this method.")
+        raise MMPromptError(
+            f"The checkpoint {path} was trained with another setup:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse the config it was trained with (stored in the checkpoint and in its "
+            "run's config.yaml), or a checkpoint of this method."
+        )
 
 
 def weights_path(model_dir: str, epoch: Optional[int] = None) -> str:
@@ -120,10 +137,14 @@ def weights_path(model_dir: str, epoch: Optional[int] = None) -> str:
 
 # ---- trainer state -------------------------------------------------------------------------
 
+
 def rng_state() -> Dict[str, object]:
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -147,8 +168,16 @@ def save_trainer_state(path: str, state: Dict[str, object]) -> None:
 
 
 # what every trainer state holds (the trainer writes more; these are what resuming reads)
-TRAINER_STATE_KEYS = {"epoch": int, "iter": int, "step": int, "optimizer": dict, "scheduler": dict,
-                      "rng": list, "best": dict, "seed": int}
+TRAINER_STATE_KEYS = {
+    "epoch": int,
+    "iter": int,
+    "step": int,
+    "optimizer": dict,
+    "scheduler": dict,
+    "rng": list,
+    "best": dict,
+    "seed": int,
+}
 
 
 def load_trainer_state(path: str) -> Dict[str, object]:
@@ -157,20 +186,27 @@ def load_trainer_state(path: str) -> Dict[str, object]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise MMPromptError(f"Trainer state {path} is missing; cannot resume from it. Start the run again "
-                            "with --overwrite.") from None
+        raise MMPromptError(
+            f"Trainer state {path} is missing; cannot resume from it. Start the run again with --overwrite."
+        ) from None
     except Exception as e:  # truncated zip, pickle refused by weights_only, not a torch file at all
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise MMPromptError(f"Trainer state {path} is unreadable ({type(e).__name__}: {first}): truncated, "
-                            "corrupt or not written by mmprompt. Start the run again with --overwrite.") from None
+        raise MMPromptError(
+            f"Trainer state {path} is unreadable ({type(e).__name__}: {first}): truncated, "
+            "corrupt or not written by mmprompt. Start the run again with --overwrite."
+        ) from None
     if not isinstance(state, dict):
         raise MMPromptError(f"Trainer state {path} holds a {type(state).__name__}, not mmprompt's trainer state.")
-    wrong = [f"{k} (missing)" if k not in state else f"{k} ({type(state[k]).__name__}, not {t.__name__})"
-             for k, t in TRAINER_STATE_KEYS.items()
-             if k not in state or not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
+    wrong = [
+        f"{k} (missing)" if k not in state else f"{k} ({type(state[k]).__name__}, not {t.__name__})"
+        for k, t in TRAINER_STATE_KEYS.items()
+        if k not in state or not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))
+    ]
     if wrong:
-        raise MMPromptError(f"Trainer state {path} is incomplete: {', '.join(wrong)}. It was not written by "
-                            "this version of mmprompt's trainer; start the run again with --overwrite.")
+        raise MMPromptError(
+            f"Trainer state {path} is incomplete: {', '.join(wrong)}. It was not written by "
+            "this version of mmprompt's trainer; start the run again with --overwrite."
+        )
     return state
 
 
@@ -178,11 +214,14 @@ def write_pointer(folder: str, record: Dict[str, object]) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f)
+
     _atomic(os.path.join(folder, POINTER), write)
 
 
-_POINTER_FILES = {"model": re.compile(r"^model-[A-Za-z0-9_.-]+\.safetensors$"),
-                  "trainer": re.compile(r"^trainer-[A-Za-z0-9_.-]+\.pt$")}
+_POINTER_FILES = {
+    "model": re.compile(r"^model-[A-Za-z0-9_.-]+\.safetensors$"),
+    "trainer": re.compile(r"^trainer-[A-Za-z0-9_.-]+\.pt$"),
+}
 
 
 def read_pointer(folder: str) -> Optional[Dict[str, object]]:
@@ -195,8 +234,9 @@ def read_pointer(folder: str) -> Optional[Dict[str, object]]:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MMPromptError(f"{path} is corrupt ({e}). Delete it to resume from scratch, or start the run "
-                            "again with --overwrite.") from None
+        raise MMPromptError(
+            f"{path} is corrupt ({e}). Delete it to resume from scratch, or start the run again with --overwrite."
+        ) from None
     problems = []
     if not isinstance(record, dict):
         problems.append(f"it holds a {type(record).__name__}, not an object")
@@ -208,6 +248,8 @@ def read_pointer(folder: str) -> Optional[Dict[str, object]]:
             if isinstance(record.get(key), bool) or not isinstance(record.get(key), int) or record[key] < 0:
                 problems.append(f"{key} {record.get(key)!r} is not a count")
     if problems:
-        raise MMPromptError(f"{path} is corrupt: {'; '.join(problems)}. Delete it to resume from scratch, or "
-                            "start the run again with --overwrite.")
+        raise MMPromptError(
+            f"{path} is corrupt: {'; '.join(problems)}. Delete it to resume from scratch, or "
+            "start the run again with --overwrite."
+        )
     return record

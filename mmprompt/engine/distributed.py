@@ -9,6 +9,7 @@ Errors: a rank that fails prints its error at once and exits without waiting for
 (:func:`cleanup_distributed` waits in a barrier only after success); torchrun then stops the
 other ranks, and :func:`relaunch_with_torchrun` names the rank that failed first.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,13 +50,15 @@ def check_backend(backend: str, use_cuda: bool) -> str:
     """The backend for ``backend`` (auto, nccl, gloo) on this machine; nccl without a usable GPU
     is a ConfigError instead of a crash inside the process-group set-up."""
     from ..errors import ConfigError
+
     cuda = use_cuda and torch.cuda.is_available()
     if backend == "auto":
         return "nccl" if cuda else "gloo"
     if backend == "nccl" and not cuda:
         why = "USE_CUDA is False" if not use_cuda else "no GPU is visible to this process"
-        raise ConfigError(f"TRAIN.DIST_BACKEND nccl needs GPUs, but {why}. Use TRAIN.DIST_BACKEND gloo (or auto) "
-                          "for CPU processes.")
+        raise ConfigError(
+            f"TRAIN.DIST_BACKEND nccl needs GPUs, but {why}. Use TRAIN.DIST_BACKEND gloo (or auto) for CPU processes."
+        )
     if backend == "nccl" and not dist.is_nccl_available():
         raise ConfigError("TRAIN.DIST_BACKEND nccl: this PyTorch build has no NCCL. Use gloo (or auto).")
     return backend
@@ -87,15 +90,23 @@ def cleanup_distributed(succeeded: bool = True) -> None:
 
 
 # how gloo / NCCL / the TCP store report that another rank went away
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
-              "Socket Timeout", "failed to recv", "Connection refused")
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "Socket Timeout",
+    "failed to recv",
+    "Connection refused",
+)
 
 
 def is_peer_failure(error: BaseException) -> bool:
     """Whether ``error`` is this rank noticing that another rank died (which reports its own error)."""
     dist_error = getattr(dist, "DistError", ())
-    return world_size() > 1 and (isinstance(error, dist_error) or
-                                 (isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE)))
+    return world_size() > 1 and (
+        isinstance(error, dist_error) or (isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE))
+    )
 
 
 def barrier() -> None:
@@ -110,8 +121,7 @@ def relaunch_with_torchrun(nproc: int, argv: Optional[List[str]] = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     argv = list(sys.argv if argv is None else argv)
-    args = torchrun.get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc}", argv[0], *argv[1:]])
+    args = torchrun.get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", argv[0], *argv[1:]])
     previous = os.environ.get(OUTPUT_DIR_OWNED_BY_LAUNCHER)
     os.environ[OUTPUT_DIR_OWNED_BY_LAUNCHER] = "1"
     try:
@@ -120,8 +130,11 @@ def relaunch_with_torchrun(nproc: int, argv: Optional[List[str]] = None) -> int:
         rank, failure = e.get_first_failure()
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"stopped with exit code {code}"
-        print(f"error: rank {rank} of {nproc} {how} (its error is printed above); the other ranks were "
-              "stopped.", file=sys.stderr, flush=True)
+        print(
+            f"error: rank {rank} of {nproc} {how} (its error is printed above); the other ranks were stopped.",
+            file=sys.stderr,
+            flush=True,
+        )
         return code if code > 0 else 1
     finally:
         if previous is None:
@@ -141,12 +154,24 @@ class EpochBatchSampler(Sampler[List[int]]):
     global batch that would not split evenly is dropped (Dassl drops the last train batch too).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int,
-                 world: int = 1, rank: int = 0, drop_last: bool = True):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        world: int = 1,
+        rank: int = 0,
+        drop_last: bool = True,
+    ):
         if batch_size % world:
             from ..errors import ConfigError
-            raise ConfigError(f"The train batch size {batch_size} (the global batch) must be divisible "
-                              f"by the number of processes {world}.")
+
+            raise ConfigError(
+                f"The train batch size {batch_size} (the global batch) must be divisible "
+                f"by the number of processes {world}."
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.world, self.rank = shuffle, seed, world, rank
         # Dassl keeps a short last batch when the data is smaller than one batch
@@ -162,16 +187,16 @@ class EpochBatchSampler(Sampler[List[int]]):
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))
-        batches = [order[i:i + self.batch_size] for i in range(0, self.num_samples, self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, self.num_samples, self.batch_size)]
         if batches and len(batches[-1]) < self.batch_size and (self.drop_last or len(batches[-1]) % self.world):
             batches.pop()
         return batches
 
     def __iter__(self) -> Iterator[List[int]]:
         per_rank = None
-        for batch in self._global_batches()[self.skip:]:
+        for batch in self._global_batches()[self.skip :]:
             per_rank = len(batch) // self.world
-            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def __len__(self) -> int:
         return len(self._global_batches()) - self.skip
@@ -220,7 +245,7 @@ def gather_tensor(t: torch.Tensor) -> torch.Tensor:
     dist.all_gather(sizes, n)
     sizes = [int(s.item()) for s in sizes]
     padded = torch.zeros((max(sizes),) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-    padded[:t.shape[0]] = t
+    padded[: t.shape[0]] = t
     out = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(out, padded)
     return torch.cat([o[:s] for o, s in zip(out, sizes)])

@@ -5,6 +5,7 @@ redone after a crash appear twice; readers keep the last record per (kind, step)
 while writing may leave a cut-off last line: the next run starts on a new line, and readers skip
 such a line with a warning.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,14 @@ class RunLogger:
                 require("tensorboard", "TRAIN.TENSORBOARD True (tensorboard scalars)")
             except MMPromptError as e:
                 # log.jsonl holds every scalar too, so a run without tensorboard loses nothing
-                print(f"warning: {e} Writing log.jsonl only (TRAIN.TENSORBOARD False silences this).",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"warning: {e} Writing log.jsonl only (TRAIN.TENSORBOARD False silences this).",
+                    file=sys.stderr,
+                    flush=True,
+                )
             else:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
     def log(self, kind: str, step: int, values: Dict[str, object], **extra) -> None:
@@ -78,9 +83,14 @@ def read_log(path: str):
             continue
         latest[(r.get("kind"), r.get("step"), r.get("dataset"))] = r
     if bad and not latest:
-        raise MMPromptError(f"{path} holds no readable record (line {bad[0]} is not a JSON record with a kind and "
-                            "a step): it is not a log.jsonl written by mmprompt.")
+        raise MMPromptError(
+            f"{path} holds no readable record (line {bad[0]} is not a JSON record with a kind and "
+            "a step): it is not a log.jsonl written by mmprompt."
+        )
     if bad:
-        print(f"warning: {path}: skipped {len(bad)} line(s) that are not JSON records (line "
-              f"{', '.join(map(str, bad[:5]))}); a run killed while writing leaves one.", file=sys.stderr)
+        print(
+            f"warning: {path}: skipped {len(bad)} line(s) that are not JSON records (line "
+            f"{', '.join(map(str, bad[:5]))}); a run killed while writing leaves one.",
+            file=sys.stderr,
+        )
     return sorted(latest.values(), key=lambda r: (r.get("step", 0), r.get("time", 0)))

@@ -5,6 +5,7 @@ Parameter groups come from the model itself: any submodule may declare
 ``no_weight_decay() -> [names relative to it]`` (SuperPos's ``E``). ``OPTIM.GROUP_LR`` maps a
 declared group, or a parameter-name prefix such as ``head``, to its learning rate.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,9 +56,11 @@ def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
     """Trainable parameters split by (lr group, weight decay on/off), each with its own options."""
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not trainable:
-        raise ConfigError("The model has no trainable parameters: check PROMPT.METHODS and "
-                          "MODEL.BACKBONE.FREEZE (a frozen backbone with no prompts and no head "
-                          "has nothing to train).")
+        raise ConfigError(
+            "The model has no trainable parameters: check PROMPT.METHODS and "
+            "MODEL.BACKBONE.FREEZE (a frozen backbone with no prompts and no head "
+            "has nothing to train)."
+        )
     group_lr = _flat_group_lr(cfg.OPTIM.GROUP_LR)
 
     declared: Dict[str, set] = {}
@@ -75,9 +78,11 @@ def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
             members = {n for n in trainable if n == group or n.startswith(group + ".")}
         if not members:
             known = sorted(declared) or ["(none declared)"]
-            raise ConfigError(f"OPTIM.GROUP_LR.{group} matches no trainable parameter: it is neither "
-                              f"a group the prompt modules declare ({', '.join(known)}) nor a prefix "
-                              f"of a trainable parameter name (e.g. {next(iter(trainable))}).")
+            raise ConfigError(
+                f"OPTIM.GROUP_LR.{group} matches no trainable parameter: it is neither "
+                f"a group the prompt modules declare ({', '.join(known)}) nor a prefix "
+                f"of a trainable parameter name (e.g. {next(iter(trainable))})."
+            )
         for n in members:
             if n in group_of:
                 raise ConfigError(f"Parameter {n} is in two OPTIM.GROUP_LR groups: {group_of[n]} and {group}")
@@ -92,13 +97,15 @@ def build_param_groups(model: nn.Module, cfg) -> List[Dict]:
         names.setdefault(key, []).append(n)
     param_groups = []
     for (group, skip_wd), params in buckets.items():
-        param_groups.append({
-            "params": params,
-            "param_names": names[(group, skip_wd)],
-            "name": group + (" (no weight decay)" if skip_wd else ""),
-            "lr": group_lr.get(group, cfg.OPTIM.LR),
-            "weight_decay": 0.0 if skip_wd else cfg.OPTIM.WEIGHT_DECAY,
-        })
+        param_groups.append(
+            {
+                "params": params,
+                "param_names": names[(group, skip_wd)],
+                "name": group + (" (no weight decay)" if skip_wd else ""),
+                "lr": group_lr.get(group, cfg.OPTIM.LR),
+                "weight_decay": 0.0 if skip_wd else cfg.OPTIM.WEIGHT_DECAY,
+            }
+        )
     return param_groups
 
 
@@ -106,16 +113,22 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     groups = build_param_groups(model, cfg)
     name = cfg.OPTIM.NAME.lower()
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.OPTIM.LR, momentum=cfg.OPTIM.MOMENTUM,
-                               dampening=cfg.OPTIM.SGD_DAMPNING, nesterov=cfg.OPTIM.SGD_NESTEROV)
+        return torch.optim.SGD(
+            groups,
+            lr=cfg.OPTIM.LR,
+            momentum=cfg.OPTIM.MOMENTUM,
+            dampening=cfg.OPTIM.SGD_DAMPNING,
+            nesterov=cfg.OPTIM.SGD_NESTEROV,
+        )
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.OPTIM.LR, betas=(cfg.OPTIM.ADAM_BETA1, cfg.OPTIM.ADAM_BETA2),
-                                 eps=cfg.OPTIM.ADAM_EPS)
+        return torch.optim.AdamW(
+            groups, lr=cfg.OPTIM.LR, betas=(cfg.OPTIM.ADAM_BETA1, cfg.OPTIM.ADAM_BETA2), eps=cfg.OPTIM.ADAM_EPS
+        )
     if name == "adafactor":
         from transformers.optimization import Adafactor
+
         # Fixed lr (the seed paper's 0.3): no relative step, no scaling by parameter RMS.
-        return Adafactor(groups, lr=cfg.OPTIM.LR, scale_parameter=False, relative_step=False,
-                         warmup_init=False)
+        return Adafactor(groups, lr=cfg.OPTIM.LR, scale_parameter=False, relative_step=False, warmup_init=False)
     raise ConfigError(f"Unknown OPTIM.NAME '{cfg.OPTIM.NAME}': use sgd, adamw or adafactor.")
 
 
@@ -130,9 +143,20 @@ class WarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
     In ``iter`` units it follows the usual per-step form over ``T - W`` steps.
     """
 
-    def __init__(self, optimizer, *, schedule: str, unit: str, total: int, warmup: int,
-                 warmup_type: str, warmup_cons_lr: float, warmup_min_lr: float, steps_per_unit: int,
-                 epoch_decay_span: str = "max_epoch"):
+    def __init__(
+        self,
+        optimizer,
+        *,
+        schedule: str,
+        unit: str,
+        total: int,
+        warmup: int,
+        warmup_type: str,
+        warmup_cons_lr: float,
+        warmup_min_lr: float,
+        steps_per_unit: int,
+        epoch_decay_span: str = "max_epoch",
+    ):
         if schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"Unknown OPTIM.LR_SCHEDULER '{schedule}': use cosine, linear or constant.")
         if warmup_type not in ("constant", "linear"):
@@ -179,8 +203,15 @@ def build_lr_scheduler(optimizer, cfg, steps_per_epoch: int, total_steps: int) -
         total, warmup, per_unit = total_steps, cfg.OPTIM.WARMUP_ITERS, 1
     else:
         raise ConfigError(f"Unknown OPTIM.SCHEDULER_UNIT '{unit}': use epoch or iter.")
-    return WarmupScheduler(optimizer, schedule=cfg.OPTIM.LR_SCHEDULER, unit=unit, total=total,
-                           warmup=warmup, warmup_type=cfg.OPTIM.WARMUP_TYPE,
-                           warmup_cons_lr=cfg.OPTIM.WARMUP_CONS_LR,
-                           warmup_min_lr=cfg.OPTIM.WARMUP_MIN_LR, steps_per_unit=per_unit,
-                           epoch_decay_span=cfg.OPTIM.EPOCH_DECAY_SPAN)
+    return WarmupScheduler(
+        optimizer,
+        schedule=cfg.OPTIM.LR_SCHEDULER,
+        unit=unit,
+        total=total,
+        warmup=warmup,
+        warmup_type=cfg.OPTIM.WARMUP_TYPE,
+        warmup_cons_lr=cfg.OPTIM.WARMUP_CONS_LR,
+        warmup_min_lr=cfg.OPTIM.WARMUP_MIN_LR,
+        steps_per_unit=per_unit,
+        epoch_decay_span=cfg.OPTIM.EPOCH_DECAY_SPAN,
+    )

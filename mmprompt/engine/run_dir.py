@@ -16,6 +16,7 @@ anything heavy is built. It
   ``last_checkpoint.json``);
 * writes ``config.yaml``, except when resuming a run that has one (it stays the run's own).
 """
+
 from __future__ import annotations
 
 import errno
@@ -39,10 +40,22 @@ MODES = ("fresh", "resume", "overwrite", "eval")
 # Keys that do not change what a run trains, so a resumed run may set them differently: where
 # things are read from and written to, speed and logging knobs, how a bad step is handled.
 MAY_CHANGE_ON_RESUME = (
-    "OUTPUT_DIR", "DATASET.ROOT", "USE_CUDA", "MODEL.BACKBONE.CACHE_DIR",
-    "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY", "DATALOADER.TEST.BATCH_SIZE",
-    "TRAIN.PROGRESS_BAR", "TRAIN.VERBOSE", "TRAIN.TENSORBOARD", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_PERIOD",
-    "TRAIN.DIST_BACKEND", "TRAIN.NONFINITE", "TRAIN.MAX_SKIPPED_STEPS", "TEST.SAVE_RECORDS",
+    "OUTPUT_DIR",
+    "DATASET.ROOT",
+    "USE_CUDA",
+    "MODEL.BACKBONE.CACHE_DIR",
+    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.PIN_MEMORY",
+    "DATALOADER.TEST.BATCH_SIZE",
+    "TRAIN.PROGRESS_BAR",
+    "TRAIN.VERBOSE",
+    "TRAIN.TENSORBOARD",
+    "TRAIN.PRINT_FREQ",
+    "TRAIN.CHECKPOINT_PERIOD",
+    "TRAIN.DIST_BACKEND",
+    "TRAIN.NONFINITE",
+    "TRAIN.MAX_SKIPPED_STEPS",
+    "TEST.SAVE_RECORDS",
 )
 
 _TEMP = re.compile(r"\.tmp\d+$")
@@ -62,6 +75,7 @@ def flat_config(text: str) -> Dict[str, object]:
                 walk(v, f"{prefix}{k}.")
             else:
                 out[prefix + str(k)] = v
+
     data = yaml.safe_load(text)
     walk(data if isinstance(data, dict) else {}, "")
     return out
@@ -71,8 +85,11 @@ def config_differences(previous_text: str, current_text: str, ignore=MAY_CHANGE_
     """``KEY: run V1, now V2`` for every key both configs have and that differs (keys only one
     side has come from another mmprompt version's defaults and are not compared)."""
     old, new = flat_config(previous_text), flat_config(current_text)
-    return [f"{k}: the run has {old[k]!r}, now {new[k]!r}" for k in sorted(old.keys() & new.keys())
-            if k not in ignore and old[k] != new[k]]
+    return [
+        f"{k}: the run has {old[k]!r}, now {new[k]!r}"
+        for k in sorted(old.keys() & new.keys())
+        if k not in ignore and old[k] != new[k]
+    ]
 
 
 class RunLock:
@@ -87,8 +104,10 @@ class RunLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
-                raise ConfigError(f"Another run ({holder}) is using the output dir {output_dir}. Wait for it to "
-                                  "finish, or choose another --output-dir.") from None
+                raise ConfigError(
+                    f"Another run ({holder}) is using the output dir {output_dir}. Wait for it to "
+                    "finish, or choose another --output-dir."
+                ) from None
             # the previous holder may have unlinked the file between our open and our flock
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
@@ -99,8 +118,12 @@ class RunLock:
             os.close(fd)
         self.fd = fd
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ).encode(),
+        )
 
     def release(self) -> None:
         if self.fd is None:
@@ -185,7 +208,8 @@ def _remove_orphaned_checkpoints(output_dir: str) -> List[str]:
         orphan = name not in named and (
             (name.startswith("trainer-") and name.endswith(".pt"))
             or re.match(r"^model-step\d+\.safetensors$", name)
-            or (epoch is not None and int(epoch.group(1)) > last_epoch))
+            or (epoch is not None and int(epoch.group(1)) > last_epoch)
+        )
         if orphan:
             os.remove(os.path.join(folder, name))
             removed.append(name)
@@ -221,11 +245,16 @@ def _make_dir(output_dir: str) -> None:
     except ValueError as e:  # e.g. a NUL character in the path
         raise ConfigError(f"The output dir {output_dir!r} is not a usable path ({e}).") from None
     except OSError as e:
-        why = {errno.ENOSPC: "the disk is full", errno.EROFS: "it is on a read-only file system",
-               errno.ENOTDIR: "a file is in the way", errno.EEXIST: "a file is in the way"}.get(
-            e.errno, e.strerror or str(e))
-        raise ConfigError(f"Cannot write to the output dir {output_dir}: {why} ({e.filename or output_dir}). "
-                          "Choose another --output-dir (OUTPUT_DIR).") from None
+        why = {
+            errno.ENOSPC: "the disk is full",
+            errno.EROFS: "it is on a read-only file system",
+            errno.ENOTDIR: "a file is in the way",
+            errno.EEXIST: "a file is in the way",
+        }.get(e.errno, e.strerror or str(e))
+        raise ConfigError(
+            f"Cannot write to the output dir {output_dir}: {why} ({e.filename or output_dir}). "
+            "Choose another --output-dir (OUTPUT_DIR)."
+        ) from None
 
 
 def open_run_dir(cfg, mode: str, eval_weights: Optional[str] = None) -> RunDir:
@@ -249,31 +278,42 @@ def open_run_dir(cfg, mode: str, eval_weights: Optional[str] = None) -> RunDir:
         if results and mode == "fresh":
             raise ConfigError(
                 f"The output dir {output_dir} already holds a run ({', '.join(results)}). Use --resume to "
-                "continue it, --overwrite to replace it, or another --output-dir.")
+                "continue it, --overwrite to replace it, or another --output-dir."
+            )
         if results and mode == "resume":
             if previous is None:
-                raise ConfigError(f"--resume: the run in {output_dir} has no readable config.yaml or checkpoint "
-                                  "config to check this config against. Use --overwrite to start it again, or "
-                                  "another --output-dir.")
+                raise ConfigError(
+                    f"--resume: the run in {output_dir} has no readable config.yaml or checkpoint "
+                    "config to check this config against. Use --overwrite to start it again, or "
+                    "another --output-dir."
+                )
             diffs = config_differences(previous, config_text)
             if diffs:
                 raise ConfigError(
-                    f"--resume: the run in {output_dir} was made with another config:\n  " + "\n  ".join(diffs)
+                    f"--resume: the run in {output_dir} was made with another config:\n  "
+                    + "\n  ".join(diffs)
                     + f"\nResume with the run's own config ({os.path.join(output_dir, CONFIG_NAME)}), use "
-                    "another --output-dir, or --overwrite to replace the run.")
+                    "another --output-dir, or --overwrite to replace the run."
+                )
             removed = _remove_orphaned_checkpoints(output_dir)
             if removed:
-                print(f"--resume: removed {', '.join(removed)}, written after the last complete checkpoint "
-                      "of the killed run.", flush=True)
+                print(
+                    f"--resume: removed {', '.join(removed)}, written after the last complete checkpoint "
+                    "of the killed run.",
+                    flush=True,
+                )
         if results and mode == "eval" and not _same_evaluation(output_dir, previous, config_text, eval_weights):
             raise ConfigError(
                 f"The output dir {output_dir} already holds results ({', '.join(results)}) of another run or "
-                "evaluation. Use another --output-dir, or --overwrite to replace its results (checkpoints stay).")
+                "evaluation. Use another --output-dir, or --overwrite to replace its results (checkpoints stay)."
+            )
         keep_checkpoints = mode == "eval" or eval_weights is not None
         init = cfg.MODEL.INIT_WEIGHTS
         if results and mode == "overwrite" and not keep_checkpoints and init and _inside(output_dir, init):
-            raise ConfigError(f"--overwrite would delete MODEL.INIT_WEIGHTS {init}, which is in the run it "
-                              "replaces. Copy it elsewhere first, or use another --output-dir.")
+            raise ConfigError(
+                f"--overwrite would delete MODEL.INIT_WEIGHTS {init}, which is in the run it "
+                "replaces. Copy it elsewhere first, or use another --output-dir."
+            )
         if results and mode in ("overwrite", "eval"):
             _remove_run_files(output_dir, keep_checkpoints=keep_checkpoints)
         if not (mode == "resume" and previous is not None and os.path.isfile(os.path.join(output_dir, CONFIG_NAME))):
@@ -299,6 +339,9 @@ def _same_evaluation(output_dir: str, previous: Optional[str], config_text: str,
             metrics = json.load(f)
     except (OSError, ValueError):
         return False
-    return (isinstance(metrics, dict) and metrics.get("eval_only") is True
-            and metrics.get("weights") == os.path.abspath(weights)
-            and not config_differences(previous, config_text))
+    return (
+        isinstance(metrics, dict)
+        and metrics.get("eval_only") is True
+        and metrics.get("weights") == os.path.abspath(weights)
+        and not config_differences(previous, config_text)
+    )

@@ -10,6 +10,7 @@ augmentation a function of (SEED, epoch, index), and the RNG states, optimizer, 
 step and prompt buffers are checkpointed, so ``--resume`` after a kill ends bit-identical to an
 uninterrupted CPU run, with or without loader workers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,6 +42,7 @@ def seed_everything(seed: int) -> None:
 
 def harmonic_mean(base: float, new: float) -> float:
     from ..evaluation.metrics import harmonic_mean as hm
+
     return hm(base, new)
 
 
@@ -79,13 +81,17 @@ def resolve_precision(precision: str, device: torch.device, backbone_frozen: boo
         return Precision("bf16", autocast=torch.bfloat16)
     if name in ("fp16", "float16", "amp"):
         if device.type != "cuda":
-            raise ConfigError(f"TRAIN.PRECISION {precision} computes in float16, which needs a CUDA GPU; this run is "
-                              f"on {device.type} (no GPU, or USE_CUDA False). Use TRAIN.PRECISION fp32 (or bf16).")
+            raise ConfigError(
+                f"TRAIN.PRECISION {precision} computes in float16, which needs a CUDA GPU; this run is "
+                f"on {device.type} (no GPU, or USE_CUDA False). Use TRAIN.PRECISION fp32 (or bf16)."
+            )
         if name == "amp":
             return Precision("amp", autocast=torch.float16, grad_scaler=True)
         if not backbone_frozen:
-            raise ConfigError("TRAIN.PRECISION fp16 keeps the frozen backbone's weights in half precision, but "
-                              "MODEL.BACKBONE.FREEZE is False (its weights would train in fp16). Use TRAIN.PRECISION amp.")
+            raise ConfigError(
+                "TRAIN.PRECISION fp16 keeps the frozen backbone's weights in half precision, but "
+                "MODEL.BACKBONE.FREEZE is False (its weights would train in fp16). Use TRAIN.PRECISION amp."
+            )
         return Precision("fp16", autocast=torch.float16, backbone_dtype=torch.float16, grad_scaler=True)
     raise ConfigError(f"Unknown TRAIN.PRECISION '{precision}': use auto, fp32, fp16, amp or bf16.")
 
@@ -123,6 +129,7 @@ class Trainer:
 
     def build_data(self) -> None:
         from ..data.build import build_dataset
+
         self.dataset = build_dataset(self.cfg)
         self.classnames = list(self.dataset.classnames)
         self.check_eval_data()
@@ -138,11 +145,14 @@ class Trainer:
         if split not in ("test", "val"):
             raise ConfigError(f"TEST.SPLIT must be test or val, got '{split}'.")
         if not getattr(self.dataset, split):
-            raise MMPromptError(f"The dataset {cfg.DATASET.NAME} has no {split} split to evaluate (TEST.SPLIT "
-                                f"{split}); set TEST.SPLIT to a split it has, or TEST.NO_TEST True.")
+            raise MMPromptError(
+                f"The dataset {cfg.DATASET.NAME} has no {split} split to evaluate (TEST.SPLIT "
+                f"{split}); set TEST.SPLIT to a split it has, or TEST.NO_TEST True."
+            )
         if cfg.TEST.MAIN_METRIC:
             self._probe_main_metric()
         from ..data.build import build_test_dataset
+
         saved = ckpt.rng_state()
         try:
             for name in cfg.DATASET.TEST_DATASETS:
@@ -160,9 +170,11 @@ class Trainer:
         self.ddp_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
+
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=self.cfg.TRAIN.FIND_UNUSED_PARAMETERS)
+                self.model, device_ids=ids, find_unused_parameters=self.cfg.TRAIN.FIND_UNUSED_PARAMETERS
+            )
 
     def build_optimizer(self) -> None:
         self.optimizer = build_optimizer(self.model, self.cfg)
@@ -173,13 +185,20 @@ class Trainer:
         """The data helper's loader, re-batched by :class:`EpochBatchSampler` so the order of an
         epoch depends on (SEED, epoch) only and each rank gets its slice of every global batch."""
         from ..data.build import build_loader
+
         if not self.dataset.train_x:
             raise MMPromptError(f"The dataset {self.cfg.DATASET.NAME} has no training items.")
         base = build_loader(self.cfg, self.dataset.train_x, is_train=True)
         self._train_items = du.EpochSeededDataset(base.dataset, self.seed)
         self.train_sampler = du.EpochBatchSampler(
-            len(base.dataset), self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True,
-            seed=self.seed, world=self.world, rank=self.rank, drop_last=self.cfg.DATALOADER.TRAIN_X.DROP_LAST)
+            len(base.dataset),
+            self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+            shuffle=True,
+            seed=self.seed,
+            world=self.world,
+            rank=self.rank,
+            drop_last=self.cfg.DATALOADER.TRAIN_X.DROP_LAST,
+        )
         self._train_base = base
 
     def _train_loader_for(self, epoch: int, skip: int):
@@ -187,19 +206,31 @@ class Trainer:
         self._train_items.epoch = epoch
         base = self._train_base
         return torch.utils.data.DataLoader(
-            self._train_items, batch_sampler=self.train_sampler, collate_fn=base.collate_fn,
-            num_workers=base.num_workers, pin_memory=base.pin_memory, worker_init_fn=base.worker_init_fn,
-            generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            self._train_items,
+            batch_sampler=self.train_sampler,
+            collate_fn=base.collate_fn,
+            num_workers=base.num_workers,
+            pin_memory=base.pin_memory,
+            worker_init_fn=base.worker_init_fn,
+            generator=torch.Generator().manual_seed(self.seed * 7919 + epoch),
+        )
 
     def _eval_loader(self, cfg, items):
         from ..data.build import build_loader
+
         base = build_loader(cfg, items, is_train=False)
         if self.world == 1:
             return base
         return torch.utils.data.DataLoader(
-            base.dataset, batch_size=base.batch_size, sampler=du.ShardSampler(len(base.dataset), self.world, self.rank),
-            collate_fn=base.collate_fn, num_workers=base.num_workers, pin_memory=base.pin_memory,
-            worker_init_fn=base.worker_init_fn, generator=torch.Generator().manual_seed(0))
+            base.dataset,
+            batch_size=base.batch_size,
+            sampler=du.ShardSampler(len(base.dataset), self.world, self.rank),
+            collate_fn=base.collate_fn,
+            num_workers=base.num_workers,
+            pin_memory=base.pin_memory,
+            worker_init_fn=base.worker_init_fn,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     # ------------------------------------------------------------------ training
 
@@ -217,9 +248,11 @@ class Trainer:
             except RuntimeError as e:
                 if "find_unused_parameters" not in str(e):
                     raise
-                raise ConfigError("DDP found trainable parameters that got no gradient in a step (this "
-                                  "method does not use all of them every time). Set "
-                                  "TRAIN.FIND_UNUSED_PARAMETERS True.") from None
+                raise ConfigError(
+                    "DDP found trainable parameters that got no gradient in a step (this "
+                    "method does not use all of them every time). Set "
+                    "TRAIN.FIND_UNUSED_PARAMETERS True."
+                ) from None
         loss = out["loss"]
         if loss is None or not torch.is_tensor(loss):
             raise MMPromptError(f"{type(self.model).__name__}.forward returned no loss for a training batch.")
@@ -259,8 +292,11 @@ class Trainer:
         self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
         self.skipped_steps += int(skipped)
         if self._skipped_in_a_row > self.cfg.TRAIN.MAX_SKIPPED_STEPS:
-            raise NonFiniteError(self._nonfinite_message(
-                f"every step's loss or gradient for {self._skipped_in_a_row} steps in a row (all skipped)"))
+            raise NonFiniteError(
+                self._nonfinite_message(
+                    f"every step's loss or gradient for {self._skipped_in_a_row} steps in a row (all skipped)"
+                )
+            )
         if not skipped and not _all_finite(self._trainable):
             raise NonFiniteError(self._nonfinite_message("the weights after the update", saved_nothing=True))
         self.step += 1
@@ -287,13 +323,17 @@ class Trainer:
         except MMPromptError:
             pass
         if pointer:
-            last = (f"The last good checkpoint is {os.path.join(self.ckpt_dir, pointer['model'])} (step "
-                    f"{pointer['step']}): --resume continues from it (add TRAIN.NONFINITE skip to drop bad steps)")
+            last = (
+                f"The last good checkpoint is {os.path.join(self.ckpt_dir, pointer['model'])} (step "
+                f"{pointer['step']}): --resume continues from it (add TRAIN.NONFINITE skip to drop bad steps)"
+            )
         else:
             last = "No checkpoint was saved before it"
         done = "nothing of this step was saved" if saved_nothing else "the weights were not updated with it"
-        return (f"NaN or inf in {what} at {where}; {done}. {last}. Or lower "
-                "OPTIM.LR, set TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32, and start again with --overwrite.")
+        return (
+            f"NaN or inf in {what} at {where}; {done}. {last}. Or lower "
+            "OPTIM.LR, set TRAIN.GRAD_CLIP_NORM or use TRAIN.PRECISION fp32, and start again with --overwrite."
+        )
 
     def _plan(self) -> None:
         accum = self.cfg.TRAIN.GRAD_ACCUM_STEPS
@@ -304,14 +344,18 @@ class Trainer:
             raise ConfigError(f"Unknown TEST.FINAL_MODEL '{self.cfg.TEST.FINAL_MODEL}': use last_step or best_val.")
         if self.cfg.TEST.FINAL_MODEL == "best_val" or self.cfg.TRAIN.EARLY_STOP_PATIENCE > 0:
             if not self.dataset.val or self.cfg.TRAIN.EVAL_PERIOD <= 0:
-                raise ConfigError("TEST.FINAL_MODEL best_val and TRAIN.EARLY_STOP_PATIENCE need validation: "
-                                  f"a val split (the dataset {self.cfg.DATASET.NAME} has "
-                                  f"{len(self.dataset.val)} val items) and TRAIN.EVAL_PERIOD >= 1.")
+                raise ConfigError(
+                    "TEST.FINAL_MODEL best_val and TRAIN.EARLY_STOP_PATIENCE need validation: "
+                    f"a val split (the dataset {self.cfg.DATASET.NAME} has "
+                    f"{len(self.dataset.val)} val items) and TRAIN.EVAL_PERIOD >= 1."
+                )
         self.batches_per_epoch = len(self.train_sampler)
         if self.batches_per_epoch == 0:
-            raise MMPromptError(f"The training split ({len(self.dataset.train_x)} items) gives no batch of "
-                                f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} that splits evenly over {self.world} "
-                                "processes; lower DATALOADER.TRAIN_X.BATCH_SIZE.")
+            raise MMPromptError(
+                f"The training split ({len(self.dataset.train_x)} items) gives no batch of "
+                f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} that splits evenly over {self.world} "
+                "processes; lower DATALOADER.TRAIN_X.BATCH_SIZE."
+            )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accum)
         if self.cfg.OPTIM.MAX_ITER > 0:
             self.total_steps = self.cfg.OPTIM.MAX_ITER
@@ -346,8 +390,14 @@ class Trainer:
     def run_epoch(self, epoch: int, skip: int) -> None:
         self.model.train()
         loader = self._train_loader_for(epoch, skip)
-        bar = tqdm(total=self.batches_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.max_epoch}",
-                   disable=not (self.is_main and self.cfg.TRAIN.PROGRESS_BAR), dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=self.batches_per_epoch,
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{self.max_epoch}",
+            disable=not (self.is_main and self.cfg.TRAIN.PROGRESS_BAR),
+            dynamic_ncols=True,
+            leave=False,
+        )
         period = self.cfg.TRAIN.CHECKPOINT_PERIOD
         self._epoch_losses, self._epoch_lr = [], float("nan")
         for i, batch in enumerate(loader, start=skip):
@@ -363,8 +413,10 @@ class Trainer:
             self._bad_loss_in_group = self._bad_loss_in_group or not math.isfinite(loss_value)
             if is_step:
                 if not self.optimizer_step(self._bad_loss_in_group) and self.is_main:
-                    tqdm.write(f"skipped optimizer step {self.step} (epoch {epoch + 1}, iteration {i + 1}): "
-                               f"NaN or inf in the loss or gradient ({self.skipped_steps} skipped so far)")
+                    tqdm.write(
+                        f"skipped optimizer step {self.step} (epoch {epoch + 1}, iteration {i + 1}): "
+                        f"NaN or inf in the loss or gradient ({self.skipped_steps} skipped so far)"
+                    )
                 self._bad_loss_in_group = False
             if math.isfinite(loss_value):
                 self._epoch_losses.append(loss_value)
@@ -384,8 +436,10 @@ class Trainer:
         stop = False
         period = self.cfg.TRAIN.EVAL_PERIOD
         losses = self._epoch_losses  # this process's share of each batch
-        line = (f"epoch {epoch + 1}/{self.max_epoch}: loss {sum(losses) / max(len(losses), 1):.4f}, "
-                f"lr {self._epoch_lr:.2e}, step {self.step}")
+        line = (
+            f"epoch {epoch + 1}/{self.max_epoch}: loss {sum(losses) / max(len(losses), 1):.4f}, "
+            f"lr {self._epoch_lr:.2e}, step {self.step}"
+        )
         if period > 0 and self.dataset.val and (epoch + 1) % period == 0:
             metrics = self.evaluate(self.cfg, self.model, self.dataset.val, self.classnames)
             main = metrics[self.main_metric(self.cfg)]
@@ -398,8 +452,14 @@ class Trainer:
                 self.best.update(metric=main, epoch=epoch + 1, bad_evals=0)
                 if self.is_main and self.cfg.TEST.FINAL_MODEL == "best_val":
                     os.makedirs(self.ckpt_dir, exist_ok=True)
-                    ckpt.save_weights(os.path.join(self.ckpt_dir, "model-best.safetensors"),
-                                      self.model.trainable_state_dict(), self.cfg, self.cfg_text, epoch=epoch + 1, step=self.step)
+                    ckpt.save_weights(
+                        os.path.join(self.ckpt_dir, "model-best.safetensors"),
+                        self.model.trainable_state_dict(),
+                        self.cfg,
+                        self.cfg_text,
+                        epoch=epoch + 1,
+                        step=self.step,
+                    )
             else:
                 self.best["bad_evals"] += 1
             patience = self.cfg.TRAIN.EARLY_STOP_PATIENCE
@@ -418,8 +478,13 @@ class Trainer:
                 state, _ = ckpt.load_weights(best)
                 self.model.load_trainable_state_dict(state, source=best)
         if self.is_main:
-            ckpt.save_weights(os.path.join(self.ckpt_dir, "model-final.safetensors"),
-                              self.model.trainable_state_dict(), self.cfg, self.cfg_text, step=self.step)
+            ckpt.save_weights(
+                os.path.join(self.ckpt_dir, "model-final.safetensors"),
+                self.model.trainable_state_dict(),
+                self.cfg,
+                self.cfg_text,
+                step=self.step,
+            )
         extra = {"step": self.step, "stopped_early": self.stopped_early, "skipped_steps": self.skipped_steps}
         if self.best["epoch"] is not None:
             extra.update(best_val_epoch=self.best["epoch"], best_val_metric=self.best["metric"])
@@ -436,19 +501,40 @@ class Trainer:
         os.makedirs(self.ckpt_dir, exist_ok=True)
         previous = ckpt.read_pointer(self.ckpt_dir)
         model_file, trainer_file = f"model-{tag}.safetensors", f"trainer-{tag}.pt"
-        ckpt.save_weights(os.path.join(self.ckpt_dir, model_file), self.model.trainable_state_dict(),
-                          self.cfg, self.cfg_text, epoch=epoch, step=self.step)
+        ckpt.save_weights(
+            os.path.join(self.ckpt_dir, model_file),
+            self.model.trainable_state_dict(),
+            self.cfg,
+            self.cfg_text,
+            epoch=epoch,
+            step=self.step,
+        )
         state = {
-            "epoch": epoch, "iter": next_iter, "step": self.step,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "iter": next_iter,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng": rng_states, "best": dict(self.best), "world_size": self.world, "seed": self.seed,
-            "optimizer_name": type(self.optimizer).__name__, "skipped_steps": self.skipped_steps,
+            "rng": rng_states,
+            "best": dict(self.best),
+            "world_size": self.world,
+            "seed": self.seed,
+            "optimizer_name": type(self.optimizer).__name__,
+            "skipped_steps": self.skipped_steps,
         }
         ckpt.save_trainer_state(os.path.join(self.ckpt_dir, trainer_file), state)
-        ckpt.write_pointer(self.ckpt_dir, {"model": model_file, "trainer": trainer_file,
-                                           "epoch": epoch, "iter": next_iter, "step": self.step,
-                                           "keep_weights": keep_weights})
+        ckpt.write_pointer(
+            self.ckpt_dir,
+            {
+                "model": model_file,
+                "trainer": trainer_file,
+                "epoch": epoch,
+                "iter": next_iter,
+                "step": self.step,
+                "keep_weights": keep_weights,
+            },
+        )
         if previous:  # the previous trainer state, and weights that were only for resuming
             stale = [previous["trainer"]] + ([] if previous.get("keep_weights") else [previous["model"]])
             for name in stale:
@@ -470,18 +556,22 @@ class Trainer:
         state = ckpt.load_trainer_state(trainer_file)
         saved_optimizer = state.get("optimizer_name", type(self.optimizer).__name__)
         if saved_optimizer != type(self.optimizer).__name__:
-            raise MMPromptError(f"{trainer_file} holds the state of a {saved_optimizer} optimizer, this run builds "
-                                f"{type(self.optimizer).__name__} (OPTIM.NAME changed?). Resume with the run's own "
-                                "config, or start again with --overwrite.")
+            raise MMPromptError(
+                f"{trainer_file} holds the state of a {saved_optimizer} optimizer, this run builds "
+                f"{type(self.optimizer).__name__} (OPTIM.NAME changed?). Resume with the run's own "
+                "config, or start again with --overwrite."
+            )
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
-            raise MMPromptError(f"The optimizer or scheduler state in {trainer_file} does not fit this run "
-                                f"({type(e).__name__}: {e}): were the trainable parameters or OPTIM changed, or "
-                                "the checkpoint copied from another run? Start again with --overwrite.") from None
+            raise MMPromptError(
+                f"The optimizer or scheduler state in {trainer_file} does not fit this run "
+                f"({type(e).__name__}: {e}): were the trainable parameters or OPTIM changed, or "
+                "the checkpoint copied from another run? Start again with --overwrite."
+            ) from None
         self.step, self.start_epoch, self.start_iter = state["step"], state["epoch"], state["iter"]
         self.best = dict(state["best"])
         # a drawn random seed (SEED < 0) stays
@@ -492,14 +582,21 @@ class Trainer:
             try:
                 ckpt.set_rng_state(rng[self.rank])
             except (KeyError, TypeError, ValueError, RuntimeError) as e:
-                raise MMPromptError(f"The random states in {trainer_file} are malformed ({type(e).__name__}: {e}); "
-                                    "it was not written by mmprompt's trainer. Start again with --overwrite.") from None
+                raise MMPromptError(
+                    f"The random states in {trainer_file} are malformed ({type(e).__name__}: {e}); "
+                    "it was not written by mmprompt's trainer. Start again with --overwrite."
+                ) from None
         elif self.is_main:
-            print(f"--resume: the checkpoint was written by {len(rng)} processes, this run has {self.world}; "
-                  "random states start afresh.", flush=True)
+            print(
+                f"--resume: the checkpoint was written by {len(rng)} processes, this run has {self.world}; "
+                "random states start afresh.",
+                flush=True,
+            )
         if self.is_main:
-            print(f"Resumed from {weights} (epoch {self.start_epoch + (self.start_iter > 0)}, "
-                  f"step {self.step}).", flush=True)
+            print(
+                f"Resumed from {weights} (epoch {self.start_epoch + (self.start_iter > 0)}, step {self.step}).",
+                flush=True,
+            )
 
     def load_weights(self, model_dir: str, epoch: Optional[int] = None) -> str:
         path = ckpt.weights_path(model_dir, epoch)
@@ -535,6 +632,7 @@ class Trainer:
 
     def _build_evaluator(self, dataset, classnames):
         from ..evaluation.evaluators import build_evaluator
+
         return build_evaluator(self.evaluator_name(dataset), classnames=classnames)
 
     @torch.no_grad()
@@ -551,8 +649,13 @@ class Trainer:
                 out = model(to_device(batch, self.device), ctx=ctx)
             logits.append(out["logits"].float().cpu())
             labels.append(batch["label"].cpu())
-            metas.append({k: v for k, v in batch.items() if k not in ("label", "image")
-                          and not (torch.is_tensor(v) and v.dim() > 1)})
+            metas.append(
+                {
+                    k: v
+                    for k, v in batch.items()
+                    if k not in ("label", "image") and not (torch.is_tensor(v) and v.dim() > 1)
+                }
+            )
             for key, values in ctx.records.items():
                 for j, v in enumerate(values):
                     rec.setdefault(key, {}).setdefault(j, []).append(v.float().cpu().reshape(-1))
@@ -561,9 +664,11 @@ class Trainer:
         bad = sum(int((~torch.isfinite(lg)).any(dim=-1).sum()) for part in parts for lg in part[0])
         if bad:
             total = sum(lg.shape[0] for part in parts for lg in part[0])
-            raise NonFiniteError(f"The model gave NaN or inf logits for {bad} of {total} evaluation samples (step "
-                                 f"{self.step}): its weights are unusable, and any metric of them would be "
-                                 "meaningless. Evaluate an earlier checkpoint, or train again with a lower OPTIM.LR.")
+            raise NonFiniteError(
+                f"The model gave NaN or inf logits for {bad} of {total} evaluation samples (step "
+                f"{self.step}): its weights are unusable, and any metric of them would be "
+                "meaningless. Evaluate an earlier checkpoint, or train again with a lower OPTIM.LR."
+            )
         for part_logits, part_labels, part_metas in parts:
             for lg, lb, mt in zip(part_logits, part_labels, part_metas):
                 evaluator.process(lg, lb, meta={**mt, "label": lb})
@@ -580,6 +685,7 @@ class Trainer:
         """A copy of the config with some DATASET keys changed, its dataset and the trained
         weights in a model built for that dataset's classes."""
         from ..data.build import build_dataset
+
         cfg = self.cfg.clone()
         cfg.defrost()
         for key, value in changes.items():
@@ -607,14 +713,23 @@ class Trainer:
         if not items:
             raise MMPromptError(f"The dataset {cfg.DATASET.NAME} has no {split} split to evaluate.")
         records: Dict = {}
-        metrics = self.evaluate(cfg, self.model, items, self.classnames,
-                                records=records if cfg.TEST.SAVE_RECORDS else None)
+        metrics = self.evaluate(
+            cfg, self.model, items, self.classnames, records=records if cfg.TEST.SAVE_RECORDS else None
+        )
         main = self.main_metric(cfg)
         results = {
-            "dataset": cfg.DATASET.NAME, "model": cfg.MODEL.NAME, "methods": list(cfg.PROMPT.METHODS),
-            "seed": self.seed, "num_shots": cfg.DATASET.NUM_SHOTS,
-            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "split": split, "main_metric": main,
-            "num_params": self.model.num_params(), split: metrics, **self.run_info, **(extra or {}),
+            "dataset": cfg.DATASET.NAME,
+            "model": cfg.MODEL.NAME,
+            "methods": list(cfg.PROMPT.METHODS),
+            "seed": self.seed,
+            "num_shots": cfg.DATASET.NUM_SHOTS,
+            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "split": split,
+            "main_metric": main,
+            "num_params": self.model.num_params(),
+            split: metrics,
+            **self.run_info,
+            **(extra or {}),
         }
         self.logger.log(split, self.step, _scalars(metrics), dataset=cfg.DATASET.NAME)
         if cfg.DATASET.SUBSAMPLE_CLASSES.lower() == "base" and cfg.TEST.BASE_TO_NOVEL:
@@ -624,8 +739,9 @@ class Trainer:
             del new_model
             results["base"], results["new"] = metrics, new_metrics
             results["hm"] = harmonic_mean(metrics[main], new_metrics[main])
-            self.logger.log("base_to_new", self.step, {"base": metrics[main], "new": new_metrics[main],
-                                                       "hm": results["hm"]})
+            self.logger.log(
+                "base_to_new", self.step, {"base": metrics[main], "new": new_metrics[main], "hm": results["hm"]}
+            )
         targets = list(cfg.DATASET.TEST_DATASETS)
         if targets:
             results["cross"] = {}
@@ -648,8 +764,10 @@ class Trainer:
 
 def _check_main_metric(name: str, metrics: Dict, evaluator: str) -> None:
     if name and name not in metrics:
-        raise ConfigError(f"TEST.MAIN_METRIC {name} is not a metric of the {evaluator}; it gives "
-                          f"{', '.join(k for k, v in metrics.items() if isinstance(v, (int, float)))}.")
+        raise ConfigError(
+            f"TEST.MAIN_METRIC {name} is not a metric of the {evaluator}; it gives "
+            f"{', '.join(k for k, v in metrics.items() if isinstance(v, (int, float)))}."
+        )
 
 
 def _all_finite(tensors) -> bool:

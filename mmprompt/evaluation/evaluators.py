@@ -26,6 +26,7 @@ Registered names: ``classification`` (accuracy, error rate, macro-F1, per-class 
 F1 of class 1 for two classes), ``mcc`` (CoLA), ``correlation`` (STS-B Pearson/Spearman),
 ``multirc`` (F1a/EM), ``record`` (ReCoRD EM/F1), ``base_novel`` (base, novel and their HM).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -49,8 +50,10 @@ def _to_numpy(x) -> np.ndarray:
 
 def _meta_field(meta: Optional[Mapping], key: str, batch_size: int, evaluator: str) -> list:
     if meta is None or key not in meta:
-        raise MMPromptError(f"The '{evaluator}' evaluator needs meta['{key}'] for every sample "
-                            f"(pass the batch as meta=batch; the dataset puts '{key}' in each item).")
+        raise MMPromptError(
+            f"The '{evaluator}' evaluator needs meta['{key}'] for every sample "
+            f"(pass the batch as meta=batch; the dataset puts '{key}' in each item)."
+        )
     value = meta[key]
     value = list(value.tolist() if hasattr(value, "tolist") else value)
     if len(value) != batch_size:
@@ -74,8 +77,7 @@ class Evaluator:
     def process(self, outputs, labels, meta: Optional[Mapping] = None) -> None:
         outputs, labels = _to_numpy(outputs), _to_numpy(labels).reshape(-1)
         if outputs.shape[0] != labels.shape[0]:
-            raise MMPromptError(f"{type(self).__name__}: {outputs.shape[0]} outputs for "
-                                f"{labels.shape[0]} labels.")
+            raise MMPromptError(f"{type(self).__name__}: {outputs.shape[0]} outputs for {labels.shape[0]} labels.")
         self._process_batch(outputs, labels, meta)
 
     def _process_batch(self, outputs: np.ndarray, labels: np.ndarray, meta) -> None:
@@ -110,8 +112,7 @@ class ClassificationEvaluator(Evaluator):
     def _process_batch(self, outputs, labels, meta):
         preds = _argmax(outputs)
         if outputs.shape[1] != self.num_classes:
-            raise MMPromptError(f"Logits have {outputs.shape[1]} classes, the evaluator expects "
-                                f"{self.num_classes}.")
+            raise MMPromptError(f"Logits have {outputs.shape[1]} classes, the evaluator expects {self.num_classes}.")
         self._preds.append(preds)
         self._labels.append(labels.astype(np.int64))
 
@@ -149,8 +150,11 @@ class MCCEvaluator(Evaluator):
         if self.classnames is not None:
             num_classes = max(num_classes, len(self.classnames))
         cm = metrics.confusion_matrix(preds, labels, num_classes)
-        return {"mcc": 100 * metrics.matthews_corrcoef(cm), "accuracy": 100 * metrics.accuracy(preds, labels),
-                "num_samples": int(labels.size)}
+        return {
+            "mcc": 100 * metrics.matthews_corrcoef(cm),
+            "accuracy": 100 * metrics.accuracy(preds, labels),
+            "num_samples": int(labels.size),
+        }
 
 
 @EVALUATORS.register("correlation")
@@ -167,8 +171,7 @@ class CorrelationEvaluator(Evaluator):
 
     main_metric = "pearson"
 
-    def __init__(self, classnames: Optional[Sequence[str]] = None,
-                 class_values: Optional[Sequence[float]] = None):
+    def __init__(self, classnames: Optional[Sequence[str]] = None, class_values: Optional[Sequence[float]] = None):
         if class_values is None and classnames is not None:
             try:
                 class_values = [float(c) for c in classnames]
@@ -179,12 +182,15 @@ class CorrelationEvaluator(Evaluator):
 
     def _values_of_classes(self, ids: np.ndarray) -> np.ndarray:
         if self.class_values is None:
-            raise MMPromptError("CorrelationEvaluator got class logits or integer labels but has "
-                                "no class_values (numeric classnames) to turn classes into scores.")
+            raise MMPromptError(
+                "CorrelationEvaluator got class logits or integer labels but has "
+                "no class_values (numeric classnames) to turn classes into scores."
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.class_values)):
             bad = ids.max() if ids.max() >= len(self.class_values) else ids.min()
-            raise MMPromptError(f"CorrelationEvaluator: class id {bad} has no value "
-                                f"(there are {len(self.class_values)} class_values).")
+            raise MMPromptError(
+                f"CorrelationEvaluator: class id {bad} has no value (there are {len(self.class_values)} class_values)."
+            )
         return self.class_values[ids]
 
     def _process_batch(self, outputs, labels, meta):
@@ -202,8 +208,7 @@ class CorrelationEvaluator(Evaluator):
     def evaluate(self):
         preds, labels = self._collected()
         p, s = metrics.pearson(preds, labels), metrics.spearman(preds, labels)
-        return {"pearson": 100 * p, "spearman": 100 * s, "corr": 100 * (p + s) / 2,
-                "num_samples": int(labels.size)}
+        return {"pearson": 100 * p, "spearman": 100 * s, "corr": 100 * (p + s) / 2, "num_samples": int(labels.size)}
 
 
 @EVALUATORS.register("multirc")
@@ -224,9 +229,13 @@ class MultiRCEvaluator(Evaluator):
     def evaluate(self):
         preds, labels = self._collected()
         scores = metrics.multirc_f1a_em(preds, labels, self._groups)
-        return {"f1a": 100 * scores["f1a"], "em": 100 * scores["em"],
-                "f1a_em": 50 * (scores["f1a"] + scores["em"]),
-                "accuracy": 100 * metrics.accuracy(preds, labels), "num_samples": int(labels.size)}
+        return {
+            "f1a": 100 * scores["f1a"],
+            "em": 100 * scores["em"],
+            "f1a_em": 50 * (scores["f1a"] + scores["em"]),
+            "accuracy": 100 * metrics.accuracy(preds, labels),
+            "num_samples": int(labels.size),
+        }
 
 
 @EVALUATORS.register("record")
@@ -247,8 +256,9 @@ class ReCoRDEvaluator(Evaluator):
         b = labels.shape[0]
         self._groups.extend(_meta_field(meta, "group", b, "record"))
         self._candidates.extend(_meta_field(meta, "candidate", b, "record"))
-        self._answers.extend(a.split(ANSWER_SEP) if isinstance(a, str) else list(a)
-                             for a in _meta_field(meta, "answers", b, "record"))
+        self._answers.extend(
+            a.split(ANSWER_SEP) if isinstance(a, str) else list(a) for a in _meta_field(meta, "answers", b, "record")
+        )
         if outputs.ndim == 2 and outputs.shape[1] == 2:
             scores = outputs[:, 1] - outputs[:, 0]
         elif outputs.ndim == 1 or outputs.shape[1] == 1:

@@ -17,6 +17,7 @@ What their ``linear_probe.py`` does, restated:
 
 scikit-learn is an optional dependency (``pip install mmprompt[lpclip]``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ def logistic_regression_class():
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
-        raise MMPromptError("The linear probe fits scikit-learn's LogisticRegression, and scikit-learn is not "
-                            "installed: pip install scikit-learn (or pip install 'mmprompt[lpclip]').") from None
+        raise MMPromptError(
+            "The linear probe fits scikit-learn's LogisticRegression, and scikit-learn is not "
+            "installed: pip install scikit-learn (or pip install 'mmprompt[lpclip]')."
+        ) from None
     return LogisticRegression
 
 
@@ -75,9 +78,16 @@ class CSearch:
         return self.classifiers[-1]
 
 
-def search_c(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, steps: int = 8,
-             initial: Sequence[float] = INITIAL_C, max_iter: int = MAX_ITER,
-             fit: Callable = fit_classifier) -> CSearch:
+def search_c(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    steps: int = 8,
+    initial: Sequence[float] = INITIAL_C,
+    max_iter: int = MAX_ITER,
+    fit: Callable = fit_classifier,
+) -> CSearch:
     """lpclip's search of C on the validation split (see the module docstring)."""
     if steps < 1:
         raise MMPromptError(f"The C search needs at least one round, got steps={steps}.")
@@ -109,8 +119,9 @@ def search_c(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     return result
 
 
-def sample_like_lpclip(labels: np.ndarray, shots: int, rng: np.random.RandomState,
-                       classes: Optional[np.ndarray] = None) -> List[int]:
+def sample_like_lpclip(
+    labels: np.ndarray, shots: int, rng: np.random.RandomState, classes: Optional[np.ndarray] = None
+) -> List[int]:
     """Indices of ``shots`` items of each of ``classes`` (default: the labels present, sorted),
     drawn without replacement."""
     picked: List[int] = []
@@ -122,8 +133,7 @@ def sample_like_lpclip(labels: np.ndarray, shots: int, rng: np.random.RandomStat
     return picked
 
 
-def lpclip_split(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np.ndarray], shots: int,
-                 seed: int):
+def lpclip_split(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np.ndarray], shots: int, seed: int):
     """lpclip's few-shot train and val features for one seed: ``((x, y), (x, y))``."""
     rng = np.random.RandomState(seed)  # the stream np.random.seed(seed) starts
     classes = np.unique(train[1])  # lpclip draws the val shots of the training labels too
@@ -132,5 +142,14 @@ def lpclip_split(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np
     return (train[0][train_idx], train[1][train_idx]), (val[0][val_idx], val[1][val_idx])
 
 
-__all__ = ["INITIAL_C", "CSearch", "SearchRound", "search_c", "fit_classifier", "accuracy",
-           "sample_like_lpclip", "lpclip_split", "logistic_regression_class"]
+__all__ = [
+    "INITIAL_C",
+    "CSearch",
+    "SearchRound",
+    "search_c",
+    "fit_classifier",
+    "accuracy",
+    "sample_like_lpclip",
+    "lpclip_split",
+    "logistic_regression_class",
+]

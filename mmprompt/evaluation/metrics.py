@@ -5,6 +5,7 @@ the evaluators in :mod:`mmprompt.evaluation.evaluators` turn them into percentag
 Degenerate inputs follow the conventions of the published scorers: an F1 whose precision and
 recall are both undefined is 0, an MCC or a correlation with a constant side is 0.
 """
+
 from __future__ import annotations
 
 import re
@@ -112,8 +113,9 @@ def _token_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def record_em_f1(scores: Sequence[float], groups: Sequence[Hashable], candidates: Sequence[str],
-                 answers: Sequence[Sequence[str]]) -> Dict[str, float]:
+def record_em_f1(
+    scores: Sequence[float], groups: Sequence[Hashable], candidates: Sequence[str], answers: Sequence[Sequence[str]]
+) -> Dict[str, float]:
     """SuperGLUE ReCoRD scored as candidate ranking: for each query (``groups``) the candidate
     entity with the highest score is the prediction, and EM / token F1 take the max over that
     query's gold answers, as the official scorer does."""
@@ -123,8 +125,10 @@ def record_em_f1(scores: Sequence[float], groups: Sequence[Hashable], candidates
             best[g] = (float(score), cand, list(gold))
     if not best:
         return {"em": 0.0, "f1": 0.0}
-    em = [max(float(_normalize_answer(c) == _normalize_answer(a)) for a in gold) if gold else 0.0
-          for _, c, gold in best.values()]
+    em = [
+        max(float(_normalize_answer(c) == _normalize_answer(a)) for a in gold) if gold else 0.0
+        for _, c, gold in best.values()
+    ]
     f1 = [max(_token_f1(c, a) for a in gold) if gold else 0.0 for _, c, gold in best.values()]
     return {"em": float(np.mean(em)), "f1": float(np.mean(f1))}
 
@@ -132,4 +136,3 @@ def record_em_f1(scores: Sequence[float], groups: Sequence[Hashable], candidates
 def harmonic_mean(base: float, novel: float) -> float:
     """HM = 2*b*n / (b+n), the base-to-novel summary of CoCoOp/MaPLe; 0 when both are 0."""
     return 2 * base * novel / (base + novel) if (base + novel) > 0 else 0.0
-

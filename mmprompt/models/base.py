@@ -1,4 +1,5 @@
 """What the trainer needs from a task model."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional

@@ -32,6 +32,7 @@ in eval mode otherwise. ``train()``, loading weights and moving the model drop t
 modules must therefore not rely on the text tower having run in the same pass (MaPLe's coupling
 computes its tokens from its own parameters, whichever tower asks first).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -42,9 +43,9 @@ import torch.nn.functional as F
 from ..build import build_backbone, build_prompts
 from ..errors import ConfigError, MMPromptError
 from ..prompts.base import PromptContext
+from ..prompts.cocoop import IMAGE_FEATURES
 from ..prompts.placement import CLASS_END
 from ..prompts.sources import phrase_token_ids
-from ..prompts.cocoop import IMAGE_FEATURES
 from ..registry import MODELS
 from .base import PromptModel
 from .clip_templates import zero_shot_templates
@@ -61,20 +62,30 @@ class CLIPPromptClassifier(PromptModel):
     """``templates``: the zero-shot class-prompt templates averaged over (None: ``[template]``);
     only for a CLIP whose text tower no prompt method edits."""
 
-    def __init__(self, backbone, prompts, classnames: Sequence[str], template: str = "a photo of a {}.",
-                 prompt_template: str = "{}.", templates: Optional[Sequence[str]] = None,
-                 max_text_prompts_per_pass: int = 1024):
+    def __init__(
+        self,
+        backbone,
+        prompts,
+        classnames: Sequence[str],
+        template: str = "a photo of a {}.",
+        prompt_template: str = "{}.",
+        templates: Optional[Sequence[str]] = None,
+        max_text_prompts_per_pass: int = 1024,
+    ):
         super().__init__(backbone, prompts)
         for tower in ("vision", "text"):
             if tower not in backbone.tower_names:
-                raise ConfigError(f"clip_prompt_classifier needs 'vision' and 'text' towers; the "
-                                  f"{type(backbone).__name__} backbone has {backbone.tower_names} "
-                                  f"(use MODEL.BACKBONE.NAME open_clip).")
+                raise ConfigError(
+                    f"clip_prompt_classifier needs 'vision' and 'text' towers; the "
+                    f"{type(backbone).__name__} backbone has {backbone.tower_names} "
+                    f"(use MODEL.BACKBONE.NAME open_clip)."
+                )
         # CoOp writes class names with spaces ("golden_retriever" -> "golden retriever").
         self.classnames: List[str] = [c.replace("_", " ") for c in classnames]
         if max_text_prompts_per_pass < 0:
-            raise ConfigError(f"MODEL.CLIP.MAX_TEXT_PROMPTS_PER_PASS must be >= 0 (0 = no limit), "
-                              f"got {max_text_prompts_per_pass}.")
+            raise ConfigError(
+                f"MODEL.CLIP.MAX_TEXT_PROMPTS_PER_PASS must be >= 0 (0 = no limit), got {max_text_prompts_per_pass}."
+            )
         self.max_text_prompts_per_pass = max_text_prompts_per_pass
         self.image_conditioned = any(getattr(m, "image_conditioned", False) for m in prompts.methods)
         text = self.backbone.tower("text")
@@ -82,9 +93,11 @@ class CLIPPromptClassifier(PromptModel):
         self.text_prompted = self._prompts_edit_text(ids, mask)
         if self.text_prompted:
             if templates is not None:
-                raise ConfigError("MODEL.CLIP.ZERO_SHOT_TEMPLATES chooses the class prompts of a CLIP whose text "
-                                  "tower no prompt method edits; here a method learns text context (class prompts "
-                                  "are MODEL.CLIP.PROMPT_TEMPLATE). Set MODEL.CLIP.ZERO_SHOT_TEMPLATES \"\".")
+                raise ConfigError(
+                    "MODEL.CLIP.ZERO_SHOT_TEMPLATES chooses the class prompts of a CLIP whose text "
+                    "tower no prompt method edits; here a method learns text context (class prompts "
+                    'are MODEL.CLIP.PROMPT_TEMPLATE). Set MODEL.CLIP.ZERO_SHOT_TEMPLATES "".'
+                )
             self.class_texts = [prompt_template.format(c) for c in self.classnames]
             self.num_templates = 1
             rows = [(prompt_template, c) for c in self.classnames]
@@ -107,8 +120,11 @@ class CLIPPromptClassifier(PromptModel):
         before "{}" and of the name, each counted alone as CoOp's ``name_lens`` does."""
         text = self.backbone.tower("text")
         anchors = text.embed((ids, mask)).anchors
-        lengths = torch.as_tensor([len(phrase_token_ids(text, t.split("{}")[0])) + len(phrase_token_ids(text, c))
-                                   for t, c in rows], dtype=torch.long, device=anchors["start"].device)
+        lengths = torch.as_tensor(
+            [len(phrase_token_ids(text, t.split("{}")[0])) + len(phrase_token_ids(text, c)) for t, c in rows],
+            dtype=torch.long,
+            device=anchors["start"].device,
+        )
         return torch.minimum(anchors["start"] + lengths, anchors["end"])  # a truncated text ends at EOT
 
     def class_text_inputs(self):
@@ -138,8 +154,10 @@ class CLIPPromptClassifier(PromptModel):
         if self._text_cache is not None:
             return self._text_cache
         if self.image_conditioned:
-            raise MMPromptError("This CLIP's class text features depend on the image (an image-conditioned "
-                                "prompt method such as cocoop): call the model on a batch of images instead.")
+            raise MMPromptError(
+                "This CLIP's class text features depend on the image (an image-conditioned "
+                "prompt method such as cocoop): call the model on a batch of images instead."
+            )
         text = self.backbone.tower("text")
         features = text.run(self.class_text_inputs(), self.prompts, ctx if ctx is not None else self.new_context())
         if self.num_templates > 1:
@@ -172,7 +190,7 @@ class CLIPPromptClassifier(PromptModel):
         images_per_pass = max(1, limit // num_classes) if limit else image_features.shape[0]
         out = []
         for start in range(0, image_features.shape[0], images_per_pass):
-            chunk = image_features[start:start + images_per_pass]
+            chunk = image_features[start : start + images_per_pass]
             n = chunk.shape[0]
             pass_ctx = PromptContext(step=ctx.step, features={IMAGE_FEATURES: chunk}, records=ctx.records)
             ids = self.class_token_ids.repeat(n, 1)
@@ -211,6 +229,12 @@ def build_clip_prompt_classifier(cfg, classnames=None, backbone=None) -> CLIPPro
     prompts = build_prompts(cfg, backbone)
     clip = cfg.MODEL.CLIP
     templates = zero_shot_templates(clip.ZERO_SHOT_TEMPLATES, cfg.DATASET.NAME) if clip.ZERO_SHOT_TEMPLATES else None
-    return CLIPPromptClassifier(backbone, prompts, classnames, template=clip.TEMPLATE,
-                                prompt_template=clip.PROMPT_TEMPLATE, templates=templates,
-                                max_text_prompts_per_pass=clip.MAX_TEXT_PROMPTS_PER_PASS)
+    return CLIPPromptClassifier(
+        backbone,
+        prompts,
+        classnames,
+        template=clip.TEMPLATE,
+        prompt_template=clip.PROMPT_TEMPLATE,
+        templates=templates,
+        max_text_prompts_per_pass=clip.MAX_TEXT_PROMPTS_PER_PASS,
+    )

@@ -11,6 +11,7 @@ cross-entropy when the batch has labels.
 ``default`` keeps ``nn.Linear``'s own init. ``MODEL.HEAD.BIAS_WEIGHT_DECAY False`` exempts the
 head's bias from weight decay, as VPT's optimizer does for ``last_layer.bias``.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,9 @@ def with_num_classes(cfg, classnames: Optional[Sequence[str]]):
     so prompt methods that size per-class parameters (CoOp's CSC) can read it."""
     n = cfg.MODEL.HEAD.NUM_CLASSES or (len(classnames) if classnames else 0)
     if n <= 0:
-        raise ConfigError("The classifier needs its number of classes: give the dataset's class names "
-                          "or set MODEL.HEAD.NUM_CLASSES.")
+        raise ConfigError(
+            "The classifier needs its number of classes: give the dataset's class names or set MODEL.HEAD.NUM_CLASSES."
+        )
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.HEAD.NUM_CLASSES = n
@@ -56,14 +58,24 @@ def with_num_classes(cfg, classnames: Optional[Sequence[str]]):
 
 def vision_tower_of(backbone, model_name: str):
     if TOWER not in backbone.tower_names:
-        raise ConfigError(f"{model_name} reads the '{TOWER}' tower; the {type(backbone).__name__} backbone has "
-                          f"{backbone.tower_names} (use MODEL.BACKBONE.NAME timm_vit or open_clip).")
+        raise ConfigError(
+            f"{model_name} reads the '{TOWER}' tower; the {type(backbone).__name__} backbone has "
+            f"{backbone.tower_names} (use MODEL.BACKBONE.NAME timm_vit or open_clip)."
+        )
     return backbone.tower(TOWER)
 
 
 class ImageClassifier(PromptModel):
-    def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0,
-                 head_init: str = "default", head_bias_weight_decay: bool = True):
+    def __init__(
+        self,
+        backbone,
+        prompts,
+        num_classes: int,
+        pool: str = "default",
+        dropout: float = 0.0,
+        head_init: str = "default",
+        head_bias_weight_decay: bool = True,
+    ):
         super().__init__(backbone, prompts)
         self.pool_mode = pool
         tower = vision_tower_of(backbone, "image_classifier")
@@ -75,8 +87,15 @@ class ImageClassifier(PromptModel):
     def from_config(cls, cfg, backbone, prompts) -> "ImageClassifier":
         """``cfg`` must already carry MODEL.HEAD.NUM_CLASSES (see :func:`with_num_classes`)."""
         h = cfg.MODEL.HEAD
-        return cls(backbone, prompts, h.NUM_CLASSES, pool=h.POOL, dropout=h.DROPOUT, head_init=h.INIT,
-                   head_bias_weight_decay=h.BIAS_WEIGHT_DECAY)
+        return cls(
+            backbone,
+            prompts,
+            h.NUM_CLASSES,
+            pool=h.POOL,
+            dropout=h.DROPOUT,
+            head_init=h.INIT,
+            head_bias_weight_decay=h.BIAS_WEIGHT_DECAY,
+        )
 
     def no_weight_decay(self) -> List[str]:
         # read by the optimizer's parameter groups (mmprompt/engine/optim.py), names relative to self

@@ -12,6 +12,7 @@ All label words are scored in one batched decoder pass (B x C rows); the loss is
 gold rows of that same pass, so training needs no second decoder run. ``generate`` decodes free
 text greedily from the same prompted encoder, for tasks scored on generated answers (EM/F1).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -46,8 +47,10 @@ class T5Verbalizer(PromptModel):
             rows = {}
             for word, row in zip(self.label_words, targets.tolist()):
                 if tuple(row) in rows:
-                    raise ConfigError(f"Label words '{rows[tuple(row)]}' and '{word}' tokenize to the same "
-                                      "tokens, so the verbalizer cannot tell their classes apart; rename one class.")
+                    raise ConfigError(
+                        f"Label words '{rows[tuple(row)]}' and '{word}' tokenize to the same "
+                        "tokens, so the verbalizer cannot tell their classes apart; rename one class."
+                    )
                 rows[tuple(row)] = word
             self._targets = targets
         return self._targets.to(device)
@@ -73,7 +76,8 @@ class T5Verbalizer(PromptModel):
         token_log_probs = self.backbone.target_log_probs(
             encoded.x[:, None].expand(B, C, N, D).reshape(B * C, N, D),
             encoded.mask[:, None].expand(B, C, N).reshape(B * C, N),
-            targets[None].expand(B, C, L).reshape(B * C, L)).view(B, C, L)
+            targets[None].expand(B, C, L).reshape(B * C, L),
+        ).view(B, C, L)
         out = {"logits": token_log_probs.sum(-1)}
         if "label" in batch:
             label = batch["label"].to(encoded.x.device)
@@ -85,11 +89,15 @@ class T5Verbalizer(PromptModel):
 @MODELS.register("t5_verbalizer")
 def build_t5_verbalizer(cfg, classnames=None, backbone=None) -> T5Verbalizer:
     if cfg.MODEL.BACKBONE.NAME != "t5":
-        raise ConfigError(f"t5_verbalizer decodes label words with T5's decoder; set MODEL.BACKBONE.NAME t5 "
-                          f"(got {cfg.MODEL.BACKBONE.NAME}).")
+        raise ConfigError(
+            f"t5_verbalizer decodes label words with T5's decoder; set MODEL.BACKBONE.NAME t5 "
+            f"(got {cfg.MODEL.BACKBONE.NAME})."
+        )
     if not classnames:
-        raise ConfigError("t5_verbalizer needs label words: the dataset's class names are used as the "
-                          "words the decoder must generate.")
+        raise ConfigError(
+            "t5_verbalizer needs label words: the dataset's class names are used as the "
+            "words the decoder must generate."
+        )
     backbone = backbone if backbone is not None else build_backbone(cfg)
     prompts = build_prompts(cfg, backbone)
     return T5Verbalizer(backbone, prompts, classnames, max_length=cfg.MODEL.TEXT.MAX_LENGTH)

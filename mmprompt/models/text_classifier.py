@@ -11,6 +11,7 @@ hidden_dropout_prob (0.1) and ``head_init_std`` 0.02: normal(0, 0.02) weights an
 what their ``from_pretrained`` gives the new classifier. Their RoBERTa head is the same on
 RoBERTa's pooler (which the roberta-large checkpoint lacks, so it is random and frozen there too).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -31,22 +32,33 @@ def batch_texts(batch, model: str):
     """The batch's texts (and second texts of pairs), or an error naming what the batch holds."""
     if not isinstance(batch, dict) or "text" not in batch:
         held = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ConfigError(f"{model} reads batches with a 'text' list (and optional 'text_b'); this one has "
-                          f"{held}. Use a text dataset with this model (DATASET.NAME).")
+        raise ConfigError(
+            f"{model} reads batches with a 'text' list (and optional 'text_b'); this one has "
+            f"{held}. Use a text dataset with this model (DATASET.NAME)."
+        )
     return batch["text"], batch.get("text_b")
 
 
 def num_outputs(cfg, classnames: Optional[Sequence[str]]) -> int:
     n = cfg.MODEL.HEAD.NUM_CLASSES or (len(classnames) if classnames else 0)
     if n <= 0:
-        raise ConfigError("The classifier needs its number of classes: give the dataset's class names or "
-                          "set MODEL.HEAD.NUM_CLASSES.")
+        raise ConfigError(
+            "The classifier needs its number of classes: give the dataset's class names or set MODEL.HEAD.NUM_CLASSES."
+        )
     return n
 
 
 class TextClassifier(PromptModel):
-    def __init__(self, backbone, prompts, num_classes: int, pool: str = "default", dropout: float = 0.0,
-                 max_length: Optional[int] = None, head_init_std: float = 0.0):
+    def __init__(
+        self,
+        backbone,
+        prompts,
+        num_classes: int,
+        pool: str = "default",
+        dropout: float = 0.0,
+        max_length: Optional[int] = None,
+        head_init_std: float = 0.0,
+    ):
         super().__init__(backbone, prompts)
         self.pool_mode = pool
         self.max_length = max_length
@@ -80,9 +92,17 @@ class TextClassifier(PromptModel):
 def build_text_classifier(cfg, classnames=None, backbone=None) -> TextClassifier:
     backbone = backbone if backbone is not None else build_backbone(cfg)
     if TOWER not in backbone.tower_names:
-        raise ConfigError(f"text_classifier reads the '{TOWER}' tower; backbone {cfg.MODEL.BACKBONE.NAME} has "
-                          f"{backbone.tower_names} (use MODEL.BACKBONE.NAME hf_encoder or t5).")
+        raise ConfigError(
+            f"text_classifier reads the '{TOWER}' tower; backbone {cfg.MODEL.BACKBONE.NAME} has "
+            f"{backbone.tower_names} (use MODEL.BACKBONE.NAME hf_encoder or t5)."
+        )
     prompts = build_prompts(cfg, backbone)
-    return TextClassifier(backbone, prompts, num_outputs(cfg, classnames), pool=cfg.MODEL.HEAD.POOL,
-                          dropout=cfg.MODEL.HEAD.DROPOUT, max_length=cfg.MODEL.TEXT.MAX_LENGTH,
-                          head_init_std=cfg.MODEL.TEXT.HEAD_INIT_STD)
+    return TextClassifier(
+        backbone,
+        prompts,
+        num_outputs(cfg, classnames),
+        pool=cfg.MODEL.HEAD.POOL,
+        dropout=cfg.MODEL.HEAD.DROPOUT,
+        max_length=cfg.MODEL.TEXT.MAX_LENGTH,
+        head_init_std=cfg.MODEL.TEXT.HEAD_INIT_STD,
+    )

@@ -16,6 +16,7 @@ it runs on. Three separable pieces make the methods composable:
 
 :class:`PromptStack` runs the configured modules in order at every layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -21,6 +21,7 @@ What the authors' code computes, parameter by parameter (``ctx``, ``meta_net.lin
 meta-net are an artifact of running CLIP in half precision: the module computes in the dtype
 of its parameters (fp32), what their ``PREC fp32`` computes.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -49,9 +50,11 @@ def context_from_phrase(tower, phrase: str):
     n_ctx = len(phrase.split(" "))
     ids = phrase_token_ids(tower, phrase)
     if n_ctx > len(ids):
-        raise ConfigError(f"PROMPT.COCOOP.CTX_INIT '{phrase}' has {n_ctx} space-separated words but only "
-                          f"{len(ids)} tokens (CoCoOp learns one token per word): remove repeated or "
-                          f"trailing spaces.")
+        raise ConfigError(
+            f"PROMPT.COCOOP.CTX_INIT '{phrase}' has {n_ctx} space-separated words but only "
+            f"{len(ids)} tokens (CoCoOp learns one token per word): remove repeated or "
+            f"trailing spaces."
+        )
     return n_ctx, ids[:n_ctx], ids[n_ctx:]
 
 
@@ -83,13 +86,17 @@ class CoCoOp(PromptModule):
     def setup(self, backbone) -> None:
         text = require_text_tower(backbone, "cocoop")
         if "vision" not in backbone.tower_names:
-            raise ConfigError("Prompt method 'cocoop' conditions the text context on image embeddings and needs "
-                              f"a 'vision' tower; the {type(backbone).__name__} backbone has {backbone.tower_names}.")
+            raise ConfigError(
+                "Prompt method 'cocoop' conditions the text context on image embeddings and needs "
+                f"a 'vision' tower; the {type(backbone).__name__} backbone has {backbone.tower_names}."
+            )
         image_dim = backbone.tower("vision").feature_dim
         hidden = image_dim // self.meta_net_ratio
         if hidden < 1:
-            raise ConfigError(f"PROMPT.COCOOP.META_NET_RATIO {self.meta_net_ratio} leaves no hidden unit for "
-                              f"{image_dim}-dimensional image embeddings; use a ratio <= {image_dim}.")
+            raise ConfigError(
+                f"PROMPT.COCOOP.META_NET_RATIO {self.meta_net_ratio} leaves no hidden unit for "
+                f"{image_dim}-dimensional image embeddings; use a ratio <= {image_dim}."
+            )
         vocabulary = text.input_embeddings()
         if self.ctx_init:
             self.n_ctx, ctx_ids, rest = context_from_phrase(text, self.ctx_init)
@@ -98,11 +105,15 @@ class CoCoOp(PromptModule):
         else:
             init = torch.randn(self.n_ctx, text.width) * 0.02
         self.ctx = nn.Parameter(init)
-        self.meta_net = nn.Sequential(OrderedDict([
-            ("linear1", nn.Linear(image_dim, hidden)),
-            ("relu", nn.ReLU()),
-            ("linear2", nn.Linear(hidden, text.width)),
-        ]))
+        self.meta_net = nn.Sequential(
+            OrderedDict(
+                [
+                    ("linear1", nn.Linear(image_dim, hidden)),
+                    ("relu", nn.ReLU()),
+                    ("linear2", nn.Linear(hidden, text.width)),
+                ]
+            )
+        )
 
     def conditioned_context(self, image_features: torch.Tensor) -> torch.Tensor:
         """(B, n_ctx, D): the context of each image, ``ctx + meta_net(image embedding)``."""
@@ -114,13 +125,17 @@ class CoCoOp(PromptModule):
             return seq
         image_features = ctx.features.get(IMAGE_FEATURES)
         if image_features is None:
-            raise MMPromptError("CoCoOp conditions the text context on the image, but no image embeddings were "
-                                f"handed to the text pass (ctx.features['{IMAGE_FEATURES}']). Use MODEL.NAME "
-                                "clip_prompt_classifier, which runs the image tower first.")
+            raise MMPromptError(
+                "CoCoOp conditions the text context on the image, but no image embeddings were "
+                f"handed to the text pass (ctx.features['{IMAGE_FEATURES}']). Use MODEL.NAME "
+                "clip_prompt_classifier, which runs the image tower first."
+            )
         images = image_features.shape[0]
         if seq.batch_size % images:
-            raise MMPromptError(f"CoCoOp got {seq.batch_size} text prompts for {images} images; the text pass "
-                                f"must hold the same class prompts for every image (images x classes).")
+            raise MMPromptError(
+                f"CoCoOp got {seq.batch_size} text prompts for {images} images; the text pass "
+                f"must hold the same class prompts for every image (images x classes)."
+            )
         context = self.conditioned_context(image_features).repeat_interleave(seq.batch_size // images, dim=0)
         seq = self.placement.place(seq, context.to(seq.x.dtype), self.owner_id, ctx)
         return self.fixed_words.place_after_context(seq) if self.fixed_words is not None else seq

@@ -20,6 +20,7 @@ Context rules (CoOp's code): with ``CTX_INIT`` the context has one token per wor
 Underscores in the phrase are spaces. CoOp keeps its CLIP in fp16 unless ``PREC`` is fp32; the
 context here is computed in the backbone's dtype, which matches CoOp's fp32 computation.
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -39,10 +40,12 @@ CLASS_TOKEN_PLACEMENTS = {"end": "prefix", "middle": "class_middle", "front": "a
 
 def require_text_tower(backbone, method: str):
     if "text" not in backbone.tower_names:
-        raise ConfigError(f"Prompt method '{method}' learns text context for CLIP-style class prompts and "
-                          f"needs a 'text' tower, but the {type(backbone).__name__} backbone has only "
-                          f"{backbone.tower_names}. Use an open_clip backbone, or a method that works on "
-                          f"any tower (vpt, prompt_tuning, deep_prompt, dept, adept).")
+        raise ConfigError(
+            f"Prompt method '{method}' learns text context for CLIP-style class prompts and "
+            f"needs a 'text' tower, but the {type(backbone).__name__} backbone has only "
+            f"{backbone.tower_names}. Use an open_clip backbone, or a method that works on "
+            f"any tower (vpt, prompt_tuning, deep_prompt, dept, adept)."
+        )
     return backbone.tower("text")
 
 
@@ -53,15 +56,19 @@ def split_context_phrase(tower, phrase: str, n_ctx: int, key: str) -> Tuple[str,
     learned, "of a" kept)."""
     ids = phrase_token_ids(tower, phrase)
     if n_ctx > len(ids):
-        raise ConfigError(f"{key} '{phrase}' has {len(ids)} tokens but {n_ctx} context tokens are learned; "
-                          f"use a longer phrase or set the number of context tokens to at most {len(ids)}.")
+        raise ConfigError(
+            f"{key} '{phrase}' has {len(ids)} tokens but {n_ctx} context tokens are learned; "
+            f"use a longer phrase or set the number of context tokens to at most {len(ids)}."
+        )
     words = phrase.split()
     for k in range(1, len(words) + 1):
         head = " ".join(words[:k])
         if phrase_token_ids(tower, head) == ids[:n_ctx]:
             return head, ids[n_ctx:]
-    raise ConfigError(f"The first {n_ctx} tokens of {key} '{phrase}' split a word; choose a number of "
-                      f"context tokens that ends on a word boundary.")
+    raise ConfigError(
+        f"The first {n_ctx} tokens of {key} '{phrase}' split a word; choose a number of "
+        f"context tokens that ends on a word boundary."
+    )
 
 
 def coop_context_length(phrase: str, n_ctx: int) -> int:
@@ -88,16 +95,27 @@ class FixedWords(nn.Module):
 
 
 class CoOp(PromptModule):
-    def __init__(self, *, n_ctx: int = 16, ctx_init: str = "", csc: bool = False, num_classes: int = 0,
-                 class_token_position: str = "end", source: str = "param", settings=None):
+    def __init__(
+        self,
+        *,
+        n_ctx: int = 16,
+        ctx_init: str = "",
+        csc: bool = False,
+        num_classes: int = 0,
+        class_token_position: str = "end",
+        source: str = "param",
+        settings=None,
+    ):
         """Keywords are the PROMPT.COOP keys in lower case; ``num_classes`` (MODEL.HEAD.NUM_CLASSES)
         sizes a class-specific context; ``settings``: the config its source and placement read
         (None = defaults)."""
         super().__init__()
         self.settings = settings
         if class_token_position not in CLASS_TOKEN_PLACEMENTS:
-            raise ConfigError(f"PROMPT.COOP.CLASS_TOKEN_POSITION '{class_token_position}' is not one of "
-                              f"{', '.join(CLASS_TOKEN_PLACEMENTS)}.")
+            raise ConfigError(
+                f"PROMPT.COOP.CLASS_TOKEN_POSITION '{class_token_position}' is not one of "
+                f"{', '.join(CLASS_TOKEN_PLACEMENTS)}."
+            )
         self.class_token_position = class_token_position
         self.source_name = source
         self.ctx_init = ctx_init
@@ -108,8 +126,10 @@ class CoOp(PromptModule):
         self.csc = csc and not self.init_phrase  # CoOp's phrase-initialised context is always generic
         self.num_classes = num_classes if self.csc else 1
         if self.csc and self.num_classes <= 0:
-            raise ConfigError("PROMPT.COOP.CSC needs the number of classes: set MODEL.HEAD.NUM_CLASSES "
-                              "(the CLIP model builder sets it from the class names).")
+            raise ConfigError(
+                "PROMPT.COOP.CSC needs the number of classes: set MODEL.HEAD.NUM_CLASSES "
+                "(the CLIP model builder sets it from the class names)."
+            )
         self.owner_id = new_owner_id()
         self.source = None
         self.placement = None
@@ -118,8 +138,15 @@ class CoOp(PromptModule):
     @classmethod
     def from_config(cls, cfg) -> "CoOp":
         c = cfg.PROMPT.COOP
-        return cls(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, csc=c.CSC, num_classes=cfg.MODEL.HEAD.NUM_CLASSES,
-                   class_token_position=c.CLASS_TOKEN_POSITION, source=c.SOURCE, settings=cfg)
+        return cls(
+            n_ctx=c.N_CTX,
+            ctx_init=c.CTX_INIT,
+            csc=c.CSC,
+            num_classes=cfg.MODEL.HEAD.NUM_CLASSES,
+            class_token_position=c.CLASS_TOKEN_POSITION,
+            source=c.SOURCE,
+            settings=cfg,
+        )
 
     def setup(self, backbone):
         tower = require_text_tower(backbone, "coop")
@@ -132,12 +159,21 @@ class CoOp(PromptModule):
                 f"PROMPT.COOP.CTX_INIT '{self.ctx_init}' has more tokens than words, so some of its tokens stay as "
                 f"fixed words after the context; CoOp's code then cuts the class name wrongly for "
                 f"CLASS_TOKEN_POSITION {self.class_token_position}. Use a phrase of one token per word or "
-                f"CLASS_TOKEN_POSITION end.")
+                f"CLASS_TOKEN_POSITION end."
+            )
         # CSC: one source of C*l tokens, viewed as (C, l, D), so any source can be class-specific
-        self.source = build_source(self.source_name, self.settings, length=self.n_ctx * self.num_classes, width=tower.width,
-                                   tower=tower, init=init, init_text=init_text)
-        self.placement = build_placement(CLASS_TOKEN_PLACEMENTS[self.class_token_position], self.settings,
-                                         length=self.n_ctx, width=tower.width)
+        self.source = build_source(
+            self.source_name,
+            self.settings,
+            length=self.n_ctx * self.num_classes,
+            width=tower.width,
+            tower=tower,
+            init=init,
+            init_text=init_text,
+        )
+        self.placement = build_placement(
+            CLASS_TOKEN_PLACEMENTS[self.class_token_position], self.settings, length=self.n_ctx, width=tower.width
+        )
         self.fixed_words = FixedWords(tower, rest) if rest else None
 
     def context(self, ctx, batch_size: int) -> torch.Tensor:
@@ -145,9 +181,11 @@ class CoOp(PromptModule):
         if not self.csc:
             return tokens
         if batch_size != self.num_classes:
-            raise MMPromptError(f"CoOp's class-specific context has {self.num_classes} classes but the text "
-                                f"tower got {batch_size} class prompts; CSC contexts only fit the classes "
-                                f"they were trained on (use CSC False to evaluate on other classes).")
+            raise MMPromptError(
+                f"CoOp's class-specific context has {self.num_classes} classes but the text "
+                f"tower got {batch_size} class prompts; CSC contexts only fit the classes "
+                f"they were trained on (use CSC False to evaluate on other classes)."
+            )
         return tokens.reshape(self.num_classes, self.n_ctx, -1)
 
     def before_layer(self, tower, i, seq, ctx):

@@ -15,6 +15,7 @@ L·l·d here) and the input keeps its own positions.
 ``Linear(d, h) -> tanh -> Linear(h, depth * d)`` (shaped like P-tuning v2's prefix projection);
 the MLP's input prompt still comes from ``SOURCE``.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,8 +34,9 @@ class DeepPrompts(LayerPrompts):
         super().setup(backbone)
         if self.reparam_hidden:
             width = backbone.tower(self.tower_name).width
-            self.projection = nn.Sequential(nn.Linear(width, self.reparam_hidden), nn.Tanh(),
-                                            nn.Linear(self.reparam_hidden, self.depth * width))
+            self.projection = nn.Sequential(
+                nn.Linear(width, self.reparam_hidden), nn.Tanh(), nn.Linear(self.reparam_hidden, self.depth * width)
+            )
 
     def num_sources(self):
         return 1 if self.reparam_hidden else self.depth
@@ -46,12 +48,22 @@ class DeepPrompts(LayerPrompts):
         if key not in ctx.cache:  # the MLP runs once per forward pass for all layers
             ctx.cache[key] = self.projection(self.sources[0](ctx, self.tower_name))
         width = ctx.cache[key].shape[-1] // self.depth
-        return ctx.cache[key][..., i * width:(i + 1) * width]
+        return ctx.cache[key][..., i * width : (i + 1) * width]
 
 
 @PROMPTS.register("deep_prompt")
 def build_deep_prompt(cfg) -> DeepPrompts:
     c = cfg.PROMPT.DEEP_PROMPT
-    return DeepPrompts(cfg, method="deep_prompt", tower=c.TOWER, length=c.NUM_TOKENS, depth=c.DEPTH,
-                       source=c.SOURCE, position=c.POSITION, init=c.INIT, dropout=c.DROPOUT,
-                       reparam_hidden=c.REPARAM_HIDDEN if c.REPARAM else 0, depth_key="PROMPT.DEEP_PROMPT.DEPTH")
+    return DeepPrompts(
+        cfg,
+        method="deep_prompt",
+        tower=c.TOWER,
+        length=c.NUM_TOKENS,
+        depth=c.DEPTH,
+        source=c.SOURCE,
+        position=c.POSITION,
+        init=c.INIT,
+        dropout=c.DROPOUT,
+        reparam_hidden=c.REPARAM_HIDDEN if c.REPARAM else 0,
+        depth_key="PROMPT.DEEP_PROMPT.DEPTH",
+    )

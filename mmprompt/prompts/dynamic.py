@@ -28,6 +28,7 @@ stack keeps the prompt-free layer-0 input in ``ctx.cache`` and the first module 
 pass of the tower over it, shared by every module and layer of that forward
 (:func:`frozen_feature`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,12 +88,20 @@ class TemperatureSchedule(nn.Module):
     existed still load.)
     """
 
-    def __init__(self, tau0: float = 1.0, tau_min: float = 0.5, gamma: float = 3e-5, step_scale: float = 1.0,
-                 kind: str = "closed_form"):
+    def __init__(
+        self,
+        tau0: float = 1.0,
+        tau_min: float = 0.5,
+        gamma: float = 3e-5,
+        step_scale: float = 1.0,
+        kind: str = "closed_form",
+    ):
         super().__init__()
         if tau0 <= 0 or tau_min <= 0 or step_scale <= 0 or gamma < 0:
-            raise ConfigError(f"PROMPT.DYNAMIC temperature needs TAU0 > 0, TAU_MIN > 0, STEP_SCALE > 0 "
-                              f"and GAMMA >= 0; got {tau0}, {tau_min}, {step_scale}, {gamma}.")
+            raise ConfigError(
+                f"PROMPT.DYNAMIC temperature needs TAU0 > 0, TAU_MIN > 0, STEP_SCALE > 0 "
+                f"and GAMMA >= 0; got {tau0}, {tau_min}, {step_scale}, {gamma}."
+            )
         self.kind = check_choice("SCHEDULE", kind, SCHEDULES)
         self.register_buffer("tau0", torch.tensor(float(tau0), dtype=torch.float64))
         self.register_buffer("tau_min", torch.tensor(float(tau_min), dtype=torch.float64))
@@ -258,8 +267,9 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
-def split_choice_gradient(grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor,
-                          end: torch.Tensor, rotate: bool) -> torch.Tensor:
+def split_choice_gradient(
+    grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor, end: torch.Tensor, rotate: bool
+) -> torch.Tensor:
     """(B, l+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
     ``grad`` (B, N+l, D) = dL/dS, ``base`` (B, N, D) the sequence before insertion, ``tokens``
     (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``."""
@@ -301,7 +311,7 @@ def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.
     products = torch.einsum("bhsd,btd->bhst", at_slots, prompt).reshape(B, 2, k * k)
     diagonal = _diagonal_index(k, prompt.device)
     sums = products.new_zeros(B, 2, 2 * k - 1).scatter_add_(2, diagonal.expand(B, 2, -1), products)
-    before = F.pad(sums[:, 0, k - 1:], (0, 1))  # j = 0..l-1; j = l leaves no token before X
+    before = F.pad(sums[:, 0, k - 1 :], (0, 1))  # j = 0..l-1; j = l leaves no token before X
     after = F.pad(sums[:, 1, :k], (1, 0))  # j = 1..l; j = 0 leaves no token after X
     return before + after
 
@@ -333,9 +343,15 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
     return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
 
 
-def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner_id: int,
-                 choice: Optional[torch.Tensor] = None, rotate: bool = False,
-                 straight_through: Optional["Choice"] = None) -> TokenSeq:
+def insert_split(
+    seq: TokenSeq,
+    tokens: torch.Tensor,
+    index: torch.Tensor,
+    owner_id: int,
+    choice: Optional[torch.Tensor] = None,
+    rotate: bool = False,
+    straight_through: Optional["Choice"] = None,
+) -> TokenSeq:
     """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
     ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
 
@@ -355,13 +371,21 @@ def insert_split(seq: TokenSeq, tokens: torch.Tensor, index: torch.Tensor, owner
     if straight_through is not None and straight_through.logits is not None:
         c = straight_through
         # base and tokens are saved as they are (their backward here returns no gradient for them)
-        x = _StraightThroughSplit.apply(out.x, c.logits, c.noisy, c.tau, seq.x, tokens,
-                                        seq.anchors["start"], seq.anchors["end"], rotate)
+        x = _StraightThroughSplit.apply(
+            out.x, c.logits, c.noisy, c.tau, seq.x, tokens, seq.anchors["start"], seq.anchors["end"], rotate
+        )
         return out.with_x(x)
     if choice is None or not choice.requires_grad:
         return out
-    x = _SplitChoiceGradient.apply(out.x, choice.expand(seq.batch_size, -1), seq.x.detach(),
-                                   tokens.detach(), seq.anchors["start"], seq.anchors["end"], rotate)
+    x = _SplitChoiceGradient.apply(
+        out.x,
+        choice.expand(seq.batch_size, -1),
+        seq.x.detach(),
+        tokens.detach(),
+        seq.anchors["start"],
+        seq.anchors["end"],
+        rotate,
+    )
     return out.with_x(x)
 
 
@@ -395,7 +419,9 @@ class Choice:
         choice (a prefix prompt of learned length keeps its last ``index`` tokens): exactly 0/1,
         with the straight-through gradient (:class:`_StraightThroughKeep`)."""
         if self.logits is None:
-            return (self.index[:, None] >= length - _index_tensors(0, length, self.noisy.device)[0]).to(self.noisy.dtype)
+            return (self.index[:, None] >= length - _index_tensors(0, length, self.noisy.device)[0]).to(
+                self.noisy.dtype
+            )
         return _StraightThroughKeep.apply(self.logits, self.noisy, self.index, self.tau, length)
 
 
@@ -425,16 +451,19 @@ class InstanceLogits(nn.Module):
     def __init__(self, d: int, n: int, bias: bool = False, activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ConfigError(f"Instance network activation '{activation}' is unknown; choose one of "
-                              f"{', '.join(ACTIVATIONS)}.")
+            raise ConfigError(
+                f"Instance network activation '{activation}' is unknown; choose one of {', '.join(ACTIVATIONS)}."
+            )
         self.linear = nn.Linear(d, n, bias=bias)
         self.activation = activation
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         if feature.shape[-1] != self.linear.in_features:
-            raise ConfigError(f"Instance feature of width {feature.shape[-1]} does not fit a dynamic "
-                              f"prompt network made for width {self.linear.in_features}; the prompt "
-                              f"and the tower it conditions on must have the same width.")
+            raise ConfigError(
+                f"Instance feature of width {feature.shape[-1]} does not fit a dynamic "
+                f"prompt network made for width {self.linear.in_features}; the prompt "
+                f"and the tower it conditions on must have the same width."
+            )
         out = self.linear(feature.to(self.linear.weight.dtype))
         if self.activation == "relu":
             return F.relu(out)
@@ -470,10 +499,12 @@ def frozen_feature(tower: str, ctx: PromptContext, mode: str, feature_length: in
         return ctx.cache[key]
     stored = ctx.cache.get((FROZEN_PASS_INPUT, tower))
     if stored is None:
-        raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE is {mode}, but no frozen pass of the "
-                          f"'{tower}' tower ran: the prompt stack runs it before layer 0 once it knows "
-                          f"the backbone (mmprompt.build.build_prompts does that; a hand-built "
-                          f"PromptStack needs .setup(backbone) or .attach(backbone)).")
+        raise ConfigError(
+            f"PROMPT.DYNAMIC.INSTANCE_FEATURE is {mode}, but no frozen pass of the "
+            f"'{tower}' tower ran: the prompt stack runs it before layer 0 once it knows "
+            f"the backbone (mmprompt.build.build_prompts does that; a hand-built "
+            f"PromptStack needs .setup(backbone) or .attach(backbone))."
+        )
     backbone, seq = stored
     module = backbone.tower(tower)
     with torch.no_grad():
@@ -491,9 +522,11 @@ def frozen_feature(tower: str, ctx: PromptContext, mode: str, feature_length: in
         else:
             final = getattr(module, "final", None)
             if final is None:
-                raise ConfigError(f"PROMPT.DYNAMIC.INSTANCE_FEATURE frozen_output reads the tower's output "
-                                  f"after its final norm, which the '{tower}' tower does not expose "
-                                  f"(only T5's encoder does); use frozen_forward or embed_mean.")
+                raise ConfigError(
+                    f"PROMPT.DYNAMIC.INSTANCE_FEATURE frozen_output reads the tower's output "
+                    f"after its final norm, which the '{tower}' tower does not expose "
+                    f"(only T5's encoder does); use frozen_forward or embed_mean."
+                )
             feature = final(module.run_layers(_pad_to(seq, feature_length, module))).x.mean(1)
     ctx.cache[key] = feature
     return feature
@@ -507,17 +540,26 @@ def _pad_to(seq: TokenSeq, length: int, tower) -> TokenSeq:
     embeddings = tower.input_embeddings()
     pad_id = getattr(getattr(getattr(tower, "hf", None), "config", None), "pad_token_id", None)
     if embeddings is None or pad_id is None:
-        raise ConfigError(f"PROMPT.DYNAMIC.FEATURE_LENGTH pads the frozen pass with the padding token, "
-                          f"which the '{seq.tower}' tower does not name; set FEATURE_LENGTH 0.")
+        raise ConfigError(
+            f"PROMPT.DYNAMIC.FEATURE_LENGTH pads the frozen pass with the padding token, "
+            f"which the '{seq.tower}' tower does not name; set FEATURE_LENGTH 0."
+        )
     B = seq.batch_size
     pad = embeddings.weight[pad_id].to(seq.x.dtype).expand(B, missing, -1)
     off = torch.zeros(B, missing, dtype=torch.bool, device=seq.x.device)
-    return TokenSeq(torch.cat([seq.x, pad], 1), torch.cat([seq.mask, off], 1),
-                    torch.cat([seq.owner, off.long()], 1), dict(seq.anchors), seq.tower, {})
+    return TokenSeq(
+        torch.cat([seq.x, pad], 1),
+        torch.cat([seq.mask, off], 1),
+        torch.cat([seq.owner, off.long()], 1),
+        dict(seq.anchors),
+        seq.tower,
+        {},
+    )
 
 
-def instance_feature(tower: str, ctx: PromptContext, mode: str = "embed_mean",
-                     seq: Optional[TokenSeq] = None, feature_length: int = 0) -> torch.Tensor:
+def instance_feature(
+    tower: str, ctx: PromptContext, mode: str = "embed_mean", seq: Optional[TokenSeq] = None, feature_length: int = 0
+) -> torch.Tensor:
     """The tower's instance feature for this pass.
 
     ``embed_mean``: ``ctx.features[tower]``, which the prompt stack sets before layer 0 (or the
@@ -529,8 +571,10 @@ def instance_feature(tower: str, ctx: PromptContext, mode: str = "embed_mean",
         return frozen_feature(tower, ctx, mode, feature_length)
     if tower not in ctx.features:
         if seq is None:
-            raise ConfigError(f"No instance feature for the '{tower}' tower: dynamic prompt modules must run "
-                              f"inside a PromptStack, which sets it before layer 0.")
+            raise ConfigError(
+                f"No instance feature for the '{tower}' tower: dynamic prompt modules must run "
+                f"inside a PromptStack, which sets it before layer 0."
+            )
         ctx.features[tower] = masked_mean(seq.x, seq.mask)
     return ctx.features[tower]
 
@@ -540,11 +584,24 @@ class _LearnedChoice(Placement):
 
     kind = "dpos"
 
-    def __init__(self, *, length: int, width: int, instance: bool, choice_depth: int = 1, noise: bool = True,
-                 eval_noise: bool = False, record: bool = True, instance_feature: str = "embed_mean",
-                 feature_length: int = 0, instance_relu: bool = True, instance_bias: bool = False,
-                 logit_init: str = "zeros", init_range: float = 0.5,
-                 temperature: Optional[TemperatureSchedule] = None):
+    def __init__(
+        self,
+        *,
+        length: int,
+        width: int,
+        instance: bool,
+        choice_depth: int = 1,
+        noise: bool = True,
+        eval_noise: bool = False,
+        record: bool = True,
+        instance_feature: str = "embed_mean",
+        feature_length: int = 0,
+        instance_relu: bool = True,
+        instance_bias: bool = False,
+        logit_init: str = "zeros",
+        init_range: float = 0.5,
+        temperature: Optional[TemperatureSchedule] = None,
+    ):
         """Keywords are the PROMPT.DYNAMIC keys in lower case (their meaning is documented there);
         ``temperature`` None is the default schedule."""
         super().__init__()
@@ -572,10 +629,19 @@ class _LearnedChoice(Placement):
     def choice_kwargs(cfg) -> dict:
         """The keywords PROMPT.DYNAMIC sets for every learned choice."""
         d = dynamic_node(cfg)
-        return dict(choice_depth=d.CHOICE_DEPTH, noise=d.NOISE, eval_noise=d.EVAL_NOISE, record=d.RECORD,
-                    instance_feature=d.INSTANCE_FEATURE, feature_length=d.FEATURE_LENGTH,
-                    instance_relu=d.INSTANCE_RELU, instance_bias=d.INSTANCE_BIAS, logit_init=d.LOGIT_INIT,
-                    init_range=d.INIT_RANGE, temperature=TemperatureSchedule.from_config(cfg))
+        return dict(
+            choice_depth=d.CHOICE_DEPTH,
+            noise=d.NOISE,
+            eval_noise=d.EVAL_NOISE,
+            record=d.RECORD,
+            instance_feature=d.INSTANCE_FEATURE,
+            feature_length=d.FEATURE_LENGTH,
+            instance_relu=d.INSTANCE_RELU,
+            instance_bias=d.INSTANCE_BIAS,
+            logit_init=d.LOGIT_INIT,
+            init_range=d.INIT_RANGE,
+            temperature=TemperatureSchedule.from_config(cfg),
+        )
 
     @property
     def frozen_pass_mode(self) -> Optional[str]:
@@ -595,8 +661,9 @@ class _LearnedChoice(Placement):
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else self.temperature.current
-            feature = (instance_feature(seq.tower, ctx, self.feature_mode, seq, self.feature_length)
-                       if self.instance else None)
+            feature = (
+                instance_feature(seq.tower, ctx, self.feature_mode, seq, self.feature_length) if self.instance else None
+            )
             sample = self.sample_noise if self.training else self.eval_noise
             choice = Choice.draw(self.heads[head](feature), tau, sample=sample)
             ctx.cache[key] = (choice, choice.index.expand(seq.batch_size))
@@ -649,8 +716,9 @@ class AdaptivePosition(_LearnedChoice):
     def place(self, seq: TokenSeq, tokens: torch.Tensor, owner_id: int, ctx: PromptContext) -> TokenSeq:
         tokens = seq.batch_tokens(tokens)
         if tokens.shape[1] != self.length:
-            raise ConfigError(f"{type(self).__name__} was built for {self.length} prompt tokens but got "
-                              f"{tokens.shape[1]}.")
+            raise ConfigError(
+                f"{type(self).__name__} was built for {self.length} prompt tokens but got {tokens.shape[1]}."
+            )
         choice, index, head = self.choose(seq, ctx)
         if self.keeps_slots(seq, owner_id, head, ctx):
             # the slots hold the tokens in sequence order, which the rotation permutes
@@ -689,7 +757,9 @@ class AdaptiveLength(_LearnedChoice):
         super().__init__(length=length, width=width, instance=self.instance_level, **choice)
         self.mode = length_mode
         if self.mode not in LENGTH_MODES:
-            raise ConfigError(f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}.")
+            raise ConfigError(
+                f"PROMPT.DYNAMIC.LENGTH_MODE '{self.mode}' is unknown; choose one of {', '.join(LENGTH_MODES)}."
+            )
 
     @classmethod
     def from_config(cls, cfg, *, length=None, width=None) -> "AdaptiveLength":
@@ -728,10 +798,24 @@ class PromptPool(TokenSource):
     draw tokens at every layer reuse them.
     """
 
-    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal", init_text: str = "",
-                 patch_size: Optional[int] = None, pool_size: int = 8, pool_activation: str = "relu",
-                 pool_init: str = "", init_range: float = 0.5, instance_bias: bool = False, record: bool = True,
-                 instance_feature: str = "embed_mean", feature_length: int = 0):
+    def __init__(
+        self,
+        *,
+        length: int,
+        width: int,
+        tower=None,
+        init: str = "normal",
+        init_text: str = "",
+        patch_size: Optional[int] = None,
+        pool_size: int = 8,
+        pool_activation: str = "relu",
+        pool_init: str = "",
+        init_range: float = 0.5,
+        instance_bias: bool = False,
+        record: bool = True,
+        instance_feature: str = "embed_mean",
+        feature_length: int = 0,
+    ):
         """Keywords after ``patch_size`` are the PROMPT.DYNAMIC keys in lower case."""
         super().__init__()
         k = int(pool_size)
@@ -745,17 +829,26 @@ class PromptPool(TokenSource):
             bound = float(init_range)
             self.prompts = nn.Parameter(torch.empty(k, length, width).uniform_(-bound, bound))
         else:
-            self.prompts = nn.Parameter(torch.stack([self._member(i, init, tower, init_text, patch_size)
-                                                     for i in range(k)]))
+            self.prompts = nn.Parameter(
+                torch.stack([self._member(i, init, tower, init_text, patch_size) for i in range(k)])
+            )
         activation = check_choice("POOL_ACTIVATION", pool_activation, ACTIVATIONS)
         self.router = InstanceLogits(width, k, bool(instance_bias), activation)
 
     @classmethod
     def from_config(cls, cfg, **sizes) -> "PromptPool":
         d = dynamic_node(cfg)
-        return cls(**sizes, pool_size=d.POOL_SIZE, pool_activation=d.POOL_ACTIVATION, pool_init=d.POOL_INIT,
-                   init_range=d.INIT_RANGE, instance_bias=d.INSTANCE_BIAS, record=d.RECORD,
-                   instance_feature=d.INSTANCE_FEATURE, feature_length=d.FEATURE_LENGTH)
+        return cls(
+            **sizes,
+            pool_size=d.POOL_SIZE,
+            pool_activation=d.POOL_ACTIVATION,
+            pool_init=d.POOL_INIT,
+            init_range=d.INIT_RANGE,
+            instance_bias=d.INSTANCE_BIAS,
+            record=d.RECORD,
+            instance_feature=d.INSTANCE_FEATURE,
+            feature_length=d.FEATURE_LENGTH,
+        )
 
     def _member(self, i: int, init: str, tower, init_text: str, patch_size: Optional[int]) -> torch.Tensor:
         if init == "vocab" and tower is not None and tower.input_embeddings() is not None:

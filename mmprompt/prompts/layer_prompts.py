@@ -5,6 +5,7 @@ short prompts of DePT/ADePT share: tokens from any registered source, put in by 
 placement, before layer 0 and (deep) replaced before every layer up to a depth. It registers no
 method itself; the methods configure it from their own config node.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -21,10 +22,12 @@ from .sources import build_source
 def method_tower(backbone, tower_name: str, method: str):
     """The tower a method acts on, or a ConfigError that names the method and the towers there are."""
     if tower_name not in backbone.tower_names:
-        raise ConfigError(f"Prompt method '{method}' acts on the '{tower_name}' tower, but the "
-                          f"{type(backbone).__name__} backbone has only {backbone.tower_names}. "
-                          f"Set its TOWER key to one of those, or use a backbone that has a "
-                          f"'{tower_name}' tower.")
+        raise ConfigError(
+            f"Prompt method '{method}' acts on the '{tower_name}' tower, but the "
+            f"{type(backbone).__name__} backbone has only {backbone.tower_names}. "
+            f"Set its TOWER key to one of those, or use a backbone that has a "
+            f"'{tower_name}' tower."
+        )
     return backbone.tower(tower_name)
 
 
@@ -33,8 +36,10 @@ def resolve_depth(depth: int, tower, method: str, key: str) -> int:
     if depth <= 0:
         return tower.num_layers
     if depth > tower.num_layers:
-        raise ConfigError(f"{key} = {depth} but the {tower.name} tower has {tower.num_layers} layers; "
-                          f"set it to at most {tower.num_layers} (0 = every layer) for {method}.")
+        raise ConfigError(
+            f"{key} = {depth} but the {tower.name} tower has {tower.num_layers} layers; "
+            f"set it to at most {tower.num_layers} (0 = every layer) for {method}."
+        )
     return depth
 
 
@@ -47,9 +52,21 @@ class LayerPrompts(PromptModule):
     :meth:`layer_tokens`).
     """
 
-    def __init__(self, cfg=None, *, method: str, tower: str, length: int, depth: int = 1,
-                 source: str = "param", position: str = "prefix", init: str = "normal",
-                 init_text: str = "", dropout: float = 0.0, depth_key: str = "DEPTH"):
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        method: str,
+        tower: str,
+        length: int,
+        depth: int = 1,
+        source: str = "param",
+        position: str = "prefix",
+        init: str = "normal",
+        init_text: str = "",
+        dropout: float = 0.0,
+        depth_key: str = "DEPTH",
+    ):
         """``cfg``: where the source and placement read their own settings (PROMPT.DYNAMIC,
         SUPERPOS, RESIDUAL); None builds them with the defaults. The methods' builders
         (``build_vpt`` ...) are the ``from_config`` of each method."""
@@ -80,9 +97,16 @@ class LayerPrompts(PromptModule):
         return self.depth
 
     def build_layer_source(self, tower, i: int):
-        return build_source(self.source_name, self.cfg, length=self.length, width=tower.width, tower=tower,
-                            init=self.init, init_text=self.init_text,
-                            patch_size=getattr(tower, "patch_size", None))
+        return build_source(
+            self.source_name,
+            self.cfg,
+            length=self.length,
+            width=tower.width,
+            tower=tower,
+            init=self.init,
+            init_text=self.init_text,
+            patch_size=getattr(tower, "patch_size", None),
+        )
 
     def layer_tokens(self, i: int, ctx: PromptContext):
         """(1 or B, length, width) tokens for layer ``i``."""

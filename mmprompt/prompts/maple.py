@@ -35,6 +35,7 @@ Widths come from the towers. The coupled vision tokens are computed once per for
 shared through ``ctx.cache``, whichever tower runs first. Parameters on ViT-B/16 CLIP with
 N_CTX 2 and depth 9: 2x512 + 8x2x512 text tokens + 9 x (512x768 + 768) couplings = 3,555,072.
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,9 +61,20 @@ class MaPLe(PromptModule):
     """Keywords are the PROMPT.MAPLE keys in lower case (their meaning is documented there);
     ``settings``: the config its sources and placements read (PROMPT.DYNAMIC ...), None = defaults."""
 
-    def __init__(self, *, mode: str = "maple", n_ctx: int = 2, n_ctx_vision: int = 0, ctx_init: str = "a photo of a",
-                 prompt_depth: int = 9, prompt_depth_vision: int = 0, source: str = "param", position: str = "prefix",
-                 vision_position: str = "suffix", settings=None):
+    def __init__(
+        self,
+        *,
+        mode: str = "maple",
+        n_ctx: int = 2,
+        n_ctx_vision: int = 0,
+        ctx_init: str = "a photo of a",
+        prompt_depth: int = 9,
+        prompt_depth_vision: int = 0,
+        source: str = "param",
+        position: str = "prefix",
+        vision_position: str = "suffix",
+        settings=None,
+    ):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"PROMPT.MAPLE.MODE '{mode}' is not one of {', '.join(MODES)}.")
@@ -79,8 +91,10 @@ class MaPLe(PromptModule):
         self.vision_position_name = vision_position
         self.text_prompts = mode in ("maple", "deep_language", "ivlp")
         self.vision_prompts = mode in ("maple", "deep_vision", "ivlp")
-        for key, value, used in (("N_CTX", self.n_ctx, self.text_prompts),
-                                 ("N_CTX_VISION", self.n_ctx_vision, self.vision_prompts)):
+        for key, value, used in (
+            ("N_CTX", self.n_ctx, self.text_prompts),
+            ("N_CTX_VISION", self.n_ctx_vision, self.vision_prompts),
+        ):
             if used and value < 1:
                 raise ConfigError(f"PROMPT.MAPLE.{key} = {value}: mode {mode} needs at least one prompt token.")
         self.text_owner = new_owner_id()
@@ -97,15 +111,26 @@ class MaPLe(PromptModule):
     @classmethod
     def from_config(cls, cfg) -> "MaPLe":
         c = cfg.PROMPT.MAPLE
-        return cls(mode=c.MODE, n_ctx=c.N_CTX, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
-                   prompt_depth=c.PROMPT_DEPTH, prompt_depth_vision=c.PROMPT_DEPTH_VISION, source=c.SOURCE,
-                   position=c.POSITION, vision_position=c.VISION_POSITION, settings=cfg)
+        return cls(
+            mode=c.MODE,
+            n_ctx=c.N_CTX,
+            n_ctx_vision=c.N_CTX_VISION,
+            ctx_init=c.CTX_INIT,
+            prompt_depth=c.PROMPT_DEPTH,
+            prompt_depth_vision=c.PROMPT_DEPTH_VISION,
+            source=c.SOURCE,
+            position=c.POSITION,
+            vision_position=c.VISION_POSITION,
+            settings=cfg,
+        )
 
     def _depth(self, key: str, depth: int, towers) -> int:
         max_depth = min(t.num_layers for t in towers)
         if not 1 <= depth <= max_depth:
-            raise ConfigError(f"PROMPT.MAPLE.{key} = {depth}; it must be between 1 and {max_depth} "
-                              f"(the layers of the prompted towers).")
+            raise ConfigError(
+                f"PROMPT.MAPLE.{key} = {depth}; it must be between 1 and {max_depth} "
+                f"(the layers of the prompted towers)."
+            )
         return depth
 
     def setup(self, backbone):
@@ -126,24 +151,48 @@ class MaPLe(PromptModule):
             if phrase and self.n_ctx <= MAX_PHRASE_INIT_CTX:
                 init_text, rest = split_context_phrase(text, phrase, self.n_ctx, "PROMPT.MAPLE.CTX_INIT")
             # layer 0 starts from the phrase, deeper text prompts from normal(0, 0.02) as in MaPLe
-            self.text_sources = nn.ModuleList([
-                build_source(self.source_name, self.settings, length=self.n_ctx, width=text.width, tower=text,
-                             init="text" if (i == 0 and init_text) else "normal", init_text=init_text if i == 0 else "")
-                for i in range(self.text_depth)])
-            self.text_placement = build_placement(self.position_name, self.settings, length=self.n_ctx, width=text.width)
+            self.text_sources = nn.ModuleList(
+                [
+                    build_source(
+                        self.source_name,
+                        self.settings,
+                        length=self.n_ctx,
+                        width=text.width,
+                        tower=text,
+                        init="text" if (i == 0 and init_text) else "normal",
+                        init_text=init_text if i == 0 else "",
+                    )
+                    for i in range(self.text_depth)
+                ]
+            )
+            self.text_placement = build_placement(
+                self.position_name, self.settings, length=self.n_ctx, width=text.width
+            )
             self.fixed_words = FixedWords(text, rest) if rest else None
         if self.vision_prompts:
             if self.mode == "maple":
                 deep = nn.Linear(text.width, vision.width)
-                self.couplings = nn.ModuleList([nn.Linear(text.width, vision.width)] +
-                                               [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)])
+                self.couplings = nn.ModuleList(
+                    [nn.Linear(text.width, vision.width)] + [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)]
+                )
             else:
-                self.vision_sources = nn.ModuleList([
-                    build_source(self.source_name, self.settings, length=self.n_ctx_vision, width=vision.width, tower=vision,
-                                 init="normal", patch_size=getattr(vision, "patch_size", None))
-                    for _ in range(self.vision_depth)])
-            self.vision_placement = build_placement(self.vision_position_name, self.settings, length=self.n_ctx_vision,
-                                                    width=vision.width)
+                self.vision_sources = nn.ModuleList(
+                    [
+                        build_source(
+                            self.source_name,
+                            self.settings,
+                            length=self.n_ctx_vision,
+                            width=vision.width,
+                            tower=vision,
+                            init="normal",
+                            patch_size=getattr(vision, "patch_size", None),
+                        )
+                        for _ in range(self.vision_depth)
+                    ]
+                )
+            self.vision_placement = build_placement(
+                self.vision_position_name, self.settings, length=self.n_ctx_vision, width=vision.width
+            )
 
     @property
     def depth(self) -> int:

@@ -18,6 +18,7 @@ anchors: words or patches, not CLS/SOT/EOT, prompts or padding), ``backbone`` (e
 token but padding) or ``all`` (prompts too). The offset parameters form the ``offsets`` group of
 :meth:`param_groups`, so ``OPTIM.GROUP_LR.offsets`` gives them their own learning rate.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,9 +81,11 @@ class PositionOffsets(nn.Module):
         index = sel.long().cumsum(1) - 1
         count = int(sel.sum(1).max()) if sel.numel() else 0
         if count > self.A.shape[0]:
-            raise MMPromptError(f"DePT offsets cover {self.A.shape[0]} tokens (PROMPT.DEPT.MAX_LEN) but a sample "
-                                f"has {count} tokens to offset; raise PROMPT.DEPT.MAX_LEN or truncate inputs "
-                                f"(e.g. MODEL.TEXT max length).")
+            raise MMPromptError(
+                f"DePT offsets cover {self.A.shape[0]} tokens (PROMPT.DEPT.MAX_LEN) but a sample "
+                f"has {count} tokens to offset; raise PROMPT.DEPT.MAX_LEN or truncate inputs "
+                f"(e.g. MODEL.TEXT max length)."
+            )
         offsets = (self.scale * (self.A @ self.B))[index.clamp_min(0)]
         return x + offsets * sel[..., None].to(x.dtype)
 
@@ -133,17 +136,27 @@ class OffsetPrompt(PromptModule):
         self.layers = sorted(set(int(i) for i in node.LAYERS))
         self.prompt = None
         if node.NUM_TOKENS > 0:
-            self.prompt = LayerPrompts(cfg, method=method, tower=node.TOWER, length=node.NUM_TOKENS, depth=1,
-                                       source=node.SOURCE, position=node.POSITION, init=node.INIT,
-                                       init_text=node.INIT_TEXT)
+            self.prompt = LayerPrompts(
+                cfg,
+                method=method,
+                tower=node.TOWER,
+                length=node.NUM_TOKENS,
+                depth=1,
+                source=node.SOURCE,
+                position=node.POSITION,
+                init=node.INIT,
+                init_text=node.INIT_TEXT,
+            )
         self.offsets = nn.ModuleDict()
 
     def setup(self, backbone):
         tower = method_tower(backbone, self.tower_name, self.method)
         bad = [i for i in self.layers if not 0 <= i < tower.num_layers]
         if bad:
-            raise ConfigError(f"PROMPT.{self.method.upper()}.LAYERS has {bad}, outside the {tower.name} "
-                              f"tower's layers 0..{tower.num_layers - 1}.")
+            raise ConfigError(
+                f"PROMPT.{self.method.upper()}.LAYERS has {bad}, outside the {tower.name} "
+                f"tower's layers 0..{tower.num_layers - 1}."
+            )
         if self.prompt is not None:
             self.prompt.setup(backbone)
         self.offsets = nn.ModuleDict({str(i): self.build_offsets(tower.width) for i in self.layers})

@@ -11,6 +11,7 @@ Anchor contract: ``class_end`` (one past the class name's last token; in "name."
 the ".") is set by whoever tokenized class prompts (the CLIP classifier). A sequence without it
 holds no separate class name, so the name is taken to end where the content ends (``end``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,6 @@ import torch
 from ..registry import PLACEMENTS
 from ..tokens import TokenSeq
 from .base import Placement, PromptContext
-
 
 CLASS_END = "class_end"
 

@@ -32,6 +32,7 @@ Not here: their task heads (BERT's pooler + dropout + classifier is the text cla
 multiple choice. A dynamic position or length has nothing to act on (the prefix has no place in
 the sequence); the hidden-state form with learned positions is ``deep_prompt``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,15 +49,27 @@ class KVPrefixPrompts(PromptModule):
     """``length`` learned keys and values per head before the self-attention of the first
     ``depth`` layers (0 = every layer) of ``tower``."""
 
-    def __init__(self, *, length: int = 20, depth: int = 0, projection: bool = False,
-                 projection_hidden: int = 512, dropout: float = 0.1, positions_after_prefix: bool = True,
-                 init_std: float = 0.02, tower: str = "encoder", method: str = "ptuning_v2",
-                 key: str = "PROMPT.PTUNING_V2"):
+    def __init__(
+        self,
+        *,
+        length: int = 20,
+        depth: int = 0,
+        projection: bool = False,
+        projection_hidden: int = 512,
+        dropout: float = 0.1,
+        positions_after_prefix: bool = True,
+        init_std: float = 0.02,
+        tower: str = "encoder",
+        method: str = "ptuning_v2",
+        key: str = "PROMPT.PTUNING_V2",
+    ):
         super().__init__()
         if length < 1:
             raise ConfigError(f"{key}.NUM_TOKENS must be at least 1 (the prefix length), got {length}.")
         if projection and projection_hidden < 1:
-            raise ConfigError(f"{key}.PROJECTION_HIDDEN must be at least 1 with PROJECTION on, got {projection_hidden}.")
+            raise ConfigError(
+                f"{key}.PROJECTION_HIDDEN must be at least 1 with PROJECTION on, got {projection_hidden}."
+            )
         self.length = length
         self.requested_depth = depth
         self.use_projection = projection
@@ -76,9 +89,16 @@ class KVPrefixPrompts(PromptModule):
     @classmethod
     def from_config(cls, cfg) -> "KVPrefixPrompts":
         c = cfg.PROMPT.PTUNING_V2
-        return cls(length=c.NUM_TOKENS, depth=c.DEPTH, projection=c.PROJECTION, projection_hidden=c.PROJECTION_HIDDEN,
-                   dropout=c.DROPOUT, positions_after_prefix=c.POSITIONS_AFTER_PREFIX, init_std=c.INIT_STD,
-                   tower=c.TOWER)
+        return cls(
+            length=c.NUM_TOKENS,
+            depth=c.DEPTH,
+            projection=c.PROJECTION,
+            projection_hidden=c.PROJECTION_HIDDEN,
+            dropout=c.DROPOUT,
+            positions_after_prefix=c.POSITIONS_AFTER_PREFIX,
+            init_std=c.INIT_STD,
+            tower=c.TOWER,
+        )
 
     def setup(self, backbone) -> None:
         tower = method_tower(backbone, self.tower_name, self.method)
@@ -89,15 +109,17 @@ class KVPrefixPrompts(PromptModule):
                 f"which the {type(backbone).__name__} '{self.tower_name}' tower does not take; the BERT-family "
                 f"(MODEL.BACKBONE.NAME hf_encoder) and T5 (t5) encoder towers do. For per-layer prompts on "
                 f"this tower use 'deep_prompt' (hidden-state tokens replaced before every layer) or 'vpt' "
-                f"with PROMPT.VPT.DEEP True.")
+                f"with PROMPT.VPT.DEEP True."
+            )
         self.depth = resolve_depth(self.requested_depth, tower, self.method, f"{self.key}.DEPTH")
         self.heads, self.head_dim = shape
         per_token = self.depth * 2 * self.heads * self.head_dim
         rows = tower.width if self.use_projection else per_token
         self.embedding = nn.Parameter(torch.randn(self.length, rows) * self.init_std)
         if self.use_projection:
-            self.projection = nn.Sequential(nn.Linear(tower.width, self.projection_hidden), nn.Tanh(),
-                                            nn.Linear(self.projection_hidden, per_token))
+            self.projection = nn.Sequential(
+                nn.Linear(tower.width, self.projection_hidden), nn.Tanh(), nn.Linear(self.projection_hidden, per_token)
+            )
             for linear in (self.projection[0], self.projection[2]):
                 nn.init.normal_(linear.weight, std=self.init_std)
                 nn.init.zeros_(linear.bias)

@@ -5,6 +5,7 @@ Every source returns ``(1 or B, length, width)`` tokens from ``forward(ctx, towe
 dynamic prompt pool) are registered beside it and chosen by a method's ``SOURCE`` key, which is
 what lets any deep or shallow prompt in any tower take its tokens from any of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,15 @@ def xavier_bound(width: int, patch_size: PatchSize = None) -> float:
     return math.sqrt(6.0 / (3 * ph * pw + width))
 
 
-def initial_tokens(length: int, width: int, tower=None, init: str = "normal", init_text: str = "",
-                   patch_size: PatchSize = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def initial_tokens(
+    length: int,
+    width: int,
+    tower=None,
+    init: str = "normal",
+    init_text: str = "",
+    patch_size: PatchSize = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """A (length, width) tensor of initial prompt tokens."""
     if init == "normal":
         return torch.randn(length, width, generator=generator) * 0.02
@@ -54,8 +62,10 @@ def initial_tokens(length: int, width: int, tower=None, init: str = "normal", in
     if init in ("vocab", "sampled_vocab", "text", "text_repeat"):
         emb = tower.input_embeddings() if tower is not None else None
         if emb is None:
-            raise ConfigError(f"Prompt init '{init}' needs a text tower with a vocabulary; "
-                              f"the '{getattr(tower, 'name', '?')}' tower has none. Use normal or xavier.")
+            raise ConfigError(
+                f"Prompt init '{init}' needs a text tower with a vocabulary; "
+                f"the '{getattr(tower, 'name', '?')}' tower has none. Use normal or xavier."
+            )
         weight = emb.weight.detach()
         if init == "vocab":
             ids = torch.arange(length) % weight.shape[0]
@@ -63,15 +73,19 @@ def initial_tokens(length: int, width: int, tower=None, init: str = "normal", in
             ids = torch.randint(0, min(weight.shape[0], 5000), (length,), generator=generator)
         elif init == "text_repeat":
             if not init_text:
-                raise ConfigError("Prompt init 'text_repeat' needs INIT_TEXT, e.g. 'Classify this text is postive or not:'.")
+                raise ConfigError(
+                    "Prompt init 'text_repeat' needs INIT_TEXT, e.g. 'Classify this text is postive or not:'."
+                )
             ids = repeated_phrase_ids(tower, init_text, length)
         else:
             if not init_text:
                 raise ConfigError("Prompt init 'text' needs INIT_TEXT, e.g. 'a photo of a'.")
             ids = phrase_token_ids(tower, init_text)
             if len(ids) != length:
-                raise ConfigError(f"INIT_TEXT '{init_text}' has {len(ids)} tokens but the prompt has "
-                                  f"{length}; set the number of prompt tokens to {len(ids)} or change the phrase.")
+                raise ConfigError(
+                    f"INIT_TEXT '{init_text}' has {len(ids)} tokens but the prompt has "
+                    f"{length}; set the number of prompt tokens to {len(ids)} or change the phrase."
+                )
             ids = torch.as_tensor(ids)
         return weight[ids].clone().float()
     raise ConfigError(f"Unknown prompt init '{init}'; choose one of {', '.join(INITS)}.")
@@ -99,8 +113,16 @@ def phrase_token_ids(tower, text: str):
 class ParamSource(TokenSource):
     """A learned (length, width) matrix: the classic soft prompt."""
 
-    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: PatchSize = None):
+    def __init__(
+        self,
+        *,
+        length: int,
+        width: int,
+        tower=None,
+        init: str = "normal",
+        init_text: str = "",
+        patch_size: PatchSize = None,
+    ):
         super().__init__()
         self.length, self.width = length, width
         self.tokens = nn.Parameter(initial_tokens(length, width, tower, init, init_text, patch_size))

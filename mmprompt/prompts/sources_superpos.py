@@ -3,6 +3,7 @@
 Both are token sources, so any prompt (shallow or deep, any tower, any layer) can take its
 tokens from them by naming them in its method's ``SOURCE`` key.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,18 @@ class SuperPosSource(TokenSource):
     (e.g. VPT's xavier), since there are no token embeddings to sample.
     """
 
-    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: Optional[int] = None, m: int = 128, softmax: bool = False):
+    def __init__(
+        self,
+        *,
+        length: int,
+        width: int,
+        tower=None,
+        init: str = "normal",
+        init_text: str = "",
+        patch_size: Optional[int] = None,
+        m: int = 128,
+        softmax: bool = False,
+    ):
         """``m`` and ``softmax`` are PROMPT.SUPERPOS.M and .SOFTMAX."""
         super().__init__()
         self.length, self.width = length, width
@@ -39,8 +50,9 @@ class SuperPosSource(TokenSource):
             ids = torch.randperm(vocab.weight.shape[0])[:m]
             columns = vocab.weight.detach()[ids].float()
         else:
-            columns = initial_tokens(m, width, tower, "normal" if init in ("vocab", "sampled_vocab", "text") else init,
-                                     patch_size=patch_size)
+            columns = initial_tokens(
+                m, width, tower, "normal" if init in ("vocab", "sampled_vocab", "text") else init, patch_size=patch_size
+            )
         m = columns.shape[0]  # a vocabulary smaller than M gives all its tokens
         self.E = nn.Parameter(columns.t().contiguous()[None].repeat(length, 1, 1))  # (length, d, m)
         self.weights = nn.Parameter(torch.randn(length, m) / math.sqrt(m))  # p'_i, (length, m)
@@ -66,8 +78,17 @@ class ResidualSource(TokenSource):
     the raw prompt; the raw prompt starts from the method's init (e.g. vocabulary tokens).
     """
 
-    def __init__(self, *, length: int, width: int, tower=None, init: str = "normal",
-                 init_text: str = "", patch_size: Optional[int] = None, hidden: int = 400):
+    def __init__(
+        self,
+        *,
+        length: int,
+        width: int,
+        tower=None,
+        init: str = "normal",
+        init_text: str = "",
+        patch_size: Optional[int] = None,
+        hidden: int = 400,
+    ):
         """``hidden`` is PROMPT.RESIDUAL.HIDDEN."""
         super().__init__()
         self.length, self.width = length, width

@@ -4,6 +4,7 @@ Contract of every tool (``tools/*.py``, ``datasets_prep/*.py``): exit code 0 on 
 an input the user must fix (one ``error: ...`` line on stderr, no traceback), 130 when
 interrupted, 1 when a worker process failed; a Python traceback only for a bug in mmprompt.
 """
+
 from __future__ import annotations
 
 import errno
@@ -41,8 +42,12 @@ def call_cli(main: Callable[..., Optional[int]], argv: Optional[Sequence[str]] =
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = f" {e.filename}" if e.filename else ""
-        print(f"{_error_prefix()}: cannot write or read{where}: {e.strerror}. Free some space or fix the permissions, "
-              "then run the command again (a training run continues with --resume).", file=sys.stderr, flush=True)
+        print(
+            f"{_error_prefix()}: cannot write or read{where}: {e.strerror}. Free some space or fix the permissions, "
+            "then run the command again (a training run continues with --resume).",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     return code or 0
 
@@ -59,5 +64,7 @@ def run_cli(main: Callable[..., Optional[int]]) -> None:
 
 
 def is_offline() -> bool:
-    return any(os.environ.get(k, "") not in ("", "0") for k in
-               ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "MMPROMPT_OFFLINE"))
+    return any(
+        os.environ.get(k, "") not in ("", "0")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "MMPROMPT_OFFLINE")
+    )

@@ -5,6 +5,7 @@ backbone or tool whose library is missing raises an :class:`~mmprompt.errors.MMP
 naming the extra that installs it, e.g. ``pip install "mmprompt[clip]"``. ``EXTRAS`` must match
 ``[project.optional-dependencies]`` in pyproject.toml (tests/test_packaging.py checks it).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,5 +41,7 @@ def require(module: str, what: str = "") -> ModuleType:
             raise
         dist, extra = EXTRAS[top]
         needed = f"{what} needs" if what else "This needs"
-        raise MMPromptError(f"{needed} the '{dist}' package, which is not installed: "
-                            f'pip install "mmprompt[{extra}]" (or pip install {dist}).') from None
+        raise MMPromptError(
+            f"{needed} the '{dist}' package, which is not installed: "
+            f'pip install "mmprompt[{extra}]" (or pip install {dist}).'
+        ) from None

@@ -19,6 +19,7 @@ Everything stays inside ``<cache>/zoo``: entry names and file names must be plai
 component), every path is checked to resolve inside the cache before it is written or deleted,
 and only files the download itself wrote are ever removed.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -74,8 +75,9 @@ def load_index(path: Optional[str] = None) -> List[Dict]:
     except UnicodeDecodeError as e:
         raise MMPromptError(f"Model-zoo index {path} is not UTF-8 text (byte {e.start}: {e.reason}).") from None
     except json.JSONDecodeError as e:
-        raise MMPromptError(f"Model-zoo index {path} is not valid JSON: {e.msg} at line {e.lineno}, "
-                            f"column {e.colno}.") from None
+        raise MMPromptError(
+            f"Model-zoo index {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
+        ) from None
     if not isinstance(entries, list):
         raise MMPromptError(f"Model-zoo index {path} must be a JSON list of entries, got {type(entries).__name__}.")
     problems = [f"entry {i}: {p}" for i, e in enumerate(entries) for p in _entry_problems(e)]
@@ -94,13 +96,25 @@ def _entry_problems(e) -> List[str]:
         return [f"must be an object with name, url and sha256, got {type(e).__name__} {e!r:.60}"]
     label = repr(e["name"]) if isinstance(e.get("name"), str) else ""
     problems = [f"{label} lacks {k}".lstrip() for k in ("name", "url", "sha256") if k not in e]
-    for key, want in (("name", str), ("url", str), ("sha256", str), ("filename", str), ("config", str),
-                      ("dataset", str), ("command", str), ("metrics", dict)):
+    for key, want in (
+        ("name", str),
+        ("url", str),
+        ("sha256", str),
+        ("filename", str),
+        ("config", str),
+        ("dataset", str),
+        ("command", str),
+        ("metrics", dict),
+    ):
         if key in e and not isinstance(e[key], want):
-            problems.append(f"{label} {key} must be a {want.__name__}, got {type(e[key]).__name__} {e[key]!r:.60}".lstrip())
+            problems.append(
+                f"{label} {key} must be a {want.__name__}, got {type(e[key]).__name__} {e[key]!r:.60}".lstrip()
+            )
     if isinstance(e.get("name"), str) and not SAFE_NAME.match(e["name"]):
-        problems.append(f"name {e['name']!r} is not a plain name (letters, digits, . _ + -; no path): "
-                        "it becomes a folder of the download cache")
+        problems.append(
+            f"name {e['name']!r} is not a plain name (letters, digits, . _ + -; no path): "
+            "it becomes a folder of the download cache"
+        )
     if isinstance(e.get("filename"), str) and not SAFE_NAME.match(e["filename"]):
         problems.append(f"{label} filename {e['filename']!r} is not a plain file name (no folders, no '..')".lstrip())
     if isinstance(e.get("sha256"), str) and not SHA256.match(e["sha256"]):
@@ -108,7 +122,9 @@ def _entry_problems(e) -> List[str]:
     if isinstance(e.get("url"), str):
         parsed = urllib.parse.urlparse(e["url"])
         if not e["url"] or parsed.scheme not in ("", "http", "https", "file"):
-            problems.append(f"{label} url {e['url']!r:.80} must be http(s)://, file:// or a path beside the index".lstrip())
+            problems.append(
+                f"{label} url {e['url']!r:.80} must be http(s)://, file:// or a path beside the index".lstrip()
+            )
         elif not parsed.scheme and (os.path.isabs(e["url"]) or ".." in e["url"].replace("\\", "/").split("/")):
             problems.append(f"{label} url {e['url']!r} must be a path inside the index's folder".lstrip())
     if "size" in e and (isinstance(e["size"], bool) or not isinstance(e["size"], int) or e["size"] < 0):
@@ -135,12 +151,15 @@ def find(name: str, entries: List[Dict]) -> Dict:
             return e
     names = [e["name"] for e in entries]
     if not names:
-        raise MMPromptError(f"No checkpoint named '{name}': the model zoo is empty (no checkpoint has "
-                            "been published yet; see model_zoo.md).")
+        raise MMPromptError(
+            f"No checkpoint named '{name}': the model zoo is empty (no checkpoint has "
+            "been published yet; see model_zoo.md)."
+        )
     close = difflib.get_close_matches(name, names, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise MMPromptError(f"No checkpoint named '{name}' in the model zoo.{hint} "
-                        "`tools/model_zoo.py list` shows them all.")
+    raise MMPromptError(
+        f"No checkpoint named '{name}' in the model zoo.{hint} `tools/model_zoo.py list` shows them all."
+    )
 
 
 def sha256_of(path: str) -> str:
@@ -163,13 +182,16 @@ def _zoo_root(cache: Optional[str]) -> str:
 def cached_path(entry: Dict, cache: Optional[str] = None) -> str:
     """``<cache>/zoo/<name>/<filename>``; refused unless it resolves inside ``<cache>/zoo``."""
     if not isinstance(entry.get("name"), str) or not SAFE_NAME.match(entry["name"]):
-        raise MMPromptError(f"Model-zoo entry name {entry.get('name')!r} is not a plain name; refusing to "
-                            "use it as a cache folder.")
+        raise MMPromptError(
+            f"Model-zoo entry name {entry.get('name')!r} is not a plain name; refusing to use it as a cache folder."
+        )
     root = _zoo_root(cache)
     path = os.path.join(root, entry["name"], _filename(entry))
     if not _inside(root, path):
-        raise MMPromptError(f"The cache path of {entry['name']} ({path}) resolves outside the cache {root} "
-                            "(a link in the cache?); remove it and run again.")
+        raise MMPromptError(
+            f"The cache path of {entry['name']} ({path}) resolves outside the cache {root} "
+            "(a link in the cache?); remove it and run again."
+        )
     return path
 
 
@@ -201,8 +223,9 @@ def _check_local_source(url: str, name: str) -> None:
     except OSError:
         return  # the fetch reports a missing file with the usual retries and message
     if not stat.S_ISREG(mode):
-        raise DownloadError(f"The source of {name}, {path}, is not a regular file (a folder, fifo or device); "
-                            "nothing was downloaded.")
+        raise DownloadError(
+            f"The source of {name}, {path}, is not a regular file (a folder, fifo or device); nothing was downloaded."
+        )
 
 
 def _fetch_into(url: str, part: str, progress: bool, timeout: float, limit: Optional[int] = None) -> Optional[int]:
@@ -226,9 +249,19 @@ def _fetch_into(url: str, part: str, progress: bool, timeout: float, limit: Opti
         total = have + int(length) if length is not None and length.isdigit() else None
         cap = limit if limit is not None else total if total is not None else MAX_UNSIZED_BYTES
         written = have
-        with open(part, "ab" if have else "wb") as f, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=os.path.basename(part)[:-5], disable=not progress, leave=False) as bar:
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=os.path.basename(part)[:-5],
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = response.read(CHUNK)
@@ -244,8 +277,9 @@ def _fetch_into(url: str, part: str, progress: bool, timeout: float, limit: Opti
     return total
 
 
-def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, retries: int = 3,
-             timeout: float = 60.0) -> str:
+def download(
+    entry: Dict, cache: Optional[str] = None, progress: bool = True, retries: int = 3, timeout: float = 60.0
+) -> str:
     """The verified checkpoint file of ``entry`` in the cache, downloading what is missing."""
     dest = cached_path(entry, cache)
     root = _zoo_root(cache)
@@ -255,8 +289,10 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
             return dest
         _remove(root, dest)  # a file that changed in the cache is fetched again
     if os.environ.get("MMPROMPT_OFFLINE", "") not in ("", "0"):
-        raise OfflineError(f"{entry['name']} is not in the cache ({dest}) and MMPROMPT_OFFLINE is set. "
-                           f"Download it on a connected machine ({entry['url']}) and put it at that path.")
+        raise OfflineError(
+            f"{entry['name']} is not in the cache ({dest}) and MMPROMPT_OFFLINE is set. "
+            f"Download it on a connected machine ({entry['url']}) and put it at that path."
+        )
     source = entry.get("source", entry["url"])
     _check_local_source(source, entry["name"])
     try:
@@ -264,8 +300,10 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
         with open(dest + ".part", "ab"):
             pass
     except OSError as e:
-        raise DownloadError(f"The model-zoo cache {os.path.dirname(dest)} is not writable ({e.strerror}). Set "
-                            "MMPROMPT_CACHE (or --cache-dir) to a folder you can write.") from None
+        raise DownloadError(
+            f"The model-zoo cache {os.path.dirname(dest)} is not writable ({e.strerror}). Set "
+            "MMPROMPT_CACHE (or --cache-dir) to a folder you can write."
+        ) from None
     part = dest + ".part"
     if not _inside(root, part):
         raise DownloadError(f"{part} resolves outside the cache {root} (a link?); remove it and run again.")
@@ -277,9 +315,11 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
         except _TooLong as e:
             _remove(root, part)
             _cleanup_empty(dest)
-            raise DownloadError(f"{entry['url']} sent more than the {e.args[0]} bytes {entry['name']} has "
-                                f"({'the index says so' if size is not None else 'the most a download without a size may write'}); "
-                                "nothing was kept in the cache. The file on the server is not the one the index lists.") from None
+            raise DownloadError(
+                f"{entry['url']} sent more than the {e.args[0]} bytes {entry['name']} has "
+                f"({'the index says so' if size is not None else 'the most a download without a size may write'}); "
+                "nothing was kept in the cache. The file on the server is not the one the index lists."
+            ) from None
         except (urllib.error.URLError, OSError) as e:
             reason = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             continue
@@ -292,16 +332,20 @@ def download(entry: Dict, cache: Optional[str] = None, progress: bool = True, re
     else:
         _remove(root, part)
         _cleanup_empty(dest)
-        raise DownloadError(f"Could not download {entry['name']} from {entry['url']}: {reason} "
-                            f"(after {retries + 1} attempts). Nothing was kept in the cache; run the "
-                            "command again when the connection is stable.")
+        raise DownloadError(
+            f"Could not download {entry['name']} from {entry['url']}: {reason} "
+            f"(after {retries + 1} attempts). Nothing was kept in the cache; run the "
+            "command again when the connection is stable."
+        )
     digest = sha256_of(part)
     if digest != expected:
         _remove(root, part)
         _cleanup_empty(dest)
-        raise DownloadError(f"Checksum mismatch for {entry['name']}: expected sha256 {expected}, got {digest}. "
-                            "The downloaded file was deleted. The file on the server is not the one the "
-                            "index lists; report it, or check the URL.")
+        raise DownloadError(
+            f"Checksum mismatch for {entry['name']}: expected sha256 {expected}, got {digest}. "
+            "The downloaded file was deleted. The file on the server is not the one the "
+            "index lists; report it, or check the URL."
+        )
     os.replace(part, dest)
     return dest
 
@@ -314,14 +358,17 @@ def _cleanup_empty(dest: str) -> None:
 
 # ---- publishing: index entries from finished runs, and model_zoo.md from the index ----------
 
+
 def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: str) -> Dict:
     """An index entry for the final weights of a finished run (checksum, size, its metrics)."""
     weights = os.path.join(run_dir, "checkpoints", "model-final.safetensors")
     metrics_file = os.path.join(run_dir, "metrics.json")
     for path in (weights, metrics_file):
         if not os.path.isfile(path):
-            raise MMPromptError(f"{path} is missing: only a finished run (train_net wrote its final "
-                                "weights and metrics.json) can enter the model zoo.")
+            raise MMPromptError(
+                f"{path} is missing: only a finished run (train_net wrote its final "
+                "weights and metrics.json) can enter the model zoo."
+            )
     try:
         with open(metrics_file, encoding="utf-8") as f:
             run = json.load(f)
@@ -331,13 +378,23 @@ def entry_from_run(run_dir: str, *, name: str, url: str, config: str, command: s
         else:
             metrics = {main: run[run.get("split", "test")][main]}
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
-        raise MMPromptError(f"{metrics_file} is not the metrics.json of a finished train_net run "
-                            f"({type(e).__name__}: {e}).") from None
-    return {"name": name, "url": url, "filename": os.path.basename(weights), "sha256": sha256_of(weights),
-            "size": os.path.getsize(weights), "config": config, "dataset": run.get("dataset", ""),
-            "num_shots": run.get("num_shots"), "seed": run.get("seed"),
-            "trainable_params": (run.get("num_params") or {}).get("trainable"),
-            "metrics": metrics, "command": command}
+        raise MMPromptError(
+            f"{metrics_file} is not the metrics.json of a finished train_net run ({type(e).__name__}: {e})."
+        ) from None
+    return {
+        "name": name,
+        "url": url,
+        "filename": os.path.basename(weights),
+        "sha256": sha256_of(weights),
+        "size": os.path.getsize(weights),
+        "config": config,
+        "dataset": run.get("dataset", ""),
+        "num_shots": run.get("num_shots"),
+        "seed": run.get("seed"),
+        "trainable_params": (run.get("num_params") or {}).get("trainable"),
+        "metrics": metrics,
+        "command": command,
+    }
 
 
 def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
@@ -356,13 +413,17 @@ def add_entry(entry: Dict, index_path: str = INDEX_PATH) -> None:
 
 def markdown(entries: List[Dict]) -> str:
     """The table of model_zoo.md."""
-    lines = ["| name | dataset | config | metrics | trainable params | size | sha256 | download |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| name | dataset | config | metrics | trainable params | size | sha256 | download |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("metrics") or {}).items())
         size = f"{e['size'] / 1024:.1f} KiB" if e.get("size") else ""
-        lines.append(f"| {e['name']} | {e.get('dataset', '')} | {e.get('config', '')} | {metrics} | "
-                     f"{e.get('trainable_params') or ''} | {size} | `{e['sha256'][:16]}…` | [file]({_link(e['url'])}) |")
+        lines.append(
+            f"| {e['name']} | {e.get('dataset', '')} | {e.get('config', '')} | {metrics} | "
+            f"{e.get('trainable_params') or ''} | {size} | `{e['sha256'][:16]}…` | [file]({_link(e['url'])}) |"
+        )
     commands = [f"- **{e['name']}**: `{e['command']}`" for e in entries if e.get("command")]
     return "\n".join(lines + (["", "Trained with:", ""] + commands if commands else []))
 

@@ -8,6 +8,7 @@
 The first word names the preparer; the rest are that preparer's own flags (``mmprompt-prep
 fgvc --help``), the same as ``python datasets_prep/prepare_<name>.py``.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ the real target before and after each member; the archive is extracted into a te
 beside the target and its top-level entries are renamed into place only once extraction
 finished. A truncated archive or a refused member leaves the target as it was.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,9 +45,11 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 
 
 
 def _refuse(archive: str, what: str) -> PrepError:
-    return PrepError(f"{archive}: refusing {what}. Official dataset archives hold only folders and regular "
-                     f"files, so this one is not safe to extract; nothing was extracted. Get the archive "
-                     f"again from the official source.")
+    return PrepError(
+        f"{archive}: refusing {what}. Official dataset archives hold only folders and regular "
+        f"files, so this one is not safe to extract; nothing was extracted. Get the archive "
+        f"again from the official source."
+    )
 
 
 class _WriteFailed(PrepError):
@@ -54,8 +57,10 @@ class _WriteFailed(PrepError):
 
 
 def _write_failed(archive: str, path: str, error: OSError) -> PrepError:
-    return _WriteFailed(f"Extracting {archive} failed writing {path}: {error.strerror or error}. Free some "
-                        f"space or fix the folder's permissions and run again; nothing was extracted.")
+    return _WriteFailed(
+        f"Extracting {archive} failed writing {path}: {error.strerror or error}. Free some "
+        f"space or fix the folder's permissions and run again; nothing was extracted."
+    )
 
 
 def _member_relpath(archive: str, name: str) -> str:
@@ -65,8 +70,10 @@ def _member_relpath(archive: str, name: str) -> str:
         raise _refuse(archive, f"member {name!r}, which has an absolute path")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise _refuse(archive, f"member {name!r}, whose path contains '..' (a member that escapes the "
-                              "target folder is never extracted)")
+        raise _refuse(
+            archive,
+            f"member {name!r}, whose path contains '..' (a member that escapes the target folder is never extracted)",
+        )
     return "/".join(parts)
 
 
@@ -92,8 +99,9 @@ def _write_dir(archive: str, root_real: str, rel: str, name: str) -> None:
         raise _refuse(archive, f"folder {name!r}, which resolves outside the target")
 
 
-def _write_file(archive: str, root_real: str, rel: str, name: str, source, executable: bool,
-                mtime: Optional[float]) -> None:
+def _write_file(
+    archive: str, root_real: str, rel: str, name: str, source, executable: bool, mtime: Optional[float]
+) -> None:
     target = _checked_target(archive, root_real, rel, name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if not _inside(root_real, os.path.dirname(target)):
@@ -135,8 +143,11 @@ def _extract_tar(archive: str, root_real: str) -> None:
                 with tar.extractfile(m) as source:
                     _write_file(archive, root_real, rel, m.name, source, bool(m.mode & 0o111), m.mtime)
             else:
-                kind = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
-                        tarfile.FIFOTYPE: "fifo"}.get(m.type, f"member of type {m.type!r}")
+                kind = {
+                    tarfile.CHRTYPE: "character device",
+                    tarfile.BLKTYPE: "block device",
+                    tarfile.FIFOTYPE: "fifo",
+                }.get(m.type, f"member of type {m.type!r}")
                 raise _refuse(archive, f"{kind} {m.name!r}")
 
 
@@ -157,8 +168,9 @@ def _extract_zip(archive: str, root_real: str) -> None:
                 raise _refuse(archive, f"file member {info.filename!r} without a name")
             with z.open(info) as source:
                 mtime = _zip_mtime(info)
-                _write_file(archive, root_real, rel, info.filename, source,
-                            bool((info.external_attr >> 16) & 0o111), mtime)
+                _write_file(
+                    archive, root_real, rel, info.filename, source, bool((info.external_attr >> 16) & 0o111), mtime
+                )
 
 
 def _zip_mtime(info: zipfile.ZipInfo) -> Optional[float]:
@@ -181,8 +193,9 @@ def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(dir=parent, prefix=".extracting-")
     except OSError as e:
-        raise PrepError(f"Cannot extract {archive} next to {dest}: {e.strerror or e} ({parent}). "
-                        "Choose a writable --root.") from None
+        raise PrepError(
+            f"Cannot extract {archive} next to {dest}: {e.strerror or e} ({parent}). Choose a writable --root."
+        ) from None
     try:
         root_real = os.path.realpath(staging)
         try:
@@ -192,11 +205,21 @@ def safe_extract(archive: str, dest: str, strip: str = "") -> List[str]:
                 _extract_tar(archive, root_real)
         except _WriteFailed:
             raise
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError,
-                RuntimeError, ValueError) as e:  # RuntimeError: an encrypted zip member
-            raise PrepError(f"{archive} is not a readable tar/zip archive, or is truncated or corrupt "
-                            f"({type(e).__name__}: {' '.join(str(e).split())}). Download it again; nothing was "
-                            "extracted.") from None
+        except (
+            tarfile.TarError,
+            zipfile.BadZipFile,
+            EOFError,
+            OSError,
+            zlib.error,
+            lzma.LZMAError,
+            RuntimeError,
+            ValueError,
+        ) as e:  # RuntimeError: an encrypted zip member
+            raise PrepError(
+                f"{archive} is not a readable tar/zip archive, or is truncated or corrupt "
+                f"({type(e).__name__}: {' '.join(str(e).split())}). Download it again; nothing was "
+                "extracted."
+            ) from None
         source = os.path.join(staging, strip) if strip and os.path.isdir(os.path.join(staging, strip)) else staging
         return move_into(source, dest, what=f"Extracting {archive}")
     finally:
@@ -211,8 +234,10 @@ def move_into(source: str, dest: str, what: str) -> List[str]:
     created = sorted(os.listdir(source))
     clashes = [n for n in created if os.path.lexists(os.path.join(dest, n))]
     if clashes:
-        raise PrepError(f"{what} would overwrite {', '.join(clashes)} in {dest}. "
-                        f"Remove the existing entries (they may be half-extracted) and run again.")
+        raise PrepError(
+            f"{what} would overwrite {', '.join(clashes)} in {dest}. "
+            f"Remove the existing entries (they may be half-extracted) and run again."
+        )
     for name in created:
         os.rename(os.path.join(source, name), os.path.join(dest, name))
     return created
@@ -235,11 +260,20 @@ class Source:
     strip: str = ""  # folder inside the archive whose contents belong in place (see safe_extract)
     url: str = ""  # official download URL for --download; "" when the owners require a sign-up or no host is left
     how: str = ""  # where to get it by hand, printed when it is missing
-    extracted: Tuple[str, ...] = ()  # the archive as the user extracted it (relative to the dataset or root folder): its strip folder, or wanted
+    extracted: Tuple[
+        str, ...
+    ] = ()  # the archive as the user extracted it (relative to the dataset or root folder): its strip folder, or wanted
 
 
-def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_dirs: Sequence[str] = (),
-           allow_download: bool = False, dest: Optional[str] = None) -> str:
+def obtain(
+    dataset: str,
+    dataset_dir: str,
+    wanted: str,
+    source: Source,
+    search_dirs: Sequence[str] = (),
+    allow_download: bool = False,
+    dest: Optional[str] = None,
+) -> str:
     """Make ``dataset_dir/wanted`` exist and return its path.
 
     An already-extracted ``wanted`` is kept as it is; the archive extracted by the user in its
@@ -263,10 +297,15 @@ def obtain(dataset: str, dataset_dir: str, wanted: str, source: Source, search_d
     if archive is None and allow_download and source.url:
         archive = _download_into(dataset_dir, source.url, source.archives[0])
     if archive is None:
-        how = source.how or (f"Download it from {source.url}" + ("" if allow_download else " (or run with --download)")
-                             if source.url else "")
-        raise PrepError(f"{dataset}: {target} is missing, and none of {', '.join(source.archives)} is in "
-                        f"{' or '.join(folders)}. {how}".rstrip())
+        how = source.how or (
+            f"Download it from {source.url}" + ("" if allow_download else " (or run with --download)")
+            if source.url
+            else ""
+        )
+        raise PrepError(
+            f"{dataset}: {target} is missing, and none of {', '.join(source.archives)} is in "
+            f"{' or '.join(folders)}. {how}".rstrip()
+        )
     safe_extract(archive, dest or dataset_dir, strip=source.strip)
     if not os.path.exists(target):
         raise PrepError(f"{dataset}: extracted {archive} but it holds no {wanted!r}; is it the right archive?")
@@ -286,8 +325,9 @@ def _download_into(folder: str, url: str, name: str) -> str:
         raise
 
 
-def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: str = "",
-                allow_download: bool = False) -> str:
+def obtain_file(
+    dataset: str, dataset_dir: str, name: str, url: str = "", how: str = "", allow_download: bool = False
+) -> str:
     """A plain file the owners publish as is (e.g. a .mat list): present, or downloaded."""
     path = os.path.join(dataset_dir, name)
     if os.path.isfile(path):
@@ -300,12 +340,13 @@ def obtain_file(dataset: str, dataset_dir: str, name: str, url: str = "", how: s
 
 # ------------------------------------------------------------------ text files
 
+
 def decode_text(data: bytes, where: str) -> str:
     """``data`` as UTF-8; otherwise one message naming ``where`` and the line of the first bad byte."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise PrepError(f"{where}:{line} is not UTF-8 text (byte {e.start}); is this the official file?") from None
 
 
@@ -320,6 +361,7 @@ def read_text(path: str) -> str:
 
 # ------------------------------------------------------------------ verification
 
+
 def require(dataset: str, folder: str, relpaths: Iterable[str], hint: str) -> None:
     """Raise one message listing every required path missing from ``folder``."""
     missing = [p for p in relpaths if not os.path.exists(os.path.join(folder, p))]
@@ -331,12 +373,15 @@ def require_listed_files(dataset: str, base: str, relpaths: Sequence[str], sourc
     """Every file an annotation list names must exist (catches half-extracted image folders)."""
     missing = [p for p in relpaths if not os.path.isfile(os.path.join(base, p))]
     if missing:
-        raise PrepError(f"{dataset}: {len(missing)} of the {len(relpaths)} images listed in {source} are "
-                        f"missing under {base} (first: {', '.join(missing[:3])}). The image archive "
-                        f"looks half-extracted: delete {base} and run the script again.")
+        raise PrepError(
+            f"{dataset}: {len(missing)} of the {len(relpaths)} images listed in {source} are "
+            f"missing under {base} (first: {', '.join(missing[:3])}). The image archive "
+            f"looks half-extracted: delete {base} and run the script again."
+        )
 
 
 # ------------------------------------------------------------------ downloads
+
 
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -366,21 +411,27 @@ def download(url: str, dest: str, sha256: Optional[str] = None, timeout: float =
                 if have and r.status_code != 206:  # server ignored Range: start over
                     have = 0
                 total = int(r.headers.get("Content-Length", 0)) + have
-                with open(part, "ab" if have else "wb") as f, tqdm(
-                        total=total or None, initial=have, unit="B", unit_scale=True,
-                        desc=os.path.basename(dest)) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as f,
+                    tqdm(
+                        total=total or None, initial=have, unit="B", unit_scale=True, desc=os.path.basename(dest)
+                    ) as bar,
+                ):
                     for block in r.iter_content(1 << 20):
                         f.write(block)
                         bar.update(len(block))
     except requests.RequestException as e:
-        raise PrepError(f"Downloading {url} failed ({e}). Run again to resume, or download it "
-                        f"yourself to {dest}.") from None
+        raise PrepError(
+            f"Downloading {url} failed ({e}). Run again to resume, or download it yourself to {dest}."
+        ) from None
     if sha256 is not None:
         got = sha256_of(part)
         if got != sha256:
             os.remove(part)
-            raise PrepError(f"{url}: checksum mismatch (sha256 {got}, expected {sha256}); the partial "
-                            f"file was removed, run again to download it afresh.")
+            raise PrepError(
+                f"{url}: checksum mismatch (sha256 {got}, expected {sha256}); the partial "
+                f"file was removed, run again to download it afresh."
+            )
     os.replace(part, dest)
     print(f"{dest}: sha256 {sha256 or sha256_of(dest)}")
     return dest
@@ -388,13 +439,18 @@ def download(url: str, dest: str, sha256: Optional[str] = None, timeout: float =
 
 # ------------------------------------------------------------------ images and summaries
 
-def print_summary(name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int,
-                  skipped: Sequence[str] = (), out=sys.stdout) -> None:
+
+def print_summary(
+    name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int, skipped: Sequence[str] = (), out=sys.stdout
+) -> None:
     parts = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"{name}: {num_classes} classes, {parts}  [{dataset_dir}]", file=out)
     if skipped:
-        print(f"  skipped {len(skipped)} undecodable image(s): {', '.join(skipped[:5])}"
-              f"{' ...' if len(skipped) > 5 else ''}", file=out)
+        print(
+            f"  skipped {len(skipped)} undecodable image(s): {', '.join(skipped[:5])}"
+            f"{' ...' if len(skipped) > 5 else ''}",
+            file=out,
+        )
 
 
 def prepare_each(names, prepare_one) -> int:
@@ -415,7 +471,9 @@ def prepare_each(names, prepare_one) -> int:
             failures.append(name)
             print(f"{name}: not prepared: {e}", file=sys.stderr)
     if failures:
-        print(f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
-              file=sys.stderr)
+        print(
+            f"{len(names) - len(failures)} of {len(names)} datasets prepared; failed: {', '.join(failures)}",
+            file=sys.stderr,
+        )
         return 1
     return 0

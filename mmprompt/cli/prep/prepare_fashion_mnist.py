@@ -15,6 +15,7 @@ drawn into val with ``random.Random(--seed)``; the rest are train, in file order
 images the split files list are written. Split files already there are kept unless
 ``--overwrite``; they are written together, only once every image is on disk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,11 @@ import random
 import sys
 from typing import Dict, List, Tuple
 
-
-from ._common import PrepError, print_summary
-from .prepare_fgvc import write_all_or_nothing
 from ...config import get_cfg
 from ...data import fashion_mnist as fm
 from ...data.fgvc import CLASSNAMES_FILE, SPLIT_FILES, FGVCDataset, dataset_paths
+from ._common import PrepError, print_summary
+from .prepare_fgvc import write_all_or_nothing
 
 Items = List[Tuple[str, int]]  # (path relative to images/, class id)
 
@@ -42,8 +42,10 @@ def carve_val(labels, per_class: int, seed: int) -> Tuple[List[int], List[int]]:
     val = set()
     for y in sorted(by_class):
         if per_class >= len(by_class[y]):
-            raise PrepError(f"--val-per-class {per_class} would leave class {y} ({fm.CLASSNAMES[y]}) with no "
-                            f"training image (it has {len(by_class[y])}).")
+            raise PrepError(
+                f"--val-per-class {per_class} would leave class {y} ({fm.CLASSNAMES[y]}) with no "
+                f"training image (it has {len(by_class[y])})."
+            )
         val.update(rng.sample(by_class[y], per_class))
     return [i for i in range(len(labels)) if i not in val], sorted(val)
 
@@ -77,15 +79,24 @@ def write_images(images, indices, folder: str, split: str) -> Dict[int, str]:
     return paths
 
 
-def prepare(root: str, src: str = fm.DEBIAN_DIR, val_per_class: int = 100, test_per_class: int = 0,
-            seed: int = 0, overwrite: bool = False, out=sys.stdout) -> FGVCDataset:
+def prepare(
+    root: str,
+    src: str = fm.DEBIAN_DIR,
+    val_per_class: int = 100,
+    test_per_class: int = 0,
+    seed: int = 0,
+    overwrite: bool = False,
+    out=sys.stdout,
+) -> FGVCDataset:
     dataset_dir, image_dir = dataset_paths(root, fm.INFO)
     have_splits = all(os.path.isfile(os.path.join(dataset_dir, f)) for f in SPLIT_FILES.values())
     if overwrite or not have_splits:
         if not os.path.isdir(src):
-            raise PrepError(f"{src} does not exist. Fashion-MNIST's idx files come with the Debian package "
-                            f"{fm.DEBIAN_PACKAGE}: apt-get install {fm.DEBIAN_PACKAGE} (or --src a folder with the "
-                            f"four official files).")
+            raise PrepError(
+                f"{src} does not exist. Fashion-MNIST's idx files come with the Debian package "
+                f"{fm.DEBIAN_PACKAGE}: apt-get install {fm.DEBIAN_PACKAGE} (or --src a folder with the "
+                f"four official files)."
+            )
         train_images, train_labels = fm.read_split(src, "train")
         test_images, test_labels = fm.read_split(src, "test")
         train_idx, val_idx = carve_val(train_labels, val_per_class, seed)
@@ -103,8 +114,13 @@ def prepare(root: str, src: str = fm.DEBIAN_DIR, val_per_class: int = 100, test_
     cfg = get_cfg()
     cfg.DATASET.ROOT = root
     dataset = FGVCDataset(cfg, fm.NAME, info=fm.INFO, prep=fm.prep_command(root))
-    print_summary(fm.NAME, dataset_dir, {"train": len(dataset.train_x), "val": len(dataset.val),
-                                         "test": len(dataset.test)}, dataset.num_classes, out=out)
+    print_summary(
+        fm.NAME,
+        dataset_dir,
+        {"train": len(dataset.train_x), "val": len(dataset.val), "test": len(dataset.test)},
+        dataset.num_classes,
+        out=out,
+    )
     if have_splits and not overwrite:
         print("  kept the split files already there (--overwrite regenerates them)", file=out)
     return dataset
@@ -115,8 +131,12 @@ def main(argv=None) -> int:
     parser.add_argument("--root", required=True, help="folder that holds the datasets ($DATA); created if missing")
     parser.add_argument("--src", default=fm.DEBIAN_DIR, help=f"folder of the idx files (default {fm.DEBIAN_DIR})")
     parser.add_argument("--val-per-class", type=int, default=100, help="training images per class moved to val")
-    parser.add_argument("--test-per-class", type=int, default=0,
-                        help="keep the first N test images of each class (0 = the whole 10,000)")
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=0,
+        help="keep the first N test images of each class (0 = the whole 10,000)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the val draw")
     parser.add_argument("--overwrite", action="store_true", help="regenerate split files that already exist")
     args = parser.parse_args(argv)
@@ -132,4 +152,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     from ...utils.cli import run_cli
+
     run_cli(main)

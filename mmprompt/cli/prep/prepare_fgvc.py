@@ -44,6 +44,7 @@ all together; split files already there are kept (e.g. VPT's own) unless ``--ove
 ``--download`` fetches CUB, Flowers and Dogs from the owners' hosts (no checksums are published;
 the lists above are checked instead); NABirds and Cars must be fetched by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,25 +60,35 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-
-from ._common import prepare_each, read_text
-from ._common import (PrepError, Source, find_first, obtain,
-                                   print_summary, require, require_listed_files)
-from ._common import download as fetch_url
-from ...data.fgvc import (CLASSNAMES_FILE, FGVC_DATASETS, SPLIT_FILES, FGVCDataset,
-                                dataset_paths)
 from ...data.base import is_decodable
+from ...data.fgvc import CLASSNAMES_FILE, FGVC_DATASETS, SPLIT_FILES, FGVCDataset, dataset_paths
+from ._common import (
+    PrepError,
+    Source,
+    find_first,
+    obtain,
+    prepare_each,
+    print_summary,
+    read_text,
+    require,
+    require_listed_files,
+)
+from ._common import download as fetch_url
 
 Items = List[Tuple[str, int]]  # (path relative to the image folder, class id from 0)
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 FLOWERS_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102"
 DOGS_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs"
-NABIRDS_HOW = ("NABirds needs a sign-up: accept the terms at https://dl.allaboutbirds.org/nabirds, download "
-               "nabirds.tar.gz and put it in the data root.")
-CARS_HOW = ("The owners' host (ai.stanford.edu) no longer serves Stanford Cars; get cars_train.tgz, cars_test.tgz, "
-            "car_devkit.tgz and cars_test_annos_withlabels.mat (or car_ims.tgz and cars_annos.mat, the all-images "
-            "release) from a mirror you trust.")
+NABIRDS_HOW = (
+    "NABirds needs a sign-up: accept the terms at https://dl.allaboutbirds.org/nabirds, download "
+    "nabirds.tar.gz and put it in the data root."
+)
+CARS_HOW = (
+    "The owners' host (ai.stanford.edu) no longer serves Stanford Cars; get cars_train.tgz, cars_test.tgz, "
+    "car_devkit.tgz and cars_test_annos_withlabels.mat (or car_ims.tgz and cars_annos.mat, the all-images "
+    "release) from a mirror you trust."
+)
 
 
 @dataclass
@@ -89,6 +100,7 @@ class RawSplits:
 
 
 # ------------------------------------------------------------------ reading the official lists
+
 
 def _pairs(path: str) -> List[Tuple[str, str]]:
     """Lines of 'key value' (value may contain spaces), skipping blanks."""
@@ -106,6 +118,7 @@ def _pairs(path: str) -> List[Tuple[str, str]]:
 
 def _loadmat(path: str):
     from scipy.io import loadmat
+
     try:
         return loadmat(path)
     except (ValueError, TypeError, OSError) as e:
@@ -115,6 +128,7 @@ def _loadmat(path: str):
 def _unwrap(x):
     """The scalar inside MATLAB's nested cells/arrays as scipy loads them."""
     import numpy as np
+
     while isinstance(x, np.ndarray):
         if x.size == 0:
             raise PrepError("empty entry in a .mat annotation file")
@@ -122,8 +136,9 @@ def _unwrap(x):
     return x
 
 
-def _image_list_dataset(dataset_dir: str, name: str, classname: Callable[[str], str],
-                        leaf_classes_only: bool) -> RawSplits:
+def _image_list_dataset(
+    dataset_dir: str, name: str, classname: Callable[[str], str], leaf_classes_only: bool
+) -> RawSplits:
     """CUB and NABirds: images.txt, image_class_labels.txt, train_test_split.txt, classes.txt."""
     files = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
     require(name, dataset_dir, files + ("images",), "Extract the official archive there.")
@@ -134,8 +149,10 @@ def _image_list_dataset(dataset_dir: str, name: str, classname: Callable[[str], 
     for other, fname in ((labels, "image_class_labels.txt"), (is_train, "train_test_split.txt")):
         lacking = [i for i in paths if i not in other]
         if lacking:
-            raise PrepError(f"{name}: {fname} has no entry for image id {lacking[0]} of images.txt "
-                            f"({len(lacking)} missing); the annotation files do not belong together.")
+            raise PrepError(
+                f"{name}: {fname} has no entry for image id {lacking[0]} of images.txt "
+                f"({len(lacking)} missing); the annotation files do not belong together."
+            )
     if leaf_classes_only:  # NABirds lists every node of its taxonomy; images use the 555 leaves
         ids = sorted({labels[i] for i in paths}, key=int)
     else:
@@ -158,8 +175,9 @@ def _image_list_dataset(dataset_dir: str, name: str, classname: Callable[[str], 
 
 def read_cub(dataset_dir: str) -> RawSplits:
     # "001.Black_footed_Albatross" -> "Black footed Albatross"
-    return _image_list_dataset(dataset_dir, "cub", lambda s: re.sub(r"^\d+\.", "", s).replace("_", " "),
-                               leaf_classes_only=False)
+    return _image_list_dataset(
+        dataset_dir, "cub", lambda s: re.sub(r"^\d+\.", "", s).replace("_", " "), leaf_classes_only=False
+    )
 
 
 def read_nabirds(dataset_dir: str) -> RawSplits:
@@ -167,8 +185,12 @@ def read_nabirds(dataset_dir: str) -> RawSplits:
 
 
 def read_flowers(dataset_dir: str) -> RawSplits:
-    require("flowers", dataset_dir, ("jpg", "imagelabels.mat", "setid.mat"),
-            "Put 102flowers.tgz, imagelabels.mat and setid.mat there (or run with --download).")
+    require(
+        "flowers",
+        dataset_dir,
+        ("jpg", "imagelabels.mat", "setid.mat"),
+        "Put 102flowers.tgz, imagelabels.mat and setid.mat there (or run with --download).",
+    )
     labels = [int(y) for y in _loadmat(os.path.join(dataset_dir, "imagelabels.mat"))["labels"].ravel()]
     setid = _loadmat(os.path.join(dataset_dir, "setid.mat"))
     num_classes = max(labels)
@@ -198,8 +220,12 @@ def read_flowers(dataset_dir: str) -> RawSplits:
 
 
 def read_dogs(dataset_dir: str) -> RawSplits:
-    require("dogs", dataset_dir, ("Images", "train_list.mat", "test_list.mat"),
-            "Extract images.tar and lists.tar there (or run with --download).")
+    require(
+        "dogs",
+        dataset_dir,
+        ("Images", "train_list.mat", "test_list.mat"),
+        "Extract images.tar and lists.tar there (or run with --download).",
+    )
     folder_of: Dict[int, str] = {}
 
     def items(fname: str) -> Items:
@@ -250,15 +276,23 @@ def read_cars_all_images(dataset_dir: str) -> RawSplits:
 
 
 def read_cars(dataset_dir: str) -> RawSplits:
-    if os.path.isdir(os.path.join(dataset_dir, "car_ims")) and os.path.isfile(os.path.join(dataset_dir, "cars_annos.mat")):
+    if os.path.isdir(os.path.join(dataset_dir, "car_ims")) and os.path.isfile(
+        os.path.join(dataset_dir, "cars_annos.mat")
+    ):
         return read_cars_all_images(dataset_dir)
-    require("cars", dataset_dir, ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat"),
-            "Extract cars_train.tgz, cars_test.tgz and car_devkit.tgz there (or car_ims.tgz and put "
-            "cars_annos.mat beside it: the all-images release).")
+    require(
+        "cars",
+        dataset_dir,
+        ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat"),
+        "Extract cars_train.tgz, cars_test.tgz and car_devkit.tgz there (or car_ims.tgz and put "
+        "cars_annos.mat beside it: the all-images release).",
+    )
     test_annos = find_first(dataset_dir, ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat"))
     if test_annos is None:
-        raise PrepError(f"cars: {dataset_dir} lacks cars_test_annos_withlabels.mat (the devkit's cars_test_annos.mat "
-                        f"has no labels). {CARS_HOW}")
+        raise PrepError(
+            f"cars: {dataset_dir} lacks cars_test_annos_withlabels.mat (the devkit's cars_test_annos.mat "
+            f"has no labels). {CARS_HOW}"
+        )
     meta = os.path.join(dataset_dir, "devkit", "cars_meta.mat")
     classnames = _cars_class_names(_loadmat(meta), meta)
 
@@ -271,15 +305,24 @@ def read_cars(dataset_dir: str) -> RawSplits:
             out.append((f"{folder}/{_unwrap(a['fname'])}", label))
         return out
 
-    return RawSplits(items(os.path.join(dataset_dir, "devkit", "cars_train_annos.mat"), "cars_train"),
-                     items(test_annos, "cars_test"), classnames)
+    return RawSplits(
+        items(os.path.join(dataset_dir, "devkit", "cars_train_annos.mat"), "cars_train"),
+        items(test_annos, "cars_test"),
+        classnames,
+    )
 
 
 READERS: Dict[str, Callable[[str], RawSplits]] = {
-    "cub": read_cub, "nabirds": read_nabirds, "flowers": read_flowers, "dogs": read_dogs, "cars": read_cars}
+    "cub": read_cub,
+    "nabirds": read_nabirds,
+    "flowers": read_flowers,
+    "dogs": read_dogs,
+    "cars": read_cars,
+}
 
 
 # ------------------------------------------------------------------ getting the official files in place
+
 
 @dataclass(frozen=True)
 class Part:
@@ -291,21 +334,30 @@ class Part:
 
 PARTS: Dict[str, List[Part]] = {
     "cub": [Part("images", Source(("CUB_200_2011.tgz", "CUB_200_2011.tar.gz"), strip="CUB_200_2011", url=CUB_URL))],
-    "nabirds": [Part("images", Source(("nabirds.tar.gz", "nabirds.tgz", "nabirds.tar"), strip="nabirds",
-                                      how=NABIRDS_HOW))],
-    "flowers": [Part("jpg", Source(("102flowers.tgz",), url=f"{FLOWERS_URL}/102flowers.tgz")),
-                Part("imagelabels.mat", url=f"{FLOWERS_URL}/imagelabels.mat"),
-                Part("setid.mat", url=f"{FLOWERS_URL}/setid.mat")],
-    "dogs": [Part("Images", Source(("images.tar",), url=f"{DOGS_URL}/images.tar")),
-             Part("train_list.mat", Source(("lists.tar",), url=f"{DOGS_URL}/lists.tar"))],
-    "cars": [Part("cars_train", Source(("cars_train.tgz",), how=CARS_HOW)),
-             Part("cars_test", Source(("cars_test.tgz",), how=CARS_HOW)),
-             Part("devkit", Source(("car_devkit.tgz",), how=CARS_HOW)),
-             Part("cars_test_annos_withlabels.mat", how=CARS_HOW)],
+    "nabirds": [
+        Part("images", Source(("nabirds.tar.gz", "nabirds.tgz", "nabirds.tar"), strip="nabirds", how=NABIRDS_HOW))
+    ],
+    "flowers": [
+        Part("jpg", Source(("102flowers.tgz",), url=f"{FLOWERS_URL}/102flowers.tgz")),
+        Part("imagelabels.mat", url=f"{FLOWERS_URL}/imagelabels.mat"),
+        Part("setid.mat", url=f"{FLOWERS_URL}/setid.mat"),
+    ],
+    "dogs": [
+        Part("Images", Source(("images.tar",), url=f"{DOGS_URL}/images.tar")),
+        Part("train_list.mat", Source(("lists.tar",), url=f"{DOGS_URL}/lists.tar")),
+    ],
+    "cars": [
+        Part("cars_train", Source(("cars_train.tgz",), how=CARS_HOW)),
+        Part("cars_test", Source(("cars_test.tgz",), how=CARS_HOW)),
+        Part("devkit", Source(("car_devkit.tgz",), how=CARS_HOW)),
+        Part("cars_test_annos_withlabels.mat", how=CARS_HOW),
+    ],
 }
 # Stanford Cars as one folder of all images with one annotation file (the all-images release).
-CARS_ALL_IMAGES_PARTS = [Part("car_ims", Source(("car_ims.tgz", "car_ims.tar.gz"), how=CARS_HOW)),
-                         Part("cars_annos.mat", how=CARS_HOW)]
+CARS_ALL_IMAGES_PARTS = [
+    Part("car_ims", Source(("car_ims.tgz", "car_ims.tar.gz"), how=CARS_HOW)),
+    Part("cars_annos.mat", how=CARS_HOW),
+]
 
 
 def parts_of(name: str, dataset_dir: str, search: Sequence[str]) -> List[Part]:
@@ -334,12 +386,15 @@ def obtain_parts(name: str, root: str, dataset_dir: str, download: bool) -> None
         what = " or ".join(part.source.archives) if part.source else part.wanted
         missing.append(part.wanted if what == part.wanted else f"{part.wanted} ({what})")
         how = (part.source.how if part.source else part.how) or (
-            f"Download {what} from {url}" + ("." if download else " (or run with --download)."))
+            f"Download {what} from {url}" + ("." if download else " (or run with --download).")
+        )
         if how not in hows:
             hows.append(how)
     if missing:
-        raise PrepError(f"{name}: {dataset_dir} lacks {', '.join(missing)}. {' '.join(hows)} Put the official "
-                        f"files in {dataset_dir} or {root}. Nothing was extracted or written.")
+        raise PrepError(
+            f"{name}: {dataset_dir} lacks {', '.join(missing)}. {' '.join(hows)} Put the official "
+            f"files in {dataset_dir} or {root}. Nothing was extracted or written."
+        )
     for part in parts:
         if part.source is not None:
             obtain(name, dataset_dir, part.wanted, part.source, [root], allow_download=download)
@@ -427,8 +482,9 @@ def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, se
     require_listed_files(name, image_dir, [rel for rel, _ in listed], "the official lists")
     skipped = sorted({rel for rel, _ in listed if not is_decodable(os.path.join(image_dir, rel))})
     if skipped:
-        warnings.warn(f"{name}: leaving {len(skipped)} undecodable image(s) out of the splits: "
-                      f"{', '.join(skipped[:5])}")
+        warnings.warn(
+            f"{name}: leaving {len(skipped)} undecodable image(s) out of the splits: {', '.join(skipped[:5])}"
+        )
     bad = set(skipped)
     keep = lambda items: [(rel, y) for rel, y in items if rel not in bad]  # noqa: E731
     train, test = keep(raw.train), keep(raw.test)
@@ -440,8 +496,10 @@ def build_splits(name: str, raw: RawSplits, image_dir: str, val_percent: int, se
     present = {y for _, y in splits["train"]}
     empty = [f"{k} {c!r}" for k, c in enumerate(raw.classnames) if k not in present]
     if empty:
-        raise PrepError(f"{name}: class(es) {', '.join(empty[:5])} have no usable training image in {image_dir}. "
-                        f"Re-extract the dataset; no split file was written.")
+        raise PrepError(
+            f"{name}: class(es) {', '.join(empty[:5])} have no usable training image in {image_dir}. "
+            f"Re-extract the dataset; no split file was written."
+        )
     return splits, skipped
 
 
@@ -462,10 +520,19 @@ def write_all_or_nothing(dataset_dir: str, contents: Dict[str, object]) -> None:
                 os.remove(tmp)
 
 
-def prepare(root: str, name: str, download: bool = False, val_percent: int = 10, seed: int = 0,
-            overwrite: bool = False, out=sys.stdout, val_carve: str = "vpt") -> FGVCDataset:
+def prepare(
+    root: str,
+    name: str,
+    download: bool = False,
+    val_percent: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    out=sys.stdout,
+    val_carve: str = "vpt",
+) -> FGVCDataset:
     """Arrange one dataset, write its split files, print and return its summary (the reader)."""
     from ...config import get_cfg
+
     info = FGVC_DATASETS[name]
     dataset_dir, image_dir = dataset_paths(root, info)
     have_splits = all(os.path.isfile(os.path.join(dataset_dir, f)) for f in SPLIT_FILES.values())
@@ -493,13 +560,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="folder that holds (or will hold) every dataset ($DATA)")
     parser.add_argument("--dataset", required=True, choices=sorted(FGVC_DATASETS) + ["all"])
-    parser.add_argument("--download", action="store_true",
-                        help="fetch missing files from the owners' hosts where they allow it (CUB, Flowers, Dogs)")
-    parser.add_argument("--val-percent", type=int, default=10,
-                        help="share of each class's training images moved to val where there is no official val")
-    parser.add_argument("--val-carve", choices=VAL_CARVES, default="vpt",
-                        help="vpt: ceil(val-percent %%) of all training images, stratified as VPT's published "
-                             "splits are; per_class: val-percent %% of each class rounded half up, at least one")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing files from the owners' hosts where they allow it (CUB, Flowers, Dogs)",
+    )
+    parser.add_argument(
+        "--val-percent",
+        type=int,
+        default=10,
+        help="share of each class's training images moved to val where there is no official val",
+    )
+    parser.add_argument(
+        "--val-carve",
+        choices=VAL_CARVES,
+        default="vpt",
+        help="vpt: ceil(val-percent %%) of all training images, stratified as VPT's published "
+        "splits are; per_class: val-percent %% of each class rounded half up, at least one",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of that val draw")
     parser.add_argument("--overwrite", action="store_true", help="regenerate split files that already exist")
     args = parser.parse_args(argv)
@@ -509,13 +587,19 @@ def main(argv=None) -> int:
     if os.path.exists(root) and not os.path.isdir(root):
         raise PrepError(f"--root {root} is a file, not a folder.")
     if not os.path.isdir(root):
-        raise PrepError(f"--root {root} does not exist. Create it and put the official downloads in it "
-                        f"(or run with --download).")
+        raise PrepError(
+            f"--root {root} does not exist. Create it and put the official downloads in it (or run with --download)."
+        )
     names = sorted(FGVC_DATASETS) if args.dataset == "all" else [args.dataset]
-    return prepare_each(names, lambda name: prepare(root, name, args.download, args.val_percent, args.seed,
-                                                         args.overwrite, val_carve=args.val_carve))
+    return prepare_each(
+        names,
+        lambda name: prepare(
+            root, name, args.download, args.val_percent, args.seed, args.overwrite, val_carve=args.val_carve
+        ),
+    )
 
 
 if __name__ == "__main__":
     from ...utils.cli import run_cli
+
     run_cli(main)

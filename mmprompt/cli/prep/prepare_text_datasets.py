@@ -20,6 +20,7 @@ folders the readers look in. Each is written to a temporary folder and renamed i
 a failed run leaves nothing half-written; an existing folder is kept unless ``--overwrite``.
 ``--download`` fetches the task from the hub with ``datasets.load_dataset`` instead (online only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,22 +30,28 @@ import tempfile
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
-
-from ._common import PrepError, decode_text, read_text
 from ...data.text import default_disk_dir
 from ...data.text_tasks import TASKS, TextTask, parse_official
 from ...utils.cli import is_offline, run_cli
+from ._common import PrepError, decode_text, read_text
 
-GROUPS = {"all": sorted(TASKS), "glue": sorted(n for n in TASKS if n.startswith("glue_")),
-          "superglue": sorted(n for n in TASKS if n.startswith("superglue_"))}
+GROUPS = {
+    "all": sorted(TASKS),
+    "glue": sorted(n for n in TASKS if n.startswith("glue_")),
+    "superglue": sorted(n for n in TASKS if n.startswith("superglue_")),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", default="", help="folder with the official releases (zips or extracted folders)")
     p.add_argument("--root", required=True, help="data root; tasks go to ROOT/glue/<task> and ROOT/superglue/<task>")
-    p.add_argument("--task", nargs="+", default=["all"],
-                   help=f"tasks to prepare: all, glue, superglue or names ({', '.join(sorted(TASKS))})")
+    p.add_argument(
+        "--task",
+        nargs="+",
+        default=["all"],
+        help=f"tasks to prepare: all, glue, superglue or names ({', '.join(sorted(TASKS))})",
+    )
     p.add_argument("--download", action="store_true", help="fetch from the Hugging Face hub instead of --src")
     p.add_argument("--overwrite", action="store_true", help="replace an already prepared task folder")
     return p
@@ -63,6 +70,7 @@ def selected_tasks(names: List[str]) -> List[str]:
 
 
 # ------------------------------------------------------------------ finding the official files
+
 
 def _candidate_dirs(src: str) -> List[str]:
     """``src`` and the folders up to two levels below it, in sorted order."""
@@ -119,8 +127,9 @@ def find_official(task: TextTask, src: str) -> Optional[_Source]:
                 with zipfile.ZipFile(path) as z:
                     names = z.namelist()
             except zipfile.BadZipFile:
-                raise PrepError(f"{path} is not a readable zip archive (truncated download?). "
-                                f"Download it again.") from None
+                raise PrepError(
+                    f"{path} is not a readable zip archive (truncated download?). Download it again."
+                ) from None
             for name in names:
                 parts = name.split("/")
                 if len(parts) >= 2 and parts[-2] == task.folder and parts[-1] == train:
@@ -132,19 +141,27 @@ def read_official_splits(task: TextTask, source: _Source) -> Dict[str, List[dict
     texts = {split: source.read(filename) for split, filename in task.official_files.items()}
     for split in ("train", "validation"):
         if texts[split] is None:
-            raise PrepError(f"{task.name}: {source.where} has {task.official_files['train']} but not "
-                            f"{task.official_files[split]}; the release looks incomplete. Get it again from "
-                            f"the official site.")
-    return {split: parse_official(task, text, source.name_of(task.official_files[split]))
-            for split, text in texts.items() if text is not None}
+            raise PrepError(
+                f"{task.name}: {source.where} has {task.official_files['train']} but not "
+                f"{task.official_files[split]}; the release looks incomplete. Get it again from "
+                f"the official site."
+            )
+    return {
+        split: parse_official(task, text, source.name_of(task.official_files[split]))
+        for split, text in texts.items()
+        if text is not None
+    }
 
 
 def download_splits(task: TextTask) -> Dict[str, List[dict]]:
     if is_offline():
-        raise PrepError("--download needs the network, but an offline switch (HF_DATASETS_OFFLINE, HF_HUB_OFFLINE, "
-                        "TRANSFORMERS_OFFLINE or MMPROMPT_OFFLINE) is set. Unset it, or use --src with the "
-                        "official files.")
+        raise PrepError(
+            "--download needs the network, but an offline switch (HF_DATASETS_OFFLINE, HF_HUB_OFFLINE, "
+            "TRANSFORMERS_OFFLINE or MMPROMPT_OFFLINE) is set. Unset it, or use --src with the "
+            "official files."
+        )
     import datasets
+
     loaded = datasets.load_dataset(task.hub_path, task.config)
     rename = {"validation_matched": "validation", "test_matched": "test"} if task.config == "mnli" else {}
     return {rename.get(k, k): v.to_list() for k, v in loaded.items()}
@@ -152,9 +169,11 @@ def download_splits(task: TextTask) -> Dict[str, List[dict]]:
 
 # ------------------------------------------------------------------ writing
 
+
 def save_task(splits: Dict[str, List[dict]], out_dir: str) -> None:
     """save_to_disk into a temporary folder beside ``out_dir``, then rename it into place."""
     import datasets
+
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}-")
@@ -193,9 +212,11 @@ def prepare(args) -> List[Tuple[str, Dict[str, int], str]]:
         work.append((name, read_official_splits(task, source), out_dir))
     if missing and (explicit or len(missing) == len(names)):
         listed = "; ".join(f"{t.name}: {t.folder}/{t.official_files['train']} (or a zip holding it)" for t in missing)
-        raise PrepError(f"No official files under {args.src} (searched two folders deep) for {listed}. "
-                        f"Download the {', '.join(sorted({t.benchmark.upper() for t in missing}))} release "
-                        f"and point --src at it.")
+        raise PrepError(
+            f"No official files under {args.src} (searched two folders deep) for {listed}. "
+            f"Download the {', '.join(sorted({t.benchmark.upper() for t in missing}))} release "
+            f"and point --src at it."
+        )
     done = []
     for name, splits, out_dir in work:
         if splits is None:
