@@ -4,7 +4,6 @@ Sections owned by one part of the toolkit live beside this file (``prompt_defaul
 ``data_defaults.py``, ``engine_defaults.py``) and are added here, so the whole tree is still
 built in one place.
 """
-
 from .config import CfgNode as CN
 from .data_defaults import add_data_config
 from .engine_defaults import add_engine_config
@@ -23,13 +22,9 @@ _C.MODEL.INIT_WEIGHTS = ""  # checkpoint of trainable weights to load before tra
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "timm_vit"  # adapter in the BACKBONES registry (timm_vit, open_clip, t5, hf_encoder)
 _C.MODEL.BACKBONE.ARCH = "vit_base_patch16_224_in21k"  # architecture: timm model name, open_clip model name or config JSON path, HF config name or folder
-_C.MODEL.BACKBONE.PRETRAINED = (
-    ""  # "" = random init; a library tag (open_clip 'openai', timm 'True'), a hub id, or a local file/folder
-)
+_C.MODEL.BACKBONE.PRETRAINED = ""  # "" = random init; a library tag (open_clip 'openai', timm 'True'), a hub id, or a local file/folder
 _C.MODEL.BACKBONE.ACTIVATION = "auto"  # open_clip MLP activation: auto (a tag's own: QuickGELU for openai; random weights: the architecture's; a checkpoint file: refused unless the architecture names it), quick_gelu (OpenAI's CLIP weights), gelu (most LAION weights); other backbones ignore it
-_C.MODEL.BACKBONE.KWARGS = CN(
-    new_allowed=True
-)  # extra architecture arguments passed to the library (e.g. embed_dim, depth, img_size for tiny test models)
+_C.MODEL.BACKBONE.KWARGS = CN(new_allowed=True)  # extra architecture arguments passed to the library (e.g. embed_dim, depth, img_size for tiny test models)
 _C.MODEL.BACKBONE.FREEZE = True  # freeze every backbone weight (prompt learning); False fine-tunes it
 _C.MODEL.BACKBONE.DROPOUT_OFF = False  # keep the frozen backbone's dropout off while training (SuperPos-Prompt finding)
 _C.MODEL.BACKBONE.TRIM_TEXT = True  # text towers run only on the tokens that can change a feature: CLIP's causal text tower up to the batch's last EOT, BERT-family encoders without the trailing padding their mask hides (exact: same logits and gradients); False runs the full padded length
@@ -48,12 +43,8 @@ _C.MODEL.TEXT.TOKENIZER = ""  # text models' tokenizer: "" = the backbone's own 
 _C.MODEL.TEXT.HEAD_INIT_STD = 0.0  # text_classifier: > 0 starts the linear head at normal(0, this std) with bias 0, as transformers and P-tuning v2 initialise a new classifier (the model's initializer_range, 0.02 for BERT/RoBERTa); 0 = torch's nn.Linear default (uniform +-1/sqrt(d))
 
 _C.MODEL.CLIP = CN()
-_C.MODEL.CLIP.TEMPLATE = (
-    "a photo of a {}."  # class prompt when no prompt method edits the text tower (zero-shot CLIP); {} = class name
-)
-_C.MODEL.CLIP.PROMPT_TEMPLATE = (
-    "{}."  # class prompt when a prompt method edits the text tower (CoOp: learned context + "name.")
-)
+_C.MODEL.CLIP.TEMPLATE = "a photo of a {}."  # class prompt when no prompt method edits the text tower (zero-shot CLIP); {} = class name
+_C.MODEL.CLIP.PROMPT_TEMPLATE = "{}."  # class prompt when a prompt method edits the text tower (CoOp: learned context + "name.")
 _C.MODEL.CLIP.ZERO_SHOT_TEMPLATES = ""  # class prompts of a CLIP no method prompts in the text tower: "" = TEMPLATE; coop = CoOp's ZeroshotCLIP template of DATASET.NAME; coop_ensemble = ZeroshotCLIP2 (7 ImageNet templates + the dataset's own, features normalised and averaged); coop_ensemble_80 = the same with the 80 ImageNet templates
 _C.MODEL.CLIP.MAX_TEXT_PROMPTS_PER_PASS = 1024  # image-conditioned text prompts (CoCoOp: images x classes prompts): most prompts one text-tower pass holds, whole images per pass (at least one); 0 = all in one pass
 

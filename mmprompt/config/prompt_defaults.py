@@ -1,5 +1,4 @@
 """Config keys of the prompt methods (``PROMPT.*``)."""
-
 from .config import CfgNode as CN
 
 
@@ -41,18 +40,14 @@ def add_method_config(_C):
     _C.PROMPT.COCOOP = CN()  # CoCoOp: CoOp's context plus a per-image shift from a meta-net of the image embedding
     _C.PROMPT.COCOOP.N_CTX = 4  # learned context tokens without CTX_INIT; with CTX_INIT the phrase's word count is used instead (the authors' rule)
     _C.PROMPT.COCOOP.CTX_INIT = "a photo of a"  # phrase whose first tokens (one per word) initialise the context; "" = normal(0, 0.02). Default: the authors' released recipe (vit_b16_c4_ep10_batch1_ctxv1)
-    _C.PROMPT.COCOOP.META_NET_RATIO = (
-        16  # meta-net hidden width = image embedding width // this (CoCoOp: vis_dim // 16)
-    )
+    _C.PROMPT.COCOOP.META_NET_RATIO = 16  # meta-net hidden width = image embedding width // this (CoCoOp: vis_dim // 16)
 
     # MaPLe and the baselines of its repository (muzairkhattak/multimodal-prompt-learning), as its
     # trainers compute them: maple = trainers/maple.py (TRAINER.MAPLE.*), ivlp / deep_language =
     # trainers/independentVL.py (TRAINER.IVLP.*), deep_vision = trainers/vpt.py (TRAINER.VPT.*)
     _C.PROMPT.MAPLE = CN()
     _C.PROMPT.MAPLE.MODE = "maple"  # maple (vision prompts coupled from text prompts), ivlp (independent vision and text prompts), deep_language (text only: IVLP's language_only recipe), deep_vision (vision only: the VPT trainer, VPT-deep inside CLIP)
-    _C.PROMPT.MAPLE.N_CTX = (
-        2  # text prompt tokens per layer (MAPLE.N_CTX / IVLP.N_CTX_TEXT); in maple mode also the vision tokens
-    )
+    _C.PROMPT.MAPLE.N_CTX = 2  # text prompt tokens per layer (MAPLE.N_CTX / IVLP.N_CTX_TEXT); in maple mode also the vision tokens
     _C.PROMPT.MAPLE.N_CTX_VISION = 0  # vision prompt tokens per layer for ivlp / deep_vision (IVLP/VPT.N_CTX_VISION); 0 = N_CTX (maple mode always uses N_CTX). The authors' 0 = "no vision prompts" is MODE deep_language here
     _C.PROMPT.MAPLE.CTX_INIT = "a photo of a"  # phrase initialising the layer-0 text context when N_CTX <= 4: its first N_CTX tokens are learned, the rest stay as fixed words; with N_CTX > 4 the authors' code ignores it (normal(0, 0.02), no fixed words), and so does this
     _C.PROMPT.MAPLE.PROMPT_DEPTH = 9  # layers 0..J-1 that get text prompts (MAPLE.PROMPT_DEPTH / IVLP.PROMPT_DEPTH_TEXT); in maple mode the vision prompts too; deeper layers let them flow through
@@ -63,9 +58,7 @@ def add_method_config(_C):
 
     _C.PROMPT.PROMPT_TUNING = CN()
     _C.PROMPT.PROMPT_TUNING.NUM_TOKENS = 20  # soft prompt length l (Lester et al.)
-    _C.PROMPT.PROMPT_TUNING.INIT = (
-        "vocab"  # vocab (first vocabulary tokens), sampled_vocab (from the 5000 first), text, normal, xavier
-    )
+    _C.PROMPT.PROMPT_TUNING.INIT = "vocab"  # vocab (first vocabulary tokens), sampled_vocab (from the 5000 first), text, normal, xavier
     _C.PROMPT.PROMPT_TUNING.INIT_TEXT = ""  # phrase for INIT text (its token count must equal NUM_TOKENS)
     _C.PROMPT.PROMPT_TUNING.TOWER = "encoder"  # tower whose input embeddings get the prompt
     _C.PROMPT.PROMPT_TUNING.SOURCE = "param"  # param, superpos (SuperPos-Prompt), residual (Residual PT) ...
@@ -73,9 +66,7 @@ def add_method_config(_C):
 
     _C.PROMPT.PTUNING_V2 = CN()  # P-tuning v2 as THUDM/P-tuning-v2 computes it: key/value prefixes in every layer's self-attention (hf_encoder and t5 towers only)
     _C.PROMPT.PTUNING_V2.NUM_TOKENS = 20  # prefix length l: keys and values per layer and head (their pre_seq_len; run_rte_bert.sh 20, run_boolq_bert.sh 40)
-    _C.PROMPT.PTUNING_V2.DEPTH = (
-        0  # layers (from 0) that get a prefix; 0 = every layer (the authors prefix every layer)
-    )
+    _C.PROMPT.PTUNING_V2.DEPTH = 0  # layers (from 0) that get a prefix; 0 = every layer (the authors prefix every layer)
     _C.PROMPT.PTUNING_V2.PROJECTION = False  # their prefix_projection: every layer's keys/values from an (l, d) table through Linear(d, h) -> tanh -> Linear(h, depth*2*d); False = the table holds them directly (2*depth*l*d parameters; their run scripts' setting)
     _C.PROMPT.PTUNING_V2.PROJECTION_HIDDEN = 512  # h of that MLP (their prefix_hidden_size, default 512)
     _C.PROMPT.PTUNING_V2.DROPOUT = 0.1  # dropout on the prefix keys/values, each sample its own mask (their hidden_dropout_prob, which their code also gives the frozen model and the head)
@@ -99,9 +90,7 @@ def add_method_config(_C):
     _C.PROMPT.SUPERPOS.SOFTMAX = False  # p_i = E_i softmax(p'_i) instead of E_i p'_i (the paper's appendix variant)
 
     _C.PROMPT.RESIDUAL = CN()
-    _C.PROMPT.RESIDUAL.HIDDEN = (
-        400  # bottleneck width of the residual MLP (Razdaibiedina et al.; SuperPos compares at 128)
-    )
+    _C.PROMPT.RESIDUAL.HIDDEN = 400  # bottleneck width of the residual MLP (Razdaibiedina et al.; SuperPos compares at 128)
 
     # DePT (ZhengxiangShi/DePT, peft/tuners/prompt_tuning_lora.py + peft_model.py): defaults are
     # what the authors' code computes; the paper's plain x + A B is SCALING none.
@@ -109,9 +98,7 @@ def add_method_config(_C):
     _C.PROMPT.DEPT.NUM_TOKENS = 40  # short prompt length m (DePT: m=40, r=45 equals vanilla PT l=100 on T5-base)
     _C.PROMPT.DEPT.RANK = 45  # rank r of the offsets A (MAX_LEN x r) B (r x d)
     _C.PROMPT.DEPT.MAX_LEN = 256  # content positions the offsets cover (DePT's maximum input length)
-    _C.PROMPT.DEPT.ALPHA = (
-        8.0  # alpha of the offset scaling (the authors' lora_alpha default, which train.py never changes)
-    )
+    _C.PROMPT.DEPT.ALPHA = 8.0  # alpha of the offset scaling (the authors' lora_alpha default, which train.py never changes)
     _C.PROMPT.DEPT.SCALING = "alpha_sqrt_rank"  # offsets added as s * A B: alpha_sqrt_rank (s = ALPHA / sqrt(RANK), 8/sqrt(45) = 1.19: the authors' code), alpha_rank (s = ALPHA / RANK, LoRA's), none (s = 1, the paper's equation)
     _C.PROMPT.DEPT.LAYERS = [0]  # layers before which the offsets are added (each layer its own A, B)
     _C.PROMPT.DEPT.TOKENS = "content"  # tokens offset: content (backbone tokens between start and end), backbone (also CLS/SOT/EOT), all (also prompts)
@@ -149,23 +136,15 @@ def add_dynamic_config(_C):
     # configs/t5_adap_*.yaml select the code's behaviour, which produced the paper's T5 numbers.
     _C.PROMPT.DYNAMIC.TAU0 = 1.0  # initial Gumbel-softmax temperature tau0 (paper and DPT code: 1.0)
     _C.PROMPT.DYNAMIC.TAU_MIN = 0.5  # floor of the temperature (paper and DPT code: 0.5)
-    _C.PROMPT.DYNAMIC.GAMMA = (
-        3e-5  # annealing rate gamma of the schedule below (paper: 3e-7, 3e-5 or 3e-3; DPT code: 3e-5)
-    )
+    _C.PROMPT.DYNAMIC.GAMMA = 3e-5  # annealing rate gamma of the schedule below (paper: 3e-7, 3e-5 or 3e-3; DPT code: 3e-5)
     _C.PROMPT.DYNAMIC.STEP_SCALE = 1.0  # s of the schedule below: optimizer steps per annealing unit (paper picks from 0.1 .. 600; DPT code's --aneal default: 10)
     _C.PROMPT.DYNAMIC.SCHEDULE = "closed_form"  # temperature at optimizer step n: closed_form = max(tau0 * exp(-gamma * n / s), tau_min) (mmprompt's reading of eq. 28); compound = tau <- max(tau * exp(-gamma * t / s), tau_min) applied at every step t = 1..n, i.e. max(tau0 * exp(-gamma * n(n+1) / (2s)), tau_min) (eq. 28 as written and the DPT code: 0.5 after 680 steps at gamma 3e-5, s 10, against 231,050 for closed_form)
-    _C.PROMPT.DYNAMIC.NOISE = (
-        True  # add Gumbel noise to the logits while training (False = deterministic argmax forward, softmax backward)
-    )
+    _C.PROMPT.DYNAMIC.NOISE = True  # add Gumbel noise to the logits while training (False = deterministic argmax forward, softmax backward)
     _C.PROMPT.DYNAMIC.EVAL_NOISE = False  # also add Gumbel noise at evaluation (the DPT code samples the choice in eval too); False = evaluation takes the argmax
     _C.PROMPT.DYNAMIC.ARRANGEMENT = "paper"  # adap_pos / adap_ins_pos, choice j in [0, l]: paper = [P[:j]; X; P[j:]] (eq. 6: the first j tokens before the input); dpt = [P[j:]; X; P[:j]] (the DPT code: the prompt rotated, its first j tokens after the input, before </s>). Records (.dpos) count the tokens before the input either way
     _C.PROMPT.DYNAMIC.LOGIT_INIT = "zeros"  # task-level position/length logits: zeros (every choice equally likely) or uniform (U(-INIT_RANGE, INIT_RANGE), the DPT code); instance networks keep nn.Linear's init in both
-    _C.PROMPT.DYNAMIC.INIT_RANGE = (
-        0.5  # bound of the uniform inits (LOGIT_INIT / POOL_INIT uniform; the DPT code's random_range 0.5)
-    )
-    _C.PROMPT.DYNAMIC.INSTANCE_RELU = (
-        True  # position/length instance networks are Linear then ReLU (paper appendix E.2 and DPT code)
-    )
+    _C.PROMPT.DYNAMIC.INIT_RANGE = 0.5  # bound of the uniform inits (LOGIT_INIT / POOL_INIT uniform; the DPT code's random_range 0.5)
+    _C.PROMPT.DYNAMIC.INSTANCE_RELU = True  # position/length instance networks are Linear then ReLU (paper appendix E.2 and DPT code)
     _C.PROMPT.DYNAMIC.INSTANCE_BIAS = False  # give the instance networks' Linear layers (position, length, pool router) a bias (False = exactly d*(l+1) and d*k parameters, the paper's Table 9; the DPT code's nn.Linear has one: True)
     _C.PROMPT.DYNAMIC.INSTANCE_FEATURE = "embed_mean"  # instance feature: embed_mean (masked mean of the input token embeddings, free; the paper's appendix F variant); frozen_forward (masked mean of the last layer's states of a prompt-free frozen pass in eval mode, before any final norm); frozen_output (the DPT code's LM(X): mean over every position, padding included, of the tower's output after its final norm, from a prompt-free pass in the backbone's own train/eval mode; towers exposing final(), i.e. T5)
     _C.PROMPT.DYNAMIC.FEATURE_LENGTH = 0  # frozen_output: pad the prompt-free pass to this many tokens, so the mean divides by it as OpenPrompt pads every input to max_seq_length (DPT's scripts: 480); 0 = the batch's own padded length (then a sample's feature depends on the batch)

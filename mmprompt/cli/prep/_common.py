@@ -441,8 +441,10 @@ def download(url: str, dest: str, sha256: Optional[str] = None, timeout: float =
 
 
 def print_summary(
-    name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int, skipped: Sequence[str] = (), out=sys.stdout
+    name: str, dataset_dir: str, counts: Dict[str, int], num_classes: int, skipped: Sequence[str] = (), out=None
 ) -> None:
+    # out=None: sys.stdout as it is at the call (a default bound at import would keep a stream
+    # that a caller, e.g. pytest's capture, has since closed); print(file=None) does the same.
     parts = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"{name}: {num_classes} classes, {parts}  [{dataset_dir}]", file=out)
     if skipped:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from typing import Callable, Dict, List
 
@@ -462,7 +461,7 @@ PREPARERS: Dict[str, Callable[[str, bool], None]] = {
 }
 
 
-def prepare(root: str, name: str, download: bool = False, out=sys.stdout):
+def prepare(root: str, name: str, download: bool = False, out=None):
     """Arrange one dataset, write its split, print and return its summary (the dataset object)."""
     from ...config import get_cfg
     from ...registry import DATASETS

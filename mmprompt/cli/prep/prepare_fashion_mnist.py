@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 from typing import Dict, List, Tuple
 
 from ...config import get_cfg
@@ -86,7 +85,7 @@ def prepare(
     test_per_class: int = 0,
     seed: int = 0,
     overwrite: bool = False,
-    out=sys.stdout,
+    out=None,
 ) -> FGVCDataset:
     dataset_dir, image_dir = dataset_paths(root, fm.INFO)
     have_splits = all(os.path.isfile(os.path.join(dataset_dir, f)) for f in SPLIT_FILES.values())

@@ -53,7 +53,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import tempfile
 import warnings
 from collections import defaultdict
@@ -527,7 +526,7 @@ def prepare(
     val_percent: int = 10,
     seed: int = 0,
     overwrite: bool = False,
-    out=sys.stdout,
+    out=None,
     val_carve: str = "vpt",
 ) -> FGVCDataset:
     """Arrange one dataset, write its split files, print and return its summary (the reader)."""
