@@ -30,7 +30,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 from .build import PER_METHOD_NODES, build_model
-from .config import CfgNode, get_cfg, load_cfg
+from .config import CfgNode, drop_unknown_keys, get_cfg, load_cfg
 from .errors import ConfigError, MMPromptError
 from .recipes import recipe_path
 
@@ -499,7 +499,7 @@ def _config_from_text(text: str, path: str) -> CfgNode:
     if not isinstance(data, dict):
         raise MMPromptError(f"The config stored in {path} is not a yaml mapping; it was not saved by mmprompt.")
     cfg = get_cfg()
-    obsolete = _drop_unknown_keys(cfg, data)
+    obsolete = drop_unknown_keys(cfg, data)
     if obsolete:
         # a saved config is a full dump of the defaults of its day; keys since removed are read by
         # nothing any more, so the weights still load
@@ -511,16 +511,3 @@ def _config_from_text(text: str, path: str) -> CfgNode:
     merge_dict(cfg, data, source=path)
     cfg.freeze()
     return cfg
-
-
-def _drop_unknown_keys(node, data: dict, prefix: str = "") -> List[str]:
-    """Remove from ``data`` (in place) the keys ``node`` does not have; their dotted names."""
-    dropped = []
-    for key in list(data):
-        if key not in node:
-            if not node.is_new_allowed():
-                dropped.append(prefix + key)
-                del data[key]
-        elif isinstance(node[key], CfgNode) and isinstance(data[key], dict):
-            dropped += _drop_unknown_keys(node[key], data[key], f"{prefix}{key}.")
-    return dropped

@@ -259,3 +259,21 @@ def test_checkpoint_shipped_beside_the_index_downloads_verified(tmp_path):
     assert "mmprompt/zoo/checkpoints/pt.safetensors" in zoo.markdown([entry])
     zoo.add_entry(dict(entry, name="pt2"), str(index))
     assert all("source" not in e for e in json.loads(index.read_text()))
+
+
+def test_packaged_zoo_entry_evaluates_to_its_recorded_metric(tmp_path, monkeypatch, capsys):
+    """`mmprompt-zoo eval` on the shipped MiniLM + adap_pos checkpoint: its stored config holds keys
+    an older mmprompt had (P-tuning v2's hidden-state options), which are named and ignored, and the
+    test accuracy is the 91.89 the index records."""
+    import json
+
+    from mmprompt.cli import zoo as zoo_cli
+
+    monkeypatch.setenv("MMPROMPT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "eval"
+    argv = ["eval", "minilm-bbc_news-adap_pos-8shot-seed1", "--root", str(tmp_path), "--output-dir", str(out)]
+    assert zoo_cli.main(argv) == 0
+    assert "PROMPT.PTUNING_V2.INIT" in capsys.readouterr().err
+    with open(out / "metrics.json", encoding="utf-8") as f:
+        metrics = json.load(f)
+    assert round(metrics["test"]["accuracy"], 2) == 91.89

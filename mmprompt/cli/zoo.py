@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
 from .. import zoo
@@ -66,6 +67,7 @@ def cmd_list(entries) -> None:
 def cmd_eval(args, entry, path) -> int:
     import yaml
 
+    from mmprompt.config import drop_unknown_keys, get_cfg
     from mmprompt.engine.checkpoint import load_weights
 
     _, meta = load_weights(path)
@@ -78,6 +80,13 @@ def cmd_eval(args, entry, path) -> int:
     if not isinstance(config, dict):
         raise zoo.MMPromptError(
             f"The config stored in {path} is not a yaml mapping; the checkpoint was not saved by mmprompt's trainer."
+        )
+    obsolete = drop_unknown_keys(get_cfg(), config)
+    if obsolete:
+        print(
+            f"warning: {path} was saved by an older mmprompt; its config keys {', '.join(obsolete)} "
+            "no longer exist and are ignored.",
+            file=sys.stderr,
         )
     if args.dataset_config_file:
         config.pop("DATASET", None)

@@ -284,3 +284,20 @@ def _coerce(key: str, old, new, source: str):
         f"Config key {key} (from {source}) expects {type(old).__name__} "
         f"(default {old!r}), got {type(new).__name__} {new!r}"
     )
+
+
+def drop_unknown_keys(node, data: dict, prefix: str = "") -> List[str]:
+    """Remove from ``data`` (in place) the keys ``node`` does not have; their dotted names.
+
+    For configs stored in checkpoints: a stored config is a full dump of the defaults of the
+    mmprompt that saved it, so a key removed since is read by nothing and the weights still load
+    (``mmprompt.from_pretrained``, ``mmprompt-zoo eval``)."""
+    dropped = []
+    for key in list(data):
+        if key not in node:
+            if not node.is_new_allowed():
+                dropped.append(prefix + key)
+                del data[key]
+        elif isinstance(node[key], CfgNode) and isinstance(data[key], dict):
+            dropped += drop_unknown_keys(node[key], data[key], f"{prefix}{key}.")
+    return dropped
