@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""Shim for checkouts that are not installed: the body is :mod:`mmprompt.cli.prep.prepare_fgvc`
-(``mmprompt-prep`` once installed). Imported, this name is that module itself, so attributes
-set on it (tests monkeypatch them) reach the code that reads them; loaded from its path, it holds
-that module's names."""
+"""Shim for checkouts that are not installed: :mod:`mmprompt.cli.prep.prepare_fgvc` (see
+:func:`datasets_prep.stand_in`)."""
 
 import os
 import sys
@@ -11,13 +9,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from mmprompt.cli.prep import prepare_fgvc as _body  # noqa: E402
+from datasets_prep import stand_in  # noqa: E402
 
-globals().update({k: v for k, v in vars(_body).items() if not k.startswith("__")})
-
-if __name__ == "__main__":
-    from mmprompt.utils.cli import run_cli
-
-    run_cli(_body.main)
-else:
-    sys.modules[__name__] = _body
+stand_in(__name__, "prepare_fgvc", globals())
