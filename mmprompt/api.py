@@ -180,7 +180,12 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
     if kind == "open_clip":
         from .backbones.open_clip import OpenCLIP
 
-        return OpenCLIP(model, cfg.MODEL.BACKBONE.ARCH, tokenizer or _open_clip_tokenizer(model))
+        return OpenCLIP(
+            model,
+            cfg.MODEL.BACKBONE.ARCH,
+            tokenizer or _open_clip_tokenizer(model),
+            trim_text=cfg.MODEL.BACKBONE.TRIM_TEXT,
+        )
     from .backbones._hf import LazyTokenizer
 
     hf_tokenizer = tokenizer if tokenizer is not None else _hf_tokenizer(model)
@@ -193,7 +198,7 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
             )
         from .backbones.t5 import T5Backbone
 
-        return T5Backbone(model, text)
+        return T5Backbone(model, text, trim_text=cfg.MODEL.BACKBONE.TRIM_TEXT)
     from .backbones.hf_encoder import HFEncoderBackbone
 
     encoder = model if hasattr(model, "embeddings") else model.base_model
@@ -202,7 +207,7 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
             f"{type(model).__name__} has no .embeddings (nor its base_model): pass the encoder "
             f"(AutoModel), e.g. BertModel."
         )
-    return HFEncoderBackbone(encoder, text, default_pool)
+    return HFEncoderBackbone(encoder, text, default_pool, trim_text=cfg.MODEL.BACKBONE.TRIM_TEXT)
 
 
 def _open_clip_tokenizer(model):

@@ -165,3 +165,45 @@ def test_bert_padding_the_mask_hides_is_trimmed_exactly():
     assert_same(trimmed, full)
     for name in grads:
         assert_same(grads[name], full_grads[name], name)
+
+
+@pytest.mark.parametrize("method", ["dept", "prompt_tuning"])
+def test_t5_padding_the_mask_hides_is_trimmed_exactly(method):
+    """T5 encoder with pre-padded inputs (DePT pads to a fixed 256): the columns every sample masks
+    are dropped; the decoder's log-probabilities of the label words (cross-attending through the
+    trimmed mask) and every trainable gradient -- prompt and DePT offsets -- are the padded run's."""
+    from _text_backbones import tiny_t5_cfg
+
+    cfg = tiny_t5_cfg()
+    cfg.MODEL.NAME = "t5_verbalizer"
+    cfg.merge_from_list(["PROMPT.METHODS", f"['{method}']"])
+    if method == "dept":
+        cfg.merge_from_list(["PROMPT.DEPT.NUM_TOKENS", "4", "PROMPT.DEPT.RANK", "2", "PROMPT.DEPT.MAX_LEN", "48"])
+    torch.manual_seed(0)
+    model = build_model(cfg, ["no", "yes"]).eval()  # no dropout: its masks would be drawn for other shapes
+    with torch.no_grad():
+        for p in model.prompts.parameters():
+            p.copy_(torch.randn_like(p))
+    tower = model.backbone.tower("encoder")
+    assert tower.trim_text  # on by default (MODEL.BACKBONE.TRIM_TEXT)
+    ids, mask = tower.tokenize(["great movie, truly", "bad"])
+    pad = torch.zeros(2, 40 - ids.shape[1], dtype=ids.dtype)
+    padded = (torch.cat([ids, pad], 1), torch.cat([mask, pad.bool()], 1))
+    targets = model.targets(ids.device)[torch.tensor([1, 0])]
+    results = []
+    for trim in (True, False):
+        tower.trim_text = trim
+        seen = record_layers(tower)
+        model.zero_grad()
+        encoded = tower.encode(padded, model.prompts, model.new_context())
+        log_probs = model.backbone.target_log_probs(encoded.x, encoded.mask, targets)
+        log_probs.sum().backward()
+        del tower.layer
+        grads = {n: p.grad.clone() for n, p in model.prompts.named_parameters()}
+        results.append((log_probs.detach(), grads, seen[0].length))
+    (trimmed, grads, length), (full, full_grads, full_length) = results
+    assert length < full_length and full_length >= 40
+    assert_same(trimmed, full)
+    assert grads and all(g.abs().max() > 0 for g in grads.values())
+    for name in grads:
+        assert_same(grads[name], full_grads[name], name)

@@ -198,6 +198,16 @@ def _config_dict(cfg, source: str, key: str, what: str) -> dict:
     return raw
 
 
+def trim_trailing_padding(ids: torch.Tensor, mask: torch.Tensor, types: Optional[torch.Tensor] = None):
+    """``ids, mask, types`` without the columns after the batch's last real token, which every
+    sample's mask switches off (pre-padded inputs). Exact for a bidirectional encoder whose
+    positions count from the left: masked keys get no attention weight, so no other state changes."""
+    if not mask.numel():
+        return ids, mask, types
+    keep = max(int(real_token_span(mask)[1].max()) + 1, 1)
+    return ids[:, :keep], mask[:, :keep], types[:, :keep] if types is not None else None
+
+
 def real_token_span(mask: torch.Tensor):
     """(first, last) positions of the real tokens of each sample, whatever side was padded."""
     idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)

@@ -51,7 +51,14 @@ from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
 from . import _hf
-from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
+from ._hf import (
+    LazyTokenizer,
+    prefix_cache,
+    prefixed_key_mask,
+    real_token_span,
+    token_inputs,
+    trim_trailing_padding,
+)
 from .base import TokenBackbone, TokenTower
 
 #: model types whose embeddings module takes (inputs_embeds, position_ids, token_type_ids) and
@@ -105,10 +112,8 @@ class HFEncoderTower(TokenTower):
         if isinstance(inputs, (str, list)):  # raw texts
             inputs = self.tokenize(inputs)
         ids, mask, types = token_inputs(inputs)
-        if self.trim_text and mask.numel():
-            keep = max(int(real_token_span(mask)[1].max()) + 1, 1)
-            ids, mask = ids[:, :keep], mask[:, :keep]
-            types = types[:, :keep] if types is not None else None
+        if self.trim_text:
+            ids, mask, types = trim_trailing_padding(ids, mask, types)
         first, last = real_token_span(mask)
         segment_b = last + 1
         if types is not None:

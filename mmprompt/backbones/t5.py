@@ -19,6 +19,13 @@ are used by the T5 verbalizer to score label words given the prompted encoder st
 * ``pool``: T5 pools no single token; the feature is the masked mean of the final states over
   the input's own tokens (prompts excluded), for linear heads on the encoder.
 
+Trimming (``trim_text``, ``MODEL.BACKBONE.TRIM_TEXT``, on by default): ``embed`` drops the columns
+after the batch's last real token, which every sample's mask switches off (pre-padded inputs, e.g.
+DePT's ``padding="max_length"`` to 256). The encoder is bidirectional with relative positions, so
+the kept tokens' distances are unchanged and masked keys get no weight; the decoder cross-attends
+through the same mask and the mean pool skips masked tokens, so logits and gradients are the
+untrimmed pass's. Padding inside the batch (a shorter sample's tail) stays.
+
 Anchors: ``start`` = first real token, ``end`` = the ``</s>`` of each sample (its last real
 token), so suffix prompts go before ``</s>``; no ``pool`` anchor.
 
@@ -38,7 +45,14 @@ from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
 from . import _hf
-from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
+from ._hf import (
+    LazyTokenizer,
+    prefix_cache,
+    prefixed_key_mask,
+    real_token_span,
+    token_inputs,
+    trim_trailing_padding,
+)
 from .base import TokenBackbone, TokenTower
 
 # Published T5 v1.1 hyperparameters (the LM-adapted checkpoints share them): gated-GELU FFN,
@@ -70,12 +84,13 @@ class T5EncoderTower(TokenTower):
     name = "encoder"
     deferred_position = False  # relative positions only: nothing to add at layer 0
 
-    def __init__(self, model, tokenizer: LazyTokenizer):
+    def __init__(self, model, tokenizer: LazyTokenizer, trim_text: bool = True):
         super().__init__()
         # Held outside the module tree: the backbone registers the model once, so its weights are
         # not listed twice in state dicts.
         self.__dict__["hf"] = model
         self.__dict__["tokenizer"] = tokenizer
+        self.trim_text = trim_text
 
     @property
     def stack(self):
@@ -113,6 +128,8 @@ class T5EncoderTower(TokenTower):
         if isinstance(inputs, (str, list)):  # raw texts
             inputs = self.tokenize(inputs)
         ids, mask, _ = token_inputs(inputs)
+        if self.trim_text:
+            ids, mask, _ = trim_trailing_padding(ids, mask)
         first, last = real_token_span(mask)
         x = self.stack.embed_tokens(ids)
         return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": first, "end": last})
@@ -187,10 +204,10 @@ class T5EncoderTower(TokenTower):
 class T5Backbone(TokenBackbone):
     """A ``T5ForConditionalGeneration`` with its encoder as the prompted tower."""
 
-    def __init__(self, model, tokenizer: LazyTokenizer):
+    def __init__(self, model, tokenizer: LazyTokenizer, trim_text: bool = True):
         super().__init__()
         self.model = model
-        self.towers = nn.ModuleDict({"encoder": T5EncoderTower(model, tokenizer)})
+        self.towers = nn.ModuleDict({"encoder": T5EncoderTower(model, tokenizer, trim_text)})
 
     @property
     def config(self):
@@ -256,4 +273,4 @@ def build_t5(cfg) -> T5Backbone:
     if bb.ARCH in _hf.model_types():  # a bare model type has no tokenizer files of its own
         tokenizer_source = None
     tokenizer = LazyTokenizer(lambda: _hf.tokenizer_from(cfg, tokenizer_source), cfg.MODEL.TEXT.MAX_LENGTH)
-    return T5Backbone(model, tokenizer)
+    return T5Backbone(model, tokenizer, trim_text=bb.TRIM_TEXT)
