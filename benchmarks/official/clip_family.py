@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (
+    REPO,
     Result,
     checkout_on_path,
     grads_rel,
@@ -51,8 +52,6 @@ from .common import (
     require_checkout,
     time_ratio,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: awkward class names: underscores, hyphens and an apostrophe, digits, accents, multi-word, and a
 #: name that ends with a full stop (CLIP's tokenizer merges "inc.." into one token: CoOp's name

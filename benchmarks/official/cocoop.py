@@ -33,6 +33,7 @@ from typing import Dict, List
 import torch
 
 from .common import (
+    REPO,
     Result,
     checkout_on_path,
     grads_rel,
@@ -43,7 +44,6 @@ from .common import (
     time_ratio,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 

@@ -26,6 +26,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
+#: the mmprompt checkout these comparisons run from (its configs/)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 #: relative difference at float32 under which two computations count as the same
 TOLERANCE = 1e-4
 

@@ -23,9 +23,8 @@ import types
 import warnings
 from typing import List, Sequence
 
-from benchmarks.official.common import Result, checkout_on_path, recipe, require_checkout
+from benchmarks.official.common import REPO, Result, checkout_on_path, recipe, require_checkout
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SPLITS = os.path.join(REPO, "..", "shared", "data", "coop_splits")
 SEEDS = (1, 2, 3)
 SHOTS = (1, 2, 4, 8, 16)

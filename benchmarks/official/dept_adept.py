@@ -27,6 +27,7 @@ import os
 import torch
 
 from .common import (
+    REPO,
     Result,
     checkout_on_path,
     grads_rel,
@@ -37,7 +38,6 @@ from .common import (
     time_ratio,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXTS = [
     "The café's menu_item #42 - crème brûlée, well-known; isn't it?",
     "Naïve co-op members voted 3-to-1 against the über-plan (2nd round)",

@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import Result, checkout_on_path, recipe, rel_diff, require_checkout
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .common import REPO, Result, checkout_on_path, recipe, rel_diff, require_checkout
 
 # The INPUT block of every CoOp / MaPLe trainer yaml, then Dassl transform lists they also accept.
 DASSL_INPUTS = {

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (
+    REPO,
     Result,
     checkout_on_path,
     grads_rel,
@@ -35,7 +36,6 @@ from .common import (
     time_ratio,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 THEIR_FILES = (
     "src/models/vit_prompt/vit.py",
     "src/models/vit_backbones/vit.py",
