@@ -226,7 +226,31 @@ def test_base_cycle_and_a_directory_as_config(sandbox, capsys):
     (sandbox.root / "b.yaml").write_text("_BASE_: a.yaml\n")
     refused(train_net(capsys, sandbox, config=str(sandbox.root / "a.yaml")), "_BASE_ cycle")
     (sandbox.root / "dir.yaml").mkdir()
-    refused(train_net(capsys, sandbox, config=str(sandbox.root / "dir.yaml")), "Config file not found")
+    refused(train_net(capsys, sandbox, config=str(sandbox.root / "dir.yaml")), "dir.yaml is a directory, not a file")
+
+
+def refused_at_once(capsys, box, needle, *opts, config=None, seconds=30):
+    """``train_net`` in a daemon thread: a plain open of a fifo would wait forever for a writer,
+    so a regression shows as this failing, not as a hung suite."""
+    import threading
+
+    result = []
+    worker = threading.Thread(target=lambda: result.append(train_net(capsys, box, *opts, config=config)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "train_net is still waiting on the fifo"
+    refused(result[0], needle)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_fifo_as_config_split_file_or_image_is_refused_not_waited_on(sandbox, capsys):
+    os.mkfifo(sandbox.root / "pipe.yaml")
+    refused_at_once(
+        capsys, sandbox, "pipe.yaml is a named pipe (fifo), not a file", config=str(sandbox.root / "pipe.yaml")
+    )
+    folder = pets(sandbox)
+    os.mkfifo(folder / "split_zhou_OxfordPets.json")
+    refused_at_once(capsys, sandbox, "split_zhou_OxfordPets.json is a named pipe (fifo)", "DATASET.NAME", "oxford_pets")
 
 
 def test_bad_dataset_config_file(sandbox, capsys):
@@ -266,6 +290,15 @@ SPLITS = {
     "image_missing": (
         {"train": [GOOD_ROW, ["Bengal_9.jpg", 1, "bengal"]], "val": [], "test": [GOOD_ROW]},
         "Bengal_9.jpg",
+    ),
+    # entries climbing out of the image folder would read files the user never named
+    "path_climbs_out": (
+        {"train": [GOOD_ROW, ["../../secret.jpg", 0, "abyssinian"]], "val": [], "test": [GOOD_ROW]},
+        "the image path '../../secret.jpg' points outside the dataset's image folder",
+    ),
+    "absolute_path": (
+        {"train": [GOOD_ROW, ["/etc/hostname", 0, "abyssinian"]], "val": [], "test": [GOOD_ROW]},
+        "the image path '/etc/hostname' points outside",
     ),
     "label_is_true": (
         {"train": [GOOD_ROW, ["Abyssinian_1.jpg", True, "x"]], "val": [], "test": [GOOD_ROW]},
@@ -336,15 +369,22 @@ def test_read_only_dataset_folder_skips_the_few_shot_cache_with_a_warning(sandbo
     assert "cannot write the few-shot cache" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["not_utf8", "not_json", "fractional_label"])
+VPT_SPLITS = {
+    "not_utf8": (b'{"caf\xe9.jpg": 0}', "is not valid JSON"),
+    "not_json": (b"{", "is not valid JSON"),
+    # VPT maps any integer or string ids through sorted(set(ids)); a fraction is no id at all
+    "fractional_label": (b'{"a.jpg": 1.5}', "must be an integer or a string"),
+    "path_climbs_out": (b'{"a/../../b.jpg": 1}', "the image path 'a/../../b.jpg' points outside"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VPT_SPLITS))
 def test_bad_vpt_split_file(sandbox, capsys, case):
     folder = sandbox.root / "CUB_200_2011"
     (folder / "images").mkdir(parents=True)
-    raw = {"not_utf8": b'{"caf\xe9.jpg": 0}', "not_json": b"{", "fractional_label": b'{"a.jpg": 1.5}'}[case]
+    raw, needle = VPT_SPLITS[case]
     for split in ("train", "val", "test"):
         (folder / f"{split}.json").write_bytes(raw)
-    # VPT maps any integer or string ids through sorted(set(ids)); a fraction is no id at all
-    needle = "is not valid JSON" if case != "fractional_label" else "must be an integer or a string"
     refused(train_net(capsys, sandbox, "DATASET.NAME", "cub"), "train.json", needle)
 
 

@@ -22,6 +22,7 @@ from yacs.config import CfgNode as _YacsNode
 
 from ..errors import ConfigError
 from ..recipes import packaged_path
+from ..utils.files import open_regular
 
 BASE_KEY = "_BASE_"
 
@@ -104,13 +105,13 @@ def has_key(cfg: _YacsNode, key: str) -> bool:
 def _read_yaml_chain(path: str, stack: List[str]) -> dict:
     # configs/... names a packaged recipe when the working directory has no such file (installed)
     path = os.path.abspath(packaged_path(path) or path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConfigError(f"Config file not found: {path}")
     if path in stack:
         chain = " -> ".join(os.path.relpath(p) for p in stack + [path])
         raise ConfigError(f"_BASE_ cycle in configs: {chain}. Remove one of these _BASE_ links.")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8.") from None

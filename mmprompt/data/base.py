@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..errors import MMPromptError
+from ..utils.files import open_regular
 
 SPLITS = ("train", "val", "test")
 
@@ -167,6 +168,17 @@ def _to_rows(items: Sequence[Datum], path_prefix: str) -> List[list]:
     return [[os.path.relpath(d.impath, path_prefix).replace(os.sep, "/"), int(d.label), d.classname] for d in items]
 
 
+def check_inside(relpath: str, source: str) -> None:
+    """A split entry's image path must stay inside the image folder it is relative to: an absolute
+    path or one climbing out with ``..`` would read files the user never named (no published
+    split has one)."""
+    if os.path.isabs(relpath) or os.path.normpath(relpath).split(os.sep)[0] == os.pardir:
+        raise DataError(
+            f"{source}: the image path {relpath!r} points outside the dataset's image folder; split "
+            f"files hold paths relative to it. Fix the entry or regenerate the file with the prep script."
+        )
+
+
 def _from_rows(rows, path_prefix: str, source: str) -> List[Datum]:
     items = []
     for row in rows:
@@ -180,6 +192,7 @@ def _from_rows(rows, path_prefix: str, source: str) -> List[Datum]:
         ):
             raise DataError(f"{source}: every entry must be [relative_path, label, classname]; got {row!r}")
         relpath, label, classname = row
+        check_inside(relpath, source)
         items.append(Datum(impath=os.path.join(path_prefix, relpath), label=label, classname=classname))
     return items
 
@@ -199,7 +212,7 @@ def write_split_json(
 def read_split_json(path: str, path_prefix: str):
     """Read a CoOp split file -> (train, val, test) lists of :class:`Datum` with absolute paths."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, encoding="utf-8") as f:
             split = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(
@@ -374,7 +387,7 @@ def _rebase(impath: str, index: Dict[str, Datum]) -> Optional[Datum]:
 def load_dassl_pickle(path: str, what: str, remedy: str):
     """A CoOp/Dassl pickle (a dict of lists of ``Datum``) loaded with :class:`_DasslDatumUnpickler`;
     ``what`` names the file and ``remedy`` says what to do in the error when it cannot be read."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read()
     try:
         data = _DasslDatumUnpickler(io.BytesIO(raw)).load()
@@ -447,7 +460,7 @@ def read_coop_fewshot_cache(path: str, dataset: "DatasetBase"):
 
 def _load_cache(path: str, dataset: "DatasetBase", num_shots: int, seed: int):
     try:
-        with open(path) as f:
+        with open_regular(path, encoding="utf-8") as f:
             cache = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(
@@ -494,9 +507,9 @@ def apply_fewshot(dataset: DatasetBase, num_shots: int, seed: int, use_cache: bo
     cacheable = use_cache and dataset.dataset_dir and dataset.image_dir and all(d.impath for d in dataset.train_x)
     coop_cache = coop_fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
     cache = fewshot_cache_path(dataset.dataset_dir, num_shots, seed) if cacheable else ""
-    if coop_cache and os.path.isfile(coop_cache):
+    if coop_cache and os.path.exists(coop_cache):
         train, val = read_coop_fewshot_cache(coop_cache, dataset)
-    elif cache and os.path.isfile(cache):
+    elif cache and os.path.exists(cache):
         train, val = _load_cache(cache, dataset, num_shots, seed)
     else:
         train, val = sample_fewshot(dataset.train_x, dataset.val, num_shots, seed, val_is_test)
@@ -573,7 +586,7 @@ def is_decodable(path: str) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             fmt = im.format
             im.verify()
         if fmt == "JPEG":

@@ -35,6 +35,7 @@ from ..config.dassl_compat import canonical_dataset_name
 from ..errors import ConfigError
 from ..registry import DATASETS
 from ..utils.extras import require
+from ..utils.files import open_regular
 from .base import DataError, DatasetBase, Datum, apply_fewshot, apply_subsample
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -371,7 +372,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def load_image(path: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             return to_rgb(im)
     except FileNotFoundError:
         raise DataError(

@@ -40,6 +40,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
+from ..utils.files import open_regular
 from .base import (
     DataError,
     DatasetBase,
@@ -159,7 +160,7 @@ def read_class_folders(image_dir: str, ignored: Sequence[str] = (), renamed: Opt
 
 
 def _read_lines(path: str) -> List[str]:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read().splitlines()
     lines = []
     for number, line in enumerate(raw, start=1):
@@ -196,7 +197,7 @@ class SplitFileDataset(DatasetBase):
         prefix = os.path.join(dataset_dir, self.split_prefix) if self.split_prefix else dataset_dir
         split_path = os.path.join(dataset_dir, self.split_file)
         self.skipped_images: List[str] = []
-        if os.path.isfile(split_path):
+        if os.path.exists(split_path):  # a fifo or folder there is refused by the reader, not regenerated over
             train, val, test = read_split_json(split_path, prefix)
             self._check_listed_files(train + val + test, split_path, prep_command(root, self.registry_name))
             classnames = None
@@ -385,7 +386,7 @@ class OxfordFlowers(SplitFileDataset):
     def generate(self, dataset_dir):
         labels = _loadmat(os.path.join(dataset_dir, "imagelabels.mat"))["labels"][0]
         try:
-            with open(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
+            with open_regular(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
                 cat_to_name = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(

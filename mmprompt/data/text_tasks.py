@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..evaluation.evaluators import ANSWER_SEP
+from ..utils.files import open_regular
 from .base import DataError
 
 GLUE_HUB = "nyu-mll/glue"
@@ -575,7 +576,7 @@ def read_official_file(task: TextTask, path: str) -> List[dict]:
     if not path.endswith(expected):
         raise DataError(f"{task.name} reads the official {task.benchmark.upper()} {expected} files; got {path}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise DataError(f"{task.name}: data file {path} does not exist.") from None
