@@ -291,6 +291,8 @@ def keyword_defaults(cls, skip=()):
         ("mmprompt.prompts.dynamic:PromptPool", "DYNAMIC", ("tower", "init", "init_text", "patch_size")),
         ("mmprompt.prompts.sources_superpos:SuperPosSource", "SUPERPOS", ("tower", "init", "init_text", "patch_size")),
         ("mmprompt.prompts.sources_superpos:ResidualSource", "RESIDUAL", ("tower", "init", "init_text", "patch_size")),
+        ("mmprompt.prompts.offsets:DePT", "DEPT", ()),
+        ("mmprompt.prompts.offsets:ADePT", "ADEPT", ()),
     ],
 )
 def test_keyword_defaults_are_the_config_defaults(path, node, skip):
@@ -301,7 +303,8 @@ def test_keyword_defaults_are_the_config_defaults(path, node, skip):
     cls = getattr(importlib.import_module(module), name)
     defaults = mmprompt.get_cfg().PROMPT[node]
     for key, value in keyword_defaults(cls, skip).items():
-        assert defaults[key.upper()] == value, (name, key)
+        expected = defaults[key.upper()]
+        assert (list(value) if isinstance(expected, list) else value) == expected, (name, key)
 
 
 def test_prompt_modules_are_built_from_keywords_without_a_config():
@@ -330,3 +333,42 @@ def test_from_pretrained_takes_a_zoo_name(tmp_path):
     assert model.step == 20 and model.cfg.PROMPT.DYNAMIC.GAMMA > 0
     with torch.no_grad():
         assert model({"text": ["the match ended in a draw", "shares fell sharply"]})["logits"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("method", ["dept", "adept"])
+def test_offset_methods_built_from_keywords_are_the_config_built_ones(method):
+    """DePT / ADePT from keywords (no cfg) and from a config with the same values: the same
+    parameters and, on the same values, the same encoder states."""
+    from _text_backbones import tiny_t5_cfg
+
+    from mmprompt.build import build_backbone
+    from mmprompt.prompts.base import PromptContext, PromptStack
+    from mmprompt.prompts.offsets import ADePT, DePT
+
+    cfg = tiny_t5_cfg()
+    node = cfg.PROMPT[method.upper()]
+    node.NUM_TOKENS, node.LAYERS, node.INIT = 3, [0, 1], "normal"
+    keywords = dict(num_tokens=3, layers=(0, 1), init="normal")
+    if method == "dept":
+        node.RANK, node.MAX_LEN = 2, 32
+        keywords.update(rank=2, max_len=32)
+        from_keywords, from_cfg = DePT(**keywords), DePT.from_config(cfg)
+    else:
+        node.BOTTLENECK = 4
+        keywords.update(bottleneck=4)
+        from_keywords, from_cfg = ADePT(**keywords), ADePT.from_config(cfg)
+    backbone = build_backbone(cfg).freeze(dropout_off=True)
+    stacks = [PromptStack([from_keywords]), PromptStack([from_cfg])]
+    for stack in stacks:
+        stack.setup(backbone)
+        stack.eval()  # ADePT's offset dropout off
+    shapes = [{n: p.shape for n, p in stack.named_parameters()} for stack in stacks]
+    assert shapes[0] == shapes[1] and any("offsets.1" in n for n in shapes[0])
+    with torch.no_grad():
+        for p in stacks[0].parameters():
+            p.normal_()
+    stacks[1].load_state_dict(stacks[0].state_dict())
+    tower = backbone.tower("encoder")
+    inputs = tower.tokenize(["a short one", "and a longer second text"])
+    outs = [tower.encode(inputs, stack, PromptContext()).x for stack in stacks]
+    assert torch.equal(outs[0], outs[1])

@@ -22,7 +22,7 @@ token but padding) or ``all`` (prompts too). The offset parameters form the ``of
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -72,11 +72,6 @@ class PositionOffsets(nn.Module):
         self.B = nn.Parameter(torch.zeros(rank, width))
         self.scale = scale
 
-    @classmethod
-    def from_config(cls, cfg, width: int) -> "PositionOffsets":
-        c = cfg.PROMPT.DEPT
-        return cls(c.MAX_LEN, c.RANK, width, scale=dept_scale(c.SCALING, c.ALPHA, c.RANK))
-
     def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         index = sel.long().cumsum(1) - 1
         count = int(sel.sum(1).max()) if sel.numel() else 0
@@ -111,43 +106,68 @@ class TokenSharedOffsets(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    @classmethod
-    def from_config(cls, cfg, width: int) -> "TokenSharedOffsets":
-        c = cfg.PROMPT.ADEPT
-        return cls(width, c.BOTTLENECK, dropout=c.DROPOUT, down_init=c.DOWN_INIT)
-
     def forward(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         return x + self.up(torch.relu(self.dropout(self.down(x)))) * sel[..., None].to(x.dtype)
 
 
 class OffsetPrompt(PromptModule):
-    """A short prompt plus per-layer token offsets in one tower."""
+    """A short prompt plus per-layer token offsets in one tower.
 
-    def __init__(self, cfg, method: str, node):
+    ``cfg`` is where the short prompt's source and placement read their own settings
+    (PROMPT.DYNAMIC, SUPERPOS, RESIDUAL); None builds them with the defaults. Subclasses build
+    each layer's offset module (:meth:`build_offsets`) from their own keywords."""
+
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        method: str,
+        tower: str,
+        num_tokens: int,
+        layers: Sequence[int],
+        tokens: str,
+        init: str,
+        init_text: str,
+        source: str,
+        position: str,
+    ):
         super().__init__()
-        if node.TOKENS not in TOKEN_SETS:
-            raise ConfigError(f"PROMPT.{method.upper()}.TOKENS '{node.TOKENS}' is not one of {', '.join(TOKEN_SETS)}.")
-        if not node.LAYERS:
+        if tokens not in TOKEN_SETS:
+            raise ConfigError(f"PROMPT.{method.upper()}.TOKENS '{tokens}' is not one of {', '.join(TOKEN_SETS)}.")
+        if not layers:
             raise ConfigError(f"PROMPT.{method.upper()}.LAYERS is empty; list the layers to offset, e.g. [0].")
-        self.cfg = cfg
         self.method = method
-        self.tower_name = node.TOWER
-        self.tokens = node.TOKENS
-        self.layers = sorted(set(int(i) for i in node.LAYERS))
+        self.tower_name = tower
+        self.tokens = tokens
+        self.layers = sorted(set(int(i) for i in layers))
         self.prompt = None
-        if node.NUM_TOKENS > 0:
+        if num_tokens > 0:
             self.prompt = LayerPrompts(
                 cfg,
                 method=method,
-                tower=node.TOWER,
-                length=node.NUM_TOKENS,
+                tower=tower,
+                length=num_tokens,
                 depth=1,
-                source=node.SOURCE,
-                position=node.POSITION,
-                init=node.INIT,
-                init_text=node.INIT_TEXT,
+                source=source,
+                position=position,
+                init=init,
+                init_text=init_text,
             )
         self.offsets = nn.ModuleDict()
+
+    @staticmethod
+    def prompt_kwargs(node) -> dict:
+        """The keywords every offset method's config node gives :class:`OffsetPrompt`."""
+        return dict(
+            tower=node.TOWER,
+            num_tokens=node.NUM_TOKENS,
+            layers=list(node.LAYERS),
+            tokens=node.TOKENS,
+            init=node.INIT,
+            init_text=node.INIT_TEXT,
+            source=node.SOURCE,
+            position=node.POSITION,
+        )
 
     def setup(self, backbone):
         tower = method_tower(backbone, self.tower_name, self.method)
@@ -181,26 +201,98 @@ class OffsetPrompt(PromptModule):
 
 
 class DePT(OffsetPrompt):
-    def __init__(self, cfg):
-        super().__init__(cfg, "dept", cfg.PROMPT.DEPT)
+    """DePT (Shi & Lipani 2024): a short prompt and position offsets ``s A B`` added to the
+    content tokens' embeddings. Keyword defaults are PROMPT.DEPT's."""
+
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        num_tokens: int = 40,
+        rank: int = 45,
+        max_len: int = 256,
+        alpha: float = 8.0,
+        scaling: str = "alpha_sqrt_rank",
+        layers: Sequence[int] = (0,),
+        tokens: str = "content",
+        init: str = "text_repeat",
+        init_text: str = "Classify this text is postive or not:",
+        tower: str = "encoder",
+        source: str = "param",
+        position: str = "prefix",
+    ):
+        super().__init__(
+            cfg,
+            method="dept",
+            tower=tower,
+            num_tokens=num_tokens,
+            layers=layers,
+            tokens=tokens,
+            init=init,
+            init_text=init_text,
+            source=source,
+            position=position,
+        )
+        self.rank, self.max_len = rank, max_len
+        self.scale = dept_scale(scaling, alpha, rank)  # checks SCALING before anything is built
+
+    @classmethod
+    def from_config(cls, cfg) -> "DePT":
+        c = cfg.PROMPT.DEPT
+        return cls(cfg, rank=c.RANK, max_len=c.MAX_LEN, alpha=c.ALPHA, scaling=c.SCALING, **cls.prompt_kwargs(c))
 
     def build_offsets(self, width):
-        return PositionOffsets.from_config(self.cfg, width)
+        return PositionOffsets(self.max_len, self.rank, width, scale=self.scale)
 
 
 class ADePT(OffsetPrompt):
-    def __init__(self, cfg):
-        super().__init__(cfg, "adept", cfg.PROMPT.ADEPT)
+    """ADePT (Tang et al. 2025): a short prompt and token-shared offsets from a small MLP of each
+    token's embedding. Keyword defaults are PROMPT.ADEPT's."""
+
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        num_tokens: int = 60,
+        bottleneck: int = 19,
+        dropout: float = 0.1,
+        down_init: str = "adept",
+        layers: Sequence[int] = (0,),
+        tokens: str = "content",
+        init: str = "text_repeat",
+        init_text: str = "Classify this text is postive or not:",
+        tower: str = "encoder",
+        source: str = "param",
+        position: str = "prefix",
+    ):
+        super().__init__(
+            cfg,
+            method="adept",
+            tower=tower,
+            num_tokens=num_tokens,
+            layers=layers,
+            tokens=tokens,
+            init=init,
+            init_text=init_text,
+            source=source,
+            position=position,
+        )
+        self.bottleneck, self.offset_dropout, self.down_init = bottleneck, dropout, down_init
+
+    @classmethod
+    def from_config(cls, cfg) -> "ADePT":
+        c = cfg.PROMPT.ADEPT
+        return cls(cfg, bottleneck=c.BOTTLENECK, dropout=c.DROPOUT, down_init=c.DOWN_INIT, **cls.prompt_kwargs(c))
 
     def build_offsets(self, width):
-        return TokenSharedOffsets.from_config(self.cfg, width)
+        return TokenSharedOffsets(width, self.bottleneck, dropout=self.offset_dropout, down_init=self.down_init)
 
 
 @PROMPTS.register("dept")
 def build_dept(cfg) -> DePT:
-    return DePT(cfg)
+    return DePT.from_config(cfg)
 
 
 @PROMPTS.register("adept")
 def build_adept(cfg) -> ADePT:
-    return ADePT(cfg)
+    return ADePT.from_config(cfg)
