@@ -176,11 +176,16 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
     if kind == "timm_vit":
         from .backbones.timm_vit import TimmViT
 
-        return TimmViT(model, cfg.MODEL.BACKBONE.ARCH)
+        return TimmViT(model, cfg.MODEL.BACKBONE.ARCH, skip_unused_rows=cfg.MODEL.BACKBONE.SKIP_UNUSED_ROWS)
     if kind == "open_clip":
         from .backbones.open_clip import OpenCLIP
 
-        return OpenCLIP(model, cfg.MODEL.BACKBONE.ARCH, tokenizer or _open_clip_tokenizer(model))
+        return OpenCLIP(
+            model,
+            cfg.MODEL.BACKBONE.ARCH,
+            tokenizer or _open_clip_tokenizer(model),
+            skip_unused_rows=cfg.MODEL.BACKBONE.SKIP_UNUSED_ROWS,
+        )
     from .backbones._hf import LazyTokenizer
 
     hf_tokenizer = tokenizer if tokenizer is not None else _hf_tokenizer(model)

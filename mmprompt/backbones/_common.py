@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import torch
 
@@ -31,21 +31,31 @@ def backbone_tokens(seq: TokenSeq) -> torch.Tensor:
 
 
 def additive_key_mask(
-    mask: torch.Tensor, num_heads: int, dtype: torch.dtype, base: torch.Tensor = None
+    mask: torch.Tensor,
+    num_heads: int,
+    dtype: torch.dtype,
+    base: torch.Tensor = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """(B * heads, N, N) additive mask (0 / -inf) that hides keys where ``mask`` is False.
 
     This is the 3-D form ``nn.MultiheadAttention`` and open_clip's own attention both accept
     (a boolean mask would be cast to 0/1 by open_clip's block, not treated as a mask).
-    ``base`` (N, N), e.g. a causal mask, is added to every sample's mask.
+    ``base`` (N, N), e.g. a causal mask, is added to every sample's mask. ``rows`` (B, M): the mask
+    of only those query rows, (B * heads, M, N); ``base`` is then theirs too, (B, M, N).
     """
     B, N = mask.shape
     key = torch.zeros(B, 1, N, dtype=dtype, device=mask.device).masked_fill(~mask[:, None, :], float("-inf"))
-    full = key.expand(B, N, N) if base is None else key + base.to(dtype)[None]
+    queries = N if rows is None else rows.shape[1]
+    full = key.expand(B, queries, N) if base is None else key + base.to(dtype)
     # Every token may attend to itself: a switched-off token that could otherwise see only
     # switched-off tokens (e.g. before SOT under a causal mask) keeps a finite row instead of NaN,
     # which would leak into everyone through its value. No other token attends to it.
-    full = full.masked_fill(torch.eye(N, dtype=torch.bool, device=mask.device)[None], 0.0)
+    if rows is None:
+        own = torch.eye(N, dtype=torch.bool, device=mask.device)[None]
+    else:
+        own = rows[..., None] == torch.arange(N, device=mask.device)
+    full = full.masked_fill(own, 0.0)
     return full.repeat_interleave(num_heads, dim=0)
 
 

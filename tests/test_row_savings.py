@@ -1,0 +1,161 @@
+"""Rows no one reads (MODEL.BACKBONE.SKIP_UNUSED_ROWS): ViT and CLIP towers compute the last layer
+for the pooled token only, and skip the rows of deep prompts the next layer overwrites. The result
+is the full layers' -- logits and the gradient of every trainable parameter -- for every recipe
+(VPT shallow/deep on timm, VPT-in-CLIP, MaPLe, MaPLe + learned positions, IVLP, CoOp, CoCoOp,
+zero-shot), with random LayerNorm gains and biases so no row is special; the subset blocks equal
+the library blocks on their rows; and the rows really are skipped (counted at the MLPs)."""
+
+import json
+import os
+
+import pytest
+import torch
+from open_clip.transformer import ResidualAttentionBlock
+from timm.models.vision_transformer import Block
+
+from mmprompt.backbones import open_clip as oc
+from mmprompt.backbones import timm_vit as tv
+from mmprompt.build import build_model
+from mmprompt.config import load_cfg
+from mmprompt.errors import MMPromptError
+from mmprompt.prompts.base import PromptContext, PromptModule, PromptStack
+from mmprompt.tokens import TokenSeq, new_owner_id
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["sea_lion", "acme inc.", "a very long class name of the kind some datasets have", "dog"]
+LAYERS = 3  # a first layer, a middle one and the last one, in each tower
+TIMM = ["MODEL.BACKBONE.PRETRAINED", "", "MODEL.HEAD.NUM_CLASSES", "4", "INPUT.SIZE", "(32, 32)"]
+TIMM_KWARGS = "{'embed_dim': 32, 'depth': %d, 'num_heads': 2, 'img_size': 32, 'patch_size': 8}" % LAYERS
+DEPTH2 = ["PROMPT.MAPLE.PROMPT_DEPTH", "2", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "2"]
+DEPTH3 = ["PROMPT.MAPLE.PROMPT_DEPTH", "3", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "3"]
+VPT = ["PROMPT.VPT.NUM_TOKENS", "3"]
+
+#: recipe: (config, options, whether its deep prompts are replaced, so some middle rows are skipped)
+RECIPES = {
+    "vpt_shallow": ("vpt_shallow_cub.yaml", VPT, False),
+    "vpt_deep": ("vpt_deep_cub.yaml", VPT, True),
+    "vpt_deep_adap_pos": ("vpt_deep_adap_pos_cub.yaml", VPT, True),
+    # one learned position per layer: deeper layers remove the tokens and insert them anew
+    "vpt_deep_adap_pos_per_layer": ("vpt_deep_adap_pos_cub.yaml", VPT + ["PROMPT.DYNAMIC.CHOICE_DEPTH", "3"], True),
+    "vpt_clip": ("vpt_clip.yaml", DEPTH3, True),
+    "maple": ("maple.yaml", DEPTH3, True),
+    "maple_adap_pos": ("maple_adap_pos.yaml", DEPTH3, True),
+    "maple_adap_ins_pos": ("maple_adap_pos.yaml", DEPTH3 + ["PROMPT.MAPLE.POSITION", "adap_ins_pos"], True),
+    "ivlp": ("ivlp.yaml", DEPTH2, True),
+    "coop": ("coop.yaml", ["PROMPT.COOP.N_CTX", "4"], False),
+    "coop_middle": ("coop.yaml", ["PROMPT.COOP.N_CTX", "4", "PROMPT.COOP.CLASS_TOKEN_POSITION", "middle"], False),
+    "cocoop": ("cocoop.yaml", [], False),
+    "zsclip": ("zsclip.yaml", [], False),
+}
+
+
+@pytest.fixture(scope="module")
+def clip_json(tmp_path_factory):
+    """The tiny CLIP of the tests with three layers per tower."""
+    with open(os.path.join(REPO, "configs/_base_/tiny_clip_model.json")) as f:
+        spec = json.load(f)
+    spec["vision_cfg"]["layers"] = spec["text_cfg"]["layers"] = LAYERS
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip_3_layers.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def assert_same(ours, full, what=""):
+    """Equal up to float32 rounding (the query rows' projections are separate matrix products)."""
+    scale = full.abs().max().clamp_min(1e-12)
+    assert (ours - full).abs().max() <= 1e-5 * scale, what
+
+
+def randomise_norms(module, generator):
+    """Random LayerNorm gains and biases: the frozen weights' own would leave rows alike."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                m.weight.copy_(1 + 0.5 * torch.randn(m.weight.shape, generator=generator))
+                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=generator))
+
+
+def build(recipe, clip_json, skip=True):
+    config, opts, _ = RECIPES[recipe]
+    size = TIMM + ["MODEL.BACKBONE.KWARGS", TIMM_KWARGS] if config.startswith("vpt_") and recipe != "vpt_clip" else []
+    if not size:
+        size = ["MODEL.BACKBONE.ARCH", clip_json, "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)"]
+    cfg = load_cfg(os.path.join(REPO, "configs", config), opts=size + opts + ["MODEL.BACKBONE.SKIP_UNUSED_ROWS", str(skip)])
+    torch.manual_seed(0)
+    model = build_model(cfg, CLASSES)
+    g = torch.Generator().manual_seed(1)
+    randomise_norms(model.backbone, g)
+    with torch.no_grad():  # prompts away from their init, so every token matters
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def blocks_of(tower):
+    if hasattr(tower, "_vit"):
+        return tower._vit.blocks
+    return (tower._visual if tower.name == "vision" else tower._root).transformer.resblocks
+
+
+def count_mlp_rows(backbone):
+    """{tower: [(samples, rows) the MLP of each layer computed, layer after layer]}: what the layers
+    really did. timm runs batch-first, open_clip's training path sequence-first."""
+    counts = {}
+    for name, tower in backbone.towers.items():
+        counts[name] = seen = []
+        batch_first = hasattr(tower, "_vit")
+        for block in blocks_of(tower):
+
+            def hook(module, args, out, seen=seen, batch_first=batch_first):
+                shape = args[0].shape
+                seen.append((shape[0], shape[1]) if batch_first else (shape[1], shape[0]))
+
+            block.mlp.register_forward_hook(hook)
+    return counts
+
+
+def step(model, skip):
+    """Logits, every trainable parameter's gradient, and the MLP rows computed per layer, with the
+    row savings on or off (same Gumbel noise for learned positions)."""
+    for tower in model.backbone.towers.values():
+        tower.skip_unused_rows = skip
+    model.zero_grad()
+    model.train()
+    counts = count_mlp_rows(model.backbone)
+    torch.manual_seed(2)
+    batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2])}
+    out = model(batch, model.new_context())
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if params:  # zero-shot CLIP has none
+        out["loss"].backward()
+    for tower in model.backbone.towers.values():
+        for block in blocks_of(tower):
+            block.mlp._forward_hooks.clear()
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    return out["logits"].detach(), grads, counts
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_skipping_unused_rows_gives_the_full_logits_and_gradients(recipe, clip_json):
+    model = build(recipe, clip_json)
+    logits, grads, rows = step(model, skip=True)
+    full_logits, full_grads, full_rows = step(model, skip=False)
+    assert_same(logits, full_logits, "logits")
+    assert grads.keys() == full_grads.keys() and (grads or recipe == "zsclip")
+    for name in grads:
+        assert full_grads[name].abs().max() > 0, name  # every parameter takes part
+        assert_same(grads[name], full_grads[name], name)
+    skipped_middle = False
+    for tower in rows:
+        ours, full = rows[tower], full_rows[tower]
+        assert len(ours) == len(full) and len(full) % LAYERS == 0
+        for i, ((samples, computed), (full_samples, every)) in enumerate(zip(ours, full)):
+            assert samples == full_samples
+            if i % LAYERS == LAYERS - 1:  # the last layer of a pass: the pooled token only
+                assert computed == 1 < every, (tower, i)
+            else:
+                assert computed <= every
+                skipped_middle |= computed < every
+    # a layer before deep prompts are replaced skips their rows; no other layer skips any
+    assert skipped_middle == RECIPES[recipe][2]
