@@ -159,3 +159,169 @@ def test_skipping_unused_rows_gives_the_full_logits_and_gradients(recipe, clip_j
                 skipped_middle |= computed < every
     # a layer before deep prompts are replaced skips their rows; no other layer skips any
     assert skipped_middle == RECIPES[recipe][2]
+
+
+def _rows(B, N, M, generator):
+    """(B, M) distinct sorted positions per sample, different in each sample."""
+    return torch.stack([torch.randperm(N, generator=generator)[:M].sort().values for _ in range(B)])
+
+
+def _compare_on_rows(full, ours, x, rows):
+    """The outputs of ``rows`` and the gradient they send to the block input are the library's."""
+    index = rows[..., None].expand(-1, -1, x.shape[2])
+    weights = torch.randn(index.shape, generator=torch.Generator().manual_seed(5))
+    (ours_x,) = torch.autograd.grad((ours.gather(1, index) * weights).sum(), x)
+    (full_x,) = torch.autograd.grad((full.gather(1, index) * weights).sum(), x)
+    assert_same(ours.gather(1, index), full.gather(1, index), "rows")
+    assert_same(ours_x, full_x, "input gradient")
+
+
+@pytest.mark.parametrize("mask", ["none", "keys", "causal", "causal_keys"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_open_clip_block_on_query_rows_equals_the_library_block(mask, batch_first):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(32, 4, ls_init_value=0.3, batch_first=batch_first)
+    randomise_norms(block, g)
+    assert oc.computes_row_subsets(block)
+    B, N, M = 3, 9, 4
+    x = torch.randn(B, N, 32, generator=g, requires_grad=True)
+    rows = _rows(B, N, M, g)
+    keys = torch.rand(B, N, generator=g) > 0.3
+    causal = torch.full((N, N), float("-inf")).triu_(1)
+    causal_rows = torch.zeros(B, M, N).masked_fill(torch.arange(N) > rows[..., None], float("-inf"))
+    full_mask = {
+        "none": None,
+        "keys": oc.additive_key_mask(keys, 4, x.dtype),
+        "causal": causal,
+        "causal_keys": oc.additive_key_mask(keys, 4, x.dtype, base=causal),
+    }[mask]
+    rows_mask = {
+        "none": None,
+        "keys": oc.additive_key_mask(keys, 4, x.dtype, rows=rows),
+        "causal": causal_rows.repeat_interleave(4, 0),
+        "causal_keys": oc.additive_key_mask(keys, 4, x.dtype, base=causal_rows, rows=rows),
+    }[mask]
+    layout = (lambda t: t) if batch_first else (lambda t: t.transpose(0, 1))
+    full = layout(block(layout(x), attn_mask=full_mask))
+    ours = oc._run_block_rows(block, x, rows_mask, batch_first, rows)
+    _compare_on_rows(full, ours, x, rows)
+    with torch.no_grad():  # evaluation: the library's batch-first fast path on the full side
+        index = rows[..., None].expand(-1, -1, 32)
+        assert_same(
+            oc._run_block_rows(block, x, rows_mask, batch_first, rows).gather(1, index),
+            layout(block(layout(x), attn_mask=full_mask)).gather(1, index),
+        )
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_timm_block_on_query_rows_equals_the_library_block(masked):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    block = Block(32, 4, qkv_bias=True, qk_norm=True, init_values=0.3)
+    randomise_norms(block, g)
+    assert tv.computes_row_subsets(block)
+    B, N, M = 3, 9, 4
+    x = torch.randn(B, N, 32, generator=g, requires_grad=True)
+    rows = _rows(B, N, M, g)
+    mask = (torch.rand(B, N, generator=g) > 0.3)[:, None, None, :] if masked else None
+    _compare_on_rows(block(x, attn_mask=mask), tv._block_rows(block, x, rows, mask), x, rows)
+
+
+def test_other_blocks_run_in_full():
+    class OwnBlock(Block):
+        pass
+
+    class OwnResidualBlock(ResidualAttentionBlock):
+        pass
+
+    assert not tv.computes_row_subsets(OwnBlock(32, 4))
+    assert not oc.computes_row_subsets(OwnResidualBlock(32, 4))
+    assert not oc.computes_row_subsets(ResidualAttentionBlock(32, 4, is_cross_attention=True))
+
+
+class Promising(PromptModule):
+    """Two tokens after CLS before layer 0, promised to be overwritten before layer 1; ``keep``
+    says whether layer 1 really replaces them."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+        self.owner_id = new_owner_id()
+
+    def before_layer(self, tower, i, seq, ctx):
+        tokens = torch.full((2, seq.width), float(i))
+        if i == 0:
+            return seq.insert(tokens, "start", self.owner_id).will_overwrite(self.owner_id, 1)
+        if i == 1 and self.keep:
+            return seq.replace(self.owner_id, tokens)
+        return seq
+
+
+def _timm_tower(skip=True):
+    torch.manual_seed(0)
+    backbone = tv.create_timm_vit(
+        "vit_base_patch16_224", "", {"embed_dim": 32, "depth": LAYERS, "num_heads": 2, "img_size": 32, "patch_size": 8}
+    )
+    randomise_norms(backbone, torch.Generator().manual_seed(0))
+    tower = backbone.tower("vision")
+    tower.skip_unused_rows = skip
+    return tower
+
+
+def test_a_promised_overwrite_that_does_not_happen_is_refused():
+    tower = _timm_tower()
+    images = torch.randn(2, 3, 32, 32)
+    kept = tower.run_layers(tower.embed(images), PromptStack([Promising(keep=True)]), PromptContext())
+    assert not kept.overwrite_before  # replace took the promise off
+    with pytest.raises(MMPromptError, match="promised to be overwritten before layer 1"):
+        tower.run_layers(tower.embed(images), PromptStack([Promising(keep=False)]), PromptContext())
+
+
+def test_callers_that_read_the_states_get_every_row():
+    """run_layers without then_pool (mean pooling, instance features, a caller's own reading) and
+    with ``upto`` (the promise for the next layer is not this loop's to check) computes every row
+    the caller can see: the states equal the full layers' everywhere."""
+    images = torch.randn(2, 3, 32, 32)
+    for upto in (None, 1):
+        states = {}
+        for skip in (True, False):
+            tower = _timm_tower(skip)
+            stack = PromptStack([Promising(keep=True)])
+            states[skip] = tower.run_layers(tower.embed(images), stack, PromptContext(), upto).x
+        assert_same(states[True], states[False], f"upto {upto}")
+
+
+def test_mean_pooling_computes_every_row_of_the_last_layer():
+    tower = _timm_tower()
+    seq = tower.embed(torch.randn(2, 3, 32, 32))
+    assert tower.pooled_rows(seq) is not None and tower.pooled_rows(seq, "cls") is not None
+    assert tower.pooled_rows(seq, "mean") is None
+    blocks = blocks_of(tower)
+    seen = []
+    blocks[-1].mlp.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    tower.run_layers(seq, then_pool=True, pool_mode="mean")
+    tower.run_layers(seq, then_pool=True, pool_mode="cls")
+    assert seen == [seq.length, 1]
+
+
+def test_skip_unused_rows_switch_reaches_the_towers(clip_json):
+    for recipe in ("vpt_deep", "maple"):
+        for skip in (True, False):
+            model = build(recipe, clip_json, skip=skip)
+            assert {t.skip_unused_rows for t in model.backbone.towers.values()} == {skip}
+
+
+@pytest.mark.parametrize("recipe", ["vpt_deep", "maple", "cocoop"])
+def test_evaluation_gives_the_full_logits(recipe, clip_json):
+    model = build(recipe, clip_json).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    logits = {}
+    for skip in (True, False):
+        for tower in model.backbone.towers.values():
+            tower.skip_unused_rows = skip
+        if hasattr(model, "clear_text_cache"):
+            model.clear_text_cache()
+        with torch.no_grad():
+            logits[skip] = model({"image": images})["logits"]
+    assert_same(logits[True], logits[False])

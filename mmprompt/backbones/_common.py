@@ -59,6 +59,40 @@ def additive_key_mask(
     return full.repeat_interleave(num_heads, dim=0)
 
 
+class RowSubset:
+    """The rows ``rows`` (B, M) of (B, N, D)-like tensors along ``dim`` (1 batch-first, 0
+    sequence-first): :meth:`take` them, :meth:`put` computed ones back into a copy of the rest.
+
+    When every sample's rows are one run ``start .. start + M - 1`` (a class token at 0, the
+    tokens before suffix prompts) they are a slice: a view to take and a concatenation to put
+    back, whose backward passes are views of the gradient; else a gather and a scatter.
+    """
+
+    def __init__(self, rows: torch.Tensor, dim: int):
+        self.rows, self.dim = rows, dim
+        start, count = int(rows[0, 0]), rows.shape[1]
+        run = torch.arange(start, start + count, device=rows.device)
+        self.span = (start, count) if bool((rows == run).all()) else None
+
+    def _index(self, x: torch.Tensor) -> torch.Tensor:
+        index = self.rows if self.dim == 1 else self.rows.t()
+        return index[..., None].expand(-1, -1, x.shape[-1])
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        if self.span is not None:
+            return x.narrow(self.dim, *self.span)
+        return x.gather(self.dim, self._index(x))
+
+    def put(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``rows`` (what :meth:`take` gave, computed anew) in their places."""
+        if self.span is not None:
+            start, count = self.span
+            stop = start + count
+            parts = [x.narrow(self.dim, 0, start), rows, x.narrow(self.dim, stop, x.shape[self.dim] - stop)]
+            return torch.cat([p for p in parts if p.shape[self.dim]], self.dim)
+        return x.scatter(self.dim, self._index(x), rows)
+
+
 def close_names(name: str, names: Iterable[str], n: int = 5) -> List[str]:
     names = list(names)
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)

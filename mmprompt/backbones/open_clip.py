@@ -58,7 +58,7 @@ from ..recipes import packaged_path
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
-from ._common import additive_key_mask, backbone_tokens, close_names, plain
+from ._common import RowSubset, additive_key_mask, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_endpoint, offline_error
 from .base import TokenBackbone, TokenTower
 
@@ -130,16 +130,15 @@ def _run_block_rows(block: nn.Module, x: torch.Tensor, attn_mask, batch_first: b
     rows. Sequence-first, as the training path of :func:`_run_block` (for the same reason).
     """
     xs = x.transpose(0, 1).contiguous() if batch_first else x.transpose(0, 1)  # (N, B, D)
-    index = rows.t()[..., None].expand(-1, -1, xs.shape[2])  # (M, B, D)
+    subset = RowSubset(rows, dim=0)
     normed = block.ln_1(xs)
-    queries = normed.gather(0, index)
     mask = attn_mask.to(xs.dtype) if attn_mask is not None else None
     attn = block.attn
     with _sequence_first(attn) if attn.batch_first else contextlib.nullcontext():
-        attended = attn(queries, normed, normed, need_weights=False, attn_mask=mask)[0]
-    out = xs.gather(0, index) + block.ls_1(attended)
+        attended = attn(subset.take(normed), normed, normed, need_weights=False, attn_mask=mask)[0]
+    out = subset.take(xs) + block.ls_1(attended)
     out = out + block.ls_2(block.mlp(block.ln_2(out)))
-    return xs.scatter(0, index, out).transpose(0, 1)
+    return subset.put(xs, out).transpose(0, 1)
 
 
 def _num_heads(block: nn.Module) -> int:

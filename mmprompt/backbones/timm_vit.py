@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
-from ._common import backbone_tokens, close_names, plain
+from ._common import RowSubset, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_cached, hf_endpoint, hub_offline, offline_error
 from .base import TokenBackbone, TokenTower
 
@@ -72,11 +72,11 @@ def _block_rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, attn_mask
     attn = block.attn
     B, N, D = x.shape
     M = rows.shape[1]
-    index = rows[..., None].expand(-1, -1, D)
+    subset = RowSubset(rows, dim=1)
     normed = block.norm1(x)
     width = attn.attn_dim
     weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(normed.gather(1, index), weight[:width], None if bias is None else bias[:width])
+    q = F.linear(subset.take(normed), weight[:width], None if bias is None else bias[:width])
     kv = F.linear(normed, weight[width:], None if bias is None else bias[width:])
     q = q.reshape(B, M, attn.num_heads, attn.head_dim).transpose(1, 2)
     k, v = kv.reshape(B, N, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -85,9 +85,9 @@ def _block_rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, attn_mask
         q, k, v, attn_mask=attn_mask, dropout_p=attn.attn_drop.p if attn.training else 0.0
     )
     attended = attn.proj_drop(attn.proj(attn.norm(attended.transpose(1, 2).reshape(B, M, width))))
-    out = x.gather(1, index) + block.drop_path1(block.ls1(attended))
+    out = subset.take(x) + block.drop_path1(block.ls1(attended))
     out = out + block.drop_path2(block.ls2(block.mlp(block.norm2(out))))
-    return x.scatter(1, index, out)
+    return subset.put(x, out)
 
 
 class TimmViTTower(TokenTower):
