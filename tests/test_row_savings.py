@@ -325,3 +325,26 @@ def test_evaluation_gives_the_full_logits(recipe, clip_json):
         with torch.no_grad():
             logits[skip] = model({"image": images})["logits"]
     assert_same(logits[True], logits[False])
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("shared", ["runs", "one_run", "per_sample"])
+def test_row_subsets_take_and_put_the_rows(dim, shared):
+    """Shared rows go through slices, per-sample ones through gather/scatter: the same rows."""
+    from mmprompt.backbones._common import RowSubset
+
+    g = torch.Generator().manual_seed(0)
+    B, N, D = 3, 10, 4
+    rows = {
+        "runs": torch.tensor([0, 3, 4, 5, 8]).expand(B, -1),
+        "one_run": torch.tensor([0]).expand(B, -1),
+        "per_sample": _rows(B, N, 5, g),
+    }[shared]
+    x = torch.randn(B, N, D, generator=g)
+    layout = (lambda t: t) if dim == 1 else (lambda t: t.transpose(0, 1))
+    subset = RowSubset(rows, dim)
+    assert (subset.runs is None) == (shared == "per_sample")
+    index = rows[..., None].expand(-1, -1, D)
+    assert torch.equal(layout(subset.take(layout(x))), x.gather(1, index))
+    new = torch.randn(index.shape, generator=g)
+    assert torch.equal(layout(subset.put(layout(x), layout(new))), x.scatter(1, index, new))

@@ -63,34 +63,48 @@ class RowSubset:
     """The rows ``rows`` (B, M) of (B, N, D)-like tensors along ``dim`` (1 batch-first, 0
     sequence-first): :meth:`take` them, :meth:`put` computed ones back into a copy of the rest.
 
-    When every sample's rows are one run ``start .. start + M - 1`` (a class token at 0, the
-    tokens before suffix prompts) they are a slice: a view to take and a concatenation to put
-    back, whose backward passes are views of the gradient; else a gather and a scatter.
+    When every sample has the same rows, in increasing order (the class token, the tokens around
+    prefix or suffix prompts), they are a few runs of positions: slices to take and to put back
+    by concatenation, whose backward passes are slices of the gradient; else a gather and a
+    scatter (rows that differ per sample, such as each text's EOT).
     """
 
     def __init__(self, rows: torch.Tensor, dim: int):
         self.rows, self.dim = rows, dim
-        start, count = int(rows[0, 0]), rows.shape[1]
-        run = torch.arange(start, start + count, device=rows.device)
-        self.span = (start, count) if bool((rows == run).all()) else None
+        first = rows[0]
+        self.runs = None  # [(start, count)] of the shared rows
+        if bool((rows == first).all()) and bool((first[1:] > first[:-1]).all()):
+            runs = []
+            for r in first.tolist():
+                if runs and runs[-1][0] + runs[-1][1] == r:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([r, 1])
+            self.runs = [tuple(run) for run in runs]
 
     def _index(self, x: torch.Tensor) -> torch.Tensor:
         index = self.rows if self.dim == 1 else self.rows.t()
         return index[..., None].expand(-1, -1, x.shape[-1])
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
-        if self.span is not None:
-            return x.narrow(self.dim, *self.span)
-        return x.gather(self.dim, self._index(x))
+        if self.runs is None:
+            return x.gather(self.dim, self._index(x))
+        parts = [x.narrow(self.dim, start, count) for start, count in self.runs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, self.dim)
 
     def put(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``x`` with ``rows`` (what :meth:`take` gave, computed anew) in their places."""
-        if self.span is not None:
-            start, count = self.span
-            stop = start + count
-            parts = [x.narrow(self.dim, 0, start), rows, x.narrow(self.dim, stop, x.shape[self.dim] - stop)]
-            return torch.cat([p for p in parts if p.shape[self.dim]], self.dim)
-        return x.scatter(self.dim, self._index(x), rows)
+        if self.runs is None:
+            return x.scatter(self.dim, self._index(x), rows)
+        parts, position, taken = [], 0, 0
+        for start, count in self.runs:
+            if start > position:
+                parts.append(x.narrow(self.dim, position, start - position))
+            parts.append(rows.narrow(self.dim, taken, count))
+            position, taken = start + count, taken + count
+        if position < x.shape[self.dim]:
+            parts.append(x.narrow(self.dim, position, x.shape[self.dim] - position))
+        return torch.cat(parts, self.dim)
 
 
 def close_names(name: str, names: Iterable[str], n: int = 5) -> List[str]:
