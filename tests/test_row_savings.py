@@ -19,7 +19,7 @@ from mmprompt.build import build_model
 from mmprompt.config import load_cfg
 from mmprompt.errors import MMPromptError
 from mmprompt.prompts.base import PromptContext, PromptModule, PromptStack
-from mmprompt.tokens import TokenSeq, new_owner_id
+from mmprompt.tokens import new_owner_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["sea_lion", "acme inc.", "a very long class name of the kind some datasets have", "dog"]
@@ -80,7 +80,9 @@ def build(recipe, clip_json, skip=True):
     size = TIMM + ["MODEL.BACKBONE.KWARGS", TIMM_KWARGS] if config.startswith("vpt_") and recipe != "vpt_clip" else []
     if not size:
         size = ["MODEL.BACKBONE.ARCH", clip_json, "MODEL.BACKBONE.PRETRAINED", "", "INPUT.SIZE", "(32, 32)"]
-    cfg = load_cfg(os.path.join(REPO, "configs", config), opts=size + opts + ["MODEL.BACKBONE.SKIP_UNUSED_ROWS", str(skip)])
+    cfg = load_cfg(
+        os.path.join(REPO, "configs", config), opts=size + opts + ["MODEL.BACKBONE.SKIP_UNUSED_ROWS", str(skip)]
+    )
     torch.manual_seed(0)
     model = build_model(cfg, CLASSES)
     g = torch.Generator().manual_seed(1)

@@ -405,9 +405,7 @@ class OpenCLIPTextTower(TokenTower):
 class OpenCLIP(TokenBackbone):
     """An open_clip CLIP model with towers ``vision`` and ``text``."""
 
-    def __init__(
-        self, model: nn.Module, arch: str, tokenizer, trim_text: bool = True, skip_unused_rows: bool = True
-    ):
+    def __init__(self, model: nn.Module, arch: str, tokenizer, trim_text: bool = True, skip_unused_rows: bool = True):
         super().__init__()
         self.model = model
         self.arch = arch
