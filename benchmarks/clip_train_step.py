@@ -36,7 +36,10 @@ classes; weights and optimizer state are the same on both sides.
 
 mmprompt's advantage comes from the text tower running only up to the batch's last EOT
 (``MODEL.BACKBONE.TRIM_TEXT``, exact: ``tests/test_text_trimming.py``) where the authors' code runs
-all 77 positions for every class at every step.
+all 77 positions for every class at every step, and from computing no rows no one reads
+(``MODEL.BACKBONE.SKIP_UNUSED_ROWS``, exact: ``tests/test_row_savings.py``): each tower's last layer
+for the pooled token only, and no outputs for deep prompts the next layer replaces (the only
+saving in ``vpt_clip``'s image-tower step; ``benchmarks/row_savings.py`` times it on and off).
 """
 
 from __future__ import annotations

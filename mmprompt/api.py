@@ -176,7 +176,7 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
     if kind == "timm_vit":
         from .backbones.timm_vit import TimmViT
 
-        return TimmViT(model, cfg.MODEL.BACKBONE.ARCH)
+        return TimmViT(model, cfg.MODEL.BACKBONE.ARCH, skip_unused_rows=cfg.MODEL.BACKBONE.SKIP_UNUSED_ROWS)
     if kind == "open_clip":
         from .backbones.open_clip import OpenCLIP
 
@@ -185,6 +185,7 @@ def _adapter(model, cfg, tokenizer, default_pool: str):
             cfg.MODEL.BACKBONE.ARCH,
             tokenizer or _open_clip_tokenizer(model),
             trim_text=cfg.MODEL.BACKBONE.TRIM_TEXT,
+            skip_unused_rows=cfg.MODEL.BACKBONE.SKIP_UNUSED_ROWS,
         )
     from .backbones._hf import LazyTokenizer
 

@@ -25,6 +25,16 @@ prompt methods see the sequence unchanged. ``position_offset`` shifts the absolu
 tower adds at layer 0, as transformers numbers the input after the tokens cached before it
 (P-tuning v2's input starts at position l). Only towers whose ``kv_prefix_shape()`` is not None
 accept prefixes (see :class:`mmprompt.backbones.base.TokenTower`).
+
+Rows no one reads. A deep prompt's tokens are overwritten before the next layer reads them, so the
+layer before need not compute their outputs. A prompt module promises this in ``before_layer(i)``
+with ``seq.will_overwrite(owner_id, i + 1)``: in ``before_layer(i + 1)`` the owner's tokens are
+overwritten in full (``replace``, or ``remove`` and insert anew; both drop the promise) and, until
+then, nothing mixes their hidden states into other tokens (a per-token edit, such as an offset,
+is overwritten with them). :meth:`~mmprompt.backbones.base.TokenTower.run_layers` refuses a promise
+that was not kept, and gives a tower that computes row subsets ``needed_rows``: the (B, M)
+positions the layer must compute. The tower's ``layer`` takes them off (``take_needed_rows``) and
+may leave every other row of its output at any value (it keeps the layer's input there).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
-from typing import Dict, Optional, Union
+from typing import Dict, Iterable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -89,6 +99,12 @@ class TokenSeq:
     #: absolute positions of the sequence start after this many (set before layer 0; read by
     #: towers that add absolute positions at layer 0)
     position_offset: int = 0
+    #: owner id -> the layer before which that owner's tokens are overwritten, unread until then
+    #: (``will_overwrite``; see the module docstring)
+    overwrite_before: Dict[int, int] = field(default_factory=dict)
+    #: (B, M) positions whose outputs the next layer must compute, None = every position (set by
+    #: ``run_layers``, taken off by the tower's ``layer``; see the module docstring)
+    needed_rows: Optional[Tensor] = None
 
     @classmethod
     def from_embeddings(
@@ -141,6 +157,33 @@ class TokenSeq:
 
     def with_position_offset(self, offset: int) -> "TokenSeq":
         return dc_replace(self, position_offset=int(offset))
+
+    def will_overwrite(self, owner_id: int, layer: int) -> "TokenSeq":
+        """The promise that ``before_layer(layer)`` overwrites the tokens of ``owner_id`` in full and
+        that nothing reads their hidden states until then, so layer ``layer - 1`` need not compute
+        them (see the module docstring)."""
+        return dc_replace(self, overwrite_before={**self.overwrite_before, owner_id: int(layer)})
+
+    def _overwritten(self, owner_id: int) -> Dict[int, int]:
+        """The promises without the one for ``owner_id``, whose tokens are being overwritten."""
+        return {o: at for o, at in self.overwrite_before.items() if o != owner_id}
+
+    def rows_except(self, owner_ids: Iterable[int]) -> Tensor:
+        """(B, N - k) positions, in order, of every token the owners ``owner_ids`` did not insert
+        (k of theirs per sample, the same k in every sample)."""
+        skip = torch.isin(self.owner, torch.tensor(sorted(owner_ids), device=self.owner.device))
+        counts = skip.sum(1)
+        if counts.numel() and not bool((counts == counts[0]).all()):
+            raise ValueError(f"owners {sorted(owner_ids)} have different token counts per sample: {counts.tolist()}")
+        kept = self.length - (int(counts[0]) if counts.numel() else 0)
+        return torch.sort(skip.to(torch.uint8), dim=1, stable=True).indices[:, :kept]
+
+    def with_needed_rows(self, rows: Optional[Tensor]) -> "TokenSeq":
+        return dc_replace(self, needed_rows=rows)
+
+    def take_needed_rows(self):
+        """``(rows or None, the sequence without them)``: what a row-computing tower's ``layer`` starts with."""
+        return self.needed_rows, (self if self.needed_rows is None else dc_replace(self, needed_rows=None))
 
     def position(self, at: Position) -> Tensor:
         """(B,) long positions from an int, an anchor name or a (B,) tensor."""
@@ -227,14 +270,14 @@ class TokenSeq:
         new_mask = self.mask
         if mask is not None:
             new_mask = self.mask.scatter(1, pos, mask.to(self.x.device).bool().expand_as(pos))
-        return dc_replace(self, x=x, mask=new_mask)
+        return dc_replace(self, x=x, mask=new_mask, overwrite_before=self._overwritten(owner_id))
 
     def remove(self, owner_id: int) -> "TokenSeq":
         """Drop the tokens ``owner_id`` inserted; anchors move back with the remaining tokens."""
         pos = self.positions_of(owner_id)
         k = pos.shape[1]
         if k == 0:
-            return self
+            return dc_replace(self, overwrite_before=self._overwritten(owner_id))
         B, N, D = self.x.shape
         keep = self.owner != owner_id
         order = torch.sort((~keep).long(), dim=1, stable=True).indices[:, : N - k]
@@ -244,7 +287,12 @@ class TokenSeq:
             for name, a in self.anchors.items()
         }
         return dc_replace(
-            self, x=x, mask=self.mask.gather(1, order), owner=self.owner.gather(1, order), anchors=anchors
+            self,
+            x=x,
+            mask=self.mask.gather(1, order),
+            owner=self.owner.gather(1, order),
+            anchors=anchors,
+            overwrite_before=self._overwritten(owner_id),
         )
 
     def gather_anchor(self, name: str) -> Tensor:

@@ -30,6 +30,14 @@ the whole prefix; padded keys of the sequence stay hidden) and returns the outpu
 prefix. Towers with absolute positions add ``seq.position_offset`` to them at layer 0. A tower
 that returns None from ``kv_prefix_shape`` never sees a prefix: :meth:`TokenTower.run_layers`
 refuses one, and methods that make prefixes refuse such towers when they are set up.
+
+Rows no one reads (``skip_unused_rows``, ``MODEL.BACKBONE.SKIP_UNUSED_ROWS``): a tower whose layers
+can compute the outputs of some rows only (keys and values still from every row) gets from
+:meth:`TokenTower.run_layers` the rows a layer must compute (``TokenSeq.needed_rows``), and leaves
+the others at any value: at the last layer, when only :meth:`TokenTower.pool` follows and it reads
+one token per sample (:meth:`TokenTower.pooled_rows`), only that token; before a layer whose prompts
+overwrite the previous ones (``TokenSeq.will_overwrite``, see :mod:`mmprompt.tokens`), all but
+those. The result -- features and every gradient -- is the one of the full layers.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MMPromptError
 from ..tokens import TokenSeq
 
 
@@ -55,6 +63,9 @@ class TokenTower(nn.Module):
     #: every token then in the sequence, so prompts inserted before layer 0 are normalised with
     #: the patches (as MaPLe's CLIP fork does)
     deferred_input_norm: bool = False
+    #: whether :meth:`layer` computes only ``seq.needed_rows`` when given them (towers that can set
+    #: it from ``MODEL.BACKBONE.SKIP_UNUSED_ROWS``); :meth:`run_layers` gives rows only then
+    skip_unused_rows: bool = False
 
     @property
     def width(self) -> int:
@@ -73,6 +84,11 @@ class TokenTower(nn.Module):
     def pool(self, seq: TokenSeq) -> torch.Tensor:
         raise NotImplementedError
 
+    def pooled_rows(self, seq: TokenSeq, mode: Optional[str] = None) -> Optional[torch.Tensor]:
+        """(B, M) positions of the only rows ``pool(seq, mode)`` reads (a class or EOT token), or
+        None when it reads more (the default)."""
+        return None
+
     def kv_prefix_shape(self) -> Optional[Tuple[int, int]]:
         """``(heads, head_dim)`` of the key/value prefixes every layer's self-attention takes
         (``TokenSeq.kv_prefix``), or None when this tower's layers take none (the default)."""
@@ -89,10 +105,23 @@ class TokenTower(nn.Module):
     def run(self, inputs, prompts=None, ctx=None) -> torch.Tensor:
         """The whole hook: embed, prompts before every layer, layers, pool."""
         seq = self.embed(inputs)
-        return self.pool(self.run_layers(seq, prompts, ctx))
+        return self.pool(self.run_layers(seq, prompts, ctx, then_pool=True))
 
-    def run_layers(self, seq: TokenSeq, prompts=None, ctx=None, upto: Optional[int] = None) -> TokenSeq:
-        for i in range(self.num_layers if upto is None else upto):
+    def run_layers(
+        self,
+        seq: TokenSeq,
+        prompts=None,
+        ctx=None,
+        upto: Optional[int] = None,
+        *,
+        then_pool: bool = False,
+        pool_mode: Optional[str] = None,
+    ) -> TokenSeq:
+        """Prompts and layers 0..upto-1 (all by default). ``then_pool``: the caller reads the result
+        only through ``pool(seq, pool_mode)``, so (``skip_unused_rows``) the last layer may compute
+        only :meth:`pooled_rows`; callers that read the states themselves leave it False."""
+        end = self.num_layers if upto is None else upto
+        for i in range(end):
             if prompts is not None:
                 seq = prompts.before_layer(self.name, i, seq, ctx)
                 if seq.kv_prefix is not None and self.kv_prefix_shape() is None:
@@ -101,8 +130,31 @@ class TokenTower(nn.Module):
                         f"key/value prefixes, which its layers cannot take; only the "
                         f"BERT-family (hf_encoder) and T5 encoder towers accept them."
                     )
+            broken = sorted(owner for owner, at in seq.overwrite_before.items() if at <= i)
+            if broken:
+                raise MMPromptError(
+                    f"Prompt tokens of owner(s) {broken} in the '{self.name}' tower were promised to be "
+                    f"overwritten before layer {i} (TokenSeq.will_overwrite) but were not; a prompt "
+                    f"module promised an overwrite it does not make."
+                )
+            if self.skip_unused_rows:
+                seq = seq.with_needed_rows(self._needed_rows(i, end, seq, then_pool, pool_mode))
             seq = self.layer(i, seq)
         return seq
+
+    def _needed_rows(self, i: int, end: int, seq: TokenSeq, then_pool: bool, pool_mode) -> Optional[torch.Tensor]:
+        """The rows layer ``i`` must compute, None for all: the pooled rows at the last layer when
+        only pooling follows; else, training, all but those of tokens overwritten before layer
+        ``i + 1``, when this loop runs that layer's prompts (and so has checked the promise).
+        Without autograd the few prompt rows do not pay for the subset's copies and for leaving
+        the library's fast inference path (a ViT-B/16 evaluation ran faster without them)."""
+        if then_pool and i == self.num_layers - 1:
+            return self.pooled_rows(seq, pool_mode)
+        if i + 1 < end and torch.is_grad_enabled():
+            unread = [owner for owner, at in seq.overwrite_before.items() if at == i + 1]
+            if unread:
+                return seq.rows_except(unread)
+        return None
 
 
 class TokenBackbone(nn.Module):

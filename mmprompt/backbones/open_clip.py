@@ -24,6 +24,12 @@ the trimmed sequence, before EOT as always, and keep their positions: positions 
 0 from position 0 on, and the kept tokens are the first ones. ``trim_text = False`` keeps the full
 context.
 
+Rows no one reads (``skip_unused_rows``, ``MODEL.BACKBONE.SKIP_UNUSED_ROWS``, on by default; see
+``backbones/base.py``): both towers' last layer computes only the pooled token (the class token of
+a ``tok``-pooling image tower, EOT) and a layer before deep prompts are replaced skips the rows
+they overwrite, in blocks :func:`computes_row_subsets` accepts: keys and values still come from
+every row, so features and gradients are the full layers' (``tests/test_row_savings.py``).
+
 ``MODEL.BACKBONE.ARCH``: an open_clip model name (``open_clip.list_models()``) or a path to an
 open_clip model-config JSON. ``MODEL.BACKBONE.PRETRAINED``: ``""`` random, an open_clip tag
 (``openai``, ``laion2b_s34b_b88k`` ...), or a local checkpoint file.
@@ -37,6 +43,7 @@ refused unless the architecture's own config names the activation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import replace as dc_replace
@@ -51,13 +58,29 @@ from ..recipes import packaged_path
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
-from ._common import additive_key_mask, backbone_tokens, close_names, plain
+from ._common import RowSubset, additive_key_mask, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_endpoint, offline_error
 from .base import TokenBackbone, TokenTower
 
 
-def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], batch_first: bool):
-    """One residual block on (B, N, D) ``x``.
+@contextlib.contextmanager
+def _sequence_first(attn: nn.MultiheadAttention):
+    """``attn`` taking (N, B, D) inputs for the duration (its ``batch_first`` switched off)."""
+    attn.batch_first = False
+    try:
+        yield
+    finally:
+        attn.batch_first = True
+
+
+def _run_block(
+    block: nn.Module,
+    x: torch.Tensor,
+    attn_mask: Optional[torch.Tensor],
+    batch_first: bool,
+    rows: Optional[torch.Tensor] = None,
+):
+    """One residual block on (B, N, D) ``x``; with ``rows`` (B, M), see :func:`_run_block_rows`.
 
     Training (autograd on), a batch-first ``nn.MultiheadAttention`` is run sequence-first: with
     ``batch_first`` it transposes its input and projects the transposed view, which its autograd
@@ -67,16 +90,55 @@ def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tens
     same computation, some 15-20% faster per ViT-B/16 block; it is the layout the authors' CLIP
     fork uses throughout. Without autograd the library's own (fast) batch-first path runs.
     """
+    if rows is not None:
+        return _run_block_rows(block, x, attn_mask, batch_first, rows)
     attn = getattr(block, "attn", None)
     if batch_first and torch.is_grad_enabled() and isinstance(attn, nn.MultiheadAttention) and attn.batch_first:
-        attn.batch_first = False
-        try:
+        with _sequence_first(attn):
             return block(x.transpose(0, 1).contiguous(), attn_mask=attn_mask).transpose(0, 1)
-        finally:
-            attn.batch_first = True
     if batch_first:
         return block(x, attn_mask=attn_mask)
     return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+
+
+def computes_row_subsets(block: nn.Module) -> bool:
+    """Whether :func:`_run_block_rows` may run ``block``: exactly open_clip's self-attention
+    ``ResidualAttentionBlock`` (no cross-attention norm) around a plain ``nn.MultiheadAttention``
+    (packed projections, no key/value biases or zero attention), the block whose steps it composes.
+    Other blocks (open_clip's ``CustomResidualAttentionBlock``, a user's) run in full."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")
+        and type(attn) is nn.MultiheadAttention
+        and attn._qkv_same_embed_dim
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+    )
+
+
+def _run_block_rows(block: nn.Module, x: torch.Tensor, attn_mask, batch_first: bool, rows: torch.Tensor):
+    """``block`` (:func:`computes_row_subsets`) on (B, N, D) ``x`` computing the outputs of ``rows``
+    (B, M) only; the other rows keep their values of ``x`` (their outputs are read by no one).
+
+    The block's own steps for those rows: ``ln_1`` over every row, the attention with the query
+    rows' queries against every row's keys and values (``nn.MultiheadAttention`` with query !=
+    key projects the queries of the M rows and the keys/values of all N), then ``ls_1``, ``ln_2``,
+    ``mlp``, ``ls_2`` on the M rows. ``attn_mask`` is the (B * heads, M, N) mask of those query
+    rows. Sequence-first, as the training path of :func:`_run_block` (for the same reason).
+    """
+    xs = x.transpose(0, 1).contiguous() if batch_first else x.transpose(0, 1)  # (N, B, D)
+    subset = RowSubset(rows, dim=0)
+    normed = block.ln_1(xs)
+    mask = attn_mask.to(xs.dtype) if attn_mask is not None else None
+    attn = block.attn
+    with _sequence_first(attn) if attn.batch_first else contextlib.nullcontext():
+        attended = attn(subset.take(normed), normed, normed, need_weights=False, attn_mask=mask)[0]
+    out = subset.take(xs) + block.ls_1(attended)
+    out = out + block.ls_2(block.mlp(block.ln_2(out)))
+    return subset.put(xs, out).transpose(0, 1)
 
 
 def _num_heads(block: nn.Module) -> int:
@@ -87,8 +149,9 @@ class OpenCLIPVisionTower(TokenTower):
     name = "vision"
     deferred_input_norm = True
 
-    def __init__(self, visual: nn.Module):
+    def __init__(self, visual: nn.Module, skip_unused_rows: bool = True):
         super().__init__()
+        self.skip_unused_rows = skip_unused_rows
         object.__setattr__(self, "_visual", visual)  # weights are registered once, on the backbone
 
     @property
@@ -116,14 +179,24 @@ class OpenCLIPVisionTower(TokenTower):
         return TokenSeq.from_embeddings(x, tower=self.name, anchors={"start": 1, "end": x.shape[1], "pool": 0})
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        rows, seq = seq.take_needed_rows()
         if i == 0:  # deferred from embed: normalises the prompts inserted before layer 0 too
             seq = seq.with_x(self._visual.ln_pre(seq.x))
         transformer = self._visual.transformer
         block = transformer.resblocks[i]
+        if rows is not None and not computes_row_subsets(block):
+            rows = None
         attn_mask = None
         if not bool(seq.mask.all()):
-            attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype)
-        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first))
+            attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype, rows=rows)
+        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first, rows))
+
+    def pooled_rows(self, seq: TokenSeq, mode: Optional[str] = None) -> Optional[torch.Tensor]:
+        """The class token, when the model pools it (``pool_type`` 'tok', no attention pool)."""
+        visual = self._visual
+        if mode in (None, "default") and visual.attn_pool is None and visual.pool_type == "tok":
+            return seq.anchors["pool"][:, None]
+        return None
 
     def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
         # The model's own pooling on its own tokens: CLS stays the pooled token, 'avg' never
@@ -150,9 +223,10 @@ class OpenCLIPTextTower(TokenTower):
     name = "text"
     deferred_position = True
 
-    def __init__(self, model: nn.Module, tokenizer, trim_text: bool = True):
+    def __init__(self, model: nn.Module, tokenizer, trim_text: bool = True, skip_unused_rows: bool = True):
         super().__init__()
         self.trim_text = trim_text
+        self.skip_unused_rows = skip_unused_rows
         # CLIP keeps the text modules on the model itself; CustomTextCLIP has them in model.text.
         object.__setattr__(self, "_root", model.text if hasattr(model, "text") else model)
         object.__setattr__(self, "_tokenizer", tokenizer)
@@ -254,24 +328,44 @@ class OpenCLIPTextTower(TokenTower):
         return ids.shape[1]
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        rows, seq = seq.take_needed_rows()
         if i == 0:
+            if seq.length > self.context_length:
+                rows = None  # the trim to the context length drops positions the rows may name
             seq = self._add_positions(seq)
         transformer = self._root.transformer
         block = transformer.resblocks[i]
-        N = seq.length
+        if rows is not None and not computes_row_subsets(block):
+            rows = None
+        attn_mask = self._attention_mask(seq, _num_heads(block), rows)
+        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first, rows))
+
+    def _attention_mask(self, seq: TokenSeq, heads: int, rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The layer's additive mask for every query row, or for ``rows`` (B, M) only."""
+        N, device, dtype = seq.length, seq.x.device, seq.x.dtype
         causal = None
         if self.causal:
-            causal = torch.full((N, N), float("-inf"), device=seq.x.device, dtype=seq.x.dtype).triu_(1)
+            keys = torch.arange(N, device=device)
+            if rows is None:
+                causal = torch.full((N, N), float("-inf"), device=device, dtype=dtype).triu_(1)
+            else:
+                causal = torch.zeros(*rows.shape, N, device=device, dtype=dtype)
+                causal = causal.masked_fill(keys > rows[..., None], float("-inf"))
             # Switched-off tokens after EOT are hidden by causality already; only those the
             # pooled token could see need a per-sample mask.
-            visible = torch.arange(N, device=seq.x.device)[None] <= seq.anchors["pool"][:, None]
+            visible = keys[None] <= seq.anchors["pool"][:, None]
             needs_key_mask = bool((~seq.mask & visible).any())
         else:
             needs_key_mask = not bool(seq.mask.all())
-        attn_mask = causal
         if needs_key_mask:
-            attn_mask = additive_key_mask(seq.mask, _num_heads(block), seq.x.dtype, base=causal)
-        return seq.with_x(_run_block(block, seq.x, attn_mask, transformer.batch_first))
+            return additive_key_mask(seq.mask, heads, dtype, base=causal, rows=rows)
+        if causal is not None and rows is not None:
+            return causal.repeat_interleave(heads, dim=0)
+        return causal
+
+    def pooled_rows(self, seq: TokenSeq, mode: Optional[str] = None) -> Optional[torch.Tensor]:
+        """The EOT token (``ln_final`` acts per token)."""
+        return seq.anchors["pool"][:, None]
 
     def _add_positions(self, seq: TokenSeq) -> TokenSeq:
         limit = self.context_length
@@ -311,12 +405,15 @@ class OpenCLIPTextTower(TokenTower):
 class OpenCLIP(TokenBackbone):
     """An open_clip CLIP model with towers ``vision`` and ``text``."""
 
-    def __init__(self, model: nn.Module, arch: str, tokenizer, trim_text: bool = True):
+    def __init__(self, model: nn.Module, arch: str, tokenizer, trim_text: bool = True, skip_unused_rows: bool = True):
         super().__init__()
         self.model = model
         self.arch = arch
         self.towers = nn.ModuleDict(
-            {"vision": OpenCLIPVisionTower(model.visual), "text": OpenCLIPTextTower(model, tokenizer, trim_text)}
+            {
+                "vision": OpenCLIPVisionTower(model.visual, skip_unused_rows),
+                "text": OpenCLIPTextTower(model, tokenizer, trim_text, skip_unused_rows),
+            }
         )
 
     @property
@@ -448,6 +545,7 @@ def create_open_clip(
     cache_dir: str = "",
     activation: str = "auto",
     trim_text: bool = True,
+    skip_unused_rows: bool = True,
 ) -> OpenCLIP:
     open_clip = require("open_clip", "open_clip backbones")
 
@@ -503,13 +601,21 @@ def create_open_clip(
         if checkpoint:
             raise ConfigError(f"The weights in {checkpoint} do not fit open_clip '{name}': {str(e)[:500]}") from None
         raise
-    return OpenCLIP(model, name, open_clip.get_tokenizer(name), trim_text)
+    return OpenCLIP(model, name, open_clip.get_tokenizer(name), trim_text, skip_unused_rows)
 
 
 @BACKBONES.register("open_clip")
 def build_open_clip(cfg) -> OpenCLIP:
     b = cfg.MODEL.BACKBONE
-    return create_open_clip(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR, b.ACTIVATION, trim_text=b.TRIM_TEXT)
+    return create_open_clip(
+        b.ARCH,
+        b.PRETRAINED,
+        plain(b.KWARGS),
+        b.CACHE_DIR,
+        b.ACTIVATION,
+        trim_text=b.TRIM_TEXT,
+        skip_unused_rows=b.SKIP_UNUSED_ROWS,
+    )
 
 
 __all__ = [

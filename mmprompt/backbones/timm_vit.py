@@ -7,6 +7,12 @@ token, mean, attention pool; then ``fc_norm``, ``head_drop``) to pool. Prompts a
 the position embedding, as in VPT. Pooling reads only the backbone's own tokens, so the pooled
 token stays the class token and a mean never averages prompt tokens.
 
+Rows no one reads (``skip_unused_rows``, ``MODEL.BACKBONE.SKIP_UNUSED_ROWS``, on by default; see
+``backbones/base.py``): with class-token pooling the last layer computes only the class token, and
+a layer before VPT-deep prompts are replaced skips their rows, in blocks
+:func:`computes_row_subsets` accepts; keys and values still come from every row, so features and
+gradients are the full layers' (``tests/test_row_savings.py``).
+
 ``MODEL.BACKBONE.PRETRAINED``: ``""`` random weights; ``"timm"`` / ``"True"`` timm's default
 weights for the architecture (downloaded from the hub); a timm pretrained tag such as
 ``"augreg_in21k"``; or a local checkpoint file (``.safetensors``, ``.pth``, ``.bin``, ``.npz``).
@@ -19,13 +25,14 @@ import sys
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
-from ._common import backbone_tokens, close_names, plain
+from ._common import RowSubset, backbone_tokens, close_names, plain
 from ._hub import check_download_possible, hf_cached, hf_endpoint, hub_offline, offline_error
 from .base import TokenBackbone, TokenTower
 
@@ -35,11 +42,60 @@ _CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt"
 POOL_MODES = {"cls": "token", "mean": "avg"}
 
 
+def computes_row_subsets(block: nn.Module) -> bool:
+    """Whether :func:`_block_rows` may run ``block``: exactly timm's ViT ``Block`` with its
+    ``Attention`` (fused attention, as the library runs it by default; no output gate) and ``Mlp``,
+    the modules whose steps it composes. Other blocks run in full."""
+    from timm.layers import Mlp
+    from timm.models.vision_transformer import Attention, Block
+
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is Block
+        and type(attn) is Attention
+        and bool(attn.fused_attn)
+        and getattr(attn, "gate", None) is None
+        and type(block.mlp) is Mlp
+    )
+
+
+def _block_rows(block: nn.Module, x: torch.Tensor, rows: torch.Tensor, attn_mask: Optional[torch.Tensor]):
+    """``block`` (:func:`computes_row_subsets`) on (B, N, D) ``x`` computing the outputs of ``rows``
+    (B, M) only; the other rows keep their values of ``x`` (their outputs are read by no one).
+
+    The block's own steps for those rows: ``norm1`` over every row; the queries of the M rows and
+    the keys and values of all N from ``attn.qkv``'s weight (its query and key/value parts), then
+    ``q_norm``/``k_norm``, the library's fused attention (``attn_drop``'s rate), ``attn.norm``,
+    ``proj``, ``proj_drop``, ``ls1``, ``drop_path1``, ``norm2``, ``mlp``, ``ls2``, ``drop_path2`` on
+    the M rows. ``attn_mask`` is the tower's (B, 1, 1, N) key mask.
+    """
+    attn = block.attn
+    B, N, D = x.shape
+    M = rows.shape[1]
+    subset = RowSubset(rows, dim=1)
+    normed = block.norm1(x)
+    width = attn.attn_dim
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(subset.take(normed), weight[:width], None if bias is None else bias[:width])
+    kv = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+    q = q.reshape(B, M, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k, v = kv.reshape(B, N, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    attended = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=attn.attn_drop.p if attn.training else 0.0
+    )
+    attended = attn.proj_drop(attn.proj(attn.norm(attended.transpose(1, 2).reshape(B, M, width))))
+    out = subset.take(x) + block.drop_path1(block.ls1(attended))
+    out = out + block.drop_path2(block.ls2(block.mlp(block.norm2(out))))
+    return subset.put(x, out)
+
+
 class TimmViTTower(TokenTower):
     name = "vision"
 
-    def __init__(self, vit: nn.Module):
+    def __init__(self, vit: nn.Module, skip_unused_rows: bool = True):
         super().__init__()
+        self.skip_unused_rows = skip_unused_rows
         # A plain reference: the weights are registered once, on the backbone.
         object.__setattr__(self, "_vit", vit)
 
@@ -73,30 +129,49 @@ class TimmViTTower(TokenTower):
         )
 
     def layer(self, i: int, seq: TokenSeq) -> TokenSeq:
+        rows, seq = seq.take_needed_rows()
+        block = self._vit.blocks[i]
         # timm's attention takes a boolean mask broadcast over heads and queries (True = attend).
         attn_mask = None if bool(seq.mask.all()) else seq.mask[:, None, None, :]
-        return seq.with_x(self._vit.blocks[i](seq.x, attn_mask=attn_mask))
+        if rows is not None and computes_row_subsets(block):
+            return seq.with_x(_block_rows(block, seq.x, rows, attn_mask))
+        return seq.with_x(block(seq.x, attn_mask=attn_mask))
+
+    def pooled_rows(self, seq: TokenSeq, mode: Optional[str] = None) -> Optional[torch.Tensor]:
+        """The class token, when pooling takes it (timm's 'token' pool, no attention pool) after a
+        per-token final norm."""
+        vit = self._vit
+        pool_type = vit.global_pool if mode in (None, "default") else POOL_MODES.get(mode)
+        per_token_norm = isinstance(vit.norm, (nn.LayerNorm, nn.Identity))
+        if pool_type == "token" and getattr(vit, "attn_pool", None) is None and per_token_norm:
+            return seq.anchors["pool"][:, None]
+        return None
 
     def pool(self, seq: TokenSeq, mode: Optional[str] = None) -> torch.Tensor:
         """Features before the classifier. ``mode`` (``MODEL.HEAD.POOL``): None/'default' pools as
         the model is configured; 'cls' / 'mean' override it with timm's 'token' / 'avg'."""
         vit = self._vit
-        x = vit.norm(backbone_tokens(seq))
+        if mode not in (None, "default") and mode not in POOL_MODES:
+            raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not one of default, {', '.join(POOL_MODES)} for a timm ViT")
+        if self.pooled_rows(seq, mode) is not None:
+            # token pooling reads the class token, and the norm acts per token: normalising the
+            # class token alone is the same (and reads no row the last layer may have left)
+            x = vit.norm(seq.gather_anchor("pool"))[:, None]
+        else:
+            x = vit.norm(backbone_tokens(seq))
         if mode in (None, "default"):
             return vit.forward_head(x, pre_logits=True)
-        if mode not in POOL_MODES:
-            raise ConfigError(f"MODEL.HEAD.POOL '{mode}' is not one of default, {', '.join(POOL_MODES)} for a timm ViT")
         return vit.head_drop(vit.fc_norm(vit.pool(x, pool_type=POOL_MODES[mode])))
 
 
 class TimmViT(TokenBackbone):
     """A timm VisionTransformer with one tower, ``vision``."""
 
-    def __init__(self, vit: nn.Module, arch: str):
+    def __init__(self, vit: nn.Module, arch: str, skip_unused_rows: bool = True):
         super().__init__()
         self.model = vit
         self.arch = arch
-        self.towers = nn.ModuleDict({"vision": TimmViTTower(vit)})
+        self.towers = nn.ModuleDict({"vision": TimmViTTower(vit, skip_unused_rows)})
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """The timm model's own classifier head (Identity when built with ``num_classes=0``)."""
@@ -133,7 +208,13 @@ def _is_path(value: str) -> bool:
     return os.path.sep in value or value.startswith(".") or value.lower().endswith(_CHECKPOINT_EXTENSIONS)
 
 
-def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = None, cache_dir: str = "") -> TimmViT:
+def create_timm_vit(
+    arch: str,
+    pretrained: str = "",
+    kwargs: Optional[dict] = None,
+    cache_dir: str = "",
+    skip_unused_rows: bool = True,
+) -> TimmViT:
     timm = require("timm", "timm ViT backbones")
     from timm.models import get_pretrained_cfg
     from timm.models.vision_transformer import VisionTransformer
@@ -209,7 +290,7 @@ def create_timm_vit(arch: str, pretrained: str = "", kwargs: Optional[dict] = No
         )
     if local_file is not None and not npz:
         load_weights_file(model, local_file, name)
-    return TimmViT(model, name)
+    return TimmViT(model, name, skip_unused_rows)
 
 
 def load_weights_file(model: nn.Module, path: str, name: str) -> None:
@@ -257,4 +338,4 @@ def load_weights_file(model: nn.Module, path: str, name: str) -> None:
 @BACKBONES.register("timm_vit")
 def build_timm_vit(cfg) -> TimmViT:
     b = cfg.MODEL.BACKBONE
-    return create_timm_vit(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR)
+    return create_timm_vit(b.ARCH, b.PRETRAINED, plain(b.KWARGS), b.CACHE_DIR, b.SKIP_UNUSED_ROWS)

@@ -28,6 +28,7 @@ _C.MODEL.BACKBONE.KWARGS = CN(new_allowed=True)  # extra architecture arguments 
 _C.MODEL.BACKBONE.FREEZE = True  # freeze every backbone weight (prompt learning); False fine-tunes it
 _C.MODEL.BACKBONE.DROPOUT_OFF = False  # keep the frozen backbone's dropout off while training (SuperPos-Prompt finding)
 _C.MODEL.BACKBONE.TRIM_TEXT = True  # text towers run only on the tokens that can change a feature: CLIP's causal text tower up to the batch's last EOT, BERT-family and T5 encoders without the trailing padding their mask hides (exact: same logits and gradients); False runs the full padded length
+_C.MODEL.BACKBONE.SKIP_UNUSED_ROWS = True  # ViT and CLIP towers compute no layer outputs no one reads: the last layer only the pooled class/EOT token (when only pooling follows), a layer before deep prompts are replaced not those prompts' rows; keys and values still from every token (exact: same logits and gradients); False computes every row
 _C.MODEL.BACKBONE.CACHE_DIR = ""  # where library downloads go; "" = the library's default cache
 
 _C.MODEL.HEAD = CN()

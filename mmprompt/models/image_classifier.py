@@ -106,7 +106,9 @@ class ImageClassifier(PromptModel):
         return self.backbone.tower(TOWER)
 
     def features(self, images: torch.Tensor, ctx=None) -> torch.Tensor:
-        seq = self.tower.run_layers(self.tower.embed(images), self.prompts, ctx)
+        seq = self.tower.run_layers(
+            self.tower.embed(images), self.prompts, ctx, then_pool=True, pool_mode=self.pool_mode
+        )
         return self.tower.pool(seq, self.pool_mode)
 
     def forward(self, batch, ctx=None):

@@ -107,6 +107,12 @@ class Placement(nn.Module):
     placements: PROMPT.DYNAMIC). ``ctx.layer`` is the index of the layer about to run.
     """
 
+    #: whether ``place`` for an owner whose tokens are in the sequence already overwrites all of
+    #: them without reading their hidden states (``replace``, or ``remove`` and insert anew): a
+    #: deep method that places again before the next layer may then promise the overwrite
+    #: (``TokenSeq.will_overwrite``), and that layer skips their rows
+    overwrites_in_full: bool = False
+
     @classmethod
     def from_config(cls, cfg, *, length=None, width=None) -> "Placement":
         """The placement with the settings ``cfg`` holds (None: the defaults) for ``length``

@@ -583,6 +583,10 @@ class _LearnedChoice(Placement):
     """Shared machinery: one categorical choice over l+1 values per layer group and pass."""
 
     kind = "dpos"
+    # a deeper layer replaces the tokens (same choice) or removes them and inserts its own (own
+    # choice); the choice reads the instance feature of layer 0 or of the frozen pass, never
+    # the previous layer's prompt states
+    overwrites_in_full = True
 
     def __init__(
         self,

@@ -116,7 +116,10 @@ class LayerPrompts(PromptModule):
         if tower != self.tower_name or i >= self.depth or self.length == 0:
             return seq
         tokens = self.dropout(self.layer_tokens(i, ctx))
-        return self.placement.place(seq, tokens, self.owner_id, ctx)
+        seq = self.placement.place(seq, tokens, self.owner_id, ctx)
+        if i + 1 < self.depth and self.placement.overwrites_in_full:
+            seq = seq.will_overwrite(self.owner_id, i + 1)  # layer i need not compute them
+        return seq
 
     def no_weight_decay(self) -> List[str]:
         return [f"sources.{i}.{name}" for i, s in enumerate(self.sources or []) for name in s.no_weight_decay()]

@@ -216,8 +216,12 @@ class MaPLe(PromptModule):
             seq = self.text_placement.place(seq, self._tokens(ctx, "text")[i], self.text_owner, ctx)
             if i == 0 and self.fixed_words is not None:
                 seq = self.fixed_words.place_after_context(seq)
+            if i + 1 < self.text_depth and self.text_placement.overwrites_in_full:
+                seq = seq.will_overwrite(self.text_owner, i + 1)  # layer i need not compute them
         elif tower == "vision" and self.vision_prompts and i < self.vision_depth:
             seq = self.vision_placement.place(seq, self._tokens(ctx, "vision")[i], self.vision_owner, ctx)
+            if i + 1 < self.vision_depth and self.vision_placement.overwrites_in_full:
+                seq = seq.will_overwrite(self.vision_owner, i + 1)
         return seq
 
     def no_weight_decay(self):

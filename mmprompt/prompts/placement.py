@@ -48,6 +48,8 @@ def _token_indices(length: int, device: torch.device) -> torch.Tensor:
 class StaticPlacement(Placement):
     """Insert once at fixed positions; later layers overwrite the same slots."""
 
+    overwrites_in_full = True  # replace
+
     def positions(self, seq: TokenSeq, length: int) -> torch.Tensor:
         raise NotImplementedError
 
