@@ -230,19 +230,17 @@ class _StraightThroughSplit(torch.autograd.Function):
     def backward(fctx, grad):
         noisy, base, tokens, start, end = fctx.saved_tensors
         grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
-        if noisy.shape[0] == 1:
-            grad_choice = grad_choice.sum(0, keepdim=True)
-        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
-        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
-        return grad, _as(grad_logits, fctx.logits_dtype), None, None, None, None, None, None, None
+        grad_logits = _straight_through_softmax(grad_choice, noisy, fctx.tau, fctx.logits_dtype)
+        return grad, grad_logits, None, None, None, None, None, None, None
 
 
 class _StraightThroughKeep(torch.autograd.Function):
     """``keep = y.flip(-1).cumsum(-1)[..., :l]`` of the straight-through one-hot ``y`` in one node.
 
     Forward: ``keep_t = 1`` where ``index >= l - t``, else 0 (the hard one-hot's value). Backward:
-    ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries), then through the softmax
-    Jacobian of ``noisy / tau`` to the logits, as ``hard + (soft - soft.detach())`` would give.
+    ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries: one product with a cached 0/1
+    matrix), then through the softmax Jacobian of ``noisy / tau`` to the logits, as
+    ``hard + (soft - soft.detach())`` would give.
     """
 
     @staticmethod
@@ -250,17 +248,41 @@ class _StraightThroughKeep(torch.autograd.Function):
         fctx.save_for_backward(noisy)
         fctx.tau = float(tau)
         fctx.logits_dtype = logits.dtype
-        return (index[:, None] >= length - _index_tensors(0, length, noisy.device)[0]).to(noisy.dtype)
+        return kept_mask(index, length, noisy.dtype)
 
     @staticmethod
     def backward(fctx, grad):
         (noisy,) = fctx.saved_tensors
-        grad_choice = F.pad(grad.flip(-1).cumsum(-1), (1, 0))  # j = 0 keeps nothing
-        if noisy.shape[0] == 1 and grad_choice.shape[0] != 1:
-            grad_choice = grad_choice.sum(0, keepdim=True)
-        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
-        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
-        return _as(grad_logits, fctx.logits_dtype), None, None, None, None
+        grad_choice = grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype)
+        return _straight_through_softmax(grad_choice, noisy, fctx.tau, fctx.logits_dtype), None, None, None, None
+
+
+def kept_mask(index: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, length) ``keep_t = 1`` where ``index >= length - t`` (the last ``index`` tokens), else 0."""
+    return (index[:, None] >= _kept_thresholds(length, index.device)).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_thresholds(length: int, device: torch.device) -> torch.Tensor:
+    """(1, length) ``length - t``: token t is kept by the lengths j >= length - t."""
+    return length - _arange(length, device)[None]
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_by_choice(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(length, length + 1) 0/1: entry (t, j) is 1 where length j keeps token t (t >= length - j)."""
+    return (_arange(length, device)[:, None] >= length - _arange(length + 1, device)).to(dtype)
+
+
+def _straight_through_softmax(
+    grad_choice: torch.Tensor, noisy: torch.Tensor, tau: float, logits_dtype: torch.dtype
+) -> torch.Tensor:
+    """The logits' gradient from the one-hot's ``grad_choice``: the Jacobian of ``softmax(noisy / tau)``
+    (summed over the batch first for task-level logits, ``noisy`` of batch 1)."""
+    if noisy.shape[0] == 1 and grad_choice.shape[0] != 1:
+        grad_choice = grad_choice.sum(0, keepdim=True)
+    soft = torch.softmax(_as(noisy, grad_choice.dtype) / tau, dim=-1)
+    return _as(torch._softmax_backward_data(grad_choice, soft, -1, soft.dtype) / tau, logits_dtype)
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -272,62 +294,67 @@ def split_choice_gradient(
 ) -> torch.Tensor:
     """(B, l+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
     ``grad`` (B, N+l, D) = dL/dS, ``base`` (B, N, D) the sequence before insertion, ``tokens``
-    (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``."""
+    (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``.
+
+    Every term is a product ``<Z_i, G_r>`` of a token of ``Z = [X; P]`` and an output slot, so one
+    (N+l, N+l) product per sample holds them all; the rest reads it off: a strided view for the
+    content band, one gather for the prompt's slots, one product with a cached 0/1 matrix that
+    sums them per choice. (The per-step cost of the choice is the number of these small ops.)
+    """
     B, N, D = base.shape
     k = tokens.shape[1]
-    g = _as(grad, base.dtype)
-    offsets, band_index, m = _index_tensors(N, k, base.device)
-    # G at the l slots from start on and the l slots from end on (output coordinates)
-    slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
-    at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
-    prompt = tokens.expand(B, -1, -1)
-    if rotate:
-        prompt_term = _rotated_prompt_term(at_slots, prompt)
-    else:
-        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t)
-        # X: sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
-        a, b = (at_slots * prompt[:, None]).sum(-1).unbind(1)
-        prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
-    # content token m (start <= m < end) sits at m + (tokens before X): sum_m <G[m + b], X[m]>,
-    # read off the band of one (N, N+k) product per sample, for b = 0..k
-    band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
-    content = (m >= start[:, None]) & (m < end[:, None])
-    content_term = (band * content[..., None]).sum(1)
+    from_position, prompt_sums = _choice_constants(N, k, bool(rotate), base.device, base.dtype)
+    z = torch.cat([base, _as(tokens, base.dtype).expand(B, -1, -1)], 1)
+    products = torch.bmm(z, _as(grad, base.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
+    # content token m (start <= m < end) sits at m + b with b the prompt tokens before X (j for
+    # eq. 6, l - j rotated): the band products[m, m + b], b = 0..k, a view of the product,
+    # summed over the content as its sum from start on minus its sum from end on
+    band = products.as_strided((B, N, k + 1), (products.stride(0), N + k + 1, 1))
+    slots = torch.stack([start, end], 1)
+    from_start, from_end = torch.bmm(from_position[slots], band).unbind(1)
+    content_term = from_start - from_end
     if rotate:  # choice j puts l - j tokens before the input
         content_term = content_term.flip(-1)
+        # every prompt token t against the l slots from start on and the l from end on
+        columns = (slots[:, :, None] + _arange(k, base.device)).view(B, 1, 2 * k).expand(B, k, 2 * k)
+        prompt_products = products[:, N:].gather(2, columns)
+    else:
+        # prompt token t against its own two slots, start + t and end + t: columns start and end
+        # of the prompt rows' band products[N + t, t + d], a view
+        prompt_band = products[:, N:].as_strided((B, k, N + 1), (products.stride(0), N + k + 1, 1))
+        prompt_products = prompt_band.gather(2, slots[:, None, :].expand(B, k, 2))
     # Tokens before start and from end on sit at the same place for every j: their term is a
     # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-    return prompt_term + content_term
+    return torch.addmm(content_term, prompt_products.reshape(B, -1), prompt_sums)
 
 
-def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    """(B, l+1) ``sum_t <G[slot of token t under choice j], P_t>`` for ``[P[j:]; X; P[:j]]``.
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """``arange(n)``, made once per length and device (the choice runs every pass)."""
+    return torch.arange(n, device=device)
 
-    ``at_slots`` (B, 2, l, D): G at ``start + s`` and at ``end + u`` (s, u < l); ``prompt``
-    (B, l, D). Token t >= j sits at ``start + (t - j)``: diagonal t - s = j of the first
-    product; token t < j at ``end + (l - j) + t``: diagonal t - u = j - l of the second.
+
+@functools.lru_cache(maxsize=64)
+def _choice_constants(N: int, k: int, rotate: bool, device: torch.device, dtype: torch.dtype):
+    """The 0/1 matrices of :func:`split_choice_gradient` for N base and k prompt tokens, made once:
+
+    * ``from_position`` (N+1, N): row i selects the tokens m >= i (a content mask is the
+      difference of two rows);
+    * ``prompt_sums``, whose column j sums the prompt products of choice j. Eq. 6 (rows
+      ``(t, h)``, h = 0 the slot ``start + t``, 1 the slot ``end + t``): token t sits at
+      ``start + t`` when t < j, else at ``end + t``. Rotated (rows ``(t, h, s)``, the slot
+      ``start + s`` or ``end + s``): token t >= j sits at ``start + (t - j)``, token t < j at
+      ``end + (l - j) + t``.
     """
-    B, _, k, _ = at_slots.shape
-    products = torch.einsum("bhsd,btd->bhst", at_slots, prompt).reshape(B, 2, k * k)
-    diagonal = _diagonal_index(k, prompt.device)
-    sums = products.new_zeros(B, 2, 2 * k - 1).scatter_add_(2, diagonal.expand(B, 2, -1), products)
-    before = F.pad(sums[:, 0, k - 1 :], (0, 1))  # j = 0..l-1; j = l leaves no token before X
-    after = F.pad(sums[:, 1, :k], (1, 0))  # j = 1..l; j = 0 leaves no token after X
-    return before + after
-
-
-@functools.lru_cache(maxsize=64)
-def _diagonal_index(k: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, k*k) ``t - s + k - 1`` of the (s, t) entries of a (k, k) product, row-major."""
-    offsets = torch.arange(k, device=device)
-    return (offsets[None, :] - offsets[:, None] + (k - 1)).reshape(1, 1, k * k)
-
-
-@functools.lru_cache(maxsize=64)
-def _index_tensors(N: int, k: int, device: torch.device):
-    """Index constants of the backward pass: ``arange(k)``, the (N, k+1) band ``m + j``, ``arange(N)``."""
-    m = torch.arange(N, device=device)
-    return torch.arange(k, device=device), (m[:, None] + torch.arange(k + 1, device=device))[None], m
+    from_position = (_arange(N, device) >= _arange(N + 1, device)[:, None]).to(dtype)
+    offsets, choices = _arange(k, device), _arange(k + 1, device)
+    if rotate:
+        t, s = offsets[:, None, None], offsets[None, :, None]
+        sums = torch.stack([(s == t - choices) & (t >= choices), (s == k - choices + t) & (t < choices)], 1)
+    else:
+        t = offsets[:, None]
+        sums = torch.stack([t < choices, t >= choices], 1)
+    return from_position, sums.reshape(-1, k + 1).to(dtype)
 
 
 def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -339,7 +366,7 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
     if not rotate:
         return tokens, index
     B, k, D = tokens.shape
-    order = (_index_tensors(0, k, tokens.device)[0][None] + index[:, None]) % k
+    order = (_arange(k, tokens.device) + index[:, None]) % k
     return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
 
 
@@ -419,9 +446,7 @@ class Choice:
         choice (a prefix prompt of learned length keeps its last ``index`` tokens): exactly 0/1,
         with the straight-through gradient (:class:`_StraightThroughKeep`)."""
         if self.logits is None:
-            return (self.index[:, None] >= length - _index_tensors(0, length, self.noisy.device)[0]).to(
-                self.noisy.dtype
-            )
+            return kept_mask(self.index, length, self.noisy.dtype)
         return _StraightThroughKeep.apply(self.logits, self.noisy, self.index, self.tau, length)
 
 
