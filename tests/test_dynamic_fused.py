@@ -37,7 +37,7 @@ def test_split_choice_gradient_in_one_node_equals_the_reference(level, rotate):
         if fused:
             choice = Choice.draw(logits, 0.7, sample=True)
             index = choice.index.expand(B)
-            out = insert_split(seq, tokens, index, 42, rotate=rotate, straight_through=choice)
+            out = insert_split(seq, tokens, index, 42, choice.soft, rotate=rotate)
         else:
             one_hot, index = straight_through_gumbel(logits, 0.7, sample=True)
             index = index.expand(B)
@@ -77,5 +77,5 @@ def test_no_gradient_wanted_builds_no_graph():
     logits = logits_for("task")
     with torch.no_grad():
         choice = Choice.draw(logits, 1.0, sample=False)
-    assert choice.logits is None and not choice.kept(L).requires_grad
+    assert choice.soft is None and not choice.kept(L).requires_grad
     assert int(choice.index) == int(logits.argmax())

@@ -169,7 +169,8 @@ def straight_through_gumbel(logits: torch.Tensor, tau: float, sample: bool) -> T
 
 
 class _SplitChoiceGradient(torch.autograd.Function):
-    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient.
+    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient
+    (or the softmax it stands for, :attr:`Choice.soft`: the same gradient).
 
     The sequence the paper's estimator differentiates is the one-hot-weighted sum of all l+1
     arrangements, ``S = sum_j y_j A_j``, with ``A_j = [P[:j]; X; P[j:]]`` (the paper's eq. 6) or
@@ -204,34 +205,7 @@ class _SplitChoiceGradient(torch.autograd.Function):
     def backward(fctx, grad):
         base, tokens, start, end = fctx.saved_tensors
         grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
-        return grad, grad_choice.to(fctx.choice_dtype), None, None, None, None, None
-
-
-class _StraightThroughSplit(torch.autograd.Function):
-    """:class:`_SplitChoiceGradient` and the straight-through softmax in one autograd node.
-
-    Identity on the arranged hidden states; the choice's logits get
-    ``J_softmax(noisy / tau)^T <dL/dS, A_j> / tau``, what ``hard + (soft - soft.detach())`` of
-    :func:`straight_through_gumbel` followed by :class:`_SplitChoiceGradient` gives them (summed over
-    the batch for task-level logits of batch 1), without the dozen small autograd nodes of building
-    the one-hot, the softmax and the broadcast: the fixed per-step cost of the choice. ``noisy`` is
-    ``logits + g`` (detached; the noise does not depend on the logits, so d noisy / d logits = 1).
-    """
-
-    @staticmethod
-    def forward(fctx, arranged, logits, noisy, tau, base, tokens, start, end, rotate):
-        fctx.save_for_backward(noisy, base, tokens, start, end)
-        fctx.tau = float(tau)
-        fctx.rotate = bool(rotate)
-        fctx.logits_dtype = logits.dtype
-        return arranged.view_as(arranged)
-
-    @staticmethod
-    def backward(fctx, grad):
-        noisy, base, tokens, start, end = fctx.saved_tensors
-        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
-        grad_logits = _straight_through_softmax(grad_choice, noisy, fctx.tau, fctx.logits_dtype)
-        return grad, grad_logits, None, None, None, None, None, None, None
+        return grad, _as(grad_choice, fctx.choice_dtype), None, None, None, None, None
 
 
 class _StraightThroughKeep(torch.autograd.Function):
@@ -239,22 +213,17 @@ class _StraightThroughKeep(torch.autograd.Function):
 
     Forward: ``keep_t = 1`` where ``index >= l - t``, else 0 (the hard one-hot's value). Backward:
     ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries: one product with a cached 0/1
-    matrix), then through the softmax Jacobian of ``noisy / tau`` to the logits, as
-    ``hard + (soft - soft.detach())`` would give.
+    matrix), given to ``soft``, the softmax the one-hot stands for: what
+    ``hard + (soft - soft.detach())`` followed by the flipped cumulative sum gives it.
     """
 
     @staticmethod
-    def forward(fctx, logits, noisy, index, tau, length):
-        fctx.save_for_backward(noisy)
-        fctx.tau = float(tau)
-        fctx.logits_dtype = logits.dtype
-        return kept_mask(index, length, noisy.dtype)
+    def forward(fctx, soft, index, length):
+        return kept_mask(index, length, soft.dtype)
 
     @staticmethod
     def backward(fctx, grad):
-        (noisy,) = fctx.saved_tensors
-        grad_choice = grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype)
-        return _straight_through_softmax(grad_choice, noisy, fctx.tau, fctx.logits_dtype), None, None, None, None
+        return grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype), None, None
 
 
 def kept_mask(index: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -272,17 +241,6 @@ def _kept_thresholds(length: int, device: torch.device) -> torch.Tensor:
 def _kept_by_choice(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(length, length + 1) 0/1: entry (t, j) is 1 where length j keeps token t (t >= length - j)."""
     return (_arange(length, device)[:, None] >= length - _arange(length + 1, device)).to(dtype)
-
-
-def _straight_through_softmax(
-    grad_choice: torch.Tensor, noisy: torch.Tensor, tau: float, logits_dtype: torch.dtype
-) -> torch.Tensor:
-    """The logits' gradient from the one-hot's ``grad_choice``: the Jacobian of ``softmax(noisy / tau)``
-    (summed over the batch first for task-level logits, ``noisy`` of batch 1)."""
-    if noisy.shape[0] == 1 and grad_choice.shape[0] != 1:
-        grad_choice = grad_choice.sum(0, keepdim=True)
-    soft = torch.softmax(_as(noisy, grad_choice.dtype) / tau, dim=-1)
-    return _as(torch._softmax_backward_data(grad_choice, soft, -1, soft.dtype) / tau, logits_dtype)
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -377,15 +335,13 @@ def insert_split(
     owner_id: int,
     choice: Optional[torch.Tensor] = None,
     rotate: bool = False,
-    straight_through: Optional["Choice"] = None,
 ) -> TokenSeq:
     """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
     ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
 
-    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index``, receives the
-    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`); or
-    ``straight_through``, the :class:`Choice` that picked it, whose logits get that gradient through
-    the straight-through softmax in one step (:class:`_StraightThroughSplit`, the same values).
+    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index`` or the softmax it
+    stands for (:attr:`Choice.soft`: the one-hot's gradient is the softmax's), receives the
+    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
     """
     tokens = seq.batch_tokens(tokens)
     length = tokens.shape[1]
@@ -393,25 +349,11 @@ def insert_split(
         return seq
     placed, before = arrange_tokens(tokens, index, rotate)
     out = seq.insert_at(placed, split_positions(seq, length, before), owner_id)
-    if not torch.is_grad_enabled():
+    if choice is None or not (torch.is_grad_enabled() and choice.requires_grad):
         return out
-    if straight_through is not None and straight_through.logits is not None:
-        c = straight_through
-        # base and tokens are saved as they are (their backward here returns no gradient for them)
-        x = _StraightThroughSplit.apply(
-            out.x, c.logits, c.noisy, c.tau, seq.x, tokens, seq.anchors["start"], seq.anchors["end"], rotate
-        )
-        return out.with_x(x)
-    if choice is None or not choice.requires_grad:
-        return out
+    # base and tokens are saved as they are (the node returns no gradient for them)
     x = _SplitChoiceGradient.apply(
-        out.x,
-        choice.expand(seq.batch_size, -1),
-        seq.x.detach(),
-        tokens.detach(),
-        seq.anchors["start"],
-        seq.anchors["end"],
-        rotate,
+        out.x, choice.expand(seq.batch_size, -1), seq.x, tokens, seq.anchors["start"], seq.anchors["end"], rotate
     )
     return out.with_x(x)
 
@@ -420,34 +362,34 @@ def insert_split(
 class Choice:
     """One categorical choice of a pass, by a straight-through Gumbel-softmax.
 
-    ``index`` (B,) long; ``noisy`` the logits plus Gumbel noise (detached; the plain logits when
-    not sampling), ``logits`` the head's output when it gets a gradient (else None), ``tau`` the
-    temperature. Placements that arrange tokens by the index give the logits their gradient with
-    :func:`insert_split`, those that keep a learned number of tokens with :meth:`kept`: each is
-    what :func:`straight_through_gumbel`'s one-hot gives, in one autograd node.
+    ``index`` (B,) long, ``argmax(logits + g)``; ``soft`` ``softmax((logits + g) / tau)``, built by
+    autograd from the logits when they get a gradient (else None): the straight-through one-hot
+    ``hard + (soft - soft.detach())`` has the hard value and exactly the softmax's gradient, so the
+    placements use the hard value through ``index`` and hand ``soft`` the one-hot's gradient, in
+    one autograd node (:func:`insert_split`, :meth:`kept`), autograd doing the softmax, the
+    temperature and the batch sum of task-level logits. ``dtype`` is the logits' dtype.
     """
 
     index: torch.Tensor
-    noisy: torch.Tensor
-    logits: Optional[torch.Tensor]
-    tau: float
+    soft: Optional[torch.Tensor]
+    dtype: torch.dtype
 
     @classmethod
     def draw(cls, logits: torch.Tensor, tau: float, sample: bool) -> "Choice":
         """The choice of ``argmax(logits + g)`` (same noise draw as :func:`straight_through_gumbel`)."""
-        noisy = logits.detach()
         if sample:
-            noisy = noisy - torch.empty_like(noisy).exponential_().log()
+            # g = -log(-log U) = -log(E) with E ~ Exp(1)
+            logits = logits - torch.empty_like(logits).exponential_().log_()
         wants_grad = torch.is_grad_enabled() and logits.requires_grad
-        return cls(noisy.argmax(-1), noisy, logits if wants_grad else None, tau)
+        return cls(logits.argmax(-1), torch.softmax(logits / tau, dim=-1) if wants_grad else None, logits.dtype)
 
     def kept(self, length: int) -> torch.Tensor:
         """(B or 1, length) ``keep_t = sum_{j >= length - t} y_j`` for the one-hot ``y`` of this
         choice (a prefix prompt of learned length keeps its last ``index`` tokens): exactly 0/1,
         with the straight-through gradient (:class:`_StraightThroughKeep`)."""
-        if self.logits is None:
-            return kept_mask(self.index, length, self.noisy.dtype)
-        return _StraightThroughKeep.apply(self.logits, self.noisy, self.index, self.tau, length)
+        if self.soft is None:
+            return kept_mask(self.index, length, self.dtype)
+        return _StraightThroughKeep.apply(self.soft, self.index, length)
 
 
 # --------------------------------------------------------------------------- logits
@@ -750,7 +692,7 @@ class AdaptivePosition(_LearnedChoice):
             return seq.replace(owner_id, arrange_tokens(tokens, index, self.rotate)[0])
         if seq.has(owner_id):
             seq = seq.remove(owner_id)
-        return insert_split(seq, tokens, index, owner_id, rotate=self.rotate, straight_through=choice)
+        return insert_split(seq, tokens, index, owner_id, choice.soft, rotate=self.rotate)
 
 
 @PLACEMENTS.register("adap_ins_pos")
@@ -900,4 +842,6 @@ class PromptPool(TokenSource):
 
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         beta = self.mixing_weights(ctx, tower)
-        return torch.einsum("bk,kld->bld", beta.to(self.prompts.dtype), self.prompts)
+        k, length, width = self.prompts.shape
+        # one (B, k) x (k, l*d) product: einsum's permutes and batched product cost more small ops
+        return torch.mm(beta.to(self.prompts.dtype), self.prompts.view(k, length * width)).view(-1, length, width)
