@@ -115,7 +115,9 @@ class TemperatureSchedule(nn.Module):
         # Python copies of the buffers, so a training step reads no tensor (each read is a
         # synchronising .item()); refreshed whenever a state dict is loaded.
         self._constants = tuple(float(b) for b in (self.tau0, self.tau_min, self.gamma, self.step_scale))
-        self._last_step, self._tau = int(self.last_step), float(self.tau)
+        # [last step, its temperature], updated in place: a module attribute set per step goes
+        # through nn.Module.__setattr__
+        self._last = [int(self.last_step), float(self.tau)]
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -135,17 +137,17 @@ class TemperatureSchedule(nn.Module):
     @property
     def current(self) -> float:
         """The temperature last set (evaluation uses it as it is)."""
-        return self._tau
+        return self._last[1]
 
     def update(self, step: int) -> float:
         """The temperature at optimizer step ``step``; remembered in the buffers."""
-        step = int(step)
+        step, last = int(step), self._last
         # recomputed once per optimizer step, not per layer (the buffers start at step 0, tau0)
-        if step != self._last_step:
-            self._tau, self._last_step = self.value(step), step
-            self.tau.fill_(self._tau)
+        if step != last[0]:
+            last[0], last[1] = step, self.value(step)
+            self.tau.fill_(last[1])
             self.last_step.fill_(step)
-        return self._tau
+        return last[1]
 
 
 # --------------------------------------------------------------------------- the choice
@@ -262,7 +264,8 @@ def split_choice_gradient(
     B, N, D = base.shape
     k = tokens.shape[1]
     from_position, prompt_sums = _choice_constants(N, k, bool(rotate), base.device, base.dtype)
-    z = torch.cat([base, _as(tokens, base.dtype).expand(B, -1, -1)], 1)
+    prompt = _as(tokens, base.dtype)
+    z = torch.cat([base, prompt if prompt.shape[0] == B else prompt.expand(B, -1, -1)], 1)
     products = torch.bmm(z, _as(grad, base.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
     # content token m (start <= m < end) sits at m + b with b the prompt tokens before X (j for
     # eq. 6, l - j rotated): the band products[m, m + b], b = 0..k, a view of the product,
@@ -578,6 +581,7 @@ class _LearnedChoice(Placement):
         if depth < 1:
             raise ConfigError(f"PROMPT.DYNAMIC.CHOICE_DEPTH must be >= 1 (1 = one choice for all layers); got {depth}.")
         self.length = int(length)
+        self.choice_depth = depth
         self.instance = instance
         self.sample_noise = bool(noise)
         self.eval_noise = bool(eval_noise)
@@ -621,10 +625,12 @@ class _LearnedChoice(Placement):
     def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[Choice, torch.Tensor, int]:
         """``(choice, index (B,), head)`` for this layer, drawn once per pass and head."""
         layer = getattr(ctx, "layer", 0)
-        layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
-        if layer not in layers_seen:
-            layers_seen.append(layer)
-        head = min(layers_seen.index(layer), len(self.heads) - 1)
+        head = 0
+        if self.choice_depth > 1:  # the i-th layer this module acts on uses head min(i, depth - 1)
+            layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
+            if layer not in layers_seen:
+                layers_seen.append(layer)
+            head = min(layers_seen.index(layer), self.choice_depth - 1)
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else self.temperature.current
