@@ -327,8 +327,14 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
     if not rotate:
         return tokens, index
     B, k, D = tokens.shape
-    order = (_arange(k, tokens.device) + index[:, None]) % k
+    order = _rotations(k, tokens.device)[index]
     return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
+
+
+@functools.lru_cache(maxsize=64)
+def _rotations(k: int, device: torch.device) -> torch.Tensor:
+    """(k+1, k): row j is the token order ``(t + j) % k`` of the rotated arrangement of choice j."""
+    return (_arange(k, device) + _arange(k + 1, device)[:, None]) % k
 
 
 def insert_split(
