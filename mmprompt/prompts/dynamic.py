@@ -197,16 +197,17 @@ class _SplitChoiceGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(fctx, arranged, choice, base, tokens, start, end, rotate):
-        fctx.save_for_backward(base, tokens, start, end)
+    def forward(fctx, arranged, choice, joined, length, start, end, rotate):
+        fctx.save_for_backward(joined, start, end)
+        fctx.length = int(length)
         fctx.choice_dtype = choice.dtype
         fctx.rotate = bool(rotate)
         return arranged.view_as(arranged)
 
     @staticmethod
     def backward(fctx, grad):
-        base, tokens, start, end = fctx.saved_tensors
-        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
+        joined, start, end = fctx.saved_tensors
+        grad_choice = split_choice_gradient(grad, joined, fctx.length, start, end, fctx.rotate)
         return grad, _as(grad_choice, fctx.choice_dtype), None, None, None, None, None
 
 
@@ -250,23 +251,21 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def split_choice_gradient(
-    grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor, end: torch.Tensor, rotate: bool
+    grad: torch.Tensor, joined: torch.Tensor, k: int, start: torch.Tensor, end: torch.Tensor, rotate: bool
 ) -> torch.Tensor:
-    """(B, l+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
-    ``grad`` (B, N+l, D) = dL/dS, ``base`` (B, N, D) the sequence before insertion, ``tokens``
-    (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``.
+    """(B, k+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
+    ``grad`` (B, N+k, D) = dL/dS, ``joined`` (B, N+k, D) ``Z = [X; P]``, the sequence before
+    insertion followed by the k prompt tokens in their own order, ``start``/``end`` (B,) the
+    content span of X.
 
-    Every term is a product ``<Z_i, G_r>`` of a token of ``Z = [X; P]`` and an output slot, so one
-    (N+l, N+l) product per sample holds them all; the rest reads it off: a strided view for the
-    content band, one gather for the prompt's slots, one product with a cached 0/1 matrix that
-    sums them per choice. (The per-step cost of the choice is the number of these small ops.)
+    Every term is a product ``<Z_i, G_r>`` of a token of Z and an output slot, so one (N+k, N+k)
+    product per sample holds them all; the rest reads it off: a strided view for the content
+    band, one gather for the prompt's slots, one product with a cached 0/1 matrix that sums them
+    per choice. (The per-step cost of the choice is the number of these small ops.)
     """
-    B, N, D = base.shape
-    k = tokens.shape[1]
-    from_position, prompt_sums = _choice_constants(N, k, bool(rotate), base.device, base.dtype)
-    prompt = _as(tokens, base.dtype)
-    z = torch.cat([base, prompt if prompt.shape[0] == B else prompt.expand(B, -1, -1)], 1)
-    products = torch.bmm(z, _as(grad, base.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
+    B, N = joined.shape[0], joined.shape[1] - k
+    from_position, prompt_sums = _choice_constants(N, k, bool(rotate), joined.device, joined.dtype)
+    products = torch.bmm(joined, _as(grad, joined.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
     # content token m (start <= m < end) sits at m + b with b the prompt tokens before X (j for
     # eq. 6, l - j rotated): the band products[m, m + b], b = 0..k, a view of the product,
     # summed over the content as its sum from start on minus its sum from end on
@@ -277,7 +276,7 @@ def split_choice_gradient(
     if rotate:  # choice j puts l - j tokens before the input
         content_term = content_term.flip(-1)
         # every prompt token t against the l slots from start on and the l from end on
-        columns = (slots[:, :, None] + _arange(k, base.device)).view(B, 1, 2 * k).expand(B, k, 2 * k)
+        columns = (slots[:, :, None] + _arange(k, joined.device)).view(B, 1, 2 * k).expand(B, k, 2 * k)
         prompt_products = products[:, N:].gather(2, columns)
     else:
         # prompt token t against its own two slots, start + t and end + t: columns start and end
@@ -357,12 +356,15 @@ def insert_split(
     if length == 0:
         return seq
     placed, before = arrange_tokens(tokens, index, rotate)
-    out = seq.insert_at(placed, split_positions(seq, length, before), owner_id)
+    positions = split_positions(seq, length, before)
     if choice is None or not (torch.is_grad_enabled() and choice.requires_grad):
-        return out
-    # base and tokens are saved as they are (the node returns no gradient for them)
+        return seq.insert_at(placed, positions, owner_id)
+    # [X; P] with the prompt in its own order, which the choice gradient reads; eq. 6 keeps that
+    # order, so the insertion gathers from the same concatenation
+    joined = torch.cat([seq.x, tokens.to(seq.x.dtype)], 1)
+    out = seq.insert_at(placed, positions, owner_id, joined=None if rotate else joined)
     x = _SplitChoiceGradient.apply(
-        out.x, choice.expand(seq.batch_size, -1), seq.x, tokens, seq.anchors["start"], seq.anchors["end"], rotate
+        out.x, choice.expand(seq.batch_size, -1), joined, length, seq.anchors["start"], seq.anchors["end"], rotate
     )
     return out.with_x(x)
 
