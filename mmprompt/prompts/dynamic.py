@@ -264,7 +264,8 @@ def split_choice_gradient(
     per choice. (The per-step cost of the choice is the number of these small ops.)
     """
     B, N = joined.shape[0], joined.shape[1] - k
-    from_position, prompt_sums = _choice_constants(N, k, bool(rotate), joined.device, joined.dtype)
+    from_position = _from_position(N, joined.device, joined.dtype)
+    prompt_sums = _prompt_sums(k, bool(rotate), joined.device, joined.dtype)
     products = torch.bmm(joined, _as(grad, joined.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
     # content token m (start <= m < end) sits at m + b with b the prompt tokens before X (j for
     # eq. 6, l - j rotated): the band products[m, m + b], b = 0..k, a view of the product,
@@ -294,19 +295,21 @@ def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
 
 
-@functools.lru_cache(maxsize=64)
-def _choice_constants(N: int, k: int, rotate: bool, device: torch.device, dtype: torch.dtype):
-    """The 0/1 matrices of :func:`split_choice_gradient` for N base and k prompt tokens, made once:
+@functools.lru_cache(maxsize=16)
+def _from_position(N: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(N+1, N) 0/1: row i selects the tokens m >= i (a content mask is the difference of two
+    rows). One per padded length seen lately (at most 16, a few MB for long sequences)."""
+    return (_arange(N, device) >= _arange(N + 1, device)[:, None]).to(dtype)
 
-    * ``from_position`` (N+1, N): row i selects the tokens m >= i (a content mask is the
-      difference of two rows);
-    * ``prompt_sums``, whose column j sums the prompt products of choice j. Eq. 6 (rows
-      ``(t, h)``, h = 0 the slot ``start + t``, 1 the slot ``end + t``): token t sits at
-      ``start + t`` when t < j, else at ``end + t``. Rotated (rows ``(t, h, s)``, the slot
-      ``start + s`` or ``end + s``): token t >= j sits at ``start + (t - j)``, token t < j at
-      ``end + (l - j) + t``.
+
+@functools.lru_cache(maxsize=64)
+def _prompt_sums(k: int, rotate: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 0/1 matrix of :func:`split_choice_gradient` whose column j sums the prompt products of
+    choice j. Eq. 6 (rows ``(t, h)``, h = 0 the slot ``start + t``, 1 the slot ``end + t``): token t
+    sits at ``start + t`` when t < j, else at ``end + t``. Rotated (rows ``(t, h, s)``, the slot
+    ``start + s`` or ``end + s``): token t >= j sits at ``start + (t - j)``, token t < j at
+    ``end + (l - j) + t``.
     """
-    from_position = (_arange(N, device) >= _arange(N + 1, device)[:, None]).to(dtype)
     offsets, choices = _arange(k, device), _arange(k + 1, device)
     if rotate:
         t, s = offsets[:, None, None], offsets[None, :, None]
@@ -314,7 +317,7 @@ def _choice_constants(N: int, k: int, rotate: bool, device: torch.device, dtype:
     else:
         t = offsets[:, None]
         sums = torch.stack([t < choices, t >= choices], 1)
-    return from_position, sums.reshape(-1, k + 1).to(dtype)
+    return sums.reshape(-1, k + 1).to(dtype)
 
 
 def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> Tuple[torch.Tensor, torch.Tensor]:
