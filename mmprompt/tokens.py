@@ -205,12 +205,21 @@ class TokenSeq:
         positions = self.position(at)[:, None].expand(-1, k)
         return self.insert_at(tokens, positions, owner_id, mask)
 
-    def insert_at(self, tokens: Tensor, positions: Tensor, owner_id: int, mask: Optional[Tensor] = None) -> "TokenSeq":
+    def insert_at(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        owner_id: int,
+        mask: Optional[Tensor] = None,
+        joined: Optional[Tensor] = None,
+    ) -> "TokenSeq":
         """Insert token t of each sample before original position ``positions[b, t]``.
 
         ``positions`` is (B, k), non-decreasing along k, values in [0, N]. Tokens aimed at the
         same position keep their order. This is the one primitive behind prefix, suffix, split
-        ``[P_before; X; P_after]`` and per-instance placements.
+        ``[P_before; X; P_after]`` and per-instance placements. The new hidden states are one
+        gather from ``[x; tokens]`` (B, N+k, D); ``joined`` is that concatenation when the caller
+        built it already (dynamic prompting's choice gradient reads it too), else it is built here.
         """
         tokens = self.batch_tokens(tokens)
         B, N, D = self.x.shape
@@ -233,7 +242,9 @@ class TokenSeq:
             tok_mask = torch.ones(B, k, dtype=torch.bool, device=self.x.device)
         else:
             tok_mask = mask.to(self.x.device).bool().expand(B, k)
-        x = torch.cat([self.x, tokens.to(self.x.dtype)], 1).gather(1, src[..., None].expand(-1, -1, D))
+        if joined is None:
+            joined = torch.cat([self.x, tokens.to(self.x.dtype)], 1)
+        x = joined.gather(1, src[..., None].expand(-1, -1, D))
         new_mask = torch.cat([self.mask, tok_mask], 1).gather(1, src)
         owner = torch.cat([self.owner, torch.full((B, k), owner_id, dtype=torch.long, device=self.x.device)], 1).gather(
             1, src

@@ -1,11 +1,13 @@
 """The one-node straight-through paths of dynamic prompting (``Choice``: the split's choice gradient
 and the kept-length mask) give what the reference composition gives: ``straight_through_gumbel``'s
-``hard + (soft - soft.detach())`` one-hot, then the split's choice gradient or ``flip().cumsum()``."""
+``hard + (soft - soft.detach())`` one-hot, then the split's choice gradient or ``flip().cumsum()``;
+the pool's one-product mixing gives what the explicit weighted sum gives."""
 
 import pytest
 import torch
 
-from mmprompt.prompts.dynamic import Choice, insert_split, straight_through_gumbel
+from mmprompt.prompts.base import PromptContext
+from mmprompt.prompts.dynamic import Choice, PromptPool, insert_split, straight_through_gumbel
 from mmprompt.tokens import TokenSeq
 
 B, N, D, L = 3, 9, 8, 4
@@ -37,7 +39,7 @@ def test_split_choice_gradient_in_one_node_equals_the_reference(level, rotate):
         if fused:
             choice = Choice.draw(logits, 0.7, sample=True)
             index = choice.index.expand(B)
-            out = insert_split(seq, tokens, index, 42, rotate=rotate, straight_through=choice)
+            out = insert_split(seq, tokens, index, 42, choice.soft, rotate=rotate)
         else:
             one_hot, index = straight_through_gumbel(logits, 0.7, sample=True)
             index = index.expand(B)
@@ -77,5 +79,27 @@ def test_no_gradient_wanted_builds_no_graph():
     logits = logits_for("task")
     with torch.no_grad():
         choice = Choice.draw(logits, 1.0, sample=False)
-    assert choice.logits is None and not choice.kept(L).requires_grad
+    assert choice.soft is None and not choice.kept(L).requires_grad
     assert int(choice.index) == int(logits.argmax())
+
+
+def test_pool_mixing_in_one_product_equals_the_weighted_sum_of_its_prompts():
+    """``P_new = sum_i beta_i P^(i)`` per sample (the pool's one (B, k) x (k, l*d) product): the
+    same tokens and the same gradients to the prompts and the router as the explicit sum."""
+    pool = PromptPool(length=L, width=D, pool_size=5, pool_activation="tanh").double()
+    feature = torch.randn(B, D, dtype=torch.float64)
+    weights = torch.randn(B, L, D, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        pool.zero_grad()
+        ctx = PromptContext(features={"text": feature})
+        if fused:
+            tokens = pool(ctx, "text")
+        else:
+            beta = pool.mixing_weights(ctx, "text")
+            tokens = torch.stack([sum(beta[b, i] * pool.prompts[i] for i in range(pool.size)) for b in range(B)])
+        (tokens * weights).sum().backward()
+        results.append((tokens.detach(), pool.prompts.grad.clone(), pool.router.linear.weight.grad.clone()))
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    assert results[0][2].abs().max() > 1e-3

@@ -115,7 +115,9 @@ class TemperatureSchedule(nn.Module):
         # Python copies of the buffers, so a training step reads no tensor (each read is a
         # synchronising .item()); refreshed whenever a state dict is loaded.
         self._constants = tuple(float(b) for b in (self.tau0, self.tau_min, self.gamma, self.step_scale))
-        self._last_step, self._tau = int(self.last_step), float(self.tau)
+        # [last step, its temperature], updated in place: a module attribute set per step goes
+        # through nn.Module.__setattr__
+        self._last = [int(self.last_step), float(self.tau)]
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -135,17 +137,17 @@ class TemperatureSchedule(nn.Module):
     @property
     def current(self) -> float:
         """The temperature last set (evaluation uses it as it is)."""
-        return self._tau
+        return self._last[1]
 
     def update(self, step: int) -> float:
         """The temperature at optimizer step ``step``; remembered in the buffers."""
-        step = int(step)
+        step, last = int(step), self._last
         # recomputed once per optimizer step, not per layer (the buffers start at step 0, tau0)
-        if step != self._last_step:
-            self._tau, self._last_step = self.value(step), step
-            self.tau.fill_(self._tau)
+        if step != last[0]:
+            last[0], last[1] = step, self.value(step)
+            self.tau.fill_(last[1])
             self.last_step.fill_(step)
-        return self._tau
+        return last[1]
 
 
 # --------------------------------------------------------------------------- the choice
@@ -169,7 +171,8 @@ def straight_through_gumbel(logits: torch.Tensor, tau: float, sample: bool) -> T
 
 
 class _SplitChoiceGradient(torch.autograd.Function):
-    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient.
+    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient
+    (or the softmax it stands for, :attr:`Choice.soft`: the same gradient).
 
     The sequence the paper's estimator differentiates is the one-hot-weighted sum of all l+1
     arrangements, ``S = sum_j y_j A_j``, with ``A_j = [P[:j]; X; P[j:]]`` (the paper's eq. 6) or
@@ -194,73 +197,53 @@ class _SplitChoiceGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(fctx, arranged, choice, base, tokens, start, end, rotate):
-        fctx.save_for_backward(base, tokens, start, end)
+    def forward(fctx, arranged, choice, joined, length, start, end, rotate):
+        fctx.save_for_backward(joined, start, end)
+        fctx.length = int(length)
         fctx.choice_dtype = choice.dtype
         fctx.rotate = bool(rotate)
         return arranged.view_as(arranged)
 
     @staticmethod
     def backward(fctx, grad):
-        base, tokens, start, end = fctx.saved_tensors
-        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
-        return grad, grad_choice.to(fctx.choice_dtype), None, None, None, None, None
-
-
-class _StraightThroughSplit(torch.autograd.Function):
-    """:class:`_SplitChoiceGradient` and the straight-through softmax in one autograd node.
-
-    Identity on the arranged hidden states; the choice's logits get
-    ``J_softmax(noisy / tau)^T <dL/dS, A_j> / tau``, what ``hard + (soft - soft.detach())`` of
-    :func:`straight_through_gumbel` followed by :class:`_SplitChoiceGradient` gives them (summed over
-    the batch for task-level logits of batch 1), without the dozen small autograd nodes of building
-    the one-hot, the softmax and the broadcast: the fixed per-step cost of the choice. ``noisy`` is
-    ``logits + g`` (detached; the noise does not depend on the logits, so d noisy / d logits = 1).
-    """
-
-    @staticmethod
-    def forward(fctx, arranged, logits, noisy, tau, base, tokens, start, end, rotate):
-        fctx.save_for_backward(noisy, base, tokens, start, end)
-        fctx.tau = float(tau)
-        fctx.rotate = bool(rotate)
-        fctx.logits_dtype = logits.dtype
-        return arranged.view_as(arranged)
-
-    @staticmethod
-    def backward(fctx, grad):
-        noisy, base, tokens, start, end = fctx.saved_tensors
-        grad_choice = split_choice_gradient(grad, base, tokens, start, end, fctx.rotate)
-        if noisy.shape[0] == 1:
-            grad_choice = grad_choice.sum(0, keepdim=True)
-        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
-        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
-        return grad, _as(grad_logits, fctx.logits_dtype), None, None, None, None, None, None, None
+        joined, start, end = fctx.saved_tensors
+        grad_choice = split_choice_gradient(grad, joined, fctx.length, start, end, fctx.rotate)
+        return grad, _as(grad_choice, fctx.choice_dtype), None, None, None, None, None
 
 
 class _StraightThroughKeep(torch.autograd.Function):
     """``keep = y.flip(-1).cumsum(-1)[..., :l]`` of the straight-through one-hot ``y`` in one node.
 
     Forward: ``keep_t = 1`` where ``index >= l - t``, else 0 (the hard one-hot's value). Backward:
-    ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries), then through the softmax
-    Jacobian of ``noisy / tau`` to the logits, as ``hard + (soft - soft.detach())`` would give.
+    ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries: one product with a cached 0/1
+    matrix), given to ``soft``, the softmax the one-hot stands for: what
+    ``hard + (soft - soft.detach())`` followed by the flipped cumulative sum gives it.
     """
 
     @staticmethod
-    def forward(fctx, logits, noisy, index, tau, length):
-        fctx.save_for_backward(noisy)
-        fctx.tau = float(tau)
-        fctx.logits_dtype = logits.dtype
-        return (index[:, None] >= length - _index_tensors(0, length, noisy.device)[0]).to(noisy.dtype)
+    def forward(fctx, soft, index, length):
+        return kept_mask(index, length, soft.dtype)
 
     @staticmethod
     def backward(fctx, grad):
-        (noisy,) = fctx.saved_tensors
-        grad_choice = F.pad(grad.flip(-1).cumsum(-1), (1, 0))  # j = 0 keeps nothing
-        if noisy.shape[0] == 1 and grad_choice.shape[0] != 1:
-            grad_choice = grad_choice.sum(0, keepdim=True)
-        soft = torch.softmax(_as(noisy, grad_choice.dtype) / fctx.tau, dim=-1)
-        grad_logits = soft * (grad_choice - (grad_choice * soft).sum(-1, keepdim=True)) / fctx.tau
-        return _as(grad_logits, fctx.logits_dtype), None, None, None, None
+        return grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype), None, None
+
+
+def kept_mask(index: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, length) ``keep_t = 1`` where ``index >= length - t`` (the last ``index`` tokens), else 0."""
+    return (index[:, None] >= _kept_thresholds(length, index.device)).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_thresholds(length: int, device: torch.device) -> torch.Tensor:
+    """(1, length) ``length - t``: token t is kept by the lengths j >= length - t."""
+    return length - _arange(length, device)[None]
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_by_choice(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(length, length + 1) 0/1: entry (t, j) is 1 where length j keeps token t (t >= length - j)."""
+    return (_arange(length, device)[:, None] >= length - _arange(length + 1, device)).to(dtype)
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -268,66 +251,73 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def split_choice_gradient(
-    grad: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, start: torch.Tensor, end: torch.Tensor, rotate: bool
+    grad: torch.Tensor, joined: torch.Tensor, k: int, start: torch.Tensor, end: torch.Tensor, rotate: bool
 ) -> torch.Tensor:
-    """(B, l+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
-    ``grad`` (B, N+l, D) = dL/dS, ``base`` (B, N, D) the sequence before insertion, ``tokens``
-    (1 or B, l, D) the prompt, ``start``/``end`` (B,) the content span of ``base``."""
-    B, N, D = base.shape
-    k = tokens.shape[1]
-    g = _as(grad, base.dtype)
-    offsets, band_index, m = _index_tensors(N, k, base.device)
-    # G at the l slots from start on and the l slots from end on (output coordinates)
-    slots = torch.cat([start[:, None] + offsets, end[:, None] + offsets], 1)  # (B, 2k)
-    at_slots = g.gather(1, slots[..., None].expand(-1, -1, D)).view(B, 2, k, D)
-    prompt = tokens.expand(B, -1, -1)
-    if rotate:
-        prompt_term = _rotated_prompt_term(at_slots, prompt)
-    else:
-        # <G, P_t> at the slot token t takes when it is before (start + t) or after (end + t)
-        # X: sum_{t<j} a_t + sum_{t>=j} b_t = sum_t b_t + sum_{t<j} (a_t - b_t)
-        a, b = (at_slots * prompt[:, None]).sum(-1).unbind(1)
-        prompt_term = F.pad((a - b).cumsum(1), (1, 0)) + b.sum(1, keepdim=True)
-    # content token m (start <= m < end) sits at m + (tokens before X): sum_m <G[m + b], X[m]>,
-    # read off the band of one (N, N+k) product per sample, for b = 0..k
-    band = torch.bmm(base, g.transpose(1, 2)).gather(2, band_index.expand(B, -1, -1))
-    content = (m >= start[:, None]) & (m < end[:, None])
-    content_term = (band * content[..., None]).sum(1)
+    """(B, k+1) ``<dL/dS, A_j>`` up to a per-sample constant (see :class:`_SplitChoiceGradient`):
+    ``grad`` (B, N+k, D) = dL/dS, ``joined`` (B, N+k, D) ``Z = [X; P]``, the sequence before
+    insertion followed by the k prompt tokens in their own order, ``start``/``end`` (B,) the
+    content span of X.
+
+    Every term is a product ``<Z_i, G_r>`` of a token of Z and an output slot, so one (N+k, N+k)
+    product per sample holds them all; the rest reads it off: a strided view for the content
+    band, one gather for the prompt's slots, one product with a cached 0/1 matrix that sums them
+    per choice. (The per-step cost of the choice is the number of these small ops.)
+    """
+    B, N = joined.shape[0], joined.shape[1] - k
+    from_position = _from_position(N, joined.device, joined.dtype)
+    prompt_sums = _prompt_sums(k, bool(rotate), joined.device, joined.dtype)
+    products = torch.bmm(joined, _as(grad, joined.dtype).transpose(1, 2))  # (B, N+k, N+k): <Z_i, G_r>
+    # content token m (start <= m < end) sits at m + b with b the prompt tokens before X (j for
+    # eq. 6, l - j rotated): the band products[m, m + b], b = 0..k, a view of the product,
+    # summed over the content as its sum from start on minus its sum from end on
+    band = products.as_strided((B, N, k + 1), (products.stride(0), N + k + 1, 1))
+    slots = torch.stack([start, end], 1)
+    from_start, from_end = torch.bmm(from_position[slots], band).unbind(1)
+    content_term = from_start - from_end
     if rotate:  # choice j puts l - j tokens before the input
         content_term = content_term.flip(-1)
+        # every prompt token t against the l slots from start on and the l from end on
+        columns = (slots[:, :, None] + _arange(k, joined.device)).view(B, 1, 2 * k).expand(B, k, 2 * k)
+        prompt_products = products[:, N:].gather(2, columns)
+    else:
+        # prompt token t against its own two slots, start + t and end + t: columns start and end
+        # of the prompt rows' band products[N + t, t + d], a view
+        prompt_band = products[:, N:].as_strided((B, k, N + 1), (products.stride(0), N + k + 1, 1))
+        prompt_products = prompt_band.gather(2, slots[:, None, :].expand(B, k, 2))
     # Tokens before start and from end on sit at the same place for every j: their term is a
     # per-sample constant, which the softmax Jacobian maps to zero, so it is left out.
-    return prompt_term + content_term
+    return torch.addmm(content_term, prompt_products.reshape(B, -1), prompt_sums)
 
 
-def _rotated_prompt_term(at_slots: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    """(B, l+1) ``sum_t <G[slot of token t under choice j], P_t>`` for ``[P[j:]; X; P[:j]]``.
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """``arange(n)``, made once per length and device (the choice runs every pass)."""
+    return torch.arange(n, device=device)
 
-    ``at_slots`` (B, 2, l, D): G at ``start + s`` and at ``end + u`` (s, u < l); ``prompt``
-    (B, l, D). Token t >= j sits at ``start + (t - j)``: diagonal t - s = j of the first
-    product; token t < j at ``end + (l - j) + t``: diagonal t - u = j - l of the second.
+
+@functools.lru_cache(maxsize=16)
+def _from_position(N: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(N+1, N) 0/1: row i selects the tokens m >= i (a content mask is the difference of two
+    rows). One per padded length seen lately (at most 16, a few MB for long sequences)."""
+    return (_arange(N, device) >= _arange(N + 1, device)[:, None]).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_sums(k: int, rotate: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 0/1 matrix of :func:`split_choice_gradient` whose column j sums the prompt products of
+    choice j. Eq. 6 (rows ``(t, h)``, h = 0 the slot ``start + t``, 1 the slot ``end + t``): token t
+    sits at ``start + t`` when t < j, else at ``end + t``. Rotated (rows ``(t, h, s)``, the slot
+    ``start + s`` or ``end + s``): token t >= j sits at ``start + (t - j)``, token t < j at
+    ``end + (l - j) + t``.
     """
-    B, _, k, _ = at_slots.shape
-    products = torch.einsum("bhsd,btd->bhst", at_slots, prompt).reshape(B, 2, k * k)
-    diagonal = _diagonal_index(k, prompt.device)
-    sums = products.new_zeros(B, 2, 2 * k - 1).scatter_add_(2, diagonal.expand(B, 2, -1), products)
-    before = F.pad(sums[:, 0, k - 1 :], (0, 1))  # j = 0..l-1; j = l leaves no token before X
-    after = F.pad(sums[:, 1, :k], (1, 0))  # j = 1..l; j = 0 leaves no token after X
-    return before + after
-
-
-@functools.lru_cache(maxsize=64)
-def _diagonal_index(k: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, k*k) ``t - s + k - 1`` of the (s, t) entries of a (k, k) product, row-major."""
-    offsets = torch.arange(k, device=device)
-    return (offsets[None, :] - offsets[:, None] + (k - 1)).reshape(1, 1, k * k)
-
-
-@functools.lru_cache(maxsize=64)
-def _index_tensors(N: int, k: int, device: torch.device):
-    """Index constants of the backward pass: ``arange(k)``, the (N, k+1) band ``m + j``, ``arange(N)``."""
-    m = torch.arange(N, device=device)
-    return torch.arange(k, device=device), (m[:, None] + torch.arange(k + 1, device=device))[None], m
+    offsets, choices = _arange(k, device), _arange(k + 1, device)
+    if rotate:
+        t, s = offsets[:, None, None], offsets[None, :, None]
+        sums = torch.stack([(s == t - choices) & (t >= choices), (s == k - choices + t) & (t < choices)], 1)
+    else:
+        t = offsets[:, None]
+        sums = torch.stack([t < choices, t >= choices], 1)
+    return sums.reshape(-1, k + 1).to(dtype)
 
 
 def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -339,8 +329,14 @@ def arrange_tokens(tokens: torch.Tensor, index: torch.Tensor, rotate: bool) -> T
     if not rotate:
         return tokens, index
     B, k, D = tokens.shape
-    order = (_index_tensors(0, k, tokens.device)[0][None] + index[:, None]) % k
+    order = _rotations(k, tokens.device)[index]
     return tokens.gather(1, order[..., None].expand(-1, -1, D)), k - index
+
+
+@functools.lru_cache(maxsize=64)
+def _rotations(k: int, device: torch.device) -> torch.Tensor:
+    """(k+1, k): row j is the token order ``(t + j) % k`` of the rotated arrangement of choice j."""
+    return (_arange(k, device) + _arange(k + 1, device)[:, None]) % k
 
 
 def insert_split(
@@ -350,41 +346,28 @@ def insert_split(
     owner_id: int,
     choice: Optional[torch.Tensor] = None,
     rotate: bool = False,
-    straight_through: Optional["Choice"] = None,
 ) -> TokenSeq:
     """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
     ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
 
-    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index``, receives the
-    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`); or
-    ``straight_through``, the :class:`Choice` that picked it, whose logits get that gradient through
-    the straight-through softmax in one step (:class:`_StraightThroughSplit`, the same values).
+    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index`` or the softmax it
+    stands for (:attr:`Choice.soft`: the one-hot's gradient is the softmax's), receives the
+    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
     """
     tokens = seq.batch_tokens(tokens)
     length = tokens.shape[1]
     if length == 0:
         return seq
     placed, before = arrange_tokens(tokens, index, rotate)
-    out = seq.insert_at(placed, split_positions(seq, length, before), owner_id)
-    if not torch.is_grad_enabled():
-        return out
-    if straight_through is not None and straight_through.logits is not None:
-        c = straight_through
-        # base and tokens are saved as they are (their backward here returns no gradient for them)
-        x = _StraightThroughSplit.apply(
-            out.x, c.logits, c.noisy, c.tau, seq.x, tokens, seq.anchors["start"], seq.anchors["end"], rotate
-        )
-        return out.with_x(x)
-    if choice is None or not choice.requires_grad:
-        return out
+    positions = split_positions(seq, length, before)
+    if choice is None or not (torch.is_grad_enabled() and choice.requires_grad):
+        return seq.insert_at(placed, positions, owner_id)
+    # [X; P] with the prompt in its own order, which the choice gradient reads; eq. 6 keeps that
+    # order, so the insertion gathers from the same concatenation
+    joined = torch.cat([seq.x, tokens.to(seq.x.dtype)], 1)
+    out = seq.insert_at(placed, positions, owner_id, joined=None if rotate else joined)
     x = _SplitChoiceGradient.apply(
-        out.x,
-        choice.expand(seq.batch_size, -1),
-        seq.x.detach(),
-        tokens.detach(),
-        seq.anchors["start"],
-        seq.anchors["end"],
-        rotate,
+        out.x, choice.expand(seq.batch_size, -1), joined, length, seq.anchors["start"], seq.anchors["end"], rotate
     )
     return out.with_x(x)
 
@@ -393,36 +376,34 @@ def insert_split(
 class Choice:
     """One categorical choice of a pass, by a straight-through Gumbel-softmax.
 
-    ``index`` (B,) long; ``noisy`` the logits plus Gumbel noise (detached; the plain logits when
-    not sampling), ``logits`` the head's output when it gets a gradient (else None), ``tau`` the
-    temperature. Placements that arrange tokens by the index give the logits their gradient with
-    :func:`insert_split`, those that keep a learned number of tokens with :meth:`kept`: each is
-    what :func:`straight_through_gumbel`'s one-hot gives, in one autograd node.
+    ``index`` (B,) long, ``argmax(logits + g)``; ``soft`` ``softmax((logits + g) / tau)``, built by
+    autograd from the logits when they get a gradient (else None): the straight-through one-hot
+    ``hard + (soft - soft.detach())`` has the hard value and exactly the softmax's gradient, so the
+    placements use the hard value through ``index`` and hand ``soft`` the one-hot's gradient, in
+    one autograd node (:func:`insert_split`, :meth:`kept`), autograd doing the softmax, the
+    temperature and the batch sum of task-level logits. ``dtype`` is the logits' dtype.
     """
 
     index: torch.Tensor
-    noisy: torch.Tensor
-    logits: Optional[torch.Tensor]
-    tau: float
+    soft: Optional[torch.Tensor]
+    dtype: torch.dtype
 
     @classmethod
     def draw(cls, logits: torch.Tensor, tau: float, sample: bool) -> "Choice":
         """The choice of ``argmax(logits + g)`` (same noise draw as :func:`straight_through_gumbel`)."""
-        noisy = logits.detach()
         if sample:
-            noisy = noisy - torch.empty_like(noisy).exponential_().log()
+            # g = -log(-log U) = -log(E) with E ~ Exp(1)
+            logits = logits - torch.empty_like(logits).exponential_().log_()
         wants_grad = torch.is_grad_enabled() and logits.requires_grad
-        return cls(noisy.argmax(-1), noisy, logits if wants_grad else None, tau)
+        return cls(logits.argmax(-1), torch.softmax(logits / tau, dim=-1) if wants_grad else None, logits.dtype)
 
     def kept(self, length: int) -> torch.Tensor:
         """(B or 1, length) ``keep_t = sum_{j >= length - t} y_j`` for the one-hot ``y`` of this
         choice (a prefix prompt of learned length keeps its last ``index`` tokens): exactly 0/1,
         with the straight-through gradient (:class:`_StraightThroughKeep`)."""
-        if self.logits is None:
-            return (self.index[:, None] >= length - _index_tensors(0, length, self.noisy.device)[0]).to(
-                self.noisy.dtype
-            )
-        return _StraightThroughKeep.apply(self.logits, self.noisy, self.index, self.tau, length)
+        if self.soft is None:
+            return kept_mask(self.index, length, self.dtype)
+        return _StraightThroughKeep.apply(self.soft, self.index, length)
 
 
 # --------------------------------------------------------------------------- logits
@@ -615,6 +596,7 @@ class _LearnedChoice(Placement):
         if depth < 1:
             raise ConfigError(f"PROMPT.DYNAMIC.CHOICE_DEPTH must be >= 1 (1 = one choice for all layers); got {depth}.")
         self.length = int(length)
+        self.choice_depth = depth
         self.instance = instance
         self.sample_noise = bool(noise)
         self.eval_noise = bool(eval_noise)
@@ -658,10 +640,12 @@ class _LearnedChoice(Placement):
     def choose(self, seq: TokenSeq, ctx: PromptContext) -> Tuple[Choice, torch.Tensor, int]:
         """``(choice, index (B,), head)`` for this layer, drawn once per pass and head."""
         layer = getattr(ctx, "layer", 0)
-        layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
-        if layer not in layers_seen:
-            layers_seen.append(layer)
-        head = min(layers_seen.index(layer), len(self.heads) - 1)
+        head = 0
+        if self.choice_depth > 1:  # the i-th layer this module acts on uses head min(i, depth - 1)
+            layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
+            if layer not in layers_seen:
+                layers_seen.append(layer)
+            head = min(layers_seen.index(layer), self.choice_depth - 1)
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else self.temperature.current
@@ -729,7 +713,7 @@ class AdaptivePosition(_LearnedChoice):
             return seq.replace(owner_id, arrange_tokens(tokens, index, self.rotate)[0])
         if seq.has(owner_id):
             seq = seq.remove(owner_id)
-        return insert_split(seq, tokens, index, owner_id, rotate=self.rotate, straight_through=choice)
+        return insert_split(seq, tokens, index, owner_id, choice.soft, rotate=self.rotate)
 
 
 @PLACEMENTS.register("adap_ins_pos")
@@ -879,4 +863,6 @@ class PromptPool(TokenSource):
 
     def forward(self, ctx: PromptContext, tower: str) -> torch.Tensor:
         beta = self.mixing_weights(ctx, tower)
-        return torch.einsum("bk,kld->bld", beta.to(self.prompts.dtype), self.prompts)
+        k, length, width = self.prompts.shape
+        # one (B, k) x (k, l*d) product: einsum's permutes and batched product cost more small ops
+        return torch.mm(beta.to(self.prompts.dtype), self.prompts.view(k, length * width)).view(-1, length, width)
