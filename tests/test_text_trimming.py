@@ -120,6 +120,22 @@ def test_trim_text_switch_reaches_the_towers():
     assert seen[0].length == 77 + model.prompts.methods[0].n_ctx  # full context, trimmed back to 77 at layer 0
 
 
+def pre_padded_text_model(cfg):
+    """The model of ``cfg`` (two classes, prompts at random values, eval: no dropout, whose masks
+    would be drawn for other shapes), its encoder tower, two tokenized texts and the same texts
+    padded to 40 columns (as a tokenizer's ``padding="max_length"`` gives)."""
+    torch.manual_seed(0)
+    model = build_model(cfg, ["no", "yes"]).eval()
+    with torch.no_grad():
+        for p in model.prompts.parameters():
+            p.copy_(torch.randn_like(p))
+    tower = model.backbone.tower("encoder")
+    assert tower.trim_text  # on by default (MODEL.BACKBONE.TRIM_TEXT)
+    ids, mask = tower.tokenize(["great movie, truly", "bad"])
+    pad = torch.zeros(2, 40 - ids.shape[1], dtype=ids.dtype)
+    return model, tower, (ids, mask), (torch.cat([ids, pad], 1), torch.cat([mask, pad.bool()], 1))
+
+
 def test_bert_padding_the_mask_hides_is_trimmed_exactly():
     """Pre-padded inputs (padding to a fixed length): the columns every sample masks are dropped,
     outputs and prompt gradients are those of the padded run; inner padding stays."""
@@ -136,16 +152,7 @@ def test_bert_padding_the_mask_hides_is_trimmed_exactly():
             "384",
         ]
     )
-    torch.manual_seed(0)
-    model = build_model(cfg, ["no", "yes"]).eval()  # no dropout: its masks would be drawn for other shapes
-    with torch.no_grad():
-        for p in model.prompts.parameters():
-            p.copy_(torch.randn_like(p))
-    tower = model.backbone.tower("encoder")
-    assert tower.trim_text
-    ids, mask = tower.tokenize(["great movie, truly", "bad"])
-    pad = torch.zeros(2, 40 - ids.shape[1], dtype=ids.dtype)
-    padded = (torch.cat([ids, pad], 1), torch.cat([mask, pad.bool()], 1))
+    model, tower, (ids, mask), padded = pre_padded_text_model(cfg)
     weights = torch.randn(2, tower.width)
     results = []
     for trim in (True, False):
@@ -179,16 +186,7 @@ def test_t5_padding_the_mask_hides_is_trimmed_exactly(method):
     cfg.merge_from_list(["PROMPT.METHODS", f"['{method}']"])
     if method == "dept":
         cfg.merge_from_list(["PROMPT.DEPT.NUM_TOKENS", "4", "PROMPT.DEPT.RANK", "2", "PROMPT.DEPT.MAX_LEN", "48"])
-    torch.manual_seed(0)
-    model = build_model(cfg, ["no", "yes"]).eval()  # no dropout: its masks would be drawn for other shapes
-    with torch.no_grad():
-        for p in model.prompts.parameters():
-            p.copy_(torch.randn_like(p))
-    tower = model.backbone.tower("encoder")
-    assert tower.trim_text  # on by default (MODEL.BACKBONE.TRIM_TEXT)
-    ids, mask = tower.tokenize(["great movie, truly", "bad"])
-    pad = torch.zeros(2, 40 - ids.shape[1], dtype=ids.dtype)
-    padded = (torch.cat([ids, pad], 1), torch.cat([mask, pad.bool()], 1))
+    model, tower, (ids, mask), padded = pre_padded_text_model(cfg)
     targets = model.targets(ids.device)[torch.tensor([1, 0])]
     results = []
     for trim in (True, False):

@@ -51,14 +51,7 @@ from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
 from . import _hf
-from ._hf import (
-    LazyTokenizer,
-    prefix_cache,
-    prefixed_key_mask,
-    real_token_span,
-    token_inputs,
-    trim_trailing_padding,
-)
+from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
 
 #: model types whose embeddings module takes (inputs_embeds, position_ids, token_type_ids) and
@@ -113,7 +106,7 @@ class HFEncoderTower(TokenTower):
             inputs = self.tokenize(inputs)
         ids, mask, types = token_inputs(inputs)
         if self.trim_text:
-            ids, mask, types = trim_trailing_padding(ids, mask, types)
+            ids, mask, types = _hf.trim_trailing_padding(ids, mask, types)
         first, last = real_token_span(mask)
         segment_b = last + 1
         if types is not None:

@@ -45,14 +45,7 @@ from ..registry import BACKBONES
 from ..tokens import TokenSeq
 from ..utils.extras import require
 from . import _hf
-from ._hf import (
-    LazyTokenizer,
-    prefix_cache,
-    prefixed_key_mask,
-    real_token_span,
-    token_inputs,
-    trim_trailing_padding,
-)
+from ._hf import LazyTokenizer, prefix_cache, prefixed_key_mask, real_token_span, token_inputs
 from .base import TokenBackbone, TokenTower
 
 # Published T5 v1.1 hyperparameters (the LM-adapted checkpoints share them): gated-GELU FFN,
@@ -129,7 +122,7 @@ class T5EncoderTower(TokenTower):
             inputs = self.tokenize(inputs)
         ids, mask, _ = token_inputs(inputs)
         if self.trim_text:
-            ids, mask, _ = trim_trailing_padding(ids, mask)
+            ids, mask, _ = _hf.trim_trailing_padding(ids, mask)
         first, last = real_token_span(mask)
         x = self.stack.embed_tokens(ids)
         return TokenSeq.from_embeddings(x, mask, tower=self.name, anchors={"start": first, "end": last})
