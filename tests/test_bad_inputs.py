@@ -129,6 +129,31 @@ def test_a_main_metric_the_evaluator_lacks_is_found_before_training(sandbox, cap
     assert not (sandbox.root / "out" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "opts,needle",
+    [
+        (["PROMPT.MAPLE.PROMPT_DEPTH", "13"], "PROMPT.MAPLE.PROMPT_DEPTH = 13; it must be between 1 and 12"),
+        (
+            ["PROMPT.MAPLE.MODE", "deep_vision", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "20"],
+            "PROMPT.MAPLE.PROMPT_DEPTH_VISION = 20; it must be between 1 and 12",
+        ),
+    ],
+)
+def test_a_maple_depth_beyond_the_towers_is_found_before_the_model_is_built(sandbox, capsys, monkeypatch, opts, needle):
+    """ViT-B/16 has 12 layers per tower: the depth is checked against the architecture's config,
+    before the model (some 20 s at this size) is built."""
+    import mmprompt.backbones.open_clip as oc
+
+    pytest.importorskip("open_clip")
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the model was built before the config check")
+
+    monkeypatch.setattr(oc, "create_open_clip", must_not_build)
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "maple.yaml")
+    refused(train_net(capsys, sandbox, *opts, config=config), needle)
+
+
 def test_root_that_does_not_exist(sandbox, capsys):
     refused(
         call(

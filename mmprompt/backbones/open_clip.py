@@ -48,7 +48,7 @@ import json
 import os
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -436,6 +436,17 @@ class OpenCLIP(TokenBackbone):
 
 
 # ---------------------------------------------------------------------- building
+def tower_layers(arch: str, kwargs: Optional[dict] = None) -> Optional[Dict[str, int]]:
+    """Layers of the ``text`` and ``vision`` towers of open_clip ``arch`` as its model config
+    states them, without building anything (for checks before the model is built); None when
+    ``kwargs`` (MODEL.BACKBONE.KWARGS) replaces a tower's config."""
+    if {"text_cfg", "vision_cfg"} & set(kwargs or {}):
+        return None
+    open_clip = require("open_clip", "open_clip backbones")
+    model_cfg = open_clip.get_model_config(resolve_open_clip_arch(arch))
+    return {"text": int(model_cfg["text_cfg"]["layers"]), "vision": int(model_cfg["vision_cfg"]["layers"])}
+
+
 def resolve_open_clip_arch(arch: str) -> str:
     """The open_clip model name for ``arch``: a built-in name, or a model-config JSON path
     (registered with ``open_clip.add_model_config`` under the file's stem)."""

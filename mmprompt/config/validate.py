@@ -287,6 +287,7 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
                 f"PROMPT.{node_name}: {' and '.join(f'{k} 0' for k in sizes)} leaves the {name} method "
                 "with nothing to train; set a length >= 1, or remove it from PROMPT.METHODS"
             )
+    _prompt_depths(cfg, problems)
     dyn = cfg.PROMPT.DYNAMIC
     for key in ("TAU0", "TAU_MIN", "STEP_SCALE"):
         _check(problems, f"PROMPT.DYNAMIC.{key}", dyn[key], lambda v: v > 0, "> 0")
@@ -295,3 +296,22 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
     _check(problems, "PROMPT.DYNAMIC.CHOICE_DEPTH", dyn.CHOICE_DEPTH, lambda v: v >= 1, ">= 1")
     _check(problems, "PROMPT.SUPERPOS.M", cfg.PROMPT.SUPERPOS.M, lambda v: v >= 1, ">= 1")
     _check(problems, "PROMPT.RESIDUAL.HIDDEN", cfg.PROMPT.RESIDUAL.HIDDEN, lambda v: v >= 1, ">= 1")
+
+
+def _prompt_depths(cfg, problems: List[str]) -> None:
+    """MaPLe's prompt depths against the layers an open_clip architecture's config states, so a
+    depth beyond the towers is found before the model (some 20 s at ViT-B/16) is built; the
+    model's own check at setup stays for every other case."""
+    if cfg.MODEL.BACKBONE.NAME != "open_clip" or "maple" not in cfg.PROMPT.METHODS:
+        return
+    from ..backbones.open_clip import tower_layers
+    from ..prompts.maple import MaPLe
+
+    try:
+        layers = tower_layers(cfg.MODEL.BACKBONE.ARCH, dict(cfg.MODEL.BACKBONE.KWARGS))
+        if layers is not None:
+            MaPLe.from_config(cfg).depths(layers)
+    except ConfigError as e:
+        problems.append(str(e))
+    except MMPromptError:  # open_clip not installed: building the model says so
+        pass

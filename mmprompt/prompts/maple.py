@@ -39,7 +39,7 @@ N_CTX 2 and depth 9: 2x512 + 8x2x512 text tokens + 9 x (512x768 + 768) couplings
 from __future__ import annotations
 
 import copy
-from typing import List
+from typing import Dict, List
 
 from torch import nn
 
@@ -124,27 +124,37 @@ class MaPLe(PromptModule):
             settings=cfg,
         )
 
-    def _depth(self, key: str, depth: int, towers) -> int:
-        max_depth = min(t.num_layers for t in towers)
-        if not 1 <= depth <= max_depth:
-            raise ConfigError(
-                f"PROMPT.MAPLE.{key} = {depth}; it must be between 1 and {max_depth} "
-                f"(the layers of the prompted towers)."
-            )
-        return depth
+    def depths(self, layers: Dict[str, int]) -> Dict[str, int]:
+        """The prompt depth of each prompted tower ("text", "vision") for towers of ``layers[name]``
+        layers, or a ConfigError naming the key that is out of range. :meth:`setup` calls it with
+        the built towers; the config check before anything is built, with the layers the
+        architecture's config states (``mmprompt/config/validate.py``)."""
+
+        def checked(key: str, depth: int, max_depth: int) -> int:
+            if not 1 <= depth <= max_depth:
+                raise ConfigError(
+                    f"PROMPT.MAPLE.{key} = {depth}; it must be between 1 and {max_depth} "
+                    f"(the layers of the prompted towers)."
+                )
+            return depth
+
+        if self.mode == "maple":  # one depth: layer j's vision prompts come from layer j's text prompts
+            depth = checked("PROMPT_DEPTH", self.prompt_depth, min(layers["text"], layers["vision"]))
+            return {"text": depth, "vision": depth}
+        depths = {}
+        if self.text_prompts:
+            depths["text"] = checked("PROMPT_DEPTH", self.prompt_depth, layers["text"])
+        if self.vision_prompts:
+            key = "PROMPT_DEPTH_VISION" if self.prompt_depth_vision > 0 else "PROMPT_DEPTH"
+            depths["vision"] = checked(key, self.prompt_depth_vision or self.prompt_depth, layers["vision"])
+        return depths
 
     def setup(self, backbone):
         what = f"maple (mode {self.mode})"
         text = require_text_tower(backbone, what) if self.text_prompts else None
         vision = method_tower(backbone, "vision", what) if self.vision_prompts else None
-        if self.mode == "maple":  # one depth: layer j's vision prompts come from layer j's text prompts
-            self.text_depth = self.vision_depth = self._depth("PROMPT_DEPTH", self.prompt_depth, [text, vision])
-        else:
-            if text is not None:
-                self.text_depth = self._depth("PROMPT_DEPTH", self.prompt_depth, [text])
-            if vision is not None:
-                key = "PROMPT_DEPTH_VISION" if self.prompt_depth_vision > 0 else "PROMPT_DEPTH"
-                self.vision_depth = self._depth(key, self.prompt_depth_vision or self.prompt_depth, [vision])
+        depths = self.depths({name: t.num_layers for name, t in (("text", text), ("vision", vision)) if t is not None})
+        self.text_depth, self.vision_depth = depths.get("text", 0), depths.get("vision", 0)
         if self.text_prompts:
             init_text, rest = "", []
             phrase = self.ctx_init.replace("_", " ")
