@@ -130,18 +130,23 @@ def test_a_main_metric_the_evaluator_lacks_is_found_before_training(sandbox, cap
 
 
 @pytest.mark.parametrize(
-    "opts,needle",
+    "recipe,opts,needle",
     [
-        (["PROMPT.MAPLE.PROMPT_DEPTH", "13"], "PROMPT.MAPLE.PROMPT_DEPTH = 13; it must be between 1 and 12"),
+        ("maple", ["PROMPT.MAPLE.PROMPT_DEPTH", "13"], "PROMPT.MAPLE.PROMPT_DEPTH = 13; it must be between 1 and 12"),
         (
+            "maple",
             ["PROMPT.MAPLE.MODE", "deep_vision", "PROMPT.MAPLE.PROMPT_DEPTH_VISION", "20"],
             "PROMPT.MAPLE.PROMPT_DEPTH_VISION = 20; it must be between 1 and 12",
         ),
+        ("maple", ["PROMPT.MAPLE.N_CTX", "75"], "PROMPT.MAPLE.N_CTX gives 75 context tokens, more than the 73"),
+        ("coop", ["PROMPT.COOP.N_CTX", "80"], "PROMPT.COOP.N_CTX gives 80 context tokens, more than the 73"),
     ],
 )
-def test_a_maple_depth_beyond_the_towers_is_found_before_the_model_is_built(sandbox, capsys, monkeypatch, opts, needle):
-    """ViT-B/16 has 12 layers per tower: the depth is checked against the architecture's config,
-    before the model (some 20 s at this size) is built."""
+def test_clip_prompt_sizes_beyond_the_architecture_are_found_before_the_model_is_built(
+    sandbox, capsys, monkeypatch, recipe, opts, needle
+):
+    """ViT-B/16 has 12 layers per tower and 77 text positions: depths and context lengths are
+    checked against the architecture's config, before the model (some 20 s at this size) is built."""
     import mmprompt.backbones.open_clip as oc
 
     pytest.importorskip("open_clip")
@@ -150,7 +155,7 @@ def test_a_maple_depth_beyond_the_towers_is_found_before_the_model_is_built(sand
         raise AssertionError("the model was built before the config check")
 
     monkeypatch.setattr(oc, "create_open_clip", must_not_build)
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "maple.yaml")
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{recipe}.yaml")
     refused(train_net(capsys, sandbox, *opts, config=config), needle)
 
 

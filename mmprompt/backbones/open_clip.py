@@ -436,15 +436,21 @@ class OpenCLIP(TokenBackbone):
 
 
 # ---------------------------------------------------------------------- building
-def tower_layers(arch: str, kwargs: Optional[dict] = None) -> Optional[Dict[str, int]]:
-    """Layers of the ``text`` and ``vision`` towers of open_clip ``arch`` as its model config
-    states them, without building anything (for checks before the model is built); None when
-    ``kwargs`` (MODEL.BACKBONE.KWARGS) replaces a tower's config."""
+def architecture_sizes(arch: str, kwargs: Optional[dict] = None) -> Optional[Dict[str, int]]:
+    """``text`` / ``vision``: the layers of each tower, and ``context_length``: the text tower's
+    positions, of open_clip ``arch`` as its model config states them, without building anything
+    (for checks before the model is built); None when ``kwargs`` (MODEL.BACKBONE.KWARGS) replaces
+    a tower's config."""
     if {"text_cfg", "vision_cfg"} & set(kwargs or {}):
         return None
     open_clip = require("open_clip", "open_clip backbones")
     model_cfg = open_clip.get_model_config(resolve_open_clip_arch(arch))
-    return {"text": int(model_cfg["text_cfg"]["layers"]), "vision": int(model_cfg["vision_cfg"]["layers"])}
+    text = model_cfg["text_cfg"]
+    return {
+        "text": int(text["layers"]),
+        "vision": int(model_cfg["vision_cfg"]["layers"]),
+        "context_length": int(text.get("context_length", 77)),  # open_clip's CLIPTextCfg default
+    }
 
 
 def resolve_open_clip_arch(arch: str) -> str:

@@ -287,7 +287,7 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
                 f"PROMPT.{node_name}: {' and '.join(f'{k} 0' for k in sizes)} leaves the {name} method "
                 "with nothing to train; set a length >= 1, or remove it from PROMPT.METHODS"
             )
-    _prompt_depths(cfg, problems)
+    _clip_prompt_sizes(cfg, problems)
     dyn = cfg.PROMPT.DYNAMIC
     for key in ("TAU0", "TAU_MIN", "STEP_SCALE"):
         _check(problems, f"PROMPT.DYNAMIC.{key}", dyn[key], lambda v: v > 0, "> 0")
@@ -298,20 +298,39 @@ def _model(cfg, training: bool, problems: List[str]) -> None:
     _check(problems, "PROMPT.RESIDUAL.HIDDEN", cfg.PROMPT.RESIDUAL.HIDDEN, lambda v: v >= 1, ">= 1")
 
 
-def _prompt_depths(cfg, problems: List[str]) -> None:
-    """MaPLe's prompt depths against the layers an open_clip architecture's config states, so a
-    depth beyond the towers is found before the model (some 20 s at ViT-B/16) is built; the
-    model's own check at setup stays for every other case."""
-    if cfg.MODEL.BACKBONE.NAME != "open_clip" or "maple" not in cfg.PROMPT.METHODS:
+def _clip_prompt_sizes(cfg, problems: List[str]) -> None:
+    """CLIP prompt sizes against what an open_clip architecture's config states, so they are found
+    before the model (some 20 s at ViT-B/16) is built: MaPLe's depths against the towers' layers
+    (:meth:`MaPLe.depths`, the rule its setup applies), and a CoOp / MaPLe text context that leaves
+    no room for a class name in the text tower's positions. What depends on the class names (a
+    long name pushing EOT past the last position) is found at the first forward pass."""
+    methods = [m for m in ("coop", "maple") if m in cfg.PROMPT.METHODS]
+    if cfg.MODEL.BACKBONE.NAME != "open_clip" or not methods:
         return
-    from ..backbones.open_clip import tower_layers
+    from ..backbones.open_clip import architecture_sizes
+    from ..prompts.coop import coop_context_length
     from ..prompts.maple import MaPLe
 
     try:
-        layers = tower_layers(cfg.MODEL.BACKBONE.ARCH, dict(cfg.MODEL.BACKBONE.KWARGS))
-        if layers is not None:
-            MaPLe.from_config(cfg).depths(layers)
+        sizes = architecture_sizes(cfg.MODEL.BACKBONE.ARCH, dict(cfg.MODEL.BACKBONE.KWARGS))
+        if sizes is None:
+            return
+        if "maple" in methods:
+            MaPLe.from_config(cfg).depths(sizes)
     except ConfigError as e:
         problems.append(str(e))
+        return
     except MMPromptError:  # open_clip not installed: building the model says so
-        pass
+        return
+    room = sizes["context_length"] - 4  # SOT, at least one class-name token, the "." CoOp/MaPLe add, EOT
+    contexts = {"coop": coop_context_length(cfg.PROMPT.COOP.CTX_INIT, cfg.PROMPT.COOP.N_CTX)}
+    if cfg.PROMPT.MAPLE.MODE in ("maple", "deep_language", "ivlp"):
+        contexts["maple"] = cfg.PROMPT.MAPLE.N_CTX
+    for method in methods:
+        n_ctx = contexts.get(method)
+        if n_ctx is not None and n_ctx > room:
+            problems.append(
+                f"PROMPT.{method.upper()}.N_CTX gives {n_ctx} context tokens, more than the {room} the text "
+                f"tower's {sizes['context_length']} positions leave beside SOT, a class name, its '.' and EOT; "
+                f"use at most {room} (fewer for long class names)"
+            )
