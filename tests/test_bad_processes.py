@@ -22,8 +22,10 @@ RUNNER = os.path.join(HERE, "_fault_run.py")
 
 def _default_sigint() -> None:
     # a terminal starts a command with SIGINT at its default disposition and unblocked; the pytest
-    # process may not be (a full-suite run once left it so: the child never saw the signal and
-    # sat in the test double's block), and a child inherits both
+    # process may not be, and a child inherits both: a non-interactive shell starts background
+    # jobs (`cmd &`, as CI scripts and detached runs do) with SIGINT ignored, which is how the
+    # child once never saw the signal and sat in the test double's block (no test changes SIGINT:
+    # a probe of the handler and mask around every test of the full suite saw no change)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
