@@ -293,6 +293,8 @@ def keyword_defaults(cls, skip=()):
         ("mmprompt.prompts.sources_superpos:ResidualSource", "RESIDUAL", ("tower", "init", "init_text", "patch_size")),
         ("mmprompt.prompts.offsets:DePT", "DEPT", ()),
         ("mmprompt.prompts.offsets:ADePT", "ADEPT", ()),
+        ("mmprompt.prompts.offsets:OffsetPrompt", "DEPT", ()),
+        ("mmprompt.prompts.offsets:OffsetPrompt", "ADEPT", ()),
     ],
 )
 def test_keyword_defaults_are_the_config_defaults(path, node, skip):

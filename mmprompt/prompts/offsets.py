@@ -113,7 +113,8 @@ class TokenSharedOffsets(nn.Module):
 class OffsetPrompt(PromptModule):
     """A short prompt plus per-layer token offsets in one tower.
 
-    ``cfg`` is where the short prompt's source and placement read their own settings
+    The keywords DePT and ADePT share are these (defaults = PROMPT.DEPT's and ADEPT's, which
+    agree); ``cfg`` is where the short prompt's source and placement read their own settings
     (PROMPT.DYNAMIC, SUPERPOS, RESIDUAL); None builds them with the defaults. Subclasses build
     each layer's offset module (:meth:`build_offsets`) from their own keywords."""
 
@@ -122,14 +123,14 @@ class OffsetPrompt(PromptModule):
         cfg=None,
         *,
         method: str,
-        tower: str,
         num_tokens: int,
-        layers: Sequence[int],
-        tokens: str,
-        init: str,
-        init_text: str,
-        source: str,
-        position: str,
+        layers: Sequence[int] = (0,),
+        tokens: str = "content",
+        init: str = "text_repeat",
+        init_text: str = "Classify this text is postive or not:",
+        tower: str = "encoder",
+        source: str = "param",
+        position: str = "prefix",
     ):
         super().__init__()
         if tokens not in TOKEN_SETS:
@@ -202,7 +203,8 @@ class OffsetPrompt(PromptModule):
 
 class DePT(OffsetPrompt):
     """DePT (Shi & Lipani 2024): a short prompt and position offsets ``s A B`` added to the
-    content tokens' embeddings. Keyword defaults are PROMPT.DEPT's."""
+    content tokens' embeddings. Keyword defaults are PROMPT.DEPT's; ``prompt``: the keywords of
+    :class:`OffsetPrompt` (layers, tokens, init, init_text, tower, source, position)."""
 
     def __init__(
         self,
@@ -213,26 +215,9 @@ class DePT(OffsetPrompt):
         max_len: int = 256,
         alpha: float = 8.0,
         scaling: str = "alpha_sqrt_rank",
-        layers: Sequence[int] = (0,),
-        tokens: str = "content",
-        init: str = "text_repeat",
-        init_text: str = "Classify this text is postive or not:",
-        tower: str = "encoder",
-        source: str = "param",
-        position: str = "prefix",
+        **prompt,
     ):
-        super().__init__(
-            cfg,
-            method="dept",
-            tower=tower,
-            num_tokens=num_tokens,
-            layers=layers,
-            tokens=tokens,
-            init=init,
-            init_text=init_text,
-            source=source,
-            position=position,
-        )
+        super().__init__(cfg, method="dept", num_tokens=num_tokens, **prompt)
         self.rank, self.max_len = rank, max_len
         self.scale = dept_scale(scaling, alpha, rank)  # checks SCALING before anything is built
 
@@ -247,7 +232,8 @@ class DePT(OffsetPrompt):
 
 class ADePT(OffsetPrompt):
     """ADePT (Tang et al. 2025): a short prompt and token-shared offsets from a small MLP of each
-    token's embedding. Keyword defaults are PROMPT.ADEPT's."""
+    token's embedding. Keyword defaults are PROMPT.ADEPT's; ``prompt``: the keywords of
+    :class:`OffsetPrompt` (layers, tokens, init, init_text, tower, source, position)."""
 
     def __init__(
         self,
@@ -257,26 +243,9 @@ class ADePT(OffsetPrompt):
         bottleneck: int = 19,
         dropout: float = 0.1,
         down_init: str = "adept",
-        layers: Sequence[int] = (0,),
-        tokens: str = "content",
-        init: str = "text_repeat",
-        init_text: str = "Classify this text is postive or not:",
-        tower: str = "encoder",
-        source: str = "param",
-        position: str = "prefix",
+        **prompt,
     ):
-        super().__init__(
-            cfg,
-            method="adept",
-            tower=tower,
-            num_tokens=num_tokens,
-            layers=layers,
-            tokens=tokens,
-            init=init,
-            init_text=init_text,
-            source=source,
-            position=position,
-        )
+        super().__init__(cfg, method="adept", num_tokens=num_tokens, **prompt)
         self.bottleneck, self.offset_dropout, self.down_init = bottleneck, dropout, down_init
 
     @classmethod
