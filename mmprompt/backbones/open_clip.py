@@ -438,19 +438,25 @@ class OpenCLIP(TokenBackbone):
 # ---------------------------------------------------------------------- building
 def architecture_sizes(arch: str, kwargs: Optional[dict] = None) -> Optional[Dict[str, int]]:
     """``text`` / ``vision``: the layers of each tower, and ``context_length``: the text tower's
-    positions, of open_clip ``arch`` as its model config states them, without building anything
-    (for checks before the model is built); None when ``kwargs`` (MODEL.BACKBONE.KWARGS) replaces
-    a tower's config."""
+    positions, of open_clip ``arch`` as its model config states them (open_clip's defaults for
+    what it leaves out), without building anything (for checks before the model is built); None
+    when ``kwargs`` (MODEL.BACKBONE.KWARGS) replaces a tower's config or a value is not a whole
+    number (building the model then says what is wrong)."""
     if {"text_cfg", "vision_cfg"} & set(kwargs or {}):
         return None
     open_clip = require("open_clip", "open_clip backbones")
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
     model_cfg = open_clip.get_model_config(resolve_open_clip_arch(arch))
-    text = model_cfg["text_cfg"]
-    return {
-        "text": int(text["layers"]),
-        "vision": int(model_cfg["vision_cfg"]["layers"]),
-        "context_length": int(text.get("context_length", 77)),  # open_clip's CLIPTextCfg default
-    }
+    text, vision = model_cfg.get("text_cfg") or {}, model_cfg.get("vision_cfg") or {}
+    try:
+        return {
+            "text": int(text.get("layers", CLIPTextCfg.layers)),
+            "vision": int(vision.get("layers", CLIPVisionCfg.layers)),
+            "context_length": int(text.get("context_length", CLIPTextCfg.context_length)),
+        }
+    except (TypeError, ValueError):
+        return None
 
 
 def resolve_open_clip_arch(arch: str) -> str:

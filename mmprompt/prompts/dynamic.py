@@ -596,7 +596,6 @@ class _LearnedChoice(Placement):
         if depth < 1:
             raise ConfigError(f"PROMPT.DYNAMIC.CHOICE_DEPTH must be >= 1 (1 = one choice for all layers); got {depth}.")
         self.length = int(length)
-        self.choice_depth = depth
         self.instance = instance
         self.sample_noise = bool(noise)
         self.eval_noise = bool(eval_noise)
@@ -641,11 +640,11 @@ class _LearnedChoice(Placement):
         """``(choice, index (B,), head)`` for this layer, drawn once per pass and head."""
         layer = getattr(ctx, "layer", 0)
         head = 0
-        if self.choice_depth > 1:  # the i-th layer this module acts on uses head min(i, depth - 1)
+        if len(self.heads) > 1:  # the i-th layer this module acts on uses head min(i, depth - 1)
             layers_seen = ctx.cache.setdefault(("dynamic.layers", id(self), seq.tower), [])
             if layer not in layers_seen:
                 layers_seen.append(layer)
-            head = min(layers_seen.index(layer), self.choice_depth - 1)
+            head = min(layers_seen.index(layer), len(self.heads) - 1)
         key = ("dynamic.choice", id(self), seq.tower, head)
         if key not in ctx.cache:
             tau = self.temperature.update(ctx.step) if self.training else self.temperature.current
