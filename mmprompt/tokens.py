@@ -212,6 +212,7 @@ class TokenSeq:
         owner_id: int,
         mask: Optional[Tensor] = None,
         joined: Optional[Tensor] = None,
+        token_order: Optional[Tensor] = None,
     ) -> "TokenSeq":
         """Insert token t of each sample before original position ``positions[b, t]``.
 
@@ -220,6 +221,8 @@ class TokenSeq:
         ``[P_before; X; P_after]`` and per-instance placements. The new hidden states are one
         gather from ``[x; tokens]`` (B, N+k, D); ``joined`` is that concatenation when the caller
         built it already (dynamic prompting's choice gradient reads it too), else it is built here.
+        ``token_order`` (B, k) long, a permutation per sample, inserts ``tokens[b, token_order[b, t]]``
+        as token t (a rotated prompt, by the same gather); ``mask`` is indexed like ``tokens``.
         """
         tokens = self.batch_tokens(tokens)
         B, N, D = self.x.shape
@@ -236,7 +239,10 @@ class TokenSeq:
         new_tok = positions + torch.arange(k, device=self.x.device)
         src = torch.empty(B, N + k, dtype=torch.long, device=self.x.device)
         src.scatter_(1, new_orig, orig)
-        src.scatter_(1, new_tok, torch.arange(N, N + k, device=self.x.device).expand(B, k))
+        if token_order is None:
+            src.scatter_(1, new_tok, torch.arange(N, N + k, device=self.x.device).expand(B, k))
+        else:
+            src.scatter_(1, new_tok, token_order.to(device=self.x.device, dtype=torch.long) + N)
 
         if mask is None:
             tok_mask = torch.ones(B, k, dtype=torch.bool, device=self.x.device)

@@ -360,6 +360,7 @@ def test_temperature_follows_ctx_step_and_round_trips_through_a_checkpoint(tmp_p
     for key in ("tau", "last_step", "gamma", "step_scale", "tau_min", "tau0"):
         assert torch.equal(getattr(fresh.placement.temperature, key), getattr(sched, key)), key
     assert fresh.placement.temperature.value(50) == sched.value(50)
+    assert fresh.placement.temperature.current == sched.current  # a resumed run continues from it
 
 
 def test_bad_dynamic_settings_say_what_to_do():

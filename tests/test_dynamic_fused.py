@@ -39,7 +39,7 @@ def test_split_choice_gradient_in_one_node_equals_the_reference(level, rotate):
         if fused:
             choice = Choice.draw(logits, 0.7, sample=True)
             index = choice.index.expand(B)
-            out = insert_split(seq, tokens, index, 42, choice.soft, rotate=rotate)
+            out = insert_split(seq, tokens, index, 42, choice, rotate=rotate)
         else:
             one_hot, index = straight_through_gumbel(logits, 0.7, sample=True)
             index = index.expand(B)

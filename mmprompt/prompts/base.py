@@ -45,7 +45,7 @@ class PromptContext:
     records: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
 
     def record(self, key: str, value: torch.Tensor):
-        self.records.setdefault(key, []).append(value.detach())
+        self.records.setdefault(key, []).append(value.detach() if value.requires_grad else value)
 
 
 #: ctx.cache key of a tower's prompt-free layer-0 input, ``(FROZEN_PASS_INPUT, tower) -> (backbone,

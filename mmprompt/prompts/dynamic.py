@@ -197,18 +197,32 @@ class _SplitChoiceGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(fctx, arranged, choice, joined, length, start, end, rotate):
-        fctx.save_for_backward(joined, start, end)
-        fctx.length = int(length)
-        fctx.choice_dtype = choice.dtype
-        fctx.rotate = bool(rotate)
+    def forward(fctx, arranged, target, joined, length, start, end, rotate, soft, tau):
+        fctx.save_for_backward(joined, start, end, soft)
+        fctx.length, fctx.rotate, fctx.tau = int(length), bool(rotate), tau
+        fctx.target_shape, fctx.target_dtype = target.shape, target.dtype
         return arranged.view_as(arranged)
 
     @staticmethod
     def backward(fctx, grad):
-        joined, start, end = fctx.saved_tensors
+        joined, start, end, soft = fctx.saved_tensors
         grad_choice = split_choice_gradient(grad, joined, fctx.length, start, end, fctx.rotate)
-        return grad, _as(grad_choice, fctx.choice_dtype), None, None, None, None, None
+        grad_target = choice_target_gradient(grad_choice, fctx.target_shape, fctx.target_dtype, soft, fctx.tau)
+        return grad, grad_target, None, None, None, None, None, None, None
+
+
+def choice_target_gradient(
+    grad_choice: torch.Tensor, shape: torch.Size, dtype: torch.dtype, soft: Optional[torch.Tensor], tau: float
+) -> torch.Tensor:
+    """The gradient a choice's target gets from ``grad_choice`` (B, l+1), ``dL/dy`` of its one-hot
+    ``y``: summed over the batch for a target of one row (a task-level choice), then, when the
+    target is the logits of a :class:`Choice` (``soft`` given), through the softmax and the
+    temperature the straight-through one-hot stands for: ``softmax((logits + g) / tau)``'s
+    Jacobian, the same ops in the same order autograd runs for that expression."""
+    grad = grad_choice.sum_to_size(shape) if grad_choice.shape != shape else grad_choice
+    if soft is not None:
+        grad = torch._softmax_backward_data(_as(grad, soft.dtype), soft, -1, soft.dtype) / tau
+    return _as(grad, dtype)
 
 
 class _StraightThroughKeep(torch.autograd.Function):
@@ -216,22 +230,28 @@ class _StraightThroughKeep(torch.autograd.Function):
 
     Forward: ``keep_t = 1`` where ``index >= l - t``, else 0 (the hard one-hot's value). Backward:
     ``dL/dy_j = sum_{t >= l - j} dL/dkeep_t`` (the last j entries: one product with a cached 0/1
-    matrix), given to ``soft``, the softmax the one-hot stands for: what
+    matrix), handed to the target as :func:`choice_target_gradient` does: what
     ``hard + (soft - soft.detach())`` followed by the flipped cumulative sum gives it.
     """
 
     @staticmethod
-    def forward(fctx, soft, index, length):
-        return kept_mask(index, length, soft.dtype)
+    def forward(fctx, target, index, length, soft, tau):
+        fctx.save_for_backward(soft)
+        fctx.tau, fctx.target_shape, fctx.target_dtype = tau, target.shape, target.dtype
+        return kept_mask(index, length, target.dtype)
 
     @staticmethod
     def backward(fctx, grad):
-        return grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype), None, None
+        (soft,) = fctx.saved_tensors
+        grad_choice = grad @ _kept_by_choice(grad.shape[-1], grad.device, grad.dtype)
+        grad_target = choice_target_gradient(grad_choice, fctx.target_shape, fctx.target_dtype, soft, fctx.tau)
+        return grad_target, None, None, None, None
 
 
 def kept_mask(index: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, length) ``keep_t = 1`` where ``index >= length - t`` (the last ``index`` tokens), else 0."""
-    return (index[:, None] >= _kept_thresholds(length, index.device)).to(dtype)
+    """(B, length) ``keep_t = 1`` where ``index >= length - t`` (the last ``index`` tokens), else 0;
+    a 0-d ``index`` (a task-level choice) gives one row."""
+    return (index.view(-1, 1) >= _kept_thresholds(length, index.device)).to(dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -344,58 +364,78 @@ def insert_split(
     tokens: torch.Tensor,
     index: torch.Tensor,
     owner_id: int,
-    choice: Optional[torch.Tensor] = None,
+    choice=None,
     rotate: bool = False,
 ) -> TokenSeq:
     """The arrangement of choice ``index`` ((B,) in [0, l]) per sample, with one gather:
     ``[P[:j]; X; P[j:]]``, or ``[P[j:]; X; P[:j]]`` with ``rotate``.
 
-    ``choice`` (B or 1, l+1), the straight-through one-hot that picked ``index`` or the softmax it
-    stands for (:attr:`Choice.soft`: the one-hot's gradient is the softmax's), receives the
-    gradient of the weighted sum of all arrangements (see :class:`_SplitChoiceGradient`).
+    ``choice``, the :class:`Choice` that picked ``index`` (its logits receive the gradient), or a
+    (B or 1, l+1) straight-through one-hot, receives the gradient of the weighted sum of all
+    arrangements (see :class:`_SplitChoiceGradient`).
     """
     tokens = seq.batch_tokens(tokens)
     length = tokens.shape[1]
     if length == 0:
         return seq
-    placed, before = arrange_tokens(tokens, index, rotate)
-    positions = split_positions(seq, length, before)
-    if choice is None or not (torch.is_grad_enabled() and choice.requires_grad):
-        return seq.insert_at(placed, positions, owner_id)
-    # [X; P] with the prompt in its own order, which the choice gradient reads; eq. 6 keeps that
-    # order, so the insertion gathers from the same concatenation
+    # the rotated arrangement takes token (t + j) % l to slot t: the insertion's gather reads it
+    # from the prompt in its own order
+    order = _rotations(length, tokens.device)[index] if rotate else None
+    positions = split_positions(seq, length, length - index if rotate else index)
+    target, soft, tau = _choice_target(choice)
+    if target is None:
+        return seq.insert_at(tokens, positions, owner_id, token_order=order)
+    # [X; P] with the prompt in its own order: the insertion gathers from it and the choice
+    # gradient reads it
     joined = torch.cat([seq.x, tokens.to(seq.x.dtype)], 1)
-    out = seq.insert_at(placed, positions, owner_id, joined=None if rotate else joined)
+    out = seq.insert_at(tokens, positions, owner_id, joined=joined, token_order=order)
     x = _SplitChoiceGradient.apply(
-        out.x, choice.expand(seq.batch_size, -1), joined, length, seq.anchors["start"], seq.anchors["end"], rotate
+        out.x, target, joined, length, seq.anchors["start"], seq.anchors["end"], rotate, soft, tau
     )
     return out.with_x(x)
+
+
+def _choice_target(choice) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], float]:
+    """``(target, soft, tau)`` for a choice gradient: a :class:`Choice`'s logits with its softmax and
+    temperature, or a one-hot tensor itself (soft None); target None where no gradient is wanted."""
+    if isinstance(choice, Choice):
+        return (choice.logits, choice.soft, choice.tau) if choice.soft is not None else (None, None, 1.0)
+    if choice is None or not (torch.is_grad_enabled() and choice.requires_grad):
+        return None, None, 1.0
+    return choice, None, 1.0
 
 
 @dataclass
 class Choice:
     """One categorical choice of a pass, by a straight-through Gumbel-softmax.
 
-    ``index`` (B,) long, ``argmax(logits + g)``; ``soft`` ``softmax((logits + g) / tau)``, built by
-    autograd from the logits when they get a gradient (else None): the straight-through one-hot
-    ``hard + (soft - soft.detach())`` has the hard value and exactly the softmax's gradient, so the
-    placements use the hard value through ``index`` and hand ``soft`` the one-hot's gradient, in
-    one autograd node (:func:`insert_split`, :meth:`kept`), autograd doing the softmax, the
-    temperature and the batch sum of task-level logits. ``dtype`` is the logits' dtype.
+    ``index`` (B,) or () long, ``argmax(logits + g)``. When the logits get a gradient, ``soft`` is
+    ``softmax((logits + g) / tau)``, computed outside autograd, and ``logits`` are kept: the
+    straight-through one-hot ``hard + (soft - soft.detach())`` has the hard value and exactly the
+    softmax's gradient, so the placements use the hard value through ``index`` and the node that
+    uses it (:func:`insert_split`, :meth:`kept`) hands the logits the one-hot's gradient through
+    the softmax Jacobian, the temperature and, for one row of logits, the batch sum itself
+    (:func:`choice_target_gradient`): one autograd node per choice. ``soft`` and ``logits`` are
+    None when no gradient is wanted. ``dtype`` is the logits' dtype.
     """
 
     index: torch.Tensor
     soft: Optional[torch.Tensor]
     dtype: torch.dtype
+    logits: Optional[torch.Tensor] = None
+    tau: float = 1.0
 
     @classmethod
     def draw(cls, logits: torch.Tensor, tau: float, sample: bool) -> "Choice":
         """The choice of ``argmax(logits + g)`` (same noise draw as :func:`straight_through_gumbel`)."""
-        if sample:
-            # g = -log(-log U) = -log(E) with E ~ Exp(1)
-            logits = logits - torch.empty_like(logits).exponential_().log_()
         wants_grad = torch.is_grad_enabled() and logits.requires_grad
-        return cls(logits.argmax(-1), torch.softmax(logits / tau, dim=-1) if wants_grad else None, logits.dtype)
+        with torch.no_grad():
+            # g = -log(-log U) = -log(E) with E ~ Exp(1)
+            noisy = logits - torch.empty_like(logits).exponential_().log_() if sample else logits
+            index = noisy.argmax(-1)
+            if not wants_grad:
+                return cls(index, None, logits.dtype)
+            return cls(index, torch.softmax(noisy / tau, dim=-1), logits.dtype, logits, float(tau))
 
     def kept(self, length: int) -> torch.Tensor:
         """(B or 1, length) ``keep_t = sum_{j >= length - t} y_j`` for the one-hot ``y`` of this
@@ -403,7 +443,7 @@ class Choice:
         with the straight-through gradient (:class:`_StraightThroughKeep`)."""
         if self.soft is None:
             return kept_mask(self.index, length, self.dtype)
-        return _StraightThroughKeep.apply(self.soft, self.index, length)
+        return _StraightThroughKeep.apply(self.logits, self.index, length, self.soft, self.tau)
 
 
 # --------------------------------------------------------------------------- logits
@@ -422,7 +462,7 @@ class TaskLogits(nn.Module):
         self.logits = nn.Parameter(logits)
 
     def forward(self, feature: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.logits[None]
+        return self.logits  # (n,): the choice is drawn once for the batch
 
 
 class InstanceLogits(nn.Module):
@@ -659,18 +699,24 @@ class _LearnedChoice(Placement):
             ctx.record(f"{seq.tower}.layer{layer}.{self.kind}", self.recorded(index))
         return choice, index, head
 
-    def keeps_slots(self, seq: TokenSeq, owner_id: int, head: int, ctx: PromptContext) -> bool:
-        """Whether this layer's tokens just overwrite the previous layer's (same choice).
+    def held_slots(self, seq: TokenSeq, owner_id: int, head: int, ctx: PromptContext) -> Tuple[bool, bool]:
+        """``(keep, held)``: whether this layer's tokens just overwrite the previous layer's (same
+        choice), and whether ``seq`` holds this module's tokens at all (to be removed otherwise).
 
         A deeper layer that shares the choice keeps the slots its tokens already hold, also when
         another method inserted words next to them meanwhile (MaPLe's fixed words); the
         position/length gradient then comes from the layer that made the arrangement. A layer
-        with its own choice removes the previous tokens and arranges anew.
+        with its own choice removes the previous tokens and arranges anew. Before this module's
+        first placement of the pass (``ctx``) the sequence holds none of its tokens (its owner id
+        is its own), so the sequence is not searched.
         """
         key = ("dynamic.placed", id(self), seq.tower, owner_id)
         placed = ctx.cache.get(key)
         ctx.cache[key] = head
-        return placed == head and seq.has(owner_id)
+        if placed is None:
+            return False, False
+        held = seq.has(owner_id)
+        return held and placed == head, held
 
 
 @PLACEMENTS.register("adap_pos")
@@ -707,12 +753,13 @@ class AdaptivePosition(_LearnedChoice):
                 f"{type(self).__name__} was built for {self.length} prompt tokens but got {tokens.shape[1]}."
             )
         choice, index, head = self.choose(seq, ctx)
-        if self.keeps_slots(seq, owner_id, head, ctx):
+        keep, held = self.held_slots(seq, owner_id, head, ctx)
+        if keep:
             # the slots hold the tokens in sequence order, which the rotation permutes
             return seq.replace(owner_id, arrange_tokens(tokens, index, self.rotate)[0])
-        if seq.has(owner_id):
+        if held:
             seq = seq.remove(owner_id)
-        return insert_split(seq, tokens, index, owner_id, choice.soft, rotate=self.rotate)
+        return insert_split(seq, tokens, index, owner_id, choice, rotate=self.rotate)
 
 
 @PLACEMENTS.register("adap_ins_pos")
@@ -758,9 +805,10 @@ class AdaptiveLength(_LearnedChoice):
         keep = choice.kept(self.length).expand(seq.batch_size, -1)
         tokens = tokens * keep[..., None].to(tokens.dtype)
         mask = keep.detach() > 0.5 if self.mode == "mask" else None
-        if self.keeps_slots(seq, owner_id, head, ctx):
+        keep_slots, held = self.held_slots(seq, owner_id, head, ctx)
+        if keep_slots:
             return seq.replace(owner_id, tokens, mask)
-        if seq.has(owner_id):
+        if held:
             seq = seq.remove(owner_id)
         positions = seq.anchors["start"][:, None].expand(-1, self.length)
         return seq.insert_at(tokens, positions, owner_id, mask=mask)
