@@ -63,6 +63,31 @@ def test_split_insert_then_replace_then_remove_roundtrip():
         assert torch.equal(back.anchors[name], seq.anchors[name])
 
 
+def test_insert_with_a_token_order_places_the_permuted_tokens_by_the_same_gather():
+    """``token_order`` inserts ``tokens[b, order[b, t]]`` as token t (the rotated dynamic prompt),
+    from ``[x; tokens]`` built here or given as ``joined``; the mask is indexed like the tokens and
+    each token's gradient comes from the slot it went to."""
+    seq = make_seq(B=2, N=4)
+    oid = new_owner_id()
+    p = torch.randn(2, 3, 3, requires_grad=True)
+    order = torch.tensor([[1, 2, 0], [2, 0, 1]])
+    positions = torch.tensor([[1, 1, 4], [1, 4, 4]])
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    permuted = p.gather(1, order[..., None].expand(-1, -1, 3))
+    want = seq.insert_at(permuted, positions, oid, mask=mask.gather(1, order))
+    for joined in (None, torch.cat([seq.x, p], 1)):
+        got = seq.insert_at(p, positions, oid, mask=mask, joined=joined, token_order=order)
+        assert torch.equal(got.x, want.x) and torch.equal(got.mask, want.mask)
+        assert torch.equal(got.owner, want.owner)
+        for name in seq.anchors:
+            assert torch.equal(got.anchors[name], want.anchors[name])
+    weights = torch.randn_like(want.x)
+    (grad_want,) = torch.autograd.grad((want.x * weights).sum(), p)
+    got = seq.insert_at(p, positions, oid, mask=mask, joined=torch.cat([seq.x, p], 1), token_order=order)
+    (grad_got,) = torch.autograd.grad((got.x * weights).sum(), p)
+    assert torch.equal(grad_got, grad_want)
+
+
 def test_insert_is_differentiable_wrt_prompt():
     seq = make_seq()
     p = torch.zeros(1, 2, 3, requires_grad=True)
