@@ -350,3 +350,21 @@ def test_row_subsets_take_and_put_the_rows(dim, shared):
     assert torch.equal(layout(subset.take(layout(x))), x.gather(1, index))
     new = torch.randn(index.shape, generator=g)
     assert torch.equal(layout(subset.put(layout(x), layout(new))), x.scatter(1, index, new))
+
+
+@pytest.mark.parametrize("recipe", ["vpt_deep", "maple", "vpt_deep_adap_pos_per_layer"])
+def test_the_rows_of_a_layout_are_searched_once_a_pass(recipe, clip_json, monkeypatch):
+    """Deep prompts overwrite their slots in place, so the rows skipped by the layers are searched
+    once per tower and pass and reused while the layout is that same owner tensor; a layer that
+    rearranges its tokens (its own learned position) is searched anew."""
+    from mmprompt.tokens import TokenSeq
+
+    searches = []
+    search = TokenSeq.rows_except
+    monkeypatch.setattr(TokenSeq, "rows_except", lambda seq, owners: searches.append(seq.tower) or search(seq, owners))
+    model = build(recipe, clip_json)
+    step(model, True)
+    per_tower = {tower: searches.count(tower) for tower in set(searches)}
+    # layers 0..LAYERS-2 skip the rows the next layer overwrites
+    rearranged = recipe.endswith("per_layer")
+    assert per_tower and all(n == (LAYERS - 1 if rearranged else 1) for n in per_tower.values()), per_tower

@@ -121,6 +121,7 @@ class TokenTower(nn.Module):
         only through ``pool(seq, pool_mode)``, so (``skip_unused_rows``) the last layer may compute
         only :meth:`pooled_rows`; callers that read the states themselves leave it False."""
         end = self.num_layers if upto is None else upto
+        kept_rows = {}  # the rows of the last layout that skipped owners (see _needed_rows)
         for i in range(end):
             if prompts is not None:
                 seq = prompts.before_layer(self.name, i, seq, ctx)
@@ -138,22 +139,32 @@ class TokenTower(nn.Module):
                     f"module promised an overwrite it does not make."
                 )
             if self.skip_unused_rows:
-                seq = seq.with_needed_rows(self._needed_rows(i, end, seq, then_pool, pool_mode))
+                seq = seq.with_needed_rows(self._needed_rows(i, end, seq, then_pool, pool_mode, kept_rows))
             seq = self.layer(i, seq)
         return seq
 
-    def _needed_rows(self, i: int, end: int, seq: TokenSeq, then_pool: bool, pool_mode) -> Optional[torch.Tensor]:
+    def _needed_rows(
+        self, i: int, end: int, seq: TokenSeq, then_pool: bool, pool_mode, kept_rows: dict
+    ) -> Optional[torch.Tensor]:
         """The rows layer ``i`` must compute, None for all: the pooled rows at the last layer when
         only pooling follows; else, training, all but those of tokens overwritten before layer
         ``i + 1``, when this loop runs that layer's prompts (and so has checked the promise).
         Without autograd the few prompt rows do not pay for the subset's copies and for leaving
-        the library's fast inference path (a ViT-B/16 evaluation ran faster without them)."""
+        the library's fast inference path (a ViT-B/16 evaluation ran faster without them).
+
+        Deep prompts overwrite their slots in place, so the layout (``seq.owner``, the same tensor)
+        is usually that of the layer before: ``kept_rows`` holds the last layout's rows, with the
+        owner tensor itself, so they are reused while that very tensor is the layout (it cannot be
+        freed and its id reused meanwhile) and the search (two host syncs) runs once a pass."""
         if then_pool and i == self.num_layers - 1:
             return self.pooled_rows(seq, pool_mode)
         if i + 1 < end and torch.is_grad_enabled():
-            unread = [owner for owner, at in seq.overwrite_before.items() if at == i + 1]
+            unread = tuple(sorted(owner for owner, at in seq.overwrite_before.items() if at == i + 1))
             if unread:
-                return seq.rows_except(unread)
+                last = kept_rows.get(unread)
+                if last is None or last[0] is not seq.owner:
+                    last = kept_rows[unread] = (seq.owner, seq.rows_except(unread))
+                return last[1]
         return None
 
 
