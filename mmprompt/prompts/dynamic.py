@@ -171,8 +171,9 @@ def straight_through_gumbel(logits: torch.Tensor, tau: float, sample: bool) -> T
 
 
 class _SplitChoiceGradient(torch.autograd.Function):
-    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient
-    (or the softmax it stands for, :attr:`Choice.soft`: the same gradient).
+    """Identity on the arranged hidden states; gives the one-hot choice its straight-through gradient:
+    to the one-hot itself, or through the softmax it stands for to a :class:`Choice`'s logits
+    (:func:`choice_target_gradient`).
 
     The sequence the paper's estimator differentiates is the one-hot-weighted sum of all l+1
     arrangements, ``S = sum_j y_j A_j``, with ``A_j = [P[:j]; X; P[j:]]`` (the paper's eq. 6) or
