@@ -242,6 +242,8 @@ class TokenSeq:
         if token_order is None:
             src.scatter_(1, new_tok, torch.arange(N, N + k, device=self.x.device).expand(B, k))
         else:
+            if token_order.shape != (B, k):
+                raise ValueError(f"token_order must be (B, k) = {(B, k)}, got {tuple(token_order.shape)}")
             src.scatter_(1, new_tok, token_order.to(device=self.x.device, dtype=torch.long) + N)
 
         if mask is None:

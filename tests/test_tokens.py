@@ -86,6 +86,8 @@ def test_insert_with_a_token_order_places_the_permuted_tokens_by_the_same_gather
     got = seq.insert_at(p, positions, oid, mask=mask, joined=torch.cat([seq.x, p], 1), token_order=order)
     (grad_got,) = torch.autograd.grad((got.x * weights).sum(), p)
     assert torch.equal(grad_got, grad_want)
+    with pytest.raises(ValueError, match="token_order must be"):
+        seq.insert_at(p, positions, oid, token_order=order[:, :2])
 
 
 def test_insert_is_differentiable_wrt_prompt():
